@@ -1,0 +1,42 @@
+# README command 1: `make demo`; README command 2: `make test`. Both install first.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+DEMO    ?= runs/demo
+
+.PHONY: install data demo test test-slow test-trt lint clean
+
+# Idempotent: re-runs pip only when the project's install files change.
+install: $(STAMP)
+
+$(STAMP): pyproject.toml runtime/pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# The default data set comes from Debian; nothing is downloaded at run time.
+data: $(FMNIST)
+
+$(FMNIST):
+	@command -v apt-get >/dev/null || { echo "install the Debian package dataset-fashion-mnist"; exit 1; }
+	(apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist))
+
+demo: install data
+	$(BIN)/invedge train --data fashion-mnist --limit 8192 --width 16 --epochs 3 --out $(DEMO) --overwrite
+	$(BIN)/invedge eval $(DEMO) --data fashion-mnist --limit 2000
+
+test: install data
+	$(BIN)/python -m pytest -n 2 -q
+
+test-slow: install data
+	$(BIN)/python -m pytest -q -m slow
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .cache runs

@@ -1,0 +1,1 @@
+"""invspread-edge export: checkpoint → verified ONNX, INT8 (QDQ), FP16 and TensorRT engines."""

@@ -1,0 +1,54 @@
+"""Typed errors of the whole toolkit. The CLI turns each into one line with the next step.
+
+Every library error a user can cause derives from `InvedgeError`; anything else is a bug and
+keeps its traceback (set INVEDGE_DEBUG=1 to see tracebacks for all errors).
+"""
+
+from __future__ import annotations
+
+
+class InvedgeError(Exception):
+    """A problem the user can fix. `hint` says how."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}. {self.hint}" if self.hint else self.message
+
+
+class DataError(InvedgeError):
+    """Missing, empty or unreadable data."""
+
+
+class CheckpointError(InvedgeError):
+    """A checkpoint or run folder that is missing, truncated, foreign or inconsistent."""
+
+
+class ModelError(InvedgeError):
+    """An ONNX model that is not ours, is damaged, or does not match what it is used with."""
+
+
+class IndexFileError(InvedgeError):
+    """A gallery index or embedding file that is damaged, foreign or incompatible."""
+
+
+class EngineError(InvedgeError):
+    """A TensorRT engine that cannot be built, loaded or run."""
+
+
+class AccuracyError(InvedgeError):
+    """A converted model whose accuracy fell past the allowed bound."""
+
+
+class MissingDependency(InvedgeError):
+    """An optional package a command needs is not installed."""
+
+    def __init__(self, package: str, purpose: str, install: str | None = None) -> None:
+        super().__init__(
+            f"{purpose} needs the Python package '{package}', which is not installed",
+            f"Install it with: {install or 'pip install ' + package}",
+        )
+        self.package = package
