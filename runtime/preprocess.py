@@ -48,8 +48,8 @@ def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
             new_w, new_h = int(size * width / height), size
         if (new_w, new_h) != (width, height):
             img = img.resize((new_w, new_h), Image.BILINEAR)
-        left = int(round((new_w - size) / 2.0))
-        top = int(round((new_h - size) / 2.0))
+        left = round((new_w - size) / 2.0)
+        top = round((new_h - size) / 2.0)
         img = img.crop((left, top, left + size, top + size))
     return img
 
