@@ -1,0 +1,141 @@
+"""Embedding quality, in numpy: one implementation for training, export checks and the benchmark.
+
+- weighted kNN (Wu et al. 2018, used by Ye et al. 2019): k neighbours by cosine, votes exp(cos / T);
+- Recall@K and NMI for unseen-class retrieval;
+- agreement between two embeddings of the same images (after quantizing, after FP16).
+All inputs are L2-normalised float arrays (N, d).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def knn_predict(
+    memory: np.ndarray,
+    memory_labels: np.ndarray,
+    queries: np.ndarray,
+    k: int = 200,
+    temperature: float = 0.1,
+    num_classes: int | None = None,
+    exclude_self: bool = False,
+    block: int = 512,
+) -> np.ndarray:
+    """Weighted kNN class predictions (N_q,). `exclude_self`: queries are the memory (leave-one-out)."""
+    memory = np.asarray(memory, dtype=np.float32)
+    queries = np.asarray(queries, dtype=np.float32)
+    labels = np.asarray(memory_labels, dtype=np.int64)
+    num_classes = int(num_classes or labels.max() + 1)
+    k = min(k, len(memory) - int(exclude_self))
+    if k < 1:
+        raise ValueError("kNN needs at least two memory items")
+    preds = np.empty(len(queries), dtype=np.int64)
+    for start in range(0, len(queries), block):
+        sims = queries[start : start + block] @ memory.T  # (b, N)
+        if exclude_self:
+            rows = np.arange(sims.shape[0])
+            sims[rows, rows + start] = -np.inf
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]  # (b, k), unordered
+        top_sims = np.take_along_axis(sims, top, axis=1)
+        weights = np.exp((top_sims - 1.0) / temperature)  # shifted by the max cosine: same argmax, no overflow
+        votes = np.zeros((sims.shape[0], num_classes), dtype=np.float64)
+        np.add.at(votes, (np.arange(sims.shape[0])[:, None], labels[top]), weights)
+        preds[start : start + block] = votes.argmax(axis=1)
+    return preds
+
+
+def knn_accuracy(
+    memory: np.ndarray,
+    memory_labels: np.ndarray,
+    queries: np.ndarray,
+    query_labels: np.ndarray,
+    k: int = 200,
+    temperature: float = 0.1,
+) -> float:
+    """Top-1 weighted kNN accuracy in [0, 1]: train set as memory, test set as queries."""
+    num_classes = int(max(memory_labels.max(), query_labels.max()) + 1)
+    preds = knn_predict(memory, memory_labels, queries, k, temperature, num_classes)
+    return float((preds == np.asarray(query_labels)).mean())
+
+
+def nearest_neighbours(embeddings: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
+    """(N, k) indices of each item's k nearest others (itself excluded), most similar first."""
+    x = np.asarray(embeddings, dtype=np.float32)
+    k = min(k, len(x) - 1)
+    out = np.empty((len(x), k), dtype=np.int64)
+    for start in range(0, len(x), block):
+        sims = x[start : start + block] @ x.T
+        rows = np.arange(sims.shape[0])
+        sims[rows, rows + start] = -np.inf
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1, kind="stable")
+        out[start : start + block] = np.take_along_axis(top, order, axis=1)
+    return out
+
+
+def recall_at_k(embeddings: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 2, 4, 8)) -> dict[int, float]:
+    """Fraction of queries with a same-class item among their K nearest others (each item a query)."""
+    labels = np.asarray(labels)
+    neighbours = nearest_neighbours(embeddings, max(ks))
+    hits = labels[neighbours] == labels[:, None]
+    return {k: float(hits[:, :k].any(axis=1).mean()) for k in ks}
+
+
+def kmeans(x: np.ndarray, n_clusters: int, seed: int = 0, iters: int = 100) -> np.ndarray:
+    """Spherical-enough k-means (Lloyd, k-means++ start) on unit vectors; returns assignments."""
+    rng = np.random.default_rng(seed)
+    x = np.asarray(x, dtype=np.float32)
+    centers = [x[rng.integers(len(x))]]
+    for _ in range(1, n_clusters):
+        d2 = np.min(2.0 - 2.0 * x @ np.stack(centers).T, axis=1).clip(min=0)
+        total = d2.sum()
+        probs = d2 / total if total > 0 else None
+        centers.append(x[rng.choice(len(x), p=probs)])
+    c = np.stack(centers)
+    assign = np.full(len(x), -1)
+    for _ in range(iters):
+        new = np.argmax(x @ c.T - 0.5 * (c * c).sum(axis=1), axis=1)  # argmin of squared distance
+        if np.array_equal(new, assign):
+            break
+        assign = new
+        for j in range(n_clusters):
+            members = x[assign == j]
+            c[j] = members.mean(axis=0) if len(members) else x[rng.integers(len(x))]
+    return assign
+
+
+def nmi(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
+    """Normalised mutual information between k-means clusters (k = #classes) and the labels."""
+    labels = np.asarray(labels)
+    _, true = np.unique(labels, return_inverse=True)
+    pred = kmeans(embeddings, int(true.max() + 1), seed=seed)
+    return normalized_mutual_info(true, pred)
+
+
+def normalized_mutual_info(a: np.ndarray, b: np.ndarray) -> float:
+    """NMI with the arithmetic-mean normaliser (scikit-learn's default)."""
+    _, a = np.unique(a, return_inverse=True)
+    _, b = np.unique(b, return_inverse=True)
+    joint = np.zeros((a.max() + 1, b.max() + 1))
+    np.add.at(joint, (a, b), 1)
+    joint /= joint.sum()
+    pa, pb = joint.sum(axis=1), joint.sum(axis=0)
+    nz = joint > 0
+    mi = float((joint[nz] * np.log(joint[nz] / np.outer(pa, pb)[nz])).sum())
+    ha = float(-(pa[pa > 0] * np.log(pa[pa > 0])).sum())
+    hb = float(-(pb[pb > 0] * np.log(pb[pb > 0])).sum())
+    denom = (ha + hb) / 2
+    return mi / denom if denom > 0 else 1.0
+
+
+def cosine_stats(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
+    """(mean, min) cosine similarity row by row between two embeddings of the same images."""
+    a = np.asarray(reference, dtype=np.float64)
+    b = np.asarray(candidate, dtype=np.float64)
+    cos = (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+    return float(cos.mean()), float(cos.min())
+
+
+def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Fraction of items whose nearest other item is the same under both embeddings."""
+    return float((nearest_neighbours(reference, 1)[:, 0] == nearest_neighbours(candidate, 1)[:, 0]).mean())
