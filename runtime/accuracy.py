@@ -37,7 +37,9 @@ def knn_predict(
             sims[rows, rows + start] = -np.inf
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]  # (b, k), unordered
         top_sims = np.take_along_axis(sims, top, axis=1)
-        weights = np.exp((top_sims - 1.0) / temperature)  # shifted by the max cosine: same argmax, no overflow
+        weights = np.exp(
+            (top_sims - 1.0) / temperature
+        )  # shifted by the max cosine: same argmax, no overflow
         votes = np.zeros((sims.shape[0], num_classes), dtype=np.float64)
         np.add.at(votes, (np.arange(sims.shape[0])[:, None], labels[top]), weights)
         preds[start : start + block] = votes.argmax(axis=1)
@@ -73,7 +75,9 @@ def nearest_neighbours(embeddings: np.ndarray, k: int, block: int = 1024) -> np.
     return out
 
 
-def recall_at_k(embeddings: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 2, 4, 8)) -> dict[int, float]:
+def recall_at_k(
+    embeddings: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 2, 4, 8)
+) -> dict[int, float]:
     """Fraction of queries with a same-class item among their K nearest others (each item a query)."""
     labels = np.asarray(labels)
     neighbours = nearest_neighbours(embeddings, max(ks))

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+from invspread_edge_runtime import accuracy as acc
+
+
+def _unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _literal_knn(memory, labels, queries, k, t, num_classes, exclude_self=False):
+    preds = []
+    for qi, q in enumerate(queries):
+        sims = memory @ q
+        order = [j for j in np.argsort(-sims, kind="stable") if not (exclude_self and j == qi)][:k]
+        votes = np.zeros(num_classes)
+        for j in order:
+            votes[labels[j]] += np.exp(sims[j] / t)
+        preds.append(votes.argmax())
+    return np.array(preds)
+
+
+@pytest.mark.parametrize("k", [1, 5, 50])
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_weighted_knn_matches_literal(k, exclude_self):
+    rng = np.random.default_rng(k)
+    memory = _unit(rng.normal(size=(300, 16)))
+    labels = rng.integers(0, 4, 300)
+    queries = memory[:40] if exclude_self else _unit(rng.normal(size=(40, 16)))
+    got = acc.knn_predict(
+        memory, labels, queries, k=k, temperature=0.1, num_classes=4, exclude_self=exclude_self, block=7
+    )
+    want = _literal_knn(memory, labels, queries, k, 0.1, 4, exclude_self)
+    assert np.array_equal(got, want)
+
+
+def test_knn_accuracy_on_separable_clusters():
+    rng = np.random.default_rng(0)
+    centers = _unit(rng.normal(size=(3, 32)))
+    labels = rng.integers(0, 3, 500)
+    x = _unit(centers[labels] + 0.05 * rng.normal(size=(500, 32)))
+    assert acc.knn_accuracy(x[:400], labels[:400], x[400:], labels[400:], k=20) == 1.0
+    noise = _unit(rng.normal(size=(500, 32)))
+    assert acc.knn_accuracy(noise[:400], labels[:400], noise[400:], labels[400:], k=20) < 0.6
+
+
+def test_recall_at_k_matches_literal():
+    rng = np.random.default_rng(1)
+    x = _unit(rng.normal(size=(120, 8)))
+    labels = rng.integers(0, 5, 120)
+    got = acc.recall_at_k(x, labels, ks=(1, 2, 4, 8))
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)
+    order = np.argsort(-sims, axis=1, kind="stable")
+    for k, value in got.items():
+        want = np.mean([(labels[order[i, :k]] == labels[i]).any() for i in range(120)])
+        assert value == pytest.approx(want)
+    assert got[1] <= got[2] <= got[4] <= got[8]
+
+
+def test_nmi_extremes_and_kmeans():
+    labels = np.repeat(np.arange(4), 50)
+    assert acc.normalized_mutual_info(labels, labels) == pytest.approx(1.0)
+    assert acc.normalized_mutual_info(labels, (labels + 1) % 4) == pytest.approx(1.0)  # names do not matter
+    rng = np.random.default_rng(2)
+    assert acc.normalized_mutual_info(labels, rng.permutation(labels)) < 0.1
+    centers = _unit(rng.normal(size=(4, 16)) * 5)
+    x = _unit(centers[labels] + 0.02 * rng.normal(size=(200, 16)))
+    assert acc.nmi(x, labels) == pytest.approx(1.0)
+
+
+def test_agreement_and_cosine():
+    rng = np.random.default_rng(3)
+    x = _unit(rng.normal(size=(100, 16)))
+    assert acc.top1_agreement(x, x) == 1.0
+    mean, low = acc.cosine_stats(x, x * 3.0)
+    assert mean == pytest.approx(1.0) and low == pytest.approx(1.0)
+    y = _unit(x + 0.5 * rng.normal(size=x.shape))
+    mean, low = acc.cosine_stats(x, y)
+    assert low < mean < 1.0
+    assert acc.top1_agreement(x, y) < 1.0

@@ -1,0 +1,76 @@
+import onnx
+import pytest
+from invspread_edge_runtime.errors import ModelError
+from invspread_edge_runtime.metadata import ModelMeta, read_model_meta, read_onnx_props
+from onnx import TensorProto, helper
+
+
+def _meta(**kw) -> ModelMeta:
+    base = dict(
+        arch="cifar_resnet18",
+        image_size=28,
+        embedding_dim=32,
+        mean=(0.1, 0.2, 0.3),
+        std=(0.5, 0.5, 0.5),
+        checkpoint_sha256="ab" * 32,
+        toolkit_version="0.1.0",
+    )
+    base.update(kw)
+    return ModelMeta(**base)
+
+
+def _model(path, props: dict[str, str]):
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, 4, 4])
+    y = helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["N", 3, 4, 4])
+    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["embeddings"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, path)
+
+
+def test_round_trip_through_onnx_file_without_onnx_reader(tmp_path):
+    meta = _meta(precision="int8", extra={"calibration": "fmnist-v1"})
+    path = tmp_path / "m.onnx"
+    _model(path, {**meta.to_props(), "other.key": "kept"})
+    props = read_onnx_props(path)
+    assert props["other.key"] == "kept"
+    assert props == {p.key: p.value for p in onnx.load(path).metadata_props}  # same as onnx's own reader
+    loaded = read_model_meta(path)
+    assert loaded == meta
+    assert loaded.extra == {"calibration": "fmnist-v1"}
+    assert loaded.space_id == meta.space_id
+
+
+def test_foreign_model_is_refused(tmp_path):
+    path = tmp_path / "foreign.onnx"
+    _model(path, {"author": "someone else"})
+    with pytest.raises(ModelError, match="not an invspread-edge model"):
+        read_model_meta(path)
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", b"hello world, not onnx"]
+)
+def test_damaged_file_is_a_model_error(tmp_path, content):
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(content)
+    with pytest.raises(ModelError):
+        read_model_meta(path)
+
+
+def test_truncated_model_is_a_model_error(tmp_path):
+    path = tmp_path / "m.onnx"
+    _model(path, _meta().to_props())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 7])
+    with pytest.raises(ModelError):
+        read_model_meta(path)
+
+
+def test_unsupported_values_are_refused():
+    with pytest.raises(ModelError, match="precision"):
+        ModelMeta.from_props(_meta(precision="int4").to_props())
+    props = _meta().to_props()
+    props["invedge.image_size"] = "big"
+    with pytest.raises(ModelError, match="damaged"):
+        ModelMeta.from_props(props)
