@@ -37,6 +37,7 @@ def fmnist_test():
 def tiny_run(tmp_path_factory) -> Path:
     """A run folder holding a randomly initialised width-8 encoder's checkpoint (no training)."""
     import torch
+
     from invspread_edge.checkpoint import save_checkpoint
     from invspread_edge.model import create_model
 
@@ -46,6 +47,20 @@ def tiny_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("tiny_run")
     save_checkpoint(run / "checkpoint.safetensors", model, cfg, epoch=0, step=0)
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_run, tmp_path_factory) -> Path:
+    """`tiny_run` exported to a folder holding model.onnx (FP32, with invspread-edge metadata)."""
+    from invspread_edge_export.meta import meta_from_config
+    from invspread_edge_export.onnx_export import export_onnx
+
+    from invspread_edge.checkpoint import build_model, load_checkpoint
+
+    ckpt = load_checkpoint(tiny_run)
+    folder = tmp_path_factory.mktemp("tiny_export")
+    export_onnx(build_model(ckpt), meta_from_config(ckpt.config, ckpt.sha256), folder / "model.onnx")
+    return folder
 
 
 @pytest.fixture(scope="session")

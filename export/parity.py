@@ -1,0 +1,142 @@
+"""Does the exported graph compute what PyTorch computes? ONNX Runtime (CPU) vs the nn.Module.
+
+Run on real, preprocessed images at several batch sizes (1 exercises the dynamic axis' edge,
+7 an odd size no profile favours). Figures: max abs difference, mean and min cosine similarity.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from invspread_edge_runtime.accuracy import cosine_stats
+from invspread_edge_runtime.errors import ModelError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+DEFAULT_BATCH_SIZES = (1, 7)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    min_cosine: float
+    max_abs: float | None = None
+
+
+TOLERANCES = {
+    "fp32": Tolerance(min_cosine=0.99999, max_abs=1e-3),
+    "fp16": Tolerance(min_cosine=0.999),
+}
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    precision: str
+    images: int
+    batch_sizes: tuple[int, ...]
+    max_abs_diff: float
+    mean_cosine: float
+    min_cosine: float
+    tolerance: Tolerance
+
+    @property
+    def passed(self) -> bool:
+        tol = self.tolerance
+        ok = self.min_cosine >= tol.min_cosine
+        return ok and (tol.max_abs is None or self.max_abs_diff <= tol.max_abs)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "passed": self.passed}
+
+
+def torch_embeddings(model: nn.Module, inputs: np.ndarray, batch: int = 256) -> np.ndarray:
+    """The reference: the nn.Module in eval mode, float32, on the CPU. (N, 3, S, S) → (N, d)."""
+    import torch
+
+    model = model.eval().float().cpu()
+    outs = []
+    with torch.inference_mode():
+        for start in range(0, len(inputs), batch):
+            outs.append(model(torch.from_numpy(np.ascontiguousarray(inputs[start : start + batch]))).numpy())
+    return np.concatenate(outs).astype(np.float32)
+
+
+def ort_session(onnx_path: str | os.PathLike[str], threads: int = 0):
+    """A CPU-only ONNX Runtime session (threads 0: ONNX Runtime's default)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+        raise ModelError(f"ONNX Runtime cannot load {onnx_path}: {str(exc).splitlines()[0][:300]}") from exc
+
+
+def ort_embeddings(session, inputs: np.ndarray, batch: int) -> np.ndarray:
+    """Run `inputs` through an ORT session in chunks of `batch` (the last chunk may be smaller)."""
+    name = session.get_inputs()[0].name
+    outs = [
+        session.run(None, {name: np.ascontiguousarray(inputs[s : s + batch])})[0]
+        for s in range(0, len(inputs), batch)
+    ]
+    return np.concatenate(outs).astype(np.float32)
+
+
+def check_parity(
+    model: nn.Module,
+    onnx_path: str | os.PathLike[str],
+    inputs: np.ndarray,
+    *,
+    precision: str = "fp32",
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES,
+    tolerance: Tolerance | None = None,
+    reference: np.ndarray | None = None,
+) -> ParityResult:
+    """Compare ORT CPU on `onnx_path` with `model` on `inputs` (N, 3, S, S) float32, per batch size.
+
+    `reference` (N, d): the torch embeddings when already computed. The result says whether it
+    passed; `require_parity` turns a failure into an error.
+    """
+    if len(inputs) < max(batch_sizes):
+        raise ValueError(f"parity needs at least {max(batch_sizes)} images, got {len(inputs)}")
+    expected = torch_embeddings(model, inputs) if reference is None else reference
+    session = ort_session(onnx_path)
+    max_abs, mean_cos, min_cos = 0.0, 1.0, 1.0
+    for batch in batch_sizes:
+        got = ort_embeddings(session, inputs, batch)
+        if got.shape != expected.shape:
+            raise ModelError(
+                f"{Path(onnx_path).name} gives shape {got.shape} at batch {batch}, torch {expected.shape}"
+            )
+        mean_b, min_b = cosine_stats(expected, got)
+        max_abs = max(max_abs, float(np.abs(got - expected).max()))
+        mean_cos, min_cos = min(mean_cos, mean_b), min(min_cos, min_b)
+    return ParityResult(
+        precision=precision,
+        images=len(inputs),
+        batch_sizes=tuple(batch_sizes),
+        max_abs_diff=max_abs,
+        mean_cosine=mean_cos,
+        min_cosine=min_cos,
+        tolerance=tolerance or TOLERANCES[precision],
+    )
+
+
+def require_parity(result: ParityResult, path: str | os.PathLike[str]) -> None:
+    """Raise ModelError with the figures when `result` did not pass."""
+    if result.passed:
+        return
+    tol = result.tolerance
+    bound = f"cosine ≥ {tol.min_cosine}" + (f", max abs ≤ {tol.max_abs:g}" if tol.max_abs is not None else "")
+    raise ModelError(
+        f"{Path(path).name} does not match PyTorch ({result.precision}): min cosine {result.min_cosine:.6f}, "
+        f"max abs diff {result.max_abs_diff:.2e} (required: {bound})",
+        "The file was not kept; report this with INVEDGE_DEBUG=1 output",
+    )
