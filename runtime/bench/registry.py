@@ -1,0 +1,134 @@
+"""The runtimes a benchmark can run, by name: the runtime's own backends plus registered extras.
+
+The runtime package never imports torch, so the full toolkit registers its torch runtimes here
+(`register_runtime("torch", ...)` from `invspread_edge.cli`) before the CLI runs. A factory opens
+a `Backend` for one precision, or raises `NotPresent` saying why it cannot on this machine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..backends.base import Backend
+from ..errors import InvedgeError
+from .target import BenchTarget
+
+ONNX_PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
+ALL_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-cpu")
+
+
+class NotPresent(InvedgeError):
+    """A runtime (or runtime × precision) this machine or this target cannot run; the message says why."""
+
+
+Factory = Callable[[BenchTarget, str, int], Backend]  # (target, precision, threads) → an open backend
+Probe = Callable[[BenchTarget], "str | None"]  # None: present; else the reason it is not
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    name: str
+    factory: Factory
+    precisions: tuple[str, ...]  # what it can run at all
+    probe: Probe | None = None
+    description: str = ""
+
+    def unavailable(self, target: BenchTarget) -> str | None:
+        return self.probe(target) if self.probe else None
+
+
+_BUILTIN_ORDER = ("ort-cpu", "ort-cuda", "ort-trt", "trt")
+_EXTRA: dict[str, RuntimeSpec] = {}
+
+
+def register_runtime(
+    name: str,
+    factory: Factory,
+    *,
+    precisions: tuple[str, ...] = ("fp32",),
+    probe: Probe | None = None,
+    description: str = "",
+) -> None:
+    """Add (or replace) a runtime the bench can run, e.g. the full toolkit's torch eager model."""
+    if name in _BUILTIN_ORDER:
+        raise ValueError(f"{name!r} is a built-in runtime")
+    unknown = set(precisions) - set(ALL_PRECISIONS)
+    if unknown:
+        raise ValueError(f"unknown precisions {sorted(unknown)}; allowed: {', '.join(ALL_PRECISIONS)}")
+    _EXTRA[name] = RuntimeSpec(name, factory, tuple(precisions), probe, description)
+
+
+def unregister_runtime(name: str) -> None:
+    _EXTRA.pop(name, None)
+
+
+def runtimes() -> dict[str, RuntimeSpec]:
+    """Every known runtime, built-ins first, in the order the table shows them."""
+    specs = {name: _builtin(name) for name in _BUILTIN_ORDER}
+    specs.update(_EXTRA)
+    return specs
+
+
+# --- the runtime's own backends ---------------------------------------------------------------------
+
+_BUILTIN_PRECISIONS = {
+    "ort-cpu": ONNX_PRECISIONS,
+    "ort-cuda": ONNX_PRECISIONS,
+    "ort-trt": ("fp32", "fp16", "int8"),  # TensorRT rejects the CPU artifact's uint8 zero-points
+    "trt": ("fp32", "fp16", "int8"),
+}
+_DESCRIPTIONS = {
+    "ort-cpu": "ONNX Runtime, CPU execution provider",
+    "ort-cuda": "ONNX Runtime, CUDA execution provider",
+    "ort-trt": "ONNX Runtime, TensorRT execution provider",
+    "trt": "TensorRT (native, cuda-python)",
+}
+_PROVIDERS = {
+    "ort-cpu": "CPUExecutionProvider",
+    "ort-cuda": "CUDAExecutionProvider",
+    "ort-trt": "TensorrtExecutionProvider",
+}
+
+
+def _builtin(name: str) -> RuntimeSpec:
+    def factory(target: BenchTarget, precision: str, threads: int) -> Backend:
+        return open_onnx_backend(name, target.artifacts[precision], threads)
+
+    return RuntimeSpec(
+        name=name,
+        factory=factory,
+        precisions=_BUILTIN_PRECISIONS[name],
+        probe=lambda target: builtin_unavailable(name),
+        description=_DESCRIPTIONS[name],
+    )
+
+
+def builtin_unavailable(name: str) -> str | None:
+    """Why a built-in backend cannot run on this machine (None when it can), without loading a model."""
+    if name in _PROVIDERS:
+        if importlib.util.find_spec("onnxruntime") is None:
+            return "onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu)"
+        try:
+            import onnxruntime as ort
+
+            providers = ort.get_available_providers()
+        except Exception as exc:  # a broken GPU build raises on import
+            return f"onnxruntime does not load: {exc}"
+        if _PROVIDERS[name] not in providers:
+            return f"this onnxruntime build has no {_PROVIDERS[name]} (providers: {', '.join(providers)})"
+        return None
+    if importlib.util.find_spec("tensorrt") is None:
+        return "TensorRT's Python package is not installed (pip install tensorrt, or JetPack's python3-libnvinfer)"
+    if importlib.util.find_spec("cuda") is None:
+        return "cuda-python is not installed (pip install cuda-python)"
+    return None
+
+
+def open_onnx_backend(name: str, model: Path, threads: int) -> Backend:
+    """Open one of the runtime's own backends on one ONNX file."""
+    from ..backends.select import open_backend
+
+    return open_backend(model, backend=name, threads=threads)
