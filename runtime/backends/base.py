@@ -32,6 +32,13 @@ class Backend(ABC):
     def synchronize(self) -> None:
         """Wait for queued device work (GPU backends); timing harnesses call this."""
 
+    def last_device_ms(self) -> float | None:
+        """Device compute time of the last `infer` (CUDA events, host↔device copies excluded).
+
+        None where the backend records no device time (CPU backends); `invedge bench` shows it.
+        """
+        return None
+
     def close(self) -> None:
         """Release sessions, engines and device memory."""
 
