@@ -1,7 +1,59 @@
-"""(being written)"""
+"""`invedge build-engine`: a TensorRT engine for this GPU from an exported ONNX file."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
+from .options import JsonOpt, existing
+
 
 def register(app: typer.Typer) -> None:
-    """Registers nothing yet."""
+    app.command("build-engine")(build_engine_command)
+
+
+def build_engine_command(
+    model: Path = typer.Argument(
+        ..., help="An exported ONNX file: model.onnx, model.fp16.onnx or model.int8.onnx."
+    ),
+    precision: str = typer.Option(
+        None, "--precision", help="fp32, fp16 or int8; must match the ONNX file (default: the file's own)."
+    ),
+    min_batch: int = typer.Option(1, "--min-batch", help="Smallest batch the engine accepts."),
+    opt_batch: int = typer.Option(
+        None, "--opt-batch", help="Batch size TensorRT tunes for (default: --max-batch)."
+    ),
+    max_batch: int = typer.Option(64, "--max-batch", help="Largest batch the engine accepts."),
+    workspace_mb: int = typer.Option(1024, "--workspace-mb", help="TensorRT workspace limit in MB."),
+    out: Path = typer.Option(None, "--out", "-o", help="Engine file (default: beside MODEL, .engine)."),
+    timing_cache: Path = typer.Option(
+        None, "--timing-cache", help="Timing cache file, reused across builds (default: beside the engine)."
+    ),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Build a TensorRT engine (strongly typed: precision comes from the ONNX graph) with its sidecar."""
+    from .. import console
+    from ..files import human_size
+    from ..tensorrt import build_engine
+
+    existing(model, "model")
+    engine_path = out or model.with_name(model.name.removesuffix(".onnx") + ".engine")
+    timing = timing_cache or engine_path.with_name("timing.cache")
+    console.info(f"building a TensorRT engine from {model} (takes minutes on a Jetson)…")
+    info = build_engine(model, engine_path, precision, min_batch, opt_batch, max_batch, workspace_mb, timing)
+    if json_out:
+        console.print_json(
+            {"engine": str(info.engine_path), "sidecar": str(info.sidecar_path), **info.to_json()}
+        )
+        return
+    key = info.key
+    console.success(
+        f"wrote {info.engine_path} ({human_size(info.engine_bytes)}) and {info.sidecar_path.name} "
+        f"in {info.build_seconds:.1f} s"
+    )
+    console.info(
+        f"  TensorRT {key.tensorrt_version} · {key.gpu_name} (sm {key.compute_capability}) · {key.precision} · "
+        f"batch {key.profile}"
+    )
+    console.info(f"Next: invedge embed {model} IMAGES --backend trt --out images.emb")

@@ -1,0 +1,146 @@
+"""Native TensorRT backend: the engine is built from the ONNX file on first use and cached.
+
+Device memory and the stream come from cuda-python; inference is TensorRT's tensor API
+(`set_input_shape`, `set_tensor_address`, `execute_async_v3`). Any batch size within the engine's
+optimization profile runs as is; larger inputs are split into profile-sized chunks.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import EngineError, ModelError
+from ..metadata import read_model_meta
+from ..tensorrt import api
+from ..tensorrt.cuda import CudaRuntime
+from ..tensorrt.load import LoadedEngine, get_or_build_engine, load_engine
+from .base import Backend, BackendInfo
+
+
+class TensorRTBackend(Backend):
+    """(N, 3, H, W) float32 → (N, d) float32 with a TensorRT engine for this GPU.
+
+    `precision` defaults to the ONNX file's own; `cache_dir` holds engines and timing caches
+    (default: $INVEDGE_ENGINE_CACHE or ~/.cache/invspread-edge/engines). `engine_path` runs an
+    explicit engine instead (checked against its sidecar, never rebuilt).
+    """
+
+    def __init__(
+        self,
+        onnx_path: str | os.PathLike[str],
+        precision: str | None = None,
+        max_batch: int = 64,
+        cache_dir: str | os.PathLike[str] | None = None,
+        *,
+        min_batch: int = 1,
+        opt_batch: int | None = None,
+        workspace_mb: int = 1024,
+        engine_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self._buffers: list[int] = []
+        self._stream: Any = None
+        self.context: Any = None
+        self.cuda = CudaRuntime()
+        meta = read_model_meta(onnx_path)
+        trt = api.import_tensorrt()
+        self.gpu = self.cuda.gpu()
+        if engine_path is not None:
+            self.loaded: LoadedEngine = load_engine(engine_path, onnx_path=onnx_path)
+        else:
+            self.loaded = get_or_build_engine(
+                onnx_path, cache_dir, precision, min_batch, opt_batch, max_batch, workspace_mb
+            )
+        engine = self.loaded.engine
+        try:
+            self.input_name, self.output_name = _io_names(trt, engine)
+            for name in (self.input_name, self.output_name):
+                if api.numpy_dtype(trt, engine.get_tensor_dtype(name)) != np.float32:
+                    raise ModelError(
+                        f"engine tensor {name!r} is not float32; the export keeps I/O in float32"
+                    )
+            lo, _, hi = (
+                tuple(int(d) for d in dims) for dims in engine.get_tensor_profile_shape(self.input_name, 0)
+            )
+            self.min_batch, self.max_batch = lo[0], hi[0]
+            self.chw: tuple[int, ...] = hi[1:]
+            self.dim = int(tuple(engine.get_tensor_shape(self.output_name))[-1])
+            if self.dim <= 0:
+                self.dim = meta.embedding_dim
+            self.context = engine.create_execution_context()
+            if self.context is None:
+                raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
+            self._stream = self.cuda.stream_create()
+            itemsize = np.dtype(np.float32).itemsize
+            self._d_in = self._alloc(self.max_batch * int(np.prod(self.chw)) * itemsize)
+            self._d_out = self._alloc(self.max_batch * self.dim * itemsize)
+            for name, ptr in ((self.input_name, self._d_in), (self.output_name, self._d_out)):
+                if not self.context.set_tensor_address(name, ptr):
+                    raise EngineError(f"TensorRT refused the device address of tensor {name!r}")
+        except BaseException:
+            self.close()
+            raise
+        self.info = BackendInfo(
+            name="trt",
+            device=str(self.gpu),
+            precision=meta.precision,
+            model_path=str(Path(engine_path or onnx_path)),
+            max_batch=self.max_batch,
+        )
+
+    def _alloc(self, nbytes: int) -> int:
+        ptr = self.cuda.malloc(nbytes)
+        self._buffers.append(ptr)
+        return ptr
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.chw:
+            raise ModelError(
+                f"input of shape {x.shape} does not fit the engine's (N, {', '.join(map(str, self.chw))})"
+            )
+        out = np.empty((len(x), self.dim), dtype=np.float32)
+        for start in range(0, len(x), self.max_batch):
+            chunk = x[start : start + self.max_batch]
+            rows = len(chunk)
+            if rows < self.min_batch:  # below the profile: pad with zeros, keep the real rows
+                chunk = np.concatenate([chunk, np.zeros((self.min_batch - rows, *self.chw), np.float32)])
+            if not self.context.set_input_shape(self.input_name, tuple(chunk.shape)):
+                raise EngineError(
+                    f"TensorRT refused input shape {tuple(chunk.shape)} for {self.input_name!r}"
+                )
+            self.cuda.copy_to_device(self._d_in, chunk, self._stream)
+            if not self.context.execute_async_v3(int(self._stream)):
+                raise EngineError("TensorRT inference failed (execute_async_v3 returned False)")
+            self.cuda.copy_to_host(out[start : start + rows], self._d_out, self._stream)
+            self.cuda.stream_synchronize(self._stream)
+        return out
+
+    def synchronize(self) -> None:
+        if self._stream is not None:
+            self.cuda.stream_synchronize(self._stream)
+
+    def close(self) -> None:
+        """Free device memory and the stream; safe to call twice."""
+        self.context = None
+        while self._buffers:
+            self.cuda.free(self._buffers.pop())
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            self.cuda.stream_destroy(stream)
+        if hasattr(self, "loaded"):
+            self.loaded.engine = None
+
+
+def _io_names(trt: Any, engine: Any) -> tuple[str, str]:
+    """The engine's one input and one output tensor, by I/O mode."""
+    inputs, outputs = [], []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        (inputs if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outputs).append(name)
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ModelError(f"engine has inputs {inputs} and outputs {outputs}; one of each expected")
+    return inputs[0], outputs[0]

@@ -1,0 +1,181 @@
+"""ONNX file → serialized TensorRT engine + JSON sidecar, on the device that will run it.
+
+The network is strongly typed: the ONNX graph carries the precision (fp32, an fp16 graph, or Q/DQ
+int8), so there is no calibration here and no precision flag. The batch range becomes one
+optimization profile for input `images`; a timing cache makes rebuilds fast.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .. import console
+from ..errors import EngineError, ModelError
+from ..files import atomic_write_bytes, sha256_bytes, sha256_file
+from ..metadata import ModelMeta, read_model_meta
+from . import api, cuda
+from .cache import BatchProfile, EngineInfo, EngineKey, check_precision, sidecar_path, write_sidecar
+
+ARTIFACT_FOR = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+
+
+def resolve_precision(meta: ModelMeta, requested: str | None, source: str) -> str:
+    """The engine's precision is the ONNX graph's: check a requested one against it."""
+    if meta.precision == "int8-cpu":
+        raise ModelError(
+            f"{source} is the CPU INT8 artifact (uint8 activations), which TensorRT does not accept",
+            "Build the engine from model.int8.onnx (symmetric int8, zero-points 0) in the same export folder",
+        )
+    if requested is None:
+        return check_precision(meta.precision)
+    check_precision(requested)
+    if requested != meta.precision:
+        raise EngineError(
+            f"{source} is a {meta.precision} model; TensorRT takes the precision from the ONNX graph, "
+            f"so a {requested} engine needs the {requested} artifact",
+            f"Build from {ARTIFACT_FOR[requested]} ('invedge export RUN --{requested}' writes it)"
+            if requested != "fp32"
+            else f"Pass --precision {meta.precision}, or build from model.onnx",
+        )
+    return requested
+
+
+def current_key(
+    onnx_path: Path, precision: str, profile: BatchProfile, trt: Any, gpu: cuda.GpuIdentity
+) -> EngineKey:
+    return EngineKey(
+        onnx_sha256=sha256_file(onnx_path),
+        tensorrt_version=api.version(trt),
+        gpu_name=gpu.name,
+        compute_capability=gpu.compute_capability,
+        precision=precision,
+        min_batch=profile.min,
+        opt_batch=profile.opt,
+        max_batch=profile.max,
+    )
+
+
+def build_engine(
+    onnx_path: str | os.PathLike[str],
+    engine_path: str | os.PathLike[str],
+    precision: str | None = None,
+    min_batch: int = 1,
+    opt_batch: int | None = None,
+    max_batch: int = 64,
+    workspace_mb: int = 1024,
+    timing_cache: str | os.PathLike[str] | None = None,
+    *,
+    verbose: bool = False,
+) -> EngineInfo:
+    """Build a TensorRT engine for this GPU from an exported ONNX file and write it atomically with
+    its sidecar (`<engine>.json`). `precision` defaults to the ONNX file's own (from its metadata)
+    and must match it. `opt_batch` defaults to `max_batch`. `timing_cache`: a file read if present
+    and written back after the build. Raises EngineError / ModelError / MissingDependency.
+    """
+    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    meta = read_model_meta(onnx_path)
+    precision = resolve_precision(meta, precision, str(onnx_path))
+    profile = BatchProfile(min_batch, max_batch if opt_batch is None else opt_batch, max_batch)
+    if workspace_mb <= 0:
+        raise EngineError(f"invalid workspace {workspace_mb} MB", "Pass --workspace-mb with a positive size")
+
+    trt = api.import_tensorrt()
+    gpu = cuda.CudaRuntime().gpu()
+    key = current_key(onnx_path, precision, profile, trt, gpu)
+    started = time.perf_counter()
+
+    logger = api.make_logger(trt, verbose)
+    try:
+        builder = trt.Builder(logger)
+    except (TypeError, RuntimeError) as exc:
+        raise EngineError(
+            f"TensorRT could not create a builder ({exc})", "Is an NVIDIA GPU visible?"
+        ) from exc
+    network = builder.create_network(api.network_flags(trt))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = api.parser_errors(parser)
+        raise EngineError(
+            f"TensorRT's ONNX parser rejected {onnx_path}: " + "; ".join(errors[:5] or ["no details"]),
+            "Re-export the model with 'invedge export'; TensorRT needs opset >= 13 and int8 zero-points of 0",
+        )
+    input_shape = _check_io(network, meta, str(onnx_path))
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    opt_profile = builder.create_optimization_profile()
+    opt_profile.set_shape(
+        meta.input_name,
+        (profile.min, *input_shape),
+        (profile.opt, *input_shape),
+        (profile.max, *input_shape),
+    )
+    config.add_optimization_profile(opt_profile)
+    cache = _attach_timing_cache(config, Path(timing_cache) if timing_cache else None)
+
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise EngineError(
+            f"TensorRT could not build an engine from {onnx_path} (see its messages above)",
+            "Try a smaller --max-batch or a larger --workspace-mb",
+        )
+    data = bytes(memoryview(plan))
+    info = EngineInfo(
+        engine_path=engine_path,
+        key=key,
+        engine_sha256=sha256_bytes(data),
+        engine_bytes=len(data),
+        input_name=meta.input_name,
+        output_name=meta.output_name,
+        input_shape=input_shape,
+        embedding_dim=meta.embedding_dim,
+        checkpoint_sha256=meta.checkpoint_sha256,
+        onnx_path=str(onnx_path),
+        workspace_mb=workspace_mb,
+        build_seconds=round(time.perf_counter() - started, 3),
+        built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    # The old sidecar goes first: an engine without a sidecar is rebuilt, never trusted.
+    sidecar_path(engine_path).unlink(missing_ok=True)
+    atomic_write_bytes(engine_path, data)
+    write_sidecar(info)
+    if cache is not None and timing_cache:
+        atomic_write_bytes(timing_cache, bytes(memoryview(cache.serialize())))
+    return info
+
+
+def _check_io(network: Any, meta: ModelMeta, source: str) -> tuple[int, int, int]:
+    """The parsed network must have our one input (N, 3, H, W) and one output; returns (C, H, W)."""
+    expected = (3, meta.image_size, meta.image_size)
+    if network.num_inputs != 1 or network.num_outputs != 1:
+        raise ModelError(
+            f"{source} has {network.num_inputs} inputs and {network.num_outputs} outputs; 1 and 1 expected"
+        )
+    tensor = network.get_input(0)
+    if tensor.name != meta.input_name:
+        raise ModelError(f"{source}: input is named {tensor.name!r}, its metadata says {meta.input_name!r}")
+    dims = tuple(int(d) for d in tensor.shape)
+    if len(dims) != 4 or any(d > 0 and d != e for d, e in zip(dims[1:], expected, strict=True)):
+        raise ModelError(f"{source}: input shape {dims} does not match (N, {', '.join(map(str, expected))})")
+    if dims[0] > 0:
+        raise ModelError(
+            f"{source} has a fixed batch size {dims[0]}", "Re-export it with a dynamic batch axis"
+        )
+    return expected
+
+
+def _attach_timing_cache(config: Any, path: Path | None) -> Any:
+    """Load the timing cache (or start an empty one); one made on another GPU is replaced."""
+    if path is None:
+        return None
+    data = path.read_bytes() if path.exists() else b""
+    cache = config.create_timing_cache(data)
+    if not config.set_timing_cache(cache, False):
+        console.warn(f"timing cache {path} was made for another GPU or TensorRT; starting a new one")
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, False)
+    return cache

@@ -1,0 +1,145 @@
+"""Loading engines: an explicit file (checked, never rebuilt) or the cache (rebuilt when stale).
+
+An engine only runs on the TensorRT version and GPU it was built for. The cache compares the
+sidecar's key with this device's and rebuilds on any difference or a failed deserialisation; an
+engine the user names explicitly is refused with a clear EngineError instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .. import console
+from ..errors import EngineError, InvedgeError
+from ..files import sha256_bytes, sha256_file
+from ..metadata import read_model_meta
+from . import api, cuda
+from .build import build_engine, current_key, resolve_precision
+from .cache import BatchProfile, EngineInfo, cached_engine_path, default_cache_dir, read_sidecar
+
+REBUILD_HINT = "Rebuild it on this device: invedge build-engine MODEL.onnx --out {path}"
+
+
+@dataclass
+class LoadedEngine:
+    """A deserialised engine, the runtime that owns it (kept alive with it) and its sidecar."""
+
+    engine: Any  # tensorrt.ICudaEngine
+    runtime: Any  # tensorrt.Runtime
+    info: EngineInfo | None
+    status: str  # "cached", "built", "rebuilt", "loaded"
+
+
+def load_engine(
+    engine_path: str | os.PathLike[str],
+    onnx_path: str | os.PathLike[str] | None = None,
+) -> LoadedEngine:
+    """Load an engine the user named. Its sidecar must match this TensorRT and GPU (and `onnx_path`'s
+    content when given); otherwise EngineError saying why and how to rebuild. Never rebuilds."""
+    engine_path = Path(engine_path)
+    if not engine_path.is_file():
+        raise EngineError(f"engine file not found: {engine_path}")
+    trt = api.import_tensorrt()
+    gpu = cuda.CudaRuntime().gpu()
+    hint = REBUILD_HINT.format(path=engine_path)
+    info = read_sidecar(engine_path)
+    data = engine_path.read_bytes()
+    if info is None:
+        console.warn(f"{engine_path} has no sidecar: cannot check it was built for this GPU and TensorRT")
+    else:
+        reasons = _environment_mismatches(info, trt, gpu)
+        if onnx_path is not None and (sha := sha256_file(onnx_path)) != info.key.onnx_sha256:
+            reasons.append(f"built from another ONNX file than {onnx_path} (sha256 {sha[:12]}…)")
+        if sha256_bytes(data) != info.engine_sha256:
+            reasons.append("the engine file does not match its sidecar (damaged, or replaced without it)")
+        if reasons:
+            raise EngineError(f"{engine_path} cannot be used here: " + "; ".join(reasons), hint)
+    runtime, engine = _deserialize(trt, data)
+    if engine is None:
+        raise EngineError(f"TensorRT could not deserialise {engine_path} (see its messages above)", hint)
+    return LoadedEngine(engine=engine, runtime=runtime, info=info, status="loaded")
+
+
+def get_or_build_engine(
+    onnx_path: str | os.PathLike[str],
+    cache_dir: str | os.PathLike[str] | None = None,
+    precision: str | None = None,
+    min_batch: int = 1,
+    opt_batch: int | None = None,
+    max_batch: int = 64,
+    workspace_mb: int = 1024,
+) -> LoadedEngine:
+    """The engine for `onnx_path` on this device: from the cache when its key matches and it
+    deserialises, else (re)built into the cache, saying why."""
+    onnx_path = Path(onnx_path)
+    meta = read_model_meta(onnx_path)
+    precision = resolve_precision(meta, precision, str(onnx_path))
+    profile = BatchProfile(min_batch, max_batch if opt_batch is None else opt_batch, max_batch)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    trt = api.import_tensorrt()
+    gpu = cuda.CudaRuntime().gpu()
+    key = current_key(onnx_path, precision, profile, trt, gpu)
+    path = cached_engine_path(cache_dir, onnx_path, key)
+
+    reason = "not built yet for this model, GPU and TensorRT"
+    if path.exists():
+        reason, loaded = _try_cached(path, key, trt)
+        if loaded is not None:
+            return loaded
+    console.info(f"TensorRT engine {path.name}: {reason}; building it (this takes a while, once)")
+    timing = cache_dir / f"timing-{_slug(key.tensorrt_version)}-{_slug(gpu.name)}.cache"
+    info = build_engine(
+        onnx_path, path, precision, profile.min, profile.opt, profile.max, workspace_mb, timing
+    )
+    runtime, engine = _deserialize(trt, path.read_bytes())
+    if engine is None:
+        raise EngineError(f"TensorRT could not deserialise the engine it just built ({path})")
+    status = "built" if reason.startswith("not built") else "rebuilt"
+    return LoadedEngine(engine=engine, runtime=runtime, info=info, status=status)
+
+
+def _try_cached(path: Path, key: Any, trt: Any) -> tuple[str, LoadedEngine | None]:
+    """(why it cannot be used, None) or ("", the loaded engine)."""
+    try:
+        info = read_sidecar(path)
+    except InvedgeError as exc:
+        return f"its sidecar is unreadable ({exc.message})", None
+    if info is None:
+        return "it has no sidecar", None
+    if reasons := key.mismatches(info.key):
+        return "; ".join(reasons), None
+    data = path.read_bytes()
+    if sha256_bytes(data) != info.engine_sha256:
+        return "the engine file does not match its sidecar", None
+    runtime, engine = _deserialize(trt, data)
+    if engine is None:
+        return "TensorRT could not deserialise it", None
+    return "", LoadedEngine(engine=engine, runtime=runtime, info=info, status="cached")
+
+
+def _environment_mismatches(info: EngineInfo, trt: Any, gpu: cuda.GpuIdentity) -> list[str]:
+    here = replace(
+        info.key,
+        tensorrt_version=api.version(trt),
+        gpu_name=gpu.name,
+        compute_capability=gpu.compute_capability,
+    )
+    return here.mismatches(info.key)
+
+
+def _deserialize(trt: Any, data: bytes) -> tuple[Any, Any]:
+    """(runtime, engine or None). TensorRT returns None, or raises, for an incompatible plan."""
+    runtime = trt.Runtime(api.make_logger(trt))
+    try:
+        engine = runtime.deserialize_cuda_engine(data)
+    except (RuntimeError, TypeError, ValueError):
+        engine = None
+    return runtime, engine
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")
