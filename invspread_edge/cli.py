@@ -12,7 +12,9 @@ from invspread_edge_runtime.cli import create_app, run
 
 def main() -> None:
     from .commands import evaluate, export, train
+    from .torch_backend import register_torch_runtimes
 
+    register_torch_runtimes()  # `invedge bench` offers torch/torch-compile rows (torch loads only if run)
     app = create_app()
     for module in (train, evaluate, export):
         module.register(app)

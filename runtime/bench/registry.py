@@ -35,6 +35,7 @@ class RuntimeSpec:
     precisions: tuple[str, ...]  # what it can run at all
     probe: Probe | None = None
     description: str = ""
+    defaults: tuple[str, ...] | None = None  # run when --precision is not given (None: all of `precisions`)
 
     def unavailable(self, target: BenchTarget) -> str | None:
         return self.probe(target) if self.probe else None
@@ -51,14 +52,21 @@ def register_runtime(
     precisions: tuple[str, ...] = ("fp32",),
     probe: Probe | None = None,
     description: str = "",
+    defaults: tuple[str, ...] | None = None,
 ) -> None:
-    """Add (or replace) a runtime the bench can run, e.g. the full toolkit's torch eager model."""
+    """Add (or replace) a runtime the bench can run, e.g. the full toolkit's torch eager model.
+
+    `factory(target, precision, threads)` returns an open `Backend` or raises `NotPresent`;
+    `probe(target)` says cheaply why the runtime cannot run at all (None: it can).
+    """
     if name in _BUILTIN_ORDER:
         raise ValueError(f"{name!r} is a built-in runtime")
     unknown = set(precisions) - set(ALL_PRECISIONS)
     if unknown:
         raise ValueError(f"unknown precisions {sorted(unknown)}; allowed: {', '.join(ALL_PRECISIONS)}")
-    _EXTRA[name] = RuntimeSpec(name, factory, tuple(precisions), probe, description)
+    _EXTRA[name] = RuntimeSpec(
+        name, factory, tuple(precisions), probe, description, None if defaults is None else tuple(defaults)
+    )
 
 
 def unregister_runtime(name: str) -> None:

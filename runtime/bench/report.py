@@ -158,6 +158,9 @@ def _plot_matplotlib(series: dict[str, list[tuple[int, float]]], out: Path, repo
     for label, points in series.items():
         ax.plot([b for b, _ in points], [ms for _, ms in points], marker="o", label=label)
     ax.set_xscale("log", base=2)
+    batches = sorted({b for points in series.values() for b, _ in points})
+    if batches:
+        ax.set_xticks(batches, [str(b) for b in batches])
     ax.set_yscale("log")
     ax.set_xlabel("batch size")
     ax.set_ylabel("p50 latency per batch (ms)")

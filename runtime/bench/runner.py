@@ -176,7 +176,7 @@ def default_precisions(spec: RuntimeSpec, target: BenchTarget) -> list[str]:
     """What a runtime runs when --precision is not given: the target's artifacts it can take."""
     if spec.name in ("ort-cpu", "ort-cuda", "ort-trt", "trt"):
         return [p for p in ALL_PRECISIONS if p in spec.precisions and p in target.artifacts]
-    return [p for p in ALL_PRECISIONS if p in spec.precisions]
+    return [p for p in ALL_PRECISIONS if p in (spec.defaults or spec.precisions)]
 
 
 def threads_line(threads: int) -> str:
