@@ -1,7 +1,135 @@
-"""(being written)"""
+"""`invedge search INDEX QUERY... --k 5`: nearest gallery items as a table, JSON or a PNG grid."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
 
 import typer
 
+from .options import BackendOpt, JsonOpt, ThreadsOpt
+
 
 def register(app: typer.Typer) -> None:
-    """Registers nothing yet."""
+    app.command("search")(search)
+
+
+def search(
+    index_path: Path = typer.Argument(
+        ..., metavar="INDEX", help="Index file from 'invedge index build'.", show_default=False
+    ),
+    queries: list[Path] = typer.Argument(
+        ..., help="Query images and/or folders of them.", show_default=False
+    ),
+    k: int = typer.Option(5, "--k", "-k", help="Neighbours per query."),
+    model: Path | None = typer.Option(
+        None, "--model", "-m", help="Model to embed the queries (default: the one that embedded the gallery)."
+    ),
+    backend: str = BackendOpt,
+    threads: int = ThreadsOpt,
+    exact: bool = typer.Option(False, "--exact", help="Search an ivf/hnsw index exactly."),
+    nprobe: int | None = typer.Option(None, "--nprobe", help="IVF: lists searched (overrides the index's)."),
+    ef_search: int | None = typer.Option(
+        None, "--ef-search", help="HNSW: search breadth (overrides the index's)."
+    ),
+    grid: Path | None = typer.Option(None, "--grid", help="Also draw queries and neighbours into this PNG."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Find the gallery items nearest to each query image (cosine similarity)."""
+    from .. import console
+    from ..embed import Embedder, collect_images
+    from ..errors import DataError, InvedgeError
+    from ..index import Index
+
+    if k < 1:
+        raise InvedgeError(f"Invalid --k {k}. It must be at least 1")
+    started = time.perf_counter()
+    index = Index.load(index_path, threads=threads)
+    index.set_search_params(nprobe=nprobe, ef_search=ef_search)
+    model_path = model or (Path(index.model["path"]) if index.model.get("path") else None)
+    if model_path is None or not model_path.exists():
+        raise InvedgeError(
+            f"the model that embedded this gallery is not at {model_path}"
+            if model_path
+            else "no model known for this index",
+            "Pass it with --model MODEL.onnx (or its export folder)",
+        )
+    paths, _ = collect_images(queries)
+    with Embedder(model_path, backend=backend, threads=threads, batch_size=64) as embedder:
+        for note in embedder.notes:
+            console.info(f"  {note}")
+        index.check_space(embedder.space_id)  # before any work on the queries
+        kept, vectors, failed = [], [], []
+        for batch in embedder.embed_batches(paths):
+            kept.extend(batch.positions)
+            vectors.append(batch.vectors)
+            failed.extend(batch.failures)
+        if failed:
+            console.warn(f"{len(failed)} unreadable query image(s) skipped: {failed[0][1]}")
+        if not kept:
+            raise DataError("none of the query images could be read")
+        device = embedder.info.device
+        if device.startswith("cuda") and index.kind == "flat":
+            try:
+                index.use_device("cuda", int(device.split(":")[1].split()[0]))
+            except Exception as exc:  # onnxruntime without CUDA: exact search stays on the CPU
+                console.info(f"  GPU search unavailable ({str(exc).splitlines()[0]}); searching on the CPU")
+        import numpy as np
+
+        result = index.search(np.concatenate(vectors), k=k, space_id=embedder.space_id, exact=exact)
+    names = [_shown(paths[i]) for i in kept]
+    seconds = time.perf_counter() - started
+    if json_out:
+        console.print_json(
+            {
+                "index": str(index_path),
+                "k": k,
+                "searcher": result.searcher,
+                "backend": embedder.info.name,
+                "results": result.records(names),
+                "skipped": [{"query": _shown(paths[p]), "reason": r} for p, r in failed],
+            }
+        )
+    else:
+        console.out.print(_table(result, names))
+    if grid is not None:
+        from ..grid import Tile, draw_grid
+
+        rows = [
+            [Tile(paths[kept[q]], "query", Path(names[q]).name)]
+            + [
+                Tile(result.locations[q][r] or None, f"{result.scores[q, r]:.3f}", result.ids[q][r])
+                for r in range(len(result.ids[q]))
+            ]
+            for q in range(len(names))
+        ]
+        draw_grid(rows, grid)
+        console.success(f"wrote {grid}")
+    console.info(
+        f"{len(names)} quer{'y' if len(names) == 1 else 'ies'} × top-{k} of {len(index):,} items "
+        f"({result.searcher}, embedded with {embedder.info.name}) in {seconds:.2f} s"
+    )
+
+
+def _shown(path: Path) -> str:
+    """A path as the user would type it: relative to the working folder when under it."""
+    import os
+
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
+
+
+def _table(result, names: list[str]):
+    from rich.table import Table
+
+    table = Table(title=None, show_lines=False)
+    table.add_column("query", overflow="fold")
+    table.add_column("rank", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("id", overflow="fold")
+    for q, name in enumerate(names):
+        for r, item in enumerate(result.ids[q]):
+            table.add_row(name if r == 0 else "", str(r + 1), f"{result.scores[q, r]:.4f}", item)
+        if q + 1 < len(names):
+            table.add_section()
+    return table

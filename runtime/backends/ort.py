@@ -1,0 +1,180 @@
+"""ONNX Runtime backends: CPU, CUDA and the TensorRT execution provider.
+
+- `ort-cpu`: intra-op threads as asked (0: ONNX Runtime's default, one per physical core).
+- `ort-cuda`: the CUDA provider on one device.
+- `ort-trt`: the TensorRT provider (CUDA as fallback for unsupported nodes), with its engine and
+  timing caches on disk (`trt_engine_cache_enable`, `trt_timing_cache_enable`,
+  `trt_engine_cache_path`, `trt_timing_cache_path`) and an explicit batch profile
+  (`trt_profile_{min,opt,max}_shapes`) so a cached engine matches the next session and batches up
+  to `max_batch` never rebuild it. Precision: a Q/DQ INT8 model needs `trt_int8_enable` (no
+  calibration table: the scales are in the graph); FP16 is allowed for the layers left in float
+  (`trt_fp16_enable`) for the fp16 and int8 artifacts. An FP32 artifact stays FP32.
+
+A provider that is listed but cannot start (CUDA libraries missing, no GPU) makes ONNX Runtime fall
+back to the CPU silently; that is detected here and reported as an error, so `auto` can move on.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import EngineError, MissingDependency, ModelError
+from ..metadata import ModelMeta, read_model_meta
+from .base import Backend, BackendInfo
+
+PROVIDERS = {
+    "ort-cpu": "CPUExecutionProvider",
+    "ort-cuda": "CUDAExecutionProvider",
+    "ort-trt": "TensorrtExecutionProvider",
+}
+DEFAULT_TRT_MAX_BATCH = 64
+
+
+def import_ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise MissingDependency(
+            "onnxruntime",
+            "Running an ONNX model",
+            "pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA/TensorRT; on Jetson, NVIDIA's wheel)",
+        ) from exc
+    return onnxruntime
+
+
+def available_providers() -> list[str]:
+    """ONNX Runtime's providers compiled into the installed wheel (not a promise that they start)."""
+    try:
+        return list(import_ort().get_available_providers())
+    except MissingDependency:
+        return []
+
+
+def default_cache_dir(model_path: Path) -> Path:
+    """Beside the model when that folder is writable (engines travel with the export), else ~/.cache."""
+    folder = model_path.parent / ".ort-trt-cache"
+    if os.access(model_path.parent, os.W_OK):
+        return folder
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "invspread-edge" / "ort-trt"
+
+
+def trt_provider_options(
+    meta: ModelMeta,
+    cache_dir: Path,
+    max_batch: int = DEFAULT_TRT_MAX_BATCH,
+    opt_batch: int | None = None,
+    device_id: int = 0,
+    workspace_bytes: int = 2 << 30,
+) -> dict[str, Any]:
+    """The TensorRT provider's options for one of our models (see the module docstring)."""
+    shape = f"3x{meta.image_size}x{meta.image_size}"
+    opt_batch = min(max_batch, opt_batch or max_batch)
+    name = meta.input_name
+    return {
+        "device_id": device_id,
+        "trt_max_workspace_size": workspace_bytes,
+        "trt_fp16_enable": meta.precision in ("fp16", "int8"),
+        "trt_int8_enable": meta.precision == "int8",
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(cache_dir),
+        "trt_timing_cache_enable": True,
+        "trt_timing_cache_path": str(cache_dir),
+        "trt_profile_min_shapes": f"{name}:1x{shape}",
+        "trt_profile_opt_shapes": f"{name}:{opt_batch}x{shape}",
+        "trt_profile_max_shapes": f"{name}:{max_batch}x{shape}",
+    }
+
+
+class OrtBackend(Backend):
+    """One ONNX Runtime session for one of our exported models."""
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        kind: str = "ort-cpu",
+        threads: int = 0,
+        device_id: int = 0,
+        max_batch: int | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        meta: ModelMeta | None = None,
+    ) -> None:
+        if kind not in PROVIDERS:
+            raise ValueError(
+                f"Invalid ONNX Runtime backend {kind!r}. Only {', '.join(PROVIDERS)} are supported."
+            )
+        ort = import_ort()
+        path = Path(model_path)
+        self.meta = meta or read_model_meta(path)  # raises ModelError for a model that is not ours
+        provider = PROVIDERS[kind]
+        if provider not in ort.get_available_providers():
+            raise EngineError(
+                f"{kind} is not available: this onnxruntime has no {provider}",
+                "Install onnxruntime-gpu (x86) or NVIDIA's Jetson wheel, or use --backend ort-cpu",
+            )
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: the CLI speaks for us
+        if threads > 0:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        providers: list[Any]
+        self._cache_dir: Path | None = None
+        if kind == "ort-trt":
+            max_batch = max_batch or DEFAULT_TRT_MAX_BATCH
+            self._cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(path)
+            self._cache_dir.mkdir(parents=True, exist_ok=True)
+            trt_options = trt_provider_options(self.meta, self._cache_dir, max_batch, device_id=device_id)
+            providers = [(provider, trt_options), ("CUDAExecutionProvider", {"device_id": device_id})]
+        elif kind == "ort-cuda":
+            providers = [(provider, {"device_id": device_id})]
+        else:
+            providers = []
+        providers.append("CPUExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own (unexported) exception types
+            if not path.is_file():
+                raise ModelError(f"model file not found: {path}") from exc
+            raise EngineError(f"{kind} could not load {path.name}: {str(exc).splitlines()[0]}") from exc
+        if provider not in self.session.get_providers():
+            raise EngineError(
+                f"{kind} is listed by onnxruntime but could not start (fell back to the CPU)",
+                "Check the CUDA/cuDNN/TensorRT libraries match this onnxruntime-gpu build",
+            )
+        inp = self.session.get_inputs()[0]
+        self._input_name = inp.name
+        self._output_name = self.session.get_outputs()[0].name
+        self._input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        static_batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
+        self._max_batch = static_batch or (max_batch if kind == "ort-trt" else None)
+        device = "cpu" if kind == "ort-cpu" else f"cuda:{device_id}"
+        self.info = BackendInfo(
+            name=kind,
+            device=device,
+            precision=self.meta.precision,
+            model_path=str(path),
+            max_batch=self._max_batch,
+        )
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 3, S, S) float32 → (N, d) float32; batches beyond the profile's maximum are split."""
+        size = self.meta.image_size
+        if batch.ndim != 4 or batch.shape[1:] != (3, size, size):
+            raise ModelError(f"expected input (N, 3, {size}, {size}), got {tuple(batch.shape)}")
+        batch = np.ascontiguousarray(batch, dtype=self._input_dtype)
+        step = self._max_batch or max(len(batch), 1)
+        outputs = [
+            self.session.run([self._output_name], {self._input_name: batch[i : i + step]})[0]
+            for i in range(0, len(batch), step)
+        ]
+        if not outputs:
+            return np.zeros((0, self.meta.embedding_dim), dtype=np.float32)
+        return np.concatenate(outputs).astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        self.session = None  # type: ignore[assignment]

@@ -1,0 +1,205 @@
+"""Images → L2-normalised embeddings, with a backend from `backends.select`.
+
+Decoding and resizing run in a thread pool a few batches ahead of the model (Pillow and numpy
+release the GIL while they work, and so does every backend while it infers), so the model does not
+wait on JPEG decoding. Preprocessing is `preprocess.py`'s, driven by the model's own metadata.
+
+    emb = Embedder("model.int8.onnx")           # or an export folder; backend="auto"
+    vecs = emb.embed(["a.jpg", "b.png"])         # (2, d) float32
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .backends.base import Backend, BackendInfo
+from .errors import DataError, InvedgeError
+from .metadata import ModelMeta, read_model_meta
+from .preprocess import load_image, normalize, to_uint8_chw
+
+ImageLike = str | os.PathLike[str] | Image.Image
+PREFETCH_BATCHES = 2  # batches decoded ahead of the one the model is running
+
+
+@dataclass
+class EmbeddedBatch:
+    """One batch's result: `positions` index into the caller's input list."""
+
+    positions: list[int]
+    vectors: np.ndarray  # (len(positions), d) float32, L2-normalised
+    failures: list[tuple[int, str]] = field(default_factory=list)  # (position, reason): skipped
+
+
+class Embedder:
+    """Embed images with an exported model; see the module docstring."""
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | Backend,
+        backend: str = "auto",
+        batch_size: int = 64,
+        threads: int = 0,
+        decode_workers: int = 0,
+        precision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise InvedgeError(f"Invalid batch size {batch_size}. It must be at least 1.")
+        if isinstance(model, Backend):
+            self.backend = model
+        else:
+            from .backends.select import open_backend
+
+            self.backend = open_backend(
+                model, backend, threads=threads, precision=precision, cache_dir=cache_dir
+            )
+        self.meta: ModelMeta = getattr(self.backend, "meta", None) or read_model_meta(
+            self.backend.info.model_path
+        )
+        self.batch_size = batch_size
+        self.decode_workers = decode_workers or max(1, min(4, os.cpu_count() or 1))
+        self._pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="invedge-decode")
+
+    @property
+    def info(self) -> BackendInfo:
+        return self.backend.info
+
+    @property
+    def notes(self) -> list[str]:
+        """How the backend was chosen (see backends.select.open_backend)."""
+        return list(getattr(self.backend, "notes", []))
+
+    @property
+    def space_id(self) -> str:
+        return self.meta.space_id
+
+    def embed(self, images: Sequence[ImageLike], skip_unreadable: bool = False) -> np.ndarray:
+        """(N, d) float32 L2-normalised rows, in input order.
+
+        An unreadable image raises DataError, unless `skip_unreadable`: then it is left out (use
+        `embed_batches` to learn which).
+        """
+        parts = []
+        for batch in self.embed_batches(images):
+            if batch.failures and not skip_unreadable:
+                reason = batch.failures[0][1]
+                raise DataError(reason, f"{len(batch.failures)} unreadable image(s) in this batch")
+            parts.append(batch.vectors)
+        if not parts:
+            return np.zeros((0, self.meta.embedding_dim), dtype=np.float32)
+        return np.concatenate(parts)
+
+    def embed_batches(self, images: Sequence[ImageLike]) -> Iterator[EmbeddedBatch]:
+        """Embed batch by batch, decoding ahead in the thread pool; unreadable images are reported."""
+        pending: deque[list[Future]] = deque()
+        starts = iter(range(0, len(images), self.batch_size))
+
+        def submit_next() -> bool:
+            start = next(starts, None)
+            if start is None:
+                return False
+            positions = list(range(start, min(start + self.batch_size, len(images))))
+            pending.append(self._submit_decode(images, positions))
+            return True
+
+        for _ in range(PREFETCH_BATCHES + 1):
+            if not submit_next():
+                break
+        while pending:
+            futures = pending.popleft()
+            arrays, kept, failures = [], [], []
+            for future in futures:
+                chunk_arrays, chunk_kept, chunk_failures = future.result()
+                arrays.extend(chunk_arrays)
+                kept.extend(chunk_kept)
+                failures.extend(chunk_failures)
+            submit_next()  # keep the pool busy while the model runs
+            if arrays:
+                vectors = self.embed_uint8(np.stack(arrays))
+            else:
+                vectors = np.zeros((0, self.meta.embedding_dim), dtype=np.float32)
+            yield EmbeddedBatch(kept, vectors, failures)
+
+    def embed_uint8(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 3, S, S) uint8 images already resized (e.g. an ImageSet) → (N, d) normalised."""
+        return l2_normalize(self.backend.infer(normalize(batch, self.meta.mean, self.meta.std)))
+
+    def preprocess(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """The model's exact input for these images: (N, 3, S, S) float32."""
+        return normalize(np.stack([self._load(img) for img in images]), self.meta.mean, self.meta.std)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.backend.close()
+
+    def __enter__(self) -> Embedder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- decoding -------------------------------------------------------------------------------
+
+    def _submit_decode(self, images: Sequence[ImageLike], positions: list[int]) -> list[Future]:
+        """Split one batch into a chunk per worker: fewer, larger tasks than one per image."""
+        size = max(1, -(-len(positions) // self.decode_workers))
+        return [
+            self._pool.submit(self._decode_chunk, images, positions[i : i + size])
+            for i in range(0, len(positions), size)
+        ]
+
+    def _decode_chunk(
+        self, images: Sequence[ImageLike], positions: list[int]
+    ) -> tuple[list[np.ndarray], list[int], list[tuple[int, str]]]:
+        arrays, kept, failures = [], [], []
+        for position in positions:
+            try:
+                arrays.append(self._load(images[position]))
+                kept.append(position)
+            except DataError as exc:
+                failures.append((position, str(exc)))
+        return arrays, kept, failures
+
+    def _load(self, image: ImageLike) -> np.ndarray:
+        pil = image if isinstance(image, Image.Image) else load_image(Path(image))
+        if pil.mode != "RGB":
+            pil = pil.convert("RGB")
+        return to_uint8_chw(pil, self.meta.image_size)
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """Rows to unit length (the models normalise already; INT8/FP16 rounding leaves them slightly off)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, np.float32(1e-12))
+
+
+def collect_images(sources: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], Path]:
+    """Image files named directly or found under folders (sorted), and their common root folder."""
+    from .preprocess import IMAGE_SUFFIXES, list_images
+
+    if not sources:
+        raise DataError("no images given", "Pass image files or folders")
+    paths: list[Path] = []
+    for source in (Path(s).absolute() for s in sources):
+        if source.is_dir():
+            paths.extend(list_images(source))
+        elif source.is_file():
+            if source.suffix.lower() not in IMAGE_SUFFIXES:
+                raise DataError(
+                    f"not an image file: {source}", f"Supported types: {', '.join(IMAGE_SUFFIXES)}"
+                )
+            paths.append(source)
+        else:
+            raise DataError(f"not found: {source}")
+    folders = [Path(s).absolute() if Path(s).is_dir() else Path(s).absolute().parent for s in sources]
+    root = Path(os.path.commonpath([str(f) for f in folders]))
+    return paths, root

@@ -1,0 +1,96 @@
+"""A PNG of search results: one row per query, the query first, then its neighbours with scores.
+
+Pillow only. A neighbour whose image file cannot be found or read is drawn as a grey tile with its
+id, so a gallery moved after indexing still gives a readable picture.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from .errors import DataError
+from .files import atomic_path
+from .preprocess import load_image
+
+QUERY_COLOUR = (33, 102, 172)
+TILE_BACKGROUND = (245, 245, 245)
+MISSING = (200, 200, 200)
+TEXT = (20, 20, 20)
+
+
+@dataclass
+class Tile:
+    image: Image.Image | str | os.PathLike[str] | None  # a decoded image, a file, or None (missing)
+    caption: str
+    subcaption: str = ""
+
+
+def draw_grid(
+    rows: list[list[Tile]],
+    out: str | os.PathLike[str],
+    thumb: int = 112,
+) -> Path:
+    """Lay `rows` out (first tile of each row framed as the query) and write a PNG atomically."""
+    if not rows:
+        raise DataError("nothing to draw: no query has results")
+    font = _font(max(10, thumb // 9))
+    caption_h = 2 * (font.size + 3) + 4 if hasattr(font, "size") else 30
+    pad = max(4, thumb // 16)
+    cols = max(len(r) for r in rows)
+    cell_w, cell_h = thumb + 2 * pad, thumb + caption_h + 2 * pad
+    canvas = Image.new("RGB", (cols * cell_w, len(rows) * cell_h), "white")
+    draw = ImageDraw.Draw(canvas)
+    for r, row in enumerate(rows):
+        for c, tile in enumerate(row):
+            x, y = c * cell_w + pad, r * cell_h + pad
+            canvas.paste(_thumbnail(tile.image, thumb), (x, y))
+            if c == 0:
+                draw.rectangle([x - 3, y - 3, x + thumb + 2, y + thumb + 2], outline=QUERY_COLOUR, width=3)
+            lines = [_fit(draw, tile.caption, font, thumb), _fit(draw, tile.subcaption, font, thumb)]
+            for n, line in enumerate(lines):
+                if line:
+                    colour = QUERY_COLOUR if c == 0 else TEXT
+                    draw.text((x, y + thumb + 3 + n * (caption_h // 2)), line, fill=colour, font=font)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        canvas.save(tmp, format="PNG", optimize=True)
+    return out
+
+
+def _thumbnail(source: Image.Image | str | os.PathLike[str] | None, size: int) -> Image.Image:
+    tile = Image.new("RGB", (size, size), TILE_BACKGROUND)
+    try:
+        img = source if isinstance(source, Image.Image) else load_image(source) if source else None
+    except DataError:
+        img = None
+    if img is None:
+        ImageDraw.Draw(tile).rectangle([0, 0, size - 1, size - 1], fill=MISSING)
+        return tile
+    img = img.convert("RGB")
+    scale = size / max(img.size)
+    new = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    # Small images (28-px Fashion-MNIST) are enlarged with nearest neighbours: crisp, not blurred.
+    resample = Image.NEAREST if scale >= 2 else Image.BILINEAR
+    img = img.resize(new, resample)
+    tile.paste(img, ((size - new[0]) // 2, (size - new[1]) // 2))
+    return tile
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)  # Pillow ≥ 10.1 ships a scalable default font
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font: object, width: int) -> str:
+    """Shorten from the left (file names differ at the end) until the text fits the tile."""
+    if not text or draw.textlength(text, font=font) <= width:
+        return text
+    while len(text) > 1 and draw.textlength("…" + text, font=font) > width:
+        text = text[1:]
+    return "…" + text
