@@ -4,7 +4,8 @@ Layout of `checkpoint.safetensors` (no pickle anywhere):
 - tensors `model.<name>`: the encoder's state dict;
 - tensors `optimizer.<param index>.<name>`: per-parameter optimizer state (SGD momentum);
 - tensors `rng.<name>`: random generator states, so a resumed run continues the same stream;
-- metadata `format` = FORMAT and `state` = JSON of config, epoch, step and optimizer param_groups.
+- metadata `format` = FORMAT and `state` = JSON of config, epoch, step, optimizer param_groups and
+  `extra` (small JSON values the training loop needs to resume mid-epoch: running sums, scaler state).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Checkpoint:
     rng: dict[str, torch.Tensor] = field(default_factory=dict)
     path: Path | None = None
     sha256: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def checkpoint_path(run_or_file: str | os.PathLike[str]) -> Path:
@@ -60,12 +62,13 @@ def save_checkpoint(
     step: int,
     optimizer: torch.optim.Optimizer | None = None,
     rng: dict[str, torch.Tensor] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """Write atomically: a kill at any moment leaves the previous checkpoint intact."""
     from safetensors.torch import save_file
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    state: dict[str, Any] = {"config": config, "epoch": epoch, "step": step}
+    state: dict[str, Any] = {"config": config, "epoch": epoch, "step": step, "extra": extra or {}}
     if optimizer is not None:
         opt = optimizer.state_dict()
         extras: dict[str, dict[str, Any]] = {}
@@ -124,6 +127,7 @@ def load_checkpoint(run_or_file: str | os.PathLike[str]) -> Checkpoint:
         rng={k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")},
         path=path,
         sha256=sha256_file(path),
+        extra=state.get("extra", {}),
     )
 
 

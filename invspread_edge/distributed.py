@@ -84,6 +84,27 @@ def all_reduce_mean(value: float) -> float:
     return float(t.item()) / get_world_size()
 
 
+def all_reduce_min_int(value: int) -> int:
+    """The smallest value over ranks (e.g. a batch size after dropping unreadable files)."""
+    if not is_distributed():
+        return value
+    t = torch.tensor([value], dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
+def all_reduce_sum_int(value: int) -> int:
+    if not is_distributed():
+        return value
+    t = torch.tensor([value], dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return int(t.item())
+
+
 class _GatherWithGrad(torch.autograd.Function):
     """all_gather whose backward sums every rank's gradient and returns the local slice.
 

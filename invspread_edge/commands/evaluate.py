@@ -1,7 +1,111 @@
-"""(being written)"""
+"""`invedge eval`: kNN accuracy or unseen-class retrieval of a run, or of a baseline, by one code path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import typer
+from invspread_edge_runtime.commands.options import JsonOpt
+
+HELP = """Measure a run's embedding: weighted kNN (k=200) or retrieval (Recall@1/2/4/8, NMI).
+
+Split data (fashion-mnist, cifar10:PATH, ...): train split as memory, test split as queries.
+A folder: leave-one-out (each image a query against all the others).
+
+Examples:
+  invedge eval runs/fmnist --data fashion-mnist
+  invedge eval runs/fmnist05 --classes 5-9 --protocol retrieval
+  invedge eval --baseline pixels --data fashion-mnist
+  invedge eval runs/fmnist --baseline untrained
+"""
 
 
 def register(app: typer.Typer) -> None:
-    """Registers nothing yet."""
+    @app.command("eval", help=HELP)
+    def eval_cmd(
+        run: Path = typer.Argument(None, help="Run folder (holding checkpoint.safetensors)."),
+        data: str = typer.Option(None, "--data", "-d", help="Data to measure on (default: the run's data)."),
+        protocol: str = typer.Option("knn", "--protocol", "-p", help="knn or retrieval."),
+        classes: str = typer.Option(None, "--classes", help="Only these classes, e.g. 5-9 (unseen classes)."),
+        limit: int = typer.Option(
+            None, "--limit", help="At most N images per set (first N of a fixed shuffle)."
+        ),
+        baseline: str = typer.Option(
+            None, "--baseline", help="pixels or untrained: a baseline by the same code."
+        ),
+        width: int = typer.Option(32, "--width", help="Untrained baseline without a run: network width."),
+        batch: int = typer.Option(256, "--batch", help="Images per forward pass."),
+        workers: int = typer.Option(2, "--workers", help="Decoding processes for folders."),
+        precision: str = typer.Option(
+            "fp32", "--precision", help="fp32 (default, as the exported model), bf16, auto."
+        ),
+        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+        as_json: bool = JsonOpt,
+    ) -> None:
+        from invspread_edge_runtime import console
+        from invspread_edge_runtime.errors import InvedgeError
+
+        if run is None and baseline is None:
+            raise InvedgeError(
+                "no run given", "Pass a run folder, e.g. 'invedge eval runs/fmnist', or --baseline pixels"
+            )
+        if data is None:
+            data = _run_data(run) if run is not None else "fashion-mnist"
+        from invspread_edge.evaluate import evaluate_run
+
+        progress = None if as_json else console.progress(transient=True)
+        if progress is not None:
+            with progress:
+                result = evaluate_run(
+                    str(run) if run is not None else None, data, protocol, classes, limit, baseline,
+                    batch, workers, precision, device, width=width, progress=progress,
+                )  # fmt: skip
+        else:
+            result = evaluate_run(
+                str(run) if run is not None else None, data, protocol, classes, limit, baseline,
+                batch, workers, precision, device, width=width,
+            )  # fmt: skip
+        if as_json:
+            console.print_json(result)
+        else:
+            _table(result)
+            if run is not None and baseline is None:
+                console.out.print(f"Next: [bold]invedge export {run}[/bold]", highlight=False)
+
+
+def _run_data(run: Path) -> str:
+    from invspread_edge_runtime.files import read_json
+
+    from invspread_edge.checkpoint import checkpoint_path
+
+    run_json = checkpoint_path(run).parent / "run.json"
+    if run_json.is_file():
+        return read_json(run_json, "run.json").get("config", {}).get("data", "fashion-mnist")
+    return "fashion-mnist"
+
+
+def _table(result: dict[str, Any]) -> None:
+    from invspread_edge_runtime import console
+    from rich.table import Table
+
+    table = Table(title=f"evaluation: {result['evaluated']}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row(
+        "data", f"{result['data']}" + (f" classes {result['classes']}" if result.get("classes") else "")
+    )
+    if result["protocol"] == "knn":
+        how = result.get("mode", "")
+        sizes = f"{result.get('memory', result['queries'])} memory, {result['queries']} queries"
+        table.add_row("protocol", f"weighted kNN k={result['k']} T={result['temperature']} ({how}; {sizes})")
+        table.add_row("kNN accuracy", f"[green]{100 * result['knn_accuracy']:.2f}%[/green]")
+    else:
+        table.add_row("protocol", f"retrieval ({result['queries']} images, each a query against the others)")
+        for k in (1, 2, 4, 8):
+            table.add_row(f"Recall@{k}", f"{100 * result[f'recall@{k}']:.2f}%")
+        table.add_row("NMI", f"{result['nmi']:.4f}")
+    if result.get("skipped_images"):
+        table.add_row("skipped images", str(result["skipped_images"]))
+    table.add_row("input", f"{result['image_size']}px, {result['precision']}, {result['seconds']:.1f} s")
+    console.out.print(table)

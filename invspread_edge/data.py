@@ -1,0 +1,223 @@
+"""Training and evaluation data as uint8 tensors: which images, in which order, decoded where.
+
+- In-memory sets (Fashion-MNIST, CIFAR, STL) are one uint8 array at the training size; a batch
+  is an index into it, augmented afterwards on the model's device (see augment.py).
+- Folders are decoded in DataLoader worker processes to uint8 at the training size with the
+  runtime's own resize (`ImageSet.uint8` → runtime.preprocess.to_uint8_chw); an unreadable file
+  is dropped from its batch and counted, never a crash mid-epoch.
+- The order is a pure function of (seed, epoch), so a resumed run sees the same batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from invspread_edge_runtime.datasets import ImageSet, open_dataset
+from invspread_edge_runtime.errors import DataError, InvedgeError
+
+LIMIT_SEED = 0  # --limit takes the first N of this fixed shuffle, whatever --seed is
+MEAN_STD_SAMPLE = 2000  # folders: images decoded to estimate the normalisation
+
+
+def parse_classes(spec: str | None) -> list[int] | None:
+    """'0-4' or '0,2,5-7' → sorted class ids; None stays None."""
+    if spec is None or spec == "":
+        return None
+    out: set[int] = set()
+    for part in spec.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m:
+            raise InvedgeError(f"invalid --classes {spec!r}", "Use class ids and ranges, e.g. 0-4 or 0,2,5-7")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise InvedgeError(f"invalid --classes range {part.strip()!r}", "Write ranges low-high, e.g. 0-4")
+        out.update(range(lo, hi + 1))
+    return sorted(out)
+
+
+def select(images: ImageSet, classes: list[int] | None = None, limit: int | None = None) -> ImageSet:
+    """Keep the given classes (labels used only for this split), then the first `limit` of a fixed shuffle."""
+    idx = np.arange(len(images))
+    if classes is not None:
+        if images.labels is None:
+            raise DataError(
+                f"--classes needs labels, and {images.name} has none",
+                "Use a folder with one sub-folder per class, or drop --classes",
+            )
+        known = set(np.unique(images.labels).tolist())
+        missing = [c for c in classes if c not in known]
+        if missing:
+            raise DataError(
+                f"classes {missing} are not in {images.name}",
+                f"It has classes {min(known)}-{max(known)}" if known else "It has no labelled images",
+            )
+        idx = idx[np.isin(images.labels, classes)]
+    if limit is not None:
+        if limit < 1:
+            raise InvedgeError(f"--limit must be at least 1, got {limit}")
+        order = np.random.default_rng(LIMIT_SEED).permutation(len(idx))
+        idx = np.sort(idx[order[:limit]])
+    if len(idx) == len(images):
+        return images
+    return images.subset(idx)
+
+
+def load_split(spec: str, split: str, classes: list[int] | None, limit: int | None) -> ImageSet:
+    return select(open_dataset(spec, split), classes, limit)
+
+
+def default_image_size(images: ImageSet) -> int:
+    """Native size for in-memory sets (28 for Fashion-MNIST, 32 for CIFAR); 64 for folders."""
+    return images.native_size or 64
+
+
+def fingerprint(images: ImageSet) -> str:
+    """sha256 naming exactly which images (and labels) a run trained on."""
+    h = hashlib.sha256(f"{images.name}:{len(images)}".encode())
+    if images.images is not None:
+        h.update(np.ascontiguousarray(images.images).data)
+    else:
+        for p in images.paths or []:
+            try:
+                st = p.stat()
+                h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{p}\0missing\n".encode())
+    if images.labels is not None:
+        h.update(np.ascontiguousarray(images.labels).data)
+    return h.hexdigest()
+
+
+# --- uint8 at the training size ------------------------------------------------------------------
+
+
+class UInt8Dataset(torch.utils.data.Dataset):
+    """Index → (index, uint8 (3, S, S) array, or None when the file cannot be decoded)."""
+
+    def __init__(self, images: ImageSet, size: int) -> None:
+        self.images, self.size = images, size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None]:
+        try:
+            return index, self.images.uint8(index, self.size)
+        except DataError:
+            return index, None
+
+
+def collate_uint8(items: list[tuple[int, np.ndarray | None]]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Drop undecodable images: (indices (M,), uint8 (M, 3, S, S), failed indices)."""
+    ok = [(i, a) for i, a in items if a is not None]
+    failed = [i for i, a in items if a is None]
+    if not ok:
+        return torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.uint8), failed
+    return (
+        torch.tensor([i for i, _ in ok], dtype=torch.int64),
+        torch.from_numpy(np.stack([a for _, a in ok])),
+        failed,
+    )
+
+
+def in_memory_uint8(images: ImageSet, size: int) -> np.ndarray | None:
+    """The whole set as one (N, 3, S, S) uint8 array, resized once if stored at another size."""
+    if images.images is None:
+        return None
+    if images.native_size == size:
+        return images.images
+    return np.stack([images.uint8(i, size) for i in range(len(images))])
+
+
+@dataclass
+class Batch:
+    indices: torch.Tensor  # (M,) positions in the image set
+    images: torch.Tensor  # (M, 3, S, S) uint8
+    failed: list[int] = field(default_factory=list)
+
+
+class UInt8Source:
+    """Batches of uint8 images at one size, from memory or decoded by worker processes."""
+
+    def __init__(self, images: ImageSet, size: int, workers: int = 0, pin_memory: bool = False) -> None:
+        self.images, self.size, self.workers, self.pin_memory = images, size, workers, pin_memory
+        self.array = in_memory_uint8(images, size)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batches(self, batch_indices: Sequence[Sequence[int]]) -> Iterator[Batch]:
+        if self.array is not None:
+            for idx in batch_indices:
+                idx_t = torch.as_tensor(np.asarray(idx, dtype=np.int64))
+                imgs = torch.from_numpy(self.array[np.asarray(idx, dtype=np.int64)])
+                yield Batch(idx_t, imgs.pin_memory() if self.pin_memory else imgs)
+            return
+        if not batch_indices:
+            return
+        loader = torch.utils.data.DataLoader(
+            UInt8Dataset(self.images, self.size),
+            batch_sampler=[list(map(int, b)) for b in batch_indices],
+            num_workers=self.workers,
+            collate_fn=collate_uint8,
+            pin_memory=self.pin_memory,
+            persistent_workers=False,
+        )
+        for idx, imgs, failed in loader:
+            yield Batch(idx, imgs, failed)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The permutation of epoch `epoch`: the same on every rank and after a resume."""
+    return np.random.default_rng([seed, epoch, 0x1D]).permutation(n)
+
+
+def epoch_batches(
+    n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1
+) -> list[np.ndarray]:
+    """This rank's batches of one epoch: step k takes the rank-th B-slice of the k-th B·world block."""
+    order = epoch_order(n, seed, epoch)
+    per_step = batch_size * world_size
+    steps = n // per_step  # drop_last, as the authors: BatchNorm and the loss want full batches
+    return [
+        order[k * per_step + rank * batch_size : k * per_step + (rank + 1) * batch_size] for k in range(steps)
+    ]
+
+
+def step_seed(seed: int, epoch: int, step: int, rank: int = 0) -> int:
+    """Seed of the augmentation generator at one step: resuming needs no generator state."""
+    return int(np.random.SeedSequence([seed, epoch, step, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def mean_std(
+    source: UInt8Source, sample: int = MEAN_STD_SAMPLE
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std in [0, 1]: over everything in memory, over a fixed sample of a folder."""
+    if source.array is not None:
+        arr = source.array
+        mean = tuple(float(arr[:, c].mean(dtype=np.float64)) / 255 for c in range(3))
+        std = tuple(float(arr[:, c].std(dtype=np.float64)) / 255 for c in range(3))
+    else:
+        n = len(source)
+        pick = np.sort(np.random.default_rng(LIMIT_SEED).permutation(n)[: min(sample, n)])
+        chunks = [np.arange(i, min(i + 64, len(pick))) for i in range(0, len(pick), 64)]
+        sums = np.zeros(3)
+        sq = np.zeros(3)
+        count = 0
+        for batch in source.batches([pick[c] for c in chunks]):
+            x = batch.images.numpy().astype(np.float64)
+            sums += x.sum(axis=(0, 2, 3))
+            sq += (x**2).sum(axis=(0, 2, 3))
+            count += x.shape[0] * x.shape[2] * x.shape[3]
+        if count == 0:
+            raise DataError(f"none of the images in {source.images.name} could be decoded")
+        m = sums / count
+        mean = tuple(float(v) / 255 for v in m)
+        std = tuple(float(np.sqrt(max(s / count - mm**2, 0.0))) / 255 for s, mm in zip(sq, m, strict=True))
+    std = tuple(max(s, 1e-3) for s in std)  # a constant channel must not divide by zero
+    return tuple(round(v, 6) for v in mean), tuple(round(v, 6) for v in std)
