@@ -51,15 +51,25 @@ def tiny_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_export(tiny_run, tmp_path_factory) -> Path:
-    """`tiny_run` exported to a folder holding model.onnx (FP32, with invspread-edge metadata)."""
+    """`tiny_run` exported (≈ 6 s) to a folder holding model.onnx (FP32), model.int8.onnx (TensorRT
+    layout), model.int8-cpu.onnx, model.fp16.onnx, report.json and calibration.json."""
     from invspread_edge_export.meta import meta_from_config
-    from invspread_edge_export.onnx_export import export_onnx
+    from invspread_edge_export.pipeline import ExportOptions, export_model
 
     from invspread_edge.checkpoint import build_model, load_checkpoint
 
     ckpt = load_checkpoint(tiny_run)
     folder = tmp_path_factory.mktemp("tiny_export")
-    export_onnx(build_model(ckpt), meta_from_config(ckpt.config, ckpt.sha256), folder / "model.onnx")
+    options = ExportOptions(
+        out_dir=folder,
+        int8=True,
+        fp16=True,
+        calib_count=64,
+        accuracy_queries=100,
+        accuracy_memory=200,
+        allow_accuracy_drop=100.0,  # an untrained network: accuracy figures are noise
+    )
+    export_model(build_model(ckpt), meta_from_config(ckpt.config, ckpt.sha256), options, data="fashion-mnist")
     return folder
 
 
@@ -77,3 +87,47 @@ def image_folder(tmp_path_factory, fmnist_test) -> Path:
             suffix = ".png" if n % 2 else ".jpg"
             img.save(root / f"class{cls}" / f"img{i:05d}{suffix}")
     return root
+
+
+@pytest.fixture(scope="session")
+def make_tiny_onnx():
+    """Factory: a tiny valid ONNX encoder (Flatten → MatMul) carrying our metadata, made without torch.
+
+    `make_tiny_onnx(path, precision="fp16")` writes it and returns the path; for tests of code that
+    reads metadata, hashes or parses the file, not of accuracy.
+    """
+
+    def make(path: Path, precision: str = "fp32", image_size: int = 28, embedding_dim: int = 32) -> Path:
+        import onnx
+        from invspread_edge_runtime.metadata import ModelMeta
+        from onnx import TensorProto, helper, numpy_helper
+
+        flat = 3 * image_size * image_size
+        weight = np.random.default_rng(0).standard_normal((flat, embedding_dim)).astype(np.float32)
+        graph = helper.make_graph(
+            [
+                helper.make_node("Flatten", ["images"], ["flat"]),
+                helper.make_node("MatMul", ["flat", "w"], ["embeddings"]),
+            ],
+            "tiny",
+            [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, image_size, image_size])],
+            [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["N", embedding_dim])],
+            [numpy_helper.from_array(weight, "w")],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+        meta = ModelMeta(
+            arch="cifar_resnet18",
+            image_size=image_size,
+            embedding_dim=embedding_dim,
+            mean=FMNIST_MEAN,
+            std=FMNIST_STD,
+            checkpoint_sha256="c" * 64,
+            toolkit_version="0.1.0",
+            precision=precision,
+        )
+        helper.set_model_props(model, meta.to_props())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        onnx.save(model, path)
+        return path
+
+    return make
