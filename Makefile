@@ -34,6 +34,10 @@ test: install data
 test-slow: install data
 	$(BIN)/python -m pytest -q -m slow
 
+# Our TensorRT code against the real TensorRT 10.3 and 11.x Python APIs (no GPU; downloads cached in .cache/).
+test-trt: install
+	$(BIN)/python -m pytest -q -rA tests/test_tensorrt_api.py tests/test_engine_cache.py
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -62,18 +62,8 @@ def test_our_tensorrt_code_fits_the_real_api(version: str, tmp_path: Path) -> No
     report = tmp_path / "api-used.json"
     env = install.env()
     env["INVEDGE_TRT_API_REPORT"] = str(report)
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-o",
-        "addopts=",
-        "--rootdir",
-        str(REPO),
-    ]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts="]
+    cmd += ["--rootdir", str(REPO), "--basetemp", str(tmp_path / "checks")]  # its own temporary folder
     proc = subprocess.run(
         [*cmd, *(str(TRT_TESTS / c) for c in CHECKS)],
         cwd=REPO,
