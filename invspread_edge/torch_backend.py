@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from invspread_edge_runtime.backends.base import Backend, BackendInfo
-from invspread_edge_runtime.bench.registry import NotPresent, register_runtime
+from invspread_edge_runtime.bench.registry import NotPresent, OpenOptions, register_runtime
 from invspread_edge_runtime.bench.target import BenchTarget
 from invspread_edge_runtime.files import sha256_file
 
@@ -116,6 +116,8 @@ def torch_unavailable(target: BenchTarget) -> str | None:
         return "torch is not installed (the runtime-only install has no torch)"
     if target.checkpoint is None:
         return f"needs a run folder with its checkpoint.safetensors; {target.source} is an {target.kind}"
+    import torch  # noqa: F401  (imported here, so no row's cold start counts the import, as for onnxruntime)
+
     path = Path(target.checkpoint)
     sha = _checkpoint_sha(str(path), path.stat().st_mtime_ns)
     if sha != target.meta.checkpoint_sha256:
@@ -127,10 +129,10 @@ def torch_unavailable(target: BenchTarget) -> str | None:
 
 
 def _opener(compile: bool):
-    def open_torch(target: BenchTarget, precision: str, threads: int) -> Backend:
+    def open_torch(target: BenchTarget, precision: str, options: OpenOptions) -> Backend:
         if target.checkpoint is None:
             raise NotPresent(torch_unavailable(target) or "no checkpoint")
-        return TorchBackend(target.checkpoint, precision, compile=compile, threads=threads)
+        return TorchBackend(target.checkpoint, precision, compile=compile, threads=options.threads)
 
     return open_torch
 

@@ -48,21 +48,21 @@ class ProjectionBackend(Backend):
 OPENED: list[ProjectionBackend] = []
 
 
-def _open_ok(target, precision, threads):
+def _open_ok(target, precision, options):
     backend = ProjectionBackend(precision, noise=0.0 if precision == "fp32" else 3.0)
     OPENED.append(backend)
     return backend
 
 
-def _open_broken(target, precision, threads):
+def _open_broken(target, precision, options):
     raise RuntimeError("boom: cannot load")
 
 
-def _open_flaky(target, precision, threads):
+def _open_flaky(target, precision, options):
     return ProjectionBackend(precision, fail_at_batch=4)
 
 
-def _open_picky(target, precision, threads):
+def _open_picky(target, precision, options):
     raise NotPresent("needs a thing this machine lacks")
 
 
@@ -116,7 +116,9 @@ def test_rows_for_every_status(fakes, pics):
         assert row.throughput_ips == pytest.approx(row.batch * 1000 / row.mean_ms)
 
     (absent,) = rows_by(report, "fake-absent")
-    assert (absent.status, absent.reason, absent.batch) == ("not present", "no such accelerator here", None)
+    assert (absent.status, absent.reason, absent.precision, absent.batch) == (
+        "not present", "no such accelerator here", None, None,
+    )  # fmt: skip
     (broken,) = rows_by(report, "fake-broken")
     assert broken.status == "failed" and "boom: cannot load" in broken.error
     flaky = rows_by(report, "fake-flaky")

@@ -7,7 +7,6 @@ a `Backend` for one precision, or raises `NotPresent` saying why it cannot on th
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,15 @@ class NotPresent(InvedgeError):
     """A runtime (or runtime × precision) this machine or this target cannot run; the message says why."""
 
 
-Factory = Callable[[BenchTarget, str, int], Backend]  # (target, precision, threads) → an open backend
+@dataclass(frozen=True)
+class OpenOptions:
+    """What every runtime of one benchmark is opened with: the same for all, for fairness."""
+
+    threads: int  # intra-op CPU threads
+    max_batch: int  # the largest batch measured (TensorRT profiles are built to cover it)
+
+
+Factory = Callable[[BenchTarget, str, OpenOptions], Backend]  # (target, precision, options) → open backend
 Probe = Callable[[BenchTarget], "str | None"]  # None: present; else the reason it is not
 
 
@@ -56,7 +63,7 @@ def register_runtime(
 ) -> None:
     """Add (or replace) a runtime the bench can run, e.g. the full toolkit's torch eager model.
 
-    `factory(target, precision, threads)` returns an open `Backend` or raises `NotPresent`;
+    `factory(target, precision, options)` returns an open `Backend` or raises `NotPresent`;
     `probe(target)` says cheaply why the runtime cannot run at all (None: it can).
     """
     if name in _BUILTIN_ORDER:
@@ -94,16 +101,13 @@ _DESCRIPTIONS = {
     "ort-trt": "ONNX Runtime, TensorRT execution provider",
     "trt": "TensorRT (native, cuda-python)",
 }
-_PROVIDERS = {
-    "ort-cpu": "CPUExecutionProvider",
-    "ort-cuda": "CUDAExecutionProvider",
-    "ort-trt": "TensorrtExecutionProvider",
-}
 
 
 def _builtin(name: str) -> RuntimeSpec:
-    def factory(target: BenchTarget, precision: str, threads: int) -> Backend:
-        return open_onnx_backend(name, target.artifacts[precision], threads)
+    def factory(target: BenchTarget, precision: str, options: OpenOptions) -> Backend:
+        if precision not in target.artifacts:
+            raise NotPresent(target.missing_artifact_reason(precision))
+        return open_onnx_backend(name, target.artifacts[precision], precision, options)
 
     return RuntimeSpec(
         name=name,
@@ -115,28 +119,16 @@ def _builtin(name: str) -> RuntimeSpec:
 
 
 def builtin_unavailable(name: str) -> str | None:
-    """Why a built-in backend cannot run on this machine (None when it can), without loading a model."""
-    if name in _PROVIDERS:
-        if importlib.util.find_spec("onnxruntime") is None:
-            return "onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu)"
-        try:
-            import onnxruntime as ort
+    """Why a built-in backend cannot run on this machine (None when it looks usable); loads no model."""
+    from ..backends.select import backend_status
 
-            providers = ort.get_available_providers()
-        except Exception as exc:  # a broken GPU build raises on import
-            return f"onnxruntime does not load: {exc}"
-        if _PROVIDERS[name] not in providers:
-            return f"this onnxruntime build has no {_PROVIDERS[name]} (providers: {', '.join(providers)})"
-        return None
-    if importlib.util.find_spec("tensorrt") is None:
-        return "TensorRT's Python package is not installed (pip install tensorrt, or JetPack's python3-libnvinfer)"
-    if importlib.util.find_spec("cuda") is None:
-        return "cuda-python is not installed (pip install cuda-python)"
-    return None
+    return backend_status().get(name)
 
 
-def open_onnx_backend(name: str, model: Path, threads: int) -> Backend:
+def open_onnx_backend(name: str, model: Path, precision: str, options: OpenOptions) -> Backend:
     """Open one of the runtime's own backends on one ONNX file."""
     from ..backends.select import open_backend
 
-    return open_backend(model, backend=name, threads=threads)
+    return open_backend(
+        model, backend=name, threads=options.threads, precision=precision, max_batch=options.max_batch
+    )

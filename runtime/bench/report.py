@@ -49,22 +49,66 @@ COLUMNS: list[Column] = [
     ("size MB", lambda r: _num(r.size_mb, ".2f")),
     (
         "cos mean / min",
-        lambda r: "—" if r.cosine_mean is None else f"{r.cosine_mean:.5f} / {r.cosine_min:.5f}",
+        lambda r: "—" if r.cosine_mean is None else f"{r.cosine_mean:.6f} / {r.cosine_min:.6f}",
     ),
     ("top-1 agree", lambda r: _num(r.top1_agreement, ".3f")),
     ("kNN acc", lambda r: _num(r.knn_acc, ".3f")),
 ]
 
 
-def rich_table(report: BenchReport) -> Table:
-    table = Table(title="invedge bench", title_justify="left", show_lines=False)
-    for header, _ in COLUMNS:
+COMPACT_DROP = ("p90 ms", "mean ± std ms", "e2e p50 ms", "size MB")
+
+
+def rich_table(report: BenchReport, compact: bool = False) -> Table:
+    """The screen table: short cells; why a row is not present or failed goes to `note_lines`.
+
+    `compact` drops p90, mean ± std, e2e and size for narrow terminals (--json/--md keep everything).
+    """
+    notes = row_notes(report)
+
+    def status(r: BenchRow) -> str:
+        return r.status if r.status == OK else f"{r.status} [{notes[_note(r)]}]"
+
+    columns: list[Column] = []
+    for header, fn in COLUMNS:
+        if header == "status":
+            fn = status
+        elif header == "cos mean / min":
+            header, fn = "cos min", _cos_min
+        elif header == "device p50 ms" and all(r.device_p50_ms is None for r in report.rows):
+            continue
+        if compact and header in COMPACT_DROP:
+            continue
+        columns.append((header, fn))
+    table = Table(title="invedge bench", title_justify="left")
+    for header, _ in columns:
         numeric = header not in ("runtime", "precision", "status")
-        table.add_column(header, justify="right" if numeric else "left", overflow="fold")
+        table.add_column(header, justify="right" if numeric else "left", no_wrap=True)
     for row in report.rows:
         style = None if row.status == OK else ("red" if row.status == "failed" else "dim")
-        table.add_row(*(fn(row) for _, fn in COLUMNS), style=style)
+        table.add_row(*(fn(row) for _, fn in columns), style=style)
     return table
+
+
+def row_notes(report: BenchReport) -> dict[str, int]:
+    """Each distinct 'not present'/'failed' explanation, numbered in order of appearance."""
+    notes: dict[str, int] = {}
+    for row in report.rows:
+        if row.status != OK:
+            notes.setdefault(_note(row), len(notes) + 1)
+    return notes
+
+
+def note_lines(report: BenchReport) -> list[str]:
+    return [f"[{n}] {text}" for text, n in row_notes(report).items()]
+
+
+def _note(row: BenchRow) -> str:
+    return f"{row.runtime}: {row.reason or row.error}"
+
+
+def _cos_min(row: BenchRow) -> str:
+    return _num(row.cosine_min, ".6f")
 
 
 def footer_lines(report: BenchReport) -> list[str]:

@@ -23,7 +23,7 @@ from ..errors import InvedgeError, MissingDependency
 from ..preprocess import preprocess_images
 from .harness import TimingPlan, backend_iteration, measure, time_first_call
 from .images import BenchImages
-from .registry import ALL_PRECISIONS, NotPresent, RuntimeSpec, runtimes
+from .registry import ALL_PRECISIONS, NotPresent, OpenOptions, RuntimeSpec, open_onnx_backend, runtimes
 from .stats import throughput
 from .target import BenchTarget
 
@@ -129,6 +129,7 @@ def run_bench(
     if unknown:
         raise InvedgeError(f"Invalid runtime {unknown[0]!r}. Only {', '.join(specs)} are supported")
     threads = settings.resolved_threads()
+    options = OpenOptions(threads=threads, max_batch=max(settings.batches))
     rows: list[BenchRow] = []
     embeddings: dict[tuple[str, str], np.ndarray] = {}
     for name in names:
@@ -141,19 +142,19 @@ def run_bench(
             rows.append(BenchRow(name, None, None, NOT_PRESENT, reason=reason))
             log(f"{name}: not present ({reason})")
             continue
+        if reason is not None:  # the runtime itself is missing: one row says so for all precisions
+            rows.append(BenchRow(name, None, None, NOT_PRESENT, reason=reason))
+            log(f"{name}: not present ({reason})")
+            continue
         for precision in precisions:
-            if reason is not None:
-                rows.append(BenchRow(name, precision, None, NOT_PRESENT, reason=reason))
-                log(f"{name} {precision}: not present ({reason})")
-                continue
-            new_rows, emb = _bench_one(spec, target, precision, images, settings, threads, log)
+            new_rows, emb = _bench_one(spec, target, precision, images, settings, options, log)
             rows.extend(new_rows)
             if emb is not None:
                 embeddings[(name, precision)] = emb
 
     notes: dict[str, Any] = {}
     if settings.accuracy:
-        notes = _fill_accuracy(rows, embeddings, target, images, threads, log)
+        notes = _fill_accuracy(rows, embeddings, target, images, options, log)
     settings_record = {
         "target": str(target.source),
         "target_kind": target.kind,
@@ -197,7 +198,7 @@ def _bench_one(
     precision: str,
     images: BenchImages,
     settings: BenchSettings,
-    threads: int,
+    options: OpenOptions,
     log: Log,
 ) -> tuple[list[BenchRow], np.ndarray | None]:
     name = spec.name
@@ -207,7 +208,7 @@ def _bench_one(
         return [BenchRow(name, precision, None, NOT_PRESENT, reason=reason)], None
     t0 = time.perf_counter()
     try:
-        backend = spec.factory(target, precision, threads)
+        backend = spec.factory(target, precision, options)
     except (NotPresent, MissingDependency) as exc:
         log(f"{name} {precision}: not present ({exc})")
         return [BenchRow(name, precision, None, NOT_PRESENT, reason=str(exc))], None
@@ -295,10 +296,10 @@ def _fill_accuracy(
     embeddings: dict[tuple[str, str], np.ndarray],
     target: BenchTarget,
     images: BenchImages,
-    threads: int,
+    options: OpenOptions,
     log: Log,
 ) -> dict[str, Any]:
-    reference, ref_name = _reference(embeddings, target, images, threads, log)
+    reference, ref_name = _reference(embeddings, target, images, options, log)
     labels = images.labels
     per_model: dict[tuple[str, str], dict[str, float | None]] = {}
     for key, emb in embeddings.items():
@@ -328,7 +329,7 @@ def _reference(
     embeddings: dict[tuple[str, str], np.ndarray],
     target: BenchTarget,
     images: BenchImages,
-    threads: int,
+    options: OpenOptions,
     log: Log,
 ) -> tuple[np.ndarray | None, str | None]:
     """The FP32 reference embeddings: ONNX Runtime CPU on the FP32 model, else any FP32 row."""
@@ -339,10 +340,8 @@ def _reference(
         spec = runtimes()[REFERENCE_RUNTIME]
         if spec.unavailable(target) is None:
             try:
-                from .registry import open_onnx_backend
-
-                with open_onnx_backend(REFERENCE_RUNTIME, ref_file, threads) as backend:
-                    emb = _embed_all(backend, images, target, 64)
+                with open_onnx_backend(REFERENCE_RUNTIME, ref_file, "fp32", options) as backend:
+                    emb = _embed_all(backend, images, target, options.max_batch)
                 return emb, f"{ref_file.name} on {REFERENCE_RUNTIME}"
             except Exception as exc:
                 log(f"FP32 reference on {REFERENCE_RUNTIME} failed: {_one_line(exc)}")

@@ -63,7 +63,7 @@ def bench(
     from ..bench.images import load_bench_images
     from ..bench.registry import ALL_PRECISIONS
     from ..bench.registry import runtimes as known_runtimes
-    from ..bench.report import footer_lines, rich_table, write_json, write_markdown, write_plot
+    from ..bench.report import footer_lines, note_lines, rich_table, write_json, write_markdown, write_plot
     from ..bench.runner import BenchSettings, run_bench
     from ..bench.target import resolve_target
     from ..errors import InvedgeError
@@ -82,10 +82,14 @@ def bench(
     batches = _batches(batch)
     if threads < 0:
         raise InvedgeError(f"Invalid --threads {threads}. Use 0 (all cores) or a positive count")
+    if images < 2:
+        raise InvedgeError(f"Invalid --images {images}. Use at least 2 (accuracy needs neighbours)")
     plan = TimingPlan.from_options(warmup, iters, seconds)
 
     bench_target = resolve_target(target)
-    found = ", ".join(f"{p} ({f.name})" for p, f in bench_target.artifacts.items())
+    found = ", ".join(
+        f"{p} ({bench_target.artifacts[p].name})" for p in ALL_PRECISIONS if p in bench_target.artifacts
+    )
     console.info(f"bench {bench_target.kind} {bench_target.source}: {found}")
     pics = load_bench_images(data, images)
     if pics.skipped:
@@ -103,7 +107,11 @@ def bench(
 
     to_stdout = json_path == "-"
     if not to_stdout:
-        console.out.print(rich_table(report))
+        _print_table(
+            console.out, rich_table(report, compact=console.out.is_terminal and console.out.width < 170)
+        )
+        for line in note_lines(report):
+            console.out.print(line, highlight=False)
         for line in footer_lines(report):
             console.out.print(line, highlight=False)
     written: list[Path] = []
@@ -127,6 +135,19 @@ def bench(
             f"fastest at batch {best.batch}: {best.runtime} {best.precision} ({best.throughput_ips:,.0f} img/s); "
             f"next: invedge embed {model} FOLDER --backend {best.runtime} --out photos.emb"
         )
+
+
+def _print_table(out, table) -> None:
+    """A terminal gets its own width; a pipe or file gets every column unfolded."""
+    if out.is_terminal:
+        out.print(table)
+        return
+    width = out.width
+    out.width = max(width, 200)
+    try:
+        out.print(table)
+    finally:
+        out.width = width
 
 
 def _fastest(rows):
