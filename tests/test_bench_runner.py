@@ -176,3 +176,11 @@ def test_runtime_without_runnable_artifact_gets_one_row(pics):
     settings = BenchSettings(runtimes=["trt"], batches=[1], plan=PLAN)
     (row,) = run_bench(target, pics, settings).rows
     assert row.status == "not present" and row.precision is None and row.reason
+
+
+def test_torch_runtimes_listed_without_the_full_toolkit(pics):
+    unregister_runtime("torch")
+    settings = BenchSettings(runtimes=["torch"], batches=[1], plan=PLAN)
+    (row,) = run_bench(TARGET, pics, settings).rows
+    assert row.status == "not present" and "full toolkit" in row.reason
+    assert list(runtimes())[:6] == ["ort-cpu", "ort-cuda", "ort-trt", "trt", "torch", "torch-compile"]

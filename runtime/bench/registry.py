@@ -80,11 +80,29 @@ def unregister_runtime(name: str) -> None:
     _EXTRA.pop(name, None)
 
 
+# Runtimes the full toolkit registers; with the runtime alone they are listed as not present.
+TOOLKIT_RUNTIMES = ("torch", "torch-compile")
+
+
 def runtimes() -> dict[str, RuntimeSpec]:
     """Every known runtime, built-ins first, in the order the table shows them."""
     specs = {name: _builtin(name) for name in _BUILTIN_ORDER}
+    for name in TOOLKIT_RUNTIMES:
+        specs[name] = _EXTRA.get(name) or _toolkit_placeholder(name)
     specs.update(_EXTRA)
     return specs
+
+
+def _toolkit_placeholder(name: str) -> RuntimeSpec:
+    def factory(target: BenchTarget, precision: str, options: OpenOptions) -> Backend:
+        raise NotPresent(_TOOLKIT_MISSING)
+
+    return RuntimeSpec(name, factory, ("fp32",), probe=lambda target: _TOOLKIT_MISSING)
+
+
+_TOOLKIT_MISSING = (
+    "needs the full toolkit with torch (pip install invspread-edge); the runtime alone has none"
+)
 
 
 # --- the runtime's own backends ---------------------------------------------------------------------
