@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from invspread_edge_runtime.datasets import open_dataset
-from invspread_edge_runtime.errors import InvedgeError
+from invspread_edge_runtime.errors import DataError, InvedgeError
 from invspread_edge_runtime.files import atomic_path, atomic_write_json, sha256_file
 from invspread_edge_runtime.metadata import ModelMeta
 
@@ -74,6 +74,7 @@ def export_model(
     """
     started = time.perf_counter()
     out = Path(options.out_dir)
+    calib = calibration_images(options, data) if options.int8 else None  # bad --calib fails before any work
     _check_writable(out)
     report = ExportReport(out_dir=out, checkpoint=checkpoint or {}, meta=meta.to_props())
 
@@ -88,7 +89,8 @@ def export_model(
         held = accuracy_check.held_out_set(data, meta, options.accuracy_queries, options.accuracy_memory)
         fp32_emb = accuracy_check.embed_held_out(fp32.path, held, meta)
         if options.int8:
-            report.calibration = _export_int8(fp32.path, meta, options, data, held, fp32_emb, report, log)
+            assert calib is not None
+            report.calibration = _export_int8(fp32.path, meta, options, calib, held, fp32_emb, report, log)
         if options.fp16:
             report.artifacts.append(
                 _export_fp16(model, fp32.path, meta, options, parity_inputs, reference, held, fp32_emb, log)
@@ -137,13 +139,12 @@ def _export_int8(
     fp32_path: Path,
     meta: ModelMeta,
     options: ExportOptions,
-    data: str,
+    calib: calibration_set.CalibrationSet,
     held: accuracy_check.HeldOut,
     fp32_emb: accuracy_check.Embedded,
     report: ExportReport,
     log: Log,
 ) -> dict[str, Any]:
-    calib = calibration_images(options, data, log)
     key = calibrate.cache_key(sha256_file(fp32_path), calib, options.calib_method, options.calib_percentile)
     cache_file = calibrate.cache_path(options.out_dir / CACHE_DIR, key, options.calib_method)
     cache_hit = cache_file.is_file()
@@ -294,7 +295,9 @@ def _parity_inputs(data: str, meta: ModelMeta, count: int) -> np.ndarray:
     """Real images for the parity check: the data's test split (a folder: its own images)."""
     images = open_dataset(data, "test")
     if len(images) < count:
-        count = len(images)
+        raise DataError(
+            f"{data} has {len(images)} images; the parity check needs {count}", "Pass --data with more images"
+        )
     return model_inputs(images, meta, spread_indices(len(images), count, seed=0))
 
 

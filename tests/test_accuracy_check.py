@@ -1,0 +1,83 @@
+"""The accuracy check after quantizing: its verdicts, its metrics per kind of data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from invspread_edge_export import accuracy_check as ac
+from invspread_edge_runtime.errors import AccuracyError
+from invspread_edge_runtime.metadata import read_model_meta
+
+
+def _unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _clusters(n, rng, noise):
+    labels = np.arange(n) % 4
+    centres = np.eye(8)[:4]
+    return _unit(centres[labels] + noise * rng.standard_normal((n, 8))), labels
+
+
+def _held(rng):
+    q, ql = _clusters(40, rng, 0.3)
+    m, ml = _clusters(80, rng, 0.3)
+    held = ac.HeldOut(
+        "toy", "knn", np.zeros((40, 3, 2, 2), np.uint8), ql, np.zeros((80, 3, 2, 2), np.uint8), ml
+    )
+    return held, ac.Embedded(q, m)
+
+
+def test_identical_embeddings_pass():
+    held, ref = _held(np.random.default_rng(0))
+    result = ac.compare(held, ref, ref, "int8")
+    assert result.status == "ok" and result.drop_points == 0
+    assert result.mean_cosine == pytest.approx(1.0) and result.top1_agreement == 1.0
+    ac.require_accuracy(result)
+
+
+def test_a_large_drop_fails_or_warns_when_allowed():
+    rng = np.random.default_rng(0)
+    held, ref = _held(rng)
+    broken = ac.Embedded(_unit(rng.standard_normal(ref.queries.shape)), ref.memory)  # queries scrambled
+    failed = ac.compare(held, ref, broken, "int8")
+    assert failed.status == "fail" and failed.drop_points > 20
+    with pytest.raises(AccuracyError, match="--allow-accuracy-drop"):
+        ac.require_accuracy(failed)
+    warned = ac.compare(held, ref, broken, "int8", allowed=100.0)
+    assert warned.status == "warn"
+    ac.require_accuracy(warned)
+    assert ac.compare(held, ref, broken, "int8", allowed=1.0).status == "fail"  # allowed below the drop
+
+
+def test_labelled_folder_scores_recall_at_1(image_folder, tiny_export):
+    meta = read_model_meta(tiny_export / "model.onnx")
+    held = ac.held_out_set(str(image_folder), meta, queries=40)
+    assert held.metric == "recall@1" and held.memory is None and len(held.queries) == 40
+    emb = ac.embed_held_out(tiny_export / "model.onnx", held, meta)
+    result = ac.compare(held, emb, emb, "fp16")
+    assert result.metric == "recall@1" and result.fp32 is not None and result.drop_points == 0
+
+
+def test_unlabelled_folder_gives_agreement_only(tmp_path, image_folder, tiny_export):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for path in sorted(image_folder.rglob("*.png"))[:12]:
+        (flat / path.name).write_bytes(path.read_bytes())
+    meta = read_model_meta(tiny_export / "model.onnx")
+    held = ac.held_out_set(str(flat), meta)
+    assert held.metric == "none"
+    emb = ac.embed_held_out(tiny_export / "model.onnx", held, meta)
+    result = ac.compare(held, emb, emb, "int8")
+    assert result.fp32 is None and result.drop_points is None and result.status == "ok"
+
+
+def test_fashion_mnist_held_out_is_test_queries_and_train_memory(tiny_export):
+    meta = read_model_meta(tiny_export / "model.onnx")
+    held = ac.held_out_set("fashion-mnist", meta, queries=30, memory=50)
+    assert (
+        held.metric == "knn"
+        and held.queries.shape == (30, 3, 28, 28)
+        and held.memory.shape == (50, 3, 28, 28)
+    )
+    assert held.queries.dtype == np.uint8
