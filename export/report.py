@@ -85,12 +85,10 @@ class ExportReport:
 def next_commands(report: ExportReport) -> list[str]:
     """What to run with the artifacts: embed a folder, build and search an index, benchmark."""
     out = _shell_path(report.out_dir)
-    model = f"{out}/model.onnx"
-    cpu = f"{out}/model.int8-cpu.onnx" if report.artifact("int8-cpu") else model
     commands = [
-        f"invedge embed {cpu} IMAGES_DIR --out gallery.emb",
+        f"invedge embed {out} IMAGES_DIR --out gallery.emb   # picks the artifact that suits the backend",
         "invedge index build gallery.emb --out gallery.index",
-        f"invedge search gallery.index QUERY.jpg --model {cpu} --k 5",
+        "invedge search gallery.index QUERY.jpg --k 5",
         f"invedge bench {out}",
     ]
     if report.artifact("int8") or report.artifact("fp16"):
