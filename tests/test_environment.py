@@ -109,6 +109,14 @@ def test_this_machine():
     assert env["threads"]["affinity_cores"] >= 1
     json.dumps(env)  # the report writes it as JSON
     assert any(line.startswith("CPU:") for line in summary_lines(env))
+    assert len(env["load_average"]) == 3
+
+
+def test_busy_machine_is_flagged():
+    env = {"cpu": {"usable_cores": 2}, "load_average": [4.5, 3.0, 1.0], "packages": {}}
+    assert any("noisy" in line for line in summary_lines(env))
+    env["load_average"] = [0.2, 0.1, 0.1]
+    assert not any("noisy" in line for line in summary_lines(env))
 
 
 def test_torch_version_read_without_importing_torch():

@@ -43,6 +43,8 @@ def collect_environment(root: str | os.PathLike[str] = "/", run_tools: bool = Tr
         "packages": package_versions(),
         "threads": thread_settings(),
     }
+    if hasattr(os, "getloadavg") and root == Path("/"):
+        env["load_average"] = [round(v, 2) for v in os.getloadavg()]  # a busy machine makes noisy figures
     gpu = gpu_info(root, run_tools)
     if gpu:
         env["gpu"] = gpu
@@ -312,6 +314,19 @@ def _hz_to_mhz(text: str | None) -> int | None:
     return int(text) // 1_000_000 if text and text.isdigit() else None
 
 
+def busy_warning(env: dict[str, Any]) -> str | None:
+    """A sentence when other work was running as the bench started (load > half the usable cores)."""
+    load = env.get("load_average")
+    cpu = env.get("cpu", {})
+    usable = cpu.get("usable_cores") or cpu.get("logical_cores") or 1
+    if not load or load[0] <= 0.5 * usable:
+        return None
+    return (
+        f"{load[0]:.1f} on {usable} cores when the bench started: other work is running, so latencies "
+        "are noisy (threaded runtimes suffer most); rerun on a quiet machine for figures to publish"
+    )
+
+
 def summary_lines(env: dict[str, Any]) -> list[str]:
     """A few human lines for the top of a report."""
     cpu = env.get("cpu", {})
@@ -336,6 +351,9 @@ def summary_lines(env: dict[str, Any]) -> list[str]:
             f"Jetson: {jetson.get('model', '?')}, L4T {jetson.get('l4t', '?')}, power mode "
             f"{jetson.get('power_mode', 'not readable')}, GPU clock {clocks.get('gpu_cur_mhz', '?')} MHz"
         )
+    warning = busy_warning(env)
+    if warning:
+        lines.append(f"Load: {warning}")
     packages = env.get("packages", {})
     lines.append("Packages: " + ", ".join(f"{k} {v}" for k, v in packages.items()))
     return lines

@@ -53,10 +53,11 @@ COLUMNS: list[Column] = [
     ),
     ("top-1 agree", lambda r: _num(r.top1_agreement, ".3f")),
     ("kNN acc", lambda r: _num(r.knn_acc, ".3f")),
+    ("R@1", lambda r: _num(r.recall_at_1, ".3f")),
 ]
 
 
-COMPACT_DROP = ("p90 ms", "mean ± std ms", "e2e p50 ms", "size MB")
+COMPACT_DROP = ("p90 ms", "mean ± std ms", "e2e p50 ms", "size MB", "R@1")
 
 
 def rich_table(report: BenchReport, compact: bool = False) -> Table:

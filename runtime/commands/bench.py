@@ -58,7 +58,7 @@ def bench(
     A runtime this machine lacks is listed with the reason.
     """
     from .. import console
-    from ..bench.environment import collect_environment
+    from ..bench.environment import busy_warning, collect_environment
     from ..bench.harness import TimingPlan
     from ..bench.images import load_bench_images
     from ..bench.registry import ALL_PRECISIONS
@@ -103,7 +103,10 @@ def bench(
         accuracy=accuracy,
     )
     console.info(f"{len(pics)} images from {pics.name}; {plan.describe()} per row")
-    report = run_bench(bench_target, pics, settings, collect_environment(), log=console.info)
+    environment = collect_environment()
+    if busy := busy_warning(environment):
+        console.warn(f"load {busy}")
+    report = run_bench(bench_target, pics, settings, environment, log=console.info)
 
     to_stdout = json_path == "-"
     if not to_stdout:
