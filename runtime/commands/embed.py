@@ -48,8 +48,7 @@ def embed(
     started = time.perf_counter()
     paths, root = collect_images(images)
     with Embedder(model, backend=backend, batch_size=batch, threads=threads, precision=precision) as embedder:
-        for note in embedder.notes:
-            console.info(f"  {note}")
+        report_backend(embedder)
         info = embedder.info
         console.info(
             f"embedding {len(paths):,} images from {root} with {info.name} ({Path(info.model_path).name})"
@@ -80,3 +79,17 @@ def embed(
         f"in {seconds:.1f} s ({rate:,.0f} img/s with {info.name})"
     )
     console.info(f"next: invedge index build {out} --out {out.with_suffix('.index')}")
+
+
+def report_backend(embedder) -> None:
+    """One line for the backend chosen, one dim line for the faster ones that were not usable."""
+    from rich.markup import escape
+
+    from .. import console
+
+    chosen = [n for n in embedder.notes if ": skipped" not in n]
+    skipped = [n.replace(": skipped (", " (") for n in embedder.notes if ": skipped" in n]
+    info = embedder.info
+    console.info(chosen[-1] if chosen else f"{info.name}: {Path(info.model_path).name} on {info.device}")
+    if skipped:
+        console.info(f"[dim]  not used: {escape('; '.join(skipped))}[/dim]")

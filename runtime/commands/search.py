@@ -40,6 +40,7 @@ def search(
     from ..embed import Embedder, collect_images
     from ..errors import DataError, InvedgeError
     from ..index import Index
+    from .embed import report_backend
 
     if k < 1:
         raise InvedgeError(f"Invalid --k {k}. It must be at least 1")
@@ -56,8 +57,7 @@ def search(
         )
     paths, _ = collect_images(queries)
     with Embedder(model_path, backend=backend, threads=threads, batch_size=64) as embedder:
-        for note in embedder.notes:
-            console.info(f"  {note}")
+        report_backend(embedder)
         index.check_space(embedder.space_id)  # before any work on the queries
         kept, vectors, failed = [], [], []
         for batch in embedder.embed_batches(paths):
