@@ -43,6 +43,7 @@ class RuntimeSpec:
     probe: Probe | None = None
     description: str = ""
     defaults: tuple[str, ...] | None = None  # run when --precision is not given (None: all of `precisions`)
+    runs_onnx: bool = False  # runs the target's ONNX artifacts (by default only the precisions present)
 
     def unavailable(self, target: BenchTarget) -> str | None:
         return self.probe(target) if self.probe else None
@@ -133,6 +134,7 @@ def _builtin(name: str) -> RuntimeSpec:
         precisions=_BUILTIN_PRECISIONS[name],
         probe=lambda target: builtin_unavailable(name),
         description=_DESCRIPTIONS[name],
+        runs_onnx=True,
     )
 
 

@@ -134,15 +134,12 @@ def run_bench(
     embeddings: dict[tuple[str, str], np.ndarray] = {}
     for name in names:
         spec = specs[name]
-        reason = spec.unavailable(target)
         precisions = settings.precisions or default_precisions(spec, target)
-        if not precisions:
+        reason = spec.unavailable(target)
+        if reason is None and not precisions:
             have = ", ".join(target.artifacts) or "none"
-            reason = reason or f"no artifact it runs in {target.source} (has: {have})"
-            rows.append(BenchRow(name, None, None, NOT_PRESENT, reason=reason))
-            log(f"{name}: not present ({reason})")
-            continue
-        if reason is not None:  # the runtime itself is missing: one row says so for all precisions
+            reason = f"no artifact it runs in {target.source} (has: {have})"
+        if reason is not None:  # one row for the whole runtime, whatever the precisions asked
             rows.append(BenchRow(name, None, None, NOT_PRESENT, reason=reason))
             log(f"{name}: not present ({reason})")
             continue
@@ -175,9 +172,8 @@ def run_bench(
 
 def default_precisions(spec: RuntimeSpec, target: BenchTarget) -> list[str]:
     """What a runtime runs when --precision is not given: the target's artifacts it can take."""
-    if spec.name in ("ort-cpu", "ort-cuda", "ort-trt", "trt"):
-        return [p for p in ALL_PRECISIONS if p in spec.precisions and p in target.artifacts]
-    return [p for p in ALL_PRECISIONS if p in (spec.defaults or spec.precisions)]
+    wanted = spec.defaults or spec.precisions
+    return [p for p in ALL_PRECISIONS if p in wanted and (not spec.runs_onnx or p in target.artifacts)]
 
 
 def threads_line(threads: int) -> str:
