@@ -191,3 +191,14 @@ def time_first_call(
     out = backend.infer(x)
     backend.synchronize()
     return (clock() - t0) * 1e3, out
+
+
+def timed_call(call: Callable[[], object], clock: Clock = time.perf_counter) -> Callable[[int], Timing]:
+    """An iteration that times `call()` alone (e.g. a device-resident run, copies excluded)."""
+
+    def one(i: int) -> Timing:
+        t0 = clock()
+        call()
+        return Timing(infer_ms=(clock() - t0) * 1e3)
+
+    return one

@@ -21,10 +21,11 @@ from .. import accuracy
 from ..backends.base import Backend
 from ..errors import InvedgeError, MissingDependency
 from ..preprocess import preprocess_images
-from .harness import TimingPlan, backend_iteration, measure, time_first_call
+from .harness import TimingPlan, backend_iteration, measure, time_first_call, timed_call
 from .images import BenchImages
 from .registry import ALL_PRECISIONS, NotPresent, OpenOptions, RuntimeSpec, open_onnx_backend, runtimes
-from .stats import throughput
+from .resident import resident_call
+from .stats import LatencyStats, throughput
 from .target import BenchTarget
 
 OK, NOT_PRESENT, FAILED = "ok", "not present", "failed"
@@ -87,6 +88,7 @@ class BenchRow:
     device_p99_ms: float | None = None
     device_mean_ms: float | None = None
     device_std_ms: float | None = None
+    device_timing: str | None = None  # how device_* was measured
     # accuracy on the bench images
     cosine_mean: float | None = None
     cosine_min: float | None = None
@@ -164,7 +166,8 @@ def run_bench(
         "threads_line": threads_line(threads),
         "timing": settings.plan.describe(),
         "latency": "p*_ms: backend call (host↔device copies included, preprocessing excluded); "
-        "e2e_*: preprocessing + copies + compute; device_*: CUDA-event compute time, copies excluded",
+        "e2e_*: preprocessing + copies + compute; device_*: compute with copies excluded "
+        "(CUDA events, or ONNX Runtime IO binding on the GPU; see device_timing)",
         **notes,
     }
     return BenchReport(rows=rows, environment=environment or {}, settings=settings_record)
@@ -233,6 +236,8 @@ def _bench_one(
                 rows.append(row)
                 continue
             _fill_timing(row, first_ms, result)
+            if row.device_p50_ms is None:
+                _time_resident(row, backend, preprocess(batches[0]), settings.plan, log)
             rows.append(row)
             log(
                 f"{name} {precision} batch {batch}: p50 {row.p50_ms:.2f} ms, "
@@ -264,8 +269,28 @@ def _fill_timing(row: BenchRow, first_ms: float, result: Any) -> None:
         row.e2e_mean_ms, row.e2e_std_ms = e2e.mean, e2e.std
         row.e2e_throughput_ips = throughput(row.batch, e2e.mean)
     if (dev := stats["device"]) is not None:
-        row.device_p50_ms, row.device_p90_ms, row.device_p99_ms = dev.p50, dev.p90, dev.p99
-        row.device_mean_ms, row.device_std_ms = dev.mean, dev.std
+        _fill_device(row, dev, "CUDA events")
+
+
+def _fill_device(row: BenchRow, dev: LatencyStats, how: str) -> None:
+    row.device_p50_ms, row.device_p90_ms, row.device_p99_ms = dev.p50, dev.p90, dev.p99
+    row.device_mean_ms, row.device_std_ms = dev.mean, dev.std
+    row.device_timing = how
+
+
+def _time_resident(row: BenchRow, backend: Backend, x: np.ndarray, plan: TimingPlan, log: Log) -> None:
+    """ONNX Runtime on a GPU: the same batch with input and output kept on the device."""
+    try:
+        call = resident_call(backend, x)
+        if call is None:
+            return
+        result = measure(timed_call(call), plan)
+    except Exception as exc:  # IO binding unsupported by this build: the row keeps its wall times
+        log(f"{row.runtime} {row.precision} batch {row.batch}: no copies-excluded timing ({_one_line(exc)})")
+        return
+    stats = result.stats()["infer"]
+    if stats is not None:
+        _fill_device(row, stats, "IO binding on the device, wall time")
 
 
 def _model_file(backend: Backend, target: BenchTarget, precision: str) -> tuple[str | None, float | None]:
