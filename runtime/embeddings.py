@@ -168,6 +168,8 @@ class EmbeddingWriter:
         vectors = (
             np.concatenate(self._vectors) if self._vectors else np.zeros((0, self.dim), dtype=self.dtype)
         )
+        rows = min(len(vectors), len(self._ids))  # an interrupt between the two appends of add()
+        vectors, self._ids = vectors[:rows], self._ids[:rows]
         with atomic_path(parts / f"part-{number:06d}.npy") as tmp, open(tmp, "wb") as fh:
             np.save(fh, vectors, allow_pickle=False)
         atomic_write_json(parts / f"part-{number:06d}.json", {"ids": self._ids, "failed": self._new_failures})
@@ -342,13 +344,17 @@ def embed_to_folder(
     started = time.perf_counter()
     if on_progress is not None:
         on_progress(done, total)
-    for batch in embedder.embed_batches([p for _, p in pending]):
-        writer.add([pending[i][0] for i in batch.positions], batch.vectors)
-        for position, reason in batch.failures:
-            writer.add_failure(pending[position][0], reason)
-        done += len(batch.positions) + len(batch.failures)
-        if on_progress is not None:
-            on_progress(done, total)
+    try:
+        for batch in embedder.embed_batches([p for _, p in pending]):
+            writer.add([pending[i][0] for i in batch.positions], batch.vectors)
+            for position, reason in batch.failures:
+                writer.add_failure(pending[position][0], reason)
+            done += len(batch.positions) + len(batch.failures)
+            if on_progress is not None:
+                on_progress(done, total)
+    except KeyboardInterrupt:
+        writer.flush()  # Ctrl-C: keep what was embedded, the next run resumes after it
+        raise
     seconds = time.perf_counter() - started
     return writer.finish(
         {

@@ -134,10 +134,10 @@ def test_embedding_a_folder_resumes_after_an_interruption(embedder, mixed_folder
 
     with pytest.raises(KeyboardInterrupt):
         embed_to_folder(
-            small, paths, root, tmp_path / "part.emb", part_size=8, on_progress=stop_after_two_batches
+            small, paths, root, tmp_path / "part.emb", part_size=100, on_progress=stop_after_two_batches
         )
-    resumed = embed_to_folder(small, paths, root, tmp_path / "part.emb", part_size=8)
-    assert resumed["resumed"] == 16 and resumed["count"] == len(paths)
+    resumed = embed_to_folder(small, paths, root, tmp_path / "part.emb", part_size=100)
+    assert resumed["resumed"] == 16 and resumed["count"] == len(paths)  # flushed on Ctrl-C
     a, b = load_embeddings(tmp_path / "full.emb"), load_embeddings(tmp_path / "part.emb")
     order = {item: i for i, item in enumerate(a.ids)}
     assert sorted(b.ids) == sorted(a.ids)

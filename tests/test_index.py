@@ -127,6 +127,10 @@ def test_add_and_remove_keep_ids_and_vectors_in_step(no_faiss):
     assert result.locations[2] == ["/img/4.png"]
     with pytest.raises(IndexFileError, match="already in the gallery"):
         index.add(gallery[:1], ["item5"])
+    with pytest.raises(IndexFileError, match="another embedding space"):
+        index.add(gallery[:1], ["other0"], space_id="ffffffffffffffff/16")
+    with pytest.raises(IndexFileError, match="dimension 8"):
+        index.add(unit(rng, 1, d=8), ["other1"])
     with pytest.raises(IndexFileError, match="not in the gallery"):
         index.remove(["nope", "item4"])
     assert "item4" in index.ids  # nothing removed on error
