@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +49,7 @@ def test_gpu_rows_get_device_columns(tiny_export, monkeypatch):
 
     def open_fake(target, precision, options):
         backend = OrtBackend(tiny_export / "model.onnx", "ort-cpu", threads=1)
-        object.__setattr__(
-            backend, "info", backend.info.__class__(**{**backend.info.__dict__, "device": "cuda:0"})
-        )
+        backend.info = dataclasses.replace(backend.info, device="cuda:0")
         return backend
 
     register_runtime("fake-gpu", open_fake)
