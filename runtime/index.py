@@ -240,6 +240,22 @@ class Index:
         self._device = OrtTopK(self.vectors, device=device, device_id=device_id)
         return self._device.name
 
+    def follow_backend(self, info: Any) -> str | None:
+        """Search on the embedding backend's GPU when it has one (`BackendInfo.device` "cuda:N ...").
+
+        Only exact (flat) indexes move; returns None when the search moved to the GPU, else why not.
+        """
+        device = str(getattr(info, "device", "cpu"))
+        if not device.startswith("cuda"):
+            return "the embedding backend runs on the CPU"
+        if self.kind != "flat":
+            return f"{self.kind} indexes are searched by faiss on the CPU"
+        try:
+            self.use_device("cuda", int(device.split(":")[1].split()[0]))
+        except Exception as exc:  # onnxruntime without a usable CUDA provider
+            return f"GPU search unavailable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        return None
+
     def measure_recall(self, k: int = 10, n_queries: int = RECALL_QUERIES, seed: int = 0) -> float:
         """recall@k of this index against exact search, gallery items as queries (each minus itself)."""
         if len(self) < 2:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import MissingDependency
+from .errors import EngineError, MissingDependency
 
 OPSET = 17
 IR_VERSION = 8
@@ -75,11 +75,13 @@ class OrtTopK:
         self._budget = score_budget_bytes
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise EngineError("this onnxruntime has no CUDAExecutionProvider", "Install onnxruntime-gpu")
         providers = [("CUDAExecutionProvider", {"device_id": device_id})] if device == "cuda" else []
         providers.append("CPUExecutionProvider")
         self._session = ort.InferenceSession(search_graph_bytes(self.dim), options, providers=providers)
         if device == "cuda" and "CUDAExecutionProvider" not in self._session.get_providers():
-            raise RuntimeError("the CUDA execution provider is not usable")
+            raise EngineError("the CUDA execution provider could not start", "Check the CUDA libraries")
         self._gallery = ort.OrtValue.ortvalue_from_numpy(gallery, device, device_id)
 
     @property

@@ -193,3 +193,23 @@ def test_save_load_round_trip_and_checksum(tmp_path, no_faiss):
         Index.load(tmp_path / "foreign.npy")
     with pytest.raises(IndexFileError, match="not found"):
         Index.load(tmp_path / "missing.index")
+
+
+def test_exact_search_follows_a_gpu_backend_when_it_can(no_faiss):
+    from invspread_edge_runtime.backends.base import BackendInfo
+
+    rng = np.random.default_rng(9)
+    index = Index.build(unit(rng, 50), ids_for(50), SPACE)
+    assert index.follow_backend(BackendInfo("ort-cpu", "cpu", "fp32", "m.onnx")) is not None
+    reason = index.follow_backend(BackendInfo("trt", "cuda:0 (NVIDIA H100)", "int8", "m.onnx"))
+    try:
+        import onnxruntime
+
+        has_cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    except ImportError:
+        has_cuda = False
+    if has_cuda and reason is None:
+        assert index.search(unit(rng, 2), k=3).searcher == "onnx-topk:cuda"
+    else:
+        assert reason.startswith("GPU search unavailable")
+        assert index.search(unit(rng, 2), k=3).searcher == "numpy"  # still answers, on the CPU

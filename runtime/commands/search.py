@@ -68,12 +68,9 @@ def search(
             console.warn(f"{len(failed)} unreadable query image(s) skipped: {failed[0][1]}")
         if not kept:
             raise DataError("none of the query images could be read")
-        device = embedder.info.device
-        if device.startswith("cuda") and index.kind == "flat":
-            try:
-                index.use_device("cuda", int(device.split(":")[1].split()[0]))
-            except Exception as exc:  # onnxruntime without CUDA: exact search stays on the CPU
-                console.info(f"  GPU search unavailable ({str(exc).splitlines()[0]}); searching on the CPU")
+        why_not_gpu = index.follow_backend(embedder.info)
+        if why_not_gpu and embedder.info.device.startswith("cuda"):
+            console.info(f"  {why_not_gpu}; searching on the CPU")
         import numpy as np
 
         result = index.search(np.concatenate(vectors), k=k, space_id=embedder.space_id, exact=exact)
