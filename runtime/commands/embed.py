@@ -64,7 +64,9 @@ def embed(
             )
     seconds = time.perf_counter() - started
     size = (out / VECTORS).stat().st_size + (out / MANIFEST).stat().st_size
-    rate = (manifest["count"] - 0) / max(manifest["seconds"], 1e-9)
+    rate = (manifest["count"] + manifest["failed_count"] - manifest["resumed"]) / max(
+        manifest["seconds"], 1e-9
+    )
     if json_out:
         console.print_json(manifest | {"path": str(out), "total_seconds": round(seconds, 3)})
     if manifest["failed_count"]:
