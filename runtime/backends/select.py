@@ -138,6 +138,8 @@ def open_backend(
         picked = "auto-selected" if backend == "auto" else "as asked"
         notes.append(f"{name}: {path.name} ({meta.precision}) on {opened.info.device}, {picked}")
         opened.notes = notes  # type: ignore[attr-defined]
+        if getattr(opened, "meta", None) is None:
+            opened.meta = meta  # type: ignore[attr-defined]  # the Embedder preprocesses from it
         return opened
     raise EngineError("no backend could run this model:\n  " + "\n  ".join(notes))
 
