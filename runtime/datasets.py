@@ -6,6 +6,7 @@ held-out images from it, the benchmark measures accuracy on it. Labels are for e
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 from dataclasses import dataclass, replace
@@ -112,18 +113,32 @@ def _fashion_mnist(split: str) -> ImageSet:
             f"Fashion-MNIST not found in {FASHION_MNIST_DIR}",
             "Install the Debian package: apt-get install dataset-fashion-mnist",
         )
-    gray = read_idx(images_path)
-    labels = read_idx(labels_path).astype(np.int64)
-    if gray.ndim != 3 or len(gray) != len(labels):
-        raise DataError(f"Fashion-MNIST files in {FASHION_MNIST_DIR} are inconsistent")
-    images = np.repeat(gray[:, None], 3, axis=1)  # grayscale → RGB, like any other grayscale image
+    images, labels = _read_fashion_mnist(images_path, labels_path, *_stamp(images_path), *_stamp(labels_path))
     return ImageSet(
         name="fashion-mnist",
         classes=list(FASHION_MNIST_CLASSES),
         labels=labels,
         images=images,
-        native_size=gray.shape[1],
+        native_size=images.shape[2],
     )
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=2)
+def _read_fashion_mnist(images_path: Path, labels_path: Path, *stamps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decoded once per process (1-2 s of gunzip); read-only, so sharing the arrays is safe."""
+    gray = read_idx(images_path)
+    labels = read_idx(labels_path).astype(np.int64)
+    if gray.ndim != 3 or len(gray) != len(labels):
+        raise DataError(f"Fashion-MNIST files in {images_path.parent} are inconsistent")
+    images = np.repeat(gray[:, None], 3, axis=1)  # grayscale → RGB, like any other grayscale image
+    images.flags.writeable = False
+    labels.flags.writeable = False
+    return images, labels
 
 
 def read_idx(path: Path) -> np.ndarray:

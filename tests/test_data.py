@@ -1,0 +1,117 @@
+"""Which images a run uses, in which order, and how they are decoded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from invspread_edge_runtime.datasets import open_dataset
+from invspread_edge_runtime.errors import DataError, InvedgeError
+
+from invspread_edge import data
+
+
+@pytest.mark.parametrize(
+    ("spec", "want"),
+    [
+        ("0-4", [0, 1, 2, 3, 4]),
+        ("7", [7]),
+        ("0,2,5-7", [0, 2, 5, 6, 7]),
+        (" 3 - 4 ,1", [1, 3, 4]),
+        (None, None),
+    ],
+)
+def test_parse_classes(spec, want):
+    assert data.parse_classes(spec) == want
+
+
+@pytest.mark.parametrize("spec", ["a-b", "4-1", "1,,2", "-3"])
+def test_parse_classes_rejects(spec):
+    with pytest.raises(InvedgeError, match="--classes"):
+        data.parse_classes(spec)
+
+
+def test_select_classes_then_fixed_limit(fmnist_test):
+    five = data.select(fmnist_test, [5, 6, 7, 8, 9])
+    assert len(five) == 5000 and set(np.unique(five.labels)) == {5, 6, 7, 8, 9}
+    a = data.select(fmnist_test, [0, 1], limit=50)
+    b = data.select(fmnist_test, [0, 1], limit=50)
+    assert len(a) == 50 and np.array_equal(a.images, b.images) and set(np.unique(a.labels)) <= {0, 1}
+    first = data.select(fmnist_test, None, limit=100)
+    more = data.select(fmnist_test, None, limit=200)
+    assert len(np.unique(first.labels)) > 5  # a shuffle, not the first 100 files
+    # the first N of one fixed shuffle: a larger limit contains the smaller one
+    small = {bytes(x) for x in first.images.reshape(100, -1)}
+    big = {bytes(x) for x in more.images.reshape(200, -1)}
+    assert small <= big
+    assert data.select(fmnist_test) is fmnist_test
+
+
+def test_select_errors(fmnist_test, image_folder, tmp_path):
+    with pytest.raises(DataError, match="not in fashion-mnist"):
+        data.select(fmnist_test, [10])
+    with pytest.raises(InvedgeError, match="--limit must be at least 1"):
+        data.select(fmnist_test, None, 0)
+    (tmp_path / "a.png").write_bytes((image_folder / "class0").glob("*.png").__next__().read_bytes())
+    with pytest.raises(DataError, match="needs labels"):
+        data.select(open_dataset(str(tmp_path)), [0])
+
+
+def test_fingerprint_names_the_images(fmnist_test, image_folder):
+    a = data.fingerprint(fmnist_test.subset(range(100)))
+    assert a == data.fingerprint(fmnist_test.subset(range(100)))
+    assert a != data.fingerprint(fmnist_test.subset(range(1, 101)))
+    folder = open_dataset(str(image_folder))
+    assert data.fingerprint(folder) == data.fingerprint(open_dataset(str(image_folder)))
+
+
+def test_epoch_batches_split_the_global_order_across_ranks():
+    single = data.epoch_batches(100, 8, seed=3, epoch=2, rank=0, world_size=1)
+    assert len(single) == 12 and all(len(b) == 8 for b in single)
+    assert len(set(np.concatenate(single).tolist())) == 96  # drop_last, no repeats
+    ranks = [data.epoch_batches(100, 4, seed=3, epoch=2, rank=r, world_size=2) for r in range(2)]
+    for k in range(12):  # step k of 2 ranks × 4 = step k of 1 rank × 8
+        assert np.array_equal(np.concatenate([ranks[0][k], ranks[1][k]]), single[k])
+    other = data.epoch_batches(100, 8, seed=3, epoch=3)
+    assert not np.array_equal(np.concatenate(single), np.concatenate(other))
+
+
+def test_step_seeds_differ_by_every_coordinate():
+    seeds = {data.step_seed(0, e, s, r) for e in range(3) for s in range(3) for r in range(2)}
+    assert len(seeds) == 18
+    assert data.step_seed(1, 2, 3, 0) == data.step_seed(1, 2, 3, 0)
+
+
+def test_in_memory_source_and_resize(fmnist_test):
+    sub = fmnist_test.subset(range(10))
+    native = data.UInt8Source(sub, 28)
+    assert native.array is sub.images
+    (batch,) = list(native.batches([np.array([3, 1])]))
+    assert batch.images.shape == (2, 3, 28, 28) and batch.indices.tolist() == [3, 1]
+    assert np.array_equal(batch.images[0].numpy(), sub.images[3])
+    resized = data.UInt8Source(sub, 32)
+    assert resized.array.shape == (10, 3, 32, 32)
+    assert np.array_equal(resized.array[4], sub.uint8(4, 32))  # the runtime's evaluation resize
+
+
+def test_folder_source_skips_unreadable_files(tmp_path, image_folder):
+    for p in sorted((image_folder / "class1").iterdir())[:4]:
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    (tmp_path / "zz_broken.jpg").write_bytes(b"garbage")
+    images = open_dataset(str(tmp_path))
+    source = data.UInt8Source(images, 20, workers=1)
+    batches = list(source.batches([np.arange(3), np.arange(3, 5)]))
+    assert [len(b.indices) for b in batches] == [3, 1]
+    assert batches[1].failed == [4] and batches[0].failed == []
+    assert batches[0].images.shape == (3, 3, 20, 20)
+
+
+def test_mean_std(fmnist_test, image_folder):
+    mean, std = data.mean_std(data.UInt8Source(fmnist_test, 28))
+    assert mean == pytest.approx((0.286,) * 3, abs=0.002) and std == pytest.approx((0.353,) * 3, abs=0.002)
+    fmean, fstd = data.mean_std(data.UInt8Source(open_dataset(str(image_folder)), 28))
+    assert 0.1 < fmean[0] < 0.6 and 0.1 < fstd[0] < 0.6
+
+
+def test_default_image_size(fmnist_test, image_folder):
+    assert data.default_image_size(fmnist_test) == 28
+    assert data.default_image_size(open_dataset(str(image_folder))) == 64
