@@ -78,11 +78,9 @@ def build_artifacts(args: argparse.Namespace, work: Path):
     calib = calibration_set.default_set("fashion-mnist", args.calib_count)
     reader = calibrate.CalibrationReader(calib, meta)
     prepared = quantize.prepare(paths["fp32"], work / "prepared.onnx")
-    cache = work / "calib.json"
+    cache = calibrate.compute_ranges(prepared, reader, "minmax", work / "calib.json")
     for target in quantize.TARGETS:
-        paths[target] = quantize.quantize(
-            prepared, work / quantize.FILENAMES[target], target, reader, cache_file=cache
-        )
+        paths[target] = quantize.quantize(prepared, work / quantize.FILENAMES[target], target, cache)
     return model, meta, paths
 
 

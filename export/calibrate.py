@@ -2,20 +2,36 @@
 
 The reader produces exactly what the runtime feeds the model (`images.model_inputs`: the runtime's
 resize, crop and normalisation), in a fixed order and batch size, so calibration is reproducible.
-The ranges ONNX Runtime computes are cached (its `calibration_cache_path`, JSON) under a key made
-of the FP32 model's sha256, the calibration set's id and the method, so a re-export skips
-calibrating and both INT8 artifacts share one calibration.
+`compute_ranges` runs ONNX Runtime's calibrator (`create_calibrator`) and saves the ranges with its
+`save_tensors_data`; `quantize_static(..., calibration_cache_path=...)` then loads them. The cache
+is keyed by the FP32 model's sha256, the calibration set's id and the method's settings, so a
+re-export skips calibrating and both INT8 artifacts share one calibration.
+
+Why not let `quantize_static` calibrate: it forwards only five calibrator settings, not the
+histogram sizes, and ONNX Runtime 1.32's entropy calibrator defaults to num_bins=128 with
+num_quantized_bins=128, which leaves a single candidate threshold (the full range): "entropy" would
+silently equal minmax (measured here: identical scales). We pass 2048 bins (as TensorRT's entropy
+calibrator) and 255 quantized bins (the int8 levels over the two-sided histogram ONNX Runtime builds).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from invspread_edge_runtime.metadata import ModelMeta
-from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    create_calibrator,
+    save_tensors_data,
+)
+from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
 from .calibration_set import CalibrationSet
 from .images import model_inputs
@@ -27,6 +43,8 @@ METHODS = {
 }
 DEFAULT_PERCENTILE = 99.999
 CALIBRATION_BATCH = 32
+HISTOGRAM_BINS = 2048
+ENTROPY_QUANTIZED_BINS = 255
 
 
 class CalibrationReader(CalibrationDataReader):
@@ -53,15 +71,46 @@ class CalibrationReader(CalibrationDataReader):
         return -(-len(self.calib) // self.batch)
 
 
-def calibration_options(method: str, percentile: float = DEFAULT_PERCENTILE) -> dict:
-    """ONNX Runtime `extra_options` for the calibrator. Ranges are collected asymmetric: the GPU
-    artifact symmetrises them when quantizing (ActivationSymmetric), so one cache serves both."""
+def calibrator_options(method: str, percentile: float = DEFAULT_PERCENTILE) -> dict:
+    """`create_calibrator` settings. Ranges are collected asymmetric: the GPU artifact symmetrises
+    them when quantizing (ActivationSymmetric), so one set of ranges serves both artifacts."""
     if method not in METHODS:
         raise ValueError(f"Invalid calibration method {method!r}. Only {', '.join(METHODS)} are supported.")
-    options: dict = {"CalibTensorRangeSymmetric": False}
-    if method == "percentile":
-        options["CalibPercentile"] = percentile
+    options: dict = {"symmetric": False}
+    if method == "entropy":
+        options.update(num_bins=HISTOGRAM_BINS, num_quantized_bins=ENTROPY_QUANTIZED_BINS)
+    elif method == "percentile":
+        options.update(num_bins=HISTOGRAM_BINS, percentile=percentile)
     return options
+
+
+def compute_ranges(
+    prepared_path: str | os.PathLike[str],
+    reader: CalibrationReader,
+    method: str,
+    cache_file: str | os.PathLike[str],
+    percentile: float = DEFAULT_PERCENTILE,
+) -> Path:
+    """Run the calibration images through the model and write the tensor ranges to `cache_file`."""
+    op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))  # what quantize_static quantizes
+    reader.rewind()
+    with (
+        tempfile.TemporaryDirectory(prefix="invedge-calib-") as work,
+        contextlib.redirect_stdout(io.StringIO()),
+    ):
+        calibrator = create_calibrator(
+            Path(prepared_path),
+            op_types,
+            augmented_model_path=str(Path(work) / "augmented.onnx"),
+            calibrate_method=METHODS[method],
+            providers=["CPUExecutionProvider"],
+            extra_options=calibrator_options(method, percentile),
+        )
+        calibrator.collect_data(reader)
+        ranges = calibrator.compute_data()
+        del calibrator
+    save_tensors_data(ranges, cache_file)  # ONNX Runtime's own format, written via temp + rename
+    return Path(cache_file)
 
 
 def cache_key(
@@ -72,7 +121,7 @@ def cache_key(
         "model": model_sha256,
         "calibration_set": calib.set_id,
         "method": method,
-        "options": calibration_options(method, percentile),
+        "options": calibrator_options(method, percentile),
         "batch": CALIBRATION_BATCH,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()

@@ -53,6 +53,7 @@ class ExportOptions:
     accuracy_memory: int = accuracy_check.DEFAULT_MEMORY
     accuracy_bound: float = accuracy_check.DEFAULT_BOUND
     allow_accuracy_drop: float | None = None
+    min_mean_cosine: float = accuracy_check.DEFAULT_MIN_MEAN_COSINE
 
 
 Log = Callable[[str], None]
@@ -156,6 +157,10 @@ def _export_int8(
     )
     with tempfile.TemporaryDirectory(prefix="invedge-quant-") as work:
         prepared = quantize.prepare(fp32_path, Path(work) / "prepared.onnx")
+        if not cache_hit:
+            calibrate.compute_ranges(
+                prepared, reader, options.calib_method, cache_file, options.calib_percentile
+            )
         for target_name in quantize.TARGETS:
             started = time.perf_counter()
             target = options.out_dir / quantize.FILENAMES[target_name]
@@ -163,10 +168,8 @@ def _export_int8(
                 prepared,
                 Path(work) / f"{target_name}.onnx",
                 target_name,
-                reader,
+                cache_file,
                 method=options.calib_method,
-                percentile=options.calib_percentile if options.calib_method == "percentile" else None,
-                cache_file=cache_file,
                 keep_head_fp32=options.keep_head_fp32,
             )
             proto = load_model(raw)
@@ -274,7 +277,13 @@ def _save_checked(
             extra_check(tmp)
         emb = accuracy_check.embed_held_out(tmp, held, meta)
         result = accuracy_check.compare(
-            held, fp32_emb, emb, precision, bound=options.accuracy_bound, allowed=options.allow_accuracy_drop
+            held,
+            fp32_emb,
+            emb,
+            precision,
+            bound=options.accuracy_bound,
+            allowed=options.allow_accuracy_drop,
+            min_mean_cosine=options.min_mean_cosine,
         )
         accuracy_check.require_accuracy(result)
     return result

@@ -31,9 +31,8 @@ import numpy as np
 import onnx
 from invspread_edge_runtime.errors import ModelError
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.calibrate import CalibrationDataReader
 
-from .calibrate import METHODS, calibration_options
+from .calibrate import METHODS
 
 TARGETS = ("int8", "int8-cpu")
 FILENAMES = {
@@ -82,34 +81,23 @@ def quantize(
     prepared_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
     target: str,
-    reader: CalibrationDataReader | None,
+    cache_file: str | os.PathLike[str],
     *,
     method: str = "minmax",
-    percentile: float | None = None,
-    cache_file: str | os.PathLike[str] | None = None,
     keep_head_fp32: bool = True,
 ) -> Path:
-    """Quantize `prepared_path` for `target` into `out_path` (not atomic: callers write to a temp).
-
-    With `cache_file`, calibration ranges are loaded from it when it exists, else computed from
-    `reader` and saved there (ONNX Runtime ≥ 1.32 `calibration_cache_path`).
-    """
+    """Quantize `prepared_path` for `target` into `out_path` (not atomic: callers write to a temp)
+    with the ranges in `cache_file` (from `calibrate.compute_ranges`)."""
     if target not in SETTINGS:
         raise ValueError(f"Invalid target {target!r}. Only {', '.join(SETTINGS)} are supported.")
     settings = SETTINGS[target]
-    options = {
-        **calibration_options(method, *([percentile] if percentile is not None else [])),
-        **settings.extra_options,
-    }
     excluded = head_nodes(onnx.load_model(str(prepared_path))) if keep_head_fp32 else []
-    if reader is not None:
-        reader.rewind()
     try:
         with _quiet():
             quantize_static(
                 str(prepared_path),
                 str(out_path),
-                reader,
+                None,  # no reader: the ranges come from the cache
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 reduce_range=False,
@@ -117,8 +105,8 @@ def quantize(
                 weight_type=settings.weight_type,
                 nodes_to_exclude=excluded,
                 calibrate_method=METHODS[method],
-                extra_options=options,
-                calibration_cache_path=str(cache_file) if cache_file else None,
+                extra_options=dict(settings.extra_options),
+                calibration_cache_path=str(cache_file),
             )
     except (ValueError, RuntimeError, TypeError, KeyError) as exc:
         raise ModelError(f"INT8 quantization ({target}) failed: {str(exc).splitlines()[0][:300]}") from exc

@@ -40,14 +40,25 @@ def test_a_large_drop_fails_or_warns_when_allowed():
     rng = np.random.default_rng(0)
     held, ref = _held(rng)
     broken = ac.Embedded(_unit(rng.standard_normal(ref.queries.shape)), ref.memory)  # queries scrambled
-    failed = ac.compare(held, ref, broken, "int8")
+    failed = ac.compare(held, ref, broken, "int8", min_mean_cosine=-1.0)
     assert failed.status == "fail" and failed.drop_points > 20
     with pytest.raises(AccuracyError, match="--allow-accuracy-drop"):
         ac.require_accuracy(failed)
-    warned = ac.compare(held, ref, broken, "int8", allowed=100.0)
+    warned = ac.compare(held, ref, broken, "int8", allowed=100.0, min_mean_cosine=-1.0)
     assert warned.status == "warn"
     ac.require_accuracy(warned)
-    assert ac.compare(held, ref, broken, "int8", allowed=1.0).status == "fail"  # allowed below the drop
+    assert ac.compare(held, ref, broken, "int8", allowed=1.0, min_mean_cosine=-1.0).status == "fail"
+
+
+def test_embeddings_that_drift_fail_even_when_knn_holds():
+    rng = np.random.default_rng(0)
+    held, ref = _held(rng)
+    rotation = np.linalg.qr(rng.standard_normal((8, 8)))[0].astype(np.float32)  # same neighbours, other space
+    rotated = ac.Embedded(ref.queries @ rotation, ref.memory @ rotation)
+    result = ac.compare(held, ref, rotated, "int8", allowed=100.0)
+    assert result.drop_points == pytest.approx(0.0) and result.status == "fail"
+    with pytest.raises(AccuracyError, match="drift from FP32"):
+        ac.require_accuracy(result)
 
 
 def test_labelled_folder_scores_recall_at_1(image_folder, tiny_export):

@@ -52,6 +52,9 @@ def export(
         "--allow-accuracy-drop",
         help="Keep an artifact that drops up to this many points, with a warning.",
     ),
+    min_cosine: float = typer.Option(
+        0.98, "--min-cosine", help="Smallest accepted mean cosine between converted and FP32 embeddings."
+    ),
     opset: int = typer.Option(18, "--opset", help="ONNX opset (18 or newer)."),
     engine: bool = typer.Option(
         False, "--engine", help="Also build a TensorRT engine for this GPU (needs TensorRT and a GPU)."
@@ -105,6 +108,7 @@ def export(
         accuracy_memory=2 * accuracy_images,
         accuracy_bound=max_accuracy_drop,
         allow_accuracy_drop=allow_accuracy_drop,
+        min_mean_cosine=min_cosine,
     )
     checkpoint = {"path": str(ckpt.path), "sha256": ckpt.sha256, "epoch": ckpt.epoch, "arch": meta.arch}
     source = data or str(ckpt.config.get("data", "fashion-mnist"))
