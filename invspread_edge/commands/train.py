@@ -163,10 +163,12 @@ def _summary(result: Any) -> None:
         )
     if result.skipped_images:
         table.add_row("skipped images", f"{result.skipped_images} unreadable files left out")
-    for name in ("checkpoint.safetensors", "run.json", "metrics.jsonl", "curves.png"):
-        path = result.run_dir / name
-        if path.is_file():
-            table.add_row("wrote", f"{path} ({human_size(path.stat().st_size)})")
+    written = [
+        f"{name} ({human_size((result.run_dir / name).stat().st_size)})"
+        for name in ("checkpoint.safetensors", "run.json", "metrics.jsonl", "curves.png")
+        if (result.run_dir / name).is_file()
+    ]
+    table.add_row("wrote", ", ".join(written))
     console.out.print(table)
     if not result.interrupted:
         console.out.print(

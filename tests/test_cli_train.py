@@ -1,0 +1,148 @@
+"""`invedge train` and `invedge eval` from the command line: in-process, and as real processes for Ctrl-C and kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from invspread_edge_runtime.cli import create_app, run
+
+from invspread_edge.checkpoint import load_checkpoint
+from invspread_edge.commands import evaluate as eval_cmd
+from invspread_edge.commands import train as train_cmd
+
+INVEDGE = str(Path(sys.executable).parent / "invedge")
+TINY = [
+    "--width",
+    "8",
+    "--embedding-dim",
+    "16",
+    "--batch-size",
+    "32",
+    "--precision",
+    "fp32",
+    "--workers",
+    "0",
+]
+
+
+def invedge(*argv: str) -> int:
+    app = create_app()
+    train_cmd.register(app)
+    eval_cmd.register(app)
+    return run(app, [str(a) for a in argv])
+
+
+def test_train_then_eval(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = invedge("train", "--data", "fashion-mnist", "--limit", "128", "--epochs", "1", "--out", out,
+                 "--eval-memory", "200", "--eval-queries", "50", "-q", *TINY)  # fmt: skip
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "training summary" in captured.out and f"invedge export {out}" in captured.out
+    assert "kNN accuracy" in captured.out and "checkpoint.safetensors" in captured.out
+    assert "epoch 1/1" in captured.err
+
+    rc = invedge("eval", out, "--limit", "200", "--json")
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    result = json.loads(captured.out)
+    assert (
+        result["protocol"] == "knn" and result["data"] == "fashion-mnist" and 0 < result["knn_accuracy"] <= 1
+    )
+
+    rc = invedge("eval", out, "--protocol", "retrieval", "--classes", "5-9", "--limit", "100")
+    captured = capsys.readouterr()
+    assert rc == 0 and "Recall@8" in captured.out and "NMI" in captured.out
+
+    rc = invedge("train", "--data", "fashion-mnist", "--limit", "128", "--out", out, *TINY)
+    assert rc == 1 and "already holds a run" in capsys.readouterr().err
+    rc = invedge("train", "--resume", out, "--width", "16")
+    err = capsys.readouterr().err
+    assert rc == 1 and "--width cannot change" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--data", "/no/such/folder", "--out", "X"], "unknown data"),
+        (["train", "--data", "fashion-mnist", "--precision", "fp8", "--out", "X"], "Invalid precision"),
+        (["train", "--resume", "/no/such/run"], "no checkpoint"),
+        (["eval"], "no run given"),
+        (["eval", "--baseline", "noise"], "Only pixels, untrained"),
+    ],
+)
+def test_bad_input_is_one_line(tmp_path, capsys, argv, message):
+    argv = [str(tmp_path / a) if a == "X" else a for a in argv]
+    assert invedge(*argv) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_default_run_names():
+    assert train_cmd._default_name("fashion-mnist") == "fashion-mnist"
+    assert train_cmd._default_name("cifar10:~/data/c10") == "cifar10-c10"
+    assert train_cmd._default_name("./my_images") == "my_images"
+
+
+def _spawn(*argv: str) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen(
+        [INVEDGE, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+
+
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended early: {proc.communicate()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("timed out waiting for the training process")
+        time.sleep(0.2)
+
+
+def _step(run: Path) -> int:
+    try:
+        return load_checkpoint(run).step
+    except Exception:
+        return -1
+
+
+def test_ctrl_c_saves_and_resume_finishes(tmp_path):
+    run = tmp_path / "run"
+    proc = _spawn("train", "--data", "fashion-mnist", "--limit", "2048", "--epochs", "1", "--out", str(run),
+                  "--eval-every", "0", *TINY)  # fmt: skip
+    _wait_for(lambda: (run / "run.json").is_file(), proc)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert f"invedge train --resume {run}" in err and "Traceback" not in err
+    ckpt = load_checkpoint(run)
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+    assert 0 < ckpt.step < 64
+
+    done = subprocess.run(
+        [INVEDGE, "train", "--resume", str(run), "-q"], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    assert load_checkpoint(run).step == 64 and "resuming at epoch" in done.stderr
+
+
+def test_kill_9_leaves_a_loadable_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    proc = _spawn("train", "--data", "fashion-mnist", "--limit", "4096", "--epochs", "1", "--out", str(run),
+                  "--eval-every", "0", "--save-every-steps", "1", *TINY)  # fmt: skip
+    _wait_for(lambda: _step(run) >= 3, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    ckpt = load_checkpoint(run)  # whatever moment the kill hit, the last complete write is there
+    assert ckpt.step >= 3 and ckpt.config["train"]["save_every_steps"] == 1
