@@ -24,9 +24,10 @@ from invspread_edge_runtime.files import atomic_write_json, read_json
 from invspread_edge_runtime.preprocess import list_images, load_image
 
 MANIFEST_FORMAT = "invspread-edge/calibration/1"
-CALIBRATION_DIR = Path(
-    os.environ.get("INVEDGE_CALIBRATION_DIR", Path(__file__).resolve().parent.parent / "calibration")
-)
+# Installed from a wheel, the manifests sit inside this package; in the source tree, in calibration/.
+_PACKAGED = Path(__file__).resolve().parent / "calibration"
+_SOURCE = Path(__file__).resolve().parent.parent / "calibration"
+CALIBRATION_DIR = Path(os.environ.get("INVEDGE_CALIBRATION_DIR", _PACKAGED if _PACKAGED.is_dir() else _SOURCE))
 DEFAULT_MANIFESTS = {"fashion-mnist": "fashion-mnist-train-v1.json"}
 DEFAULT_COUNT = 512
 MIN_IMAGES = 32

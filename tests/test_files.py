@@ -54,3 +54,12 @@ def test_sha256_matches_hashlib(tmp_path):
     p.write_bytes(os.urandom(3_000_000))
     assert sha256_file(p) == hashlib.sha256(p.read_bytes()).hexdigest()
     assert json.loads(json.dumps({"ok": True}))
+
+
+def test_written_file_has_the_umask_mode_not_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "m.json", {})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
