@@ -7,10 +7,13 @@ positive, and the loss is
     J = −(1/2B) Σ_i [ log P_i + m · Σ_{j ∉ {i, p(i)}} log(1 − P_ij) ],
     P_i = e^{s_i,p(i)} / D_i,  P_ij = e^{s_ij} / D_i,  D_i = e^{s_i,p(i)} + m · Σ_neg e^{s_ij},  s = x·xᵀ / T.
 
-Nothing is exponentiated raw: log D_i is a logsumexp, log(1 − P_ij) is `log1mexp(log P_ij)`, and the
-one candidate per row whose P_ij may be close to 1 (the most similar negative) gets its complement
-from a logsumexp over the other candidates, so the loss stays finite and accurate even at T = 0.05,
-with identical views, or when a negative is certain. Under autocast it runs in float32.
+Nothing overflows or cancels: each row's terms are taken relative to its most similar negative
+(Σ e^{s_j} = e^{top} Σ e^{s_j − top}), log D_i is assembled in log space, log(1 − P_ij) is
+log1p(−P_ij) for every negative but the top one (only the top one can have P_ij > 1/2), and the top
+one's complement log(D_i − e^{top}) − log D_i is summed from the other terms of D_i, never computed
+as 1 − P. The loss stays finite and accurate at T = 0.05, with identical views, or when a negative
+is certain; under autocast it runs in float32. The gradient is written out (see _InvariantSpread):
+it is tested against autograd of the literal equations and against finite differences.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class InvariantSpreadLoss(nn.Module):
         self.negative_weight = float(negative_weight)
         self.detach_keys = detach_keys
         self.gather_distributed = gather_distributed
+        self._cache: dict[tuple, tuple] = {}
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         """z1, z2: (B, d) embeddings of view 1 and view 2 of the same B images → scalar J."""
@@ -78,68 +82,112 @@ class InvariantSpreadLoss(nn.Module):
                 n = g1.shape[0]
                 keys = torch.cat([g1, g2])  # (2n, d): all view-1 rows, then all view-2 rows
                 offset = rank * b
-            else:
-                n, keys, offset = b, torch.cat([z1, z2]), 0
             rows = torch.cat([z1, z2])  # (2b, d): this process's queries
-            local = torch.arange(b, device=z1.device) + offset
-            row_index = torch.cat([local, local + n])  # where each row sits among the keys
-            pos_index = torch.cat([local + n, local])  # its other view
+            if not (self.gather_distributed and world > 1):
+                n, keys, offset = b, rows, 0
             if self.detach_keys:
                 keys = keys.detach()
-            per_row = self._per_row(rows, keys, row_index, pos_index)
-            return per_row.mean()
+            pos_index, neg_index = self._layout(b, n, offset, z1.device)
+            return self._per_row(rows, keys, pos_index, neg_index).mean()
+
+    def _layout(self, b: int, n: int, offset: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Columns of each local row's positive (r,) and negatives (r, 2n − 2) among the 2n keys; cached."""
+        key = (b, n, offset, str(device))
+        if key not in self._cache:
+            local = torch.arange(b, device=device) + offset
+            row_index = torch.cat([local, local + n])  # where each row itself sits among the keys
+            pos_index = torch.cat([local + n, local])  # its other view
+            self._cache.clear()  # one batch layout at a time (the last batch of an epoch may differ)
+            self._cache[key] = (pos_index, negative_columns(row_index, pos_index, 2 * n))
+        return self._cache[key]
 
     def _per_row(
-        self, rows: torch.Tensor, keys: torch.Tensor, row_index: torch.Tensor, pos_index: torch.Tensor
+        self, rows: torch.Tensor, keys: torch.Tensor, pos_index: torch.Tensor, neg_index: torch.Tensor
     ) -> torch.Tensor:
         """(r, d) queries against (k, d) keys → (r,) loss terms −[log P_i + m Σ log(1 − P_ij)]."""
-        r, k = rows.shape[0], keys.shape[0]
-        s = rows @ keys.T / self.temperature  # (r, k)
-        ar = torch.arange(r, device=rows.device)
-        is_self = torch.zeros(r, k, dtype=torch.bool, device=rows.device)
-        is_self[ar, row_index] = True
-        is_pos = torch.zeros_like(is_self)
-        is_pos[ar, pos_index] = True
-        is_neg = ~(is_self | is_pos)
-        has_neg = k > 2
-
-        log_m = math.log(self.negative_weight)
-        neg_inf = torch.tensor(float("-inf"), device=s.device)
-        # log of each candidate's weighted term in D_i: log m + s_ij for negatives, s_ip for the positive
-        terms = torch.where(is_self, neg_inf, s + is_neg * log_m)
-        log_d = torch.logsumexp(terms, dim=1, keepdim=True)  # (r, 1)
-        log_p = s - log_d  # log P_ij for every candidate (unweighted numerator, as the authors')
-        pos_term = log_p[ar, pos_index]  # (r,) log P_i
-        if not has_neg:
-            return -pos_term
-
-        # The most similar negative is the only one whose P_ij can exceed 1/2 (P sums to ≤ 1):
-        # its log(1 − P_ij) = log(D_i − e^{s_ij}) − log D_i from a logsumexp without that term.
-        top = torch.where(is_neg, s, neg_inf).argmax(dim=1)  # (r,)
-        is_top = torch.zeros_like(is_self)
-        is_top[ar, top] = True
-        others = is_neg & ~is_top
-        safe = torch.where(others, log_p, torch.full_like(log_p, -1.0))  # ≤ −log 2 where used
-        neg_terms = torch.where(others, log1mexp(safe), torch.zeros_like(log_p)).sum(dim=1)
-        rest_weight = self.negative_weight - 1.0  # D_i − e^{s_ij} keeps (m − 1)·e^{s_ij}
-        top_term = torch.where(
-            is_top,
-            s + math.log(rest_weight) if rest_weight > 0 else neg_inf.expand_as(s),
-            terms,
+        return _InvariantSpread.apply(
+            rows, keys, pos_index, neg_index, self.temperature, self.negative_weight
         )
-        top_complement = torch.logsumexp(top_term, dim=1) - log_d.squeeze(1)
-        return -(pos_term + self.negative_weight * (neg_terms + top_complement))
 
 
-def log1mexp(a: torch.Tensor) -> torch.Tensor:
-    """log(1 − e^a) for a < 0, accurate at both ends (Mächler 2012).
+class _InvariantSpread(torch.autograd.Function):
+    """Per-row loss with its gradient written out: a handful of (r, k) passes instead of autograd's
+    few dozen small ops, which keeps the stable loss as fast as the literal one.
 
-    Each branch sees only inputs in its own range, so neither produces inf/NaN gradients.
+    With P_j = e^{s_j}/D over the negatives N, P_p for the positive and Q = Σ_N P_j / (1 − P_j):
+        ∂ℓ/∂s_p = −1 + P_p (1 − mQ),   ∂ℓ/∂s_j = m P_j (1 − mQ) + m P_j / (1 − P_j)   (j ∈ N),
+    and s = rows · keysᵀ / T carries it to the rows (and the keys, when they are not detached).
+    1 − P_j of the top negative comes from its log-space complement, never from 1 − P_j itself.
     """
-    cut = -math.log(2.0)
-    near = a.clamp(min=cut, max=-torch.finfo(a.dtype).tiny)
-    far = a.clamp(max=cut)
-    return torch.where(a > cut, torch.log(-torch.expm1(near)), torch.log1p(-torch.exp(far)))
+
+    @staticmethod
+    def forward(ctx, rows, keys, pos_index, neg_index, temperature, m):  # type: ignore[override]
+        inv_t = 1.0 / temperature
+        ctx.inv_t, ctx.m, ctx.k = inv_t, m, keys.shape[0]
+        s = (rows @ keys.T).mul_(inv_t)  # (r, k)
+        s_pos = s.gather(1, pos_index[:, None]).squeeze(1)  # (r,)
+        if neg_index.shape[1] == 0:  # B = 1 on one process: the positive is certain
+            ctx.save_for_backward(rows, keys)
+            return torch.zeros_like(s_pos)
+        s_neg = s.gather(1, neg_index)  # (r, k − 2)
+        top_val, top = s_neg.max(dim=1, keepdim=True)  # the most similar negative
+        top_v = top_val.squeeze(1)
+        e = s_neg.sub_(top_val).exp_()  # e^{s_j − top} in (0, 1]
+        e.scatter_(1, top, 0.0)  # the others only, so that no sum below has to subtract the top
+        rest = e.sum(dim=1)  # Σ_{N∖top} e^{s_j − top}
+        log_neg = top_v + torch.log1p(rest)
+        if m != 1:
+            log_neg = log_neg + math.log(m)
+        log_d = torch.logaddexp(s_pos, log_neg)  # (r,) log D_i
+        log_p_top = top_v - log_d
+        log_p_pos = s_pos - log_d
+        p_neg = e.mul_(torch.exp(log_p_top)[:, None])  # P_j of the others (0 at the top)
+        # log(1 − P_j): log1p for the others (P_j ≤ 1/2 there); for the top, log(D − e^{top}) − log D
+        # from the other terms of D, without cancellation even when P_top rounds to 1
+        log_one_minus = p_neg.neg().log1p_()
+        parts = [log_p_pos, log_p_top + torch.log(rest * m)]
+        if m > 1:  # D − e^{top} keeps (m − 1)·e^{top}
+            parts.append(log_p_top + math.log(m - 1))
+        log_comp_top = torch.logsumexp(torch.stack(parts, dim=1), dim=1)
+        neg_sum = log_one_minus.sum(dim=1) + log_comp_top  # the top's log1p(0) = 0 is replaced
+        p_neg.scatter_(1, top, torch.exp(log_p_top)[:, None])  # every P_j, for the gradient
+        ctx.save_for_backward(
+            rows, keys, pos_index, neg_index, top, log_p_pos, log_p_top, log_comp_top, p_neg
+        )
+        return -(log_p_pos + m * neg_sum)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        if len(ctx.saved_tensors) == 2:
+            rows, keys = ctx.saved_tensors
+            g_rows = torch.zeros_like(rows) if ctx.needs_input_grad[0] else None
+            g_keys = torch.zeros_like(keys) if ctx.needs_input_grad[1] else None
+            return g_rows, g_keys, None, None, None, None
+        rows, keys, pos_index, neg_index, top, log_p_pos, log_p_top, log_comp_top, p_neg = ctx.saved_tensors
+        m = ctx.m
+        odds = torch.div(
+            p_neg, p_neg.neg().add_(1)
+        )  # P_j / (1 − P_j); the top's, maybe inf, is replaced next
+        odds.scatter_(1, top, torch.exp(log_p_top - log_comp_top)[:, None])
+        q = odds.sum(dim=1)  # (r,)
+        one_minus_mq = 1 - m * q
+        scale = grad_out * ctx.inv_t  # dJ/ds = dJ/d(rows · keysᵀ) / T
+        g_neg = torch.addcmul(odds, p_neg, one_minus_mq[:, None]).mul_((scale * m)[:, None])
+        g_pos = (torch.exp(log_p_pos) * one_minus_mq - 1) * scale
+        g = torch.zeros(rows.shape[0], ctx.k, dtype=rows.dtype, device=rows.device)
+        g.scatter_(1, neg_index, g_neg)
+        g.scatter_(1, pos_index[:, None], g_pos[:, None])
+        g_rows = g @ keys if ctx.needs_input_grad[0] else None
+        g_keys = g.T @ rows if ctx.needs_input_grad[1] else None
+        return g_rows, g_keys, None, None, None, None
+
+
+def negative_columns(row_index: torch.Tensor, pos_index: torch.Tensor, k: int) -> torch.Tensor:
+    """(r, k − 2): for each row, the key columns that are neither itself nor its positive, in order."""
+    r = row_index.shape[0]
+    cols = torch.arange(k, device=row_index.device).expand(r, k)
+    keep = (cols != row_index[:, None]) & (cols != pos_index[:, None])
+    return cols[keep].view(r, k - 2)
 
 
 def naive_invariant_spread_loss(
