@@ -51,6 +51,14 @@ CORE = (
     "IExecutionContext.set_tensor_address",
     "IExecutionContext.execute_async_v3",
 )
+# cuda-python functions the backend's device timing uses (checked against the real signatures).
+CUDA_EVENTS = (
+    "cudaEventCreate",
+    "cudaEventRecord",
+    "cudaEventSynchronize",
+    "cudaEventElapsedTime",
+    "cudaEventDestroy",
+)
 
 
 @pytest.mark.parametrize("version", list(prepare.VERSIONS))
@@ -80,6 +88,7 @@ def test_our_tensorrt_code_fits_the_real_api(version: str, tmp_path: Path) -> No
     used = json.loads(report.read_text())
     assert used["tensorrt"] == version
     assert set(CORE) <= set(used["used"]), sorted(set(CORE) - set(used["used"]))
+    assert set(CUDA_EVENTS) <= set(used["cuda_used"]), sorted(set(CUDA_EVENTS) - set(used["cuda_used"]))
     major = int(version.split(".")[0])
     if major == 10:  # weak typing still exists: strong typing is requested, the probe finds FP16
         assert "NetworkDefinitionCreationFlag.STRONGLY_TYPED" in used["used"]

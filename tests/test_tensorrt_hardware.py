@@ -37,6 +37,8 @@ def test_engine_builds_runs_and_matches_onnxruntime(tmp_path, make_tiny_onnx):
     with TensorRTBackend(onnx, max_batch=16, cache_dir=tmp_path / "cache") as backend:
         assert backend.loaded.status == "built"
         out = backend.infer(x)  # 16 + 16 + 5: split across the profile
+        device_ms = backend.last_device_ms()  # CUDA events around the three executions, summed
+        assert device_ms is not None and device_ms > 0.0
     cos = (out * expected).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(expected, axis=1)
     assert cos.min() >= 0.9999
     with TensorRTBackend(onnx, max_batch=16, cache_dir=tmp_path / "cache") as again:

@@ -2,7 +2,9 @@
 
 Device memory and the stream come from cuda-python; inference is TensorRT's tensor API
 (`set_input_shape`, `set_tensor_address`, `execute_async_v3`). Any batch size within the engine's
-optimization profile runs as is; larger inputs are split into profile-sized chunks.
+optimization profile runs as is; larger inputs are split into profile-sized chunks. Two CUDA events
+recorded on the backend's stream around each chunk's `execute_async_v3` give `last_device_ms()`:
+the engine's device time, host↔device copies left out, summed over the chunks of the last call.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class TensorRTBackend(Backend):
     ) -> None:
         self._buffers: list[int] = []
         self._stream: Any = None
+        self._events: list[Any] = []  # [start, stop], reused by every chunk
+        self._device_ms: float | None = None
         self.context: Any = None
         self.cuda = CudaRuntime()
         meta = read_model_meta(onnx_path)
@@ -74,6 +78,8 @@ class TensorRTBackend(Backend):
             if self.context is None:
                 raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
             self._stream = self.cuda.stream_create()
+            for _ in range(2):
+                self._events.append(self.cuda.event_create())
             itemsize = np.dtype(np.float32).itemsize
             self._d_in = self._alloc(self.max_batch * int(np.prod(self.chw)) * itemsize)
             self._d_out = self._alloc(self.max_batch * self.dim * itemsize)
@@ -102,6 +108,9 @@ class TensorRTBackend(Backend):
             raise ModelError(
                 f"input of shape {x.shape} does not fit the engine's (N, {', '.join(map(str, self.chw))})"
             )
+        self._device_ms = None  # a failed call leaves no stale time behind
+        start_event, stop_event = self._events
+        device_ms = 0.0
         out = np.empty((len(x), self.dim), dtype=np.float32)
         for start in range(0, len(x), self.max_batch):
             chunk = x[start : start + self.max_batch]
@@ -113,21 +122,33 @@ class TensorRTBackend(Backend):
                     f"TensorRT refused input shape {tuple(chunk.shape)} for {self.input_name!r}"
                 )
             self.cuda.copy_to_device(self._d_in, chunk, self._stream)
+            self.cuda.event_record(start_event, self._stream)
             if not self.context.execute_async_v3(int(self._stream)):
                 raise EngineError("TensorRT inference failed (execute_async_v3 returned False)")
+            self.cuda.event_record(stop_event, self._stream)
             self.cuda.copy_to_host(out[start : start + rows], self._d_out, self._stream)
             self.cuda.stream_synchronize(self._stream)
+            self.cuda.event_synchronize(stop_event)
+            device_ms += self.cuda.event_elapsed_ms(start_event, stop_event)
+        self._device_ms = device_ms
         return out
+
+    def last_device_ms(self) -> float | None:
+        """Device time of the last `infer` (CUDA events around each chunk's execute_async_v3, summed;
+        copies excluded); 0.0 for an empty batch, None before the first call or after a failed one."""
+        return self._device_ms
 
     def synchronize(self) -> None:
         if self._stream is not None:
             self.cuda.stream_synchronize(self._stream)
 
     def close(self) -> None:
-        """Free device memory and the stream; safe to call twice."""
+        """Free device memory, the events and the stream; safe to call twice."""
         self.context = None
         while self._buffers:
             self.cuda.free(self._buffers.pop())
+        while self._events:
+            self.cuda.event_destroy(self._events.pop())
         if self._stream is not None:
             stream, self._stream = self._stream, None
             self.cuda.stream_destroy(stream)

@@ -3,6 +3,8 @@
 cuda-python has two layouts: `cuda.bindings.runtime` (cuda-bindings >= 12.6.1, and the only one in
 13.x) and the older `cuda.cudart` (cuda-python <= 12.6.0, deprecated later). Both return a tuple
 `(cudaError_t, *values)` from every call; `CudaRuntime.call` turns a failure into an EngineError.
+The functions used here have the same names and arguments in both (cudaEventElapsedTime(start, end)
+returns `(err, ms)` in 12.x and 13.x alike; 13.x dropped only the `_v2` alias).
 """
 
 from __future__ import annotations
@@ -99,6 +101,25 @@ class CudaRuntime:
         assert dst.flags.c_contiguous
         kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
         self.call("cudaMemcpyAsync", dst.ctypes.data, src, dst.nbytes, kind, stream)
+
+    # --- events: device time between two points of a stream, host↔device copies left out -------
+
+    def event_create(self) -> Any:
+        """A timing event (cudaEventDefault: timing enabled)."""
+        return self.call("cudaEventCreate")
+
+    def event_record(self, event: Any, stream: Any) -> None:
+        self.call("cudaEventRecord", event, stream)
+
+    def event_synchronize(self, event: Any) -> None:
+        self.call("cudaEventSynchronize", event)
+
+    def event_elapsed_ms(self, start: Any, end: Any) -> float:
+        """Milliseconds between two recorded, completed events (about 0.5 µs resolution)."""
+        return float(self.call("cudaEventElapsedTime", start, end))
+
+    def event_destroy(self, event: Any) -> None:
+        self.call("cudaEventDestroy", event)
 
 
 def _hint(err: Any) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import EMBED_DIM
+
 from invspread_edge_runtime.backends.trt import TensorRTBackend
 from invspread_edge_runtime.errors import EngineError, ModelError
 
@@ -142,3 +143,115 @@ def test_explicit_engine_is_used_as_is(rig, onnx_file, tmp_path):
     assert backend.loaded.status == "loaded" and backend.info.model_path == str(info.engine_path)
     assert rig.builder.build_serialized_network.call_count == 1
     backend.close()
+
+
+# --- device time: CUDA events around execute_async_v3 -----------------------------------------------
+
+
+def stream_work(cudart):
+    """The simulated timeline with event handles named by their creation order (start, stop)."""
+    recorded = [int(args[0]) for name, args in cudart.calls if name == "cudaEventRecord"]
+    names = dict(zip(dict.fromkeys(recorded), ("start", "stop"), strict=True))
+    return [(what, names.get(obj, obj), stream) for what, obj, stream in cudart.timeline]
+
+
+def test_events_bracket_execute_on_the_backend_stream(rig, cudart, onnx_file, tmp_path):
+    backend = open_backend(rig, onnx_file, tmp_path)
+    assert backend.last_device_ms() is None  # nothing ran yet
+    assert [name for name, _ in cudart.calls].count("cudaEventCreate") == 2 and len(cudart.events) == 2
+    backend.infer(images(3))
+    s = int(backend._stream)
+    assert stream_work(cudart) == [
+        ("copy", "cudaMemcpyHostToDevice", s),
+        ("record", "start", s),
+        ("launch", "execute_async_v3", s),
+        ("record", "stop", s),
+        ("copy", "cudaMemcpyDeviceToHost", s),
+    ]
+    # the copies took copy_ms each on the simulated clock: none of it is in the device time
+    assert backend.last_device_ms() == pytest.approx(rig.execute_ms(3))
+    names = [name for name, _ in cudart.calls]
+    assert names.index("cudaEventSynchronize") < names.index("cudaEventElapsedTime")
+    backend.close()
+
+
+def test_device_time_is_summed_over_split_chunks_of_the_last_call(rig, cudart, onnx_file, tmp_path):
+    backend = open_backend(rig, onnx_file, tmp_path, max_batch=4)
+    backend.infer(images(10))
+    assert rig.executions == [4, 4, 2]
+    assert backend.last_device_ms() == pytest.approx(sum(map(rig.execute_ms, [4, 4, 2])))
+    records = [what for what, *_ in stream_work(cudart) if what in ("record", "launch")]
+    assert records == ["record", "launch", "record"] * 3
+    assert len([n for n, _ in cudart.calls if n == "cudaEventElapsedTime"]) == 3
+    backend.infer(images(2))  # the last call only, not a running total
+    assert backend.last_device_ms() == pytest.approx(rig.execute_ms(2))
+    assert backend.infer(np.zeros((0, *CHW), np.float32)).shape == (0, EMBED_DIM)
+    assert backend.last_device_ms() == 0.0  # nothing ran, no device time
+    backend.close()
+
+
+def test_padded_chunks_time_what_ran(rig, onnx_file, tmp_path):
+    backend = open_backend(rig, onnx_file, tmp_path, min_batch=2, max_batch=4)
+    backend.infer(images(5))
+    assert rig.executions == [4, 2]  # the single row ran padded to the profile's minimum
+    assert backend.last_device_ms() == pytest.approx(rig.execute_ms(4) + rig.execute_ms(2))
+    backend.close()
+
+
+def test_a_failed_call_leaves_no_device_time(rig, onnx_file, tmp_path):
+    backend = open_backend(rig, onnx_file, tmp_path)
+    backend.infer(images(2))
+    assert backend.last_device_ms() is not None
+    rig.context.execute_async_v3.side_effect = None
+    rig.context.execute_async_v3.return_value = False
+    with pytest.raises(EngineError):
+        backend.infer(images(2))
+    assert backend.last_device_ms() is None
+    backend.close()
+
+
+def test_close_destroys_the_events(rig, cudart, onnx_file, tmp_path):
+    backend = open_backend(rig, onnx_file, tmp_path)
+    backend.infer(images(2))
+    created = {int(args[0]) for name, args in cudart.calls if name == "cudaEventRecord"}
+    backend.close()
+    backend.close()
+    destroyed = [int(args[0]) for name, args in cudart.calls if name == "cudaEventDestroy"]
+    assert sorted(destroyed) == sorted(created) and cudart.events == {}
+    assert cudart.allocations == {} and cudart.streams == set()
+
+
+def test_event_failure_at_setup_releases_everything(rig, cudart, onnx_file, tmp_path):
+    cudart.fail["cudaEventCreate"] = cudart.real.cudaError_t.cudaErrorMemoryAllocation
+    with pytest.raises(EngineError, match="cudaEventCreate failed"):
+        open_backend(rig, onnx_file, tmp_path)
+    assert cudart.events == {} and cudart.streams == set() and cudart.allocations == {}
+
+
+def test_bench_rows_of_the_backend_get_cuda_event_device_times(rig, onnx_file, tmp_path):
+    """`invedge bench` on this backend: device_* come from its events, labelled so, none from IO binding."""
+    from invspread_edge_runtime.bench.harness import TimingPlan
+    from invspread_edge_runtime.bench.images import load_bench_images
+    from invspread_edge_runtime.bench.registry import register_runtime, unregister_runtime
+    from invspread_edge_runtime.bench.runner import BenchSettings, run_bench
+    from invspread_edge_runtime.bench.target import resolve_target
+
+    def open_trt(target, precision, options):
+        return open_backend(rig, onnx_file, tmp_path, max_batch=options.max_batch)
+
+    register_runtime("trt-simulated", open_trt)
+    try:
+        settings = BenchSettings(
+            runtimes=["trt-simulated"],
+            batches=[3],
+            plan=TimingPlan(1, 0.0, 4, None),
+            threads=1,
+            accuracy=False,
+        )
+        (row,) = run_bench(resolve_target(onnx_file), load_bench_images("fashion-mnist", 8), settings).rows
+    finally:
+        unregister_runtime("trt-simulated")
+    assert row.status == "ok", row.error
+    assert row.device_timing == "CUDA events"
+    assert row.device_p50_ms == pytest.approx(rig.execute_ms(3))
+    assert row.device_p99_ms == pytest.approx(rig.execute_ms(3))

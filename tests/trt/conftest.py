@@ -58,8 +58,9 @@ def api(trt_real: Any) -> Any:
 @pytest.fixture
 def cudart(monkeypatch: pytest.MonkeyPatch) -> Any:
     """The simulated cuda-python runtime, installed where our code imports it."""
-    from invspread_edge_runtime.tensorrt import cuda
     from trt_doubles import SimulatedCudart
+
+    from invspread_edge_runtime.tensorrt import cuda
 
     sim = SimulatedCudart(_import_real()[1])
     monkeypatch.setattr(cuda, "import_cudart", lambda: sim)
@@ -131,6 +132,12 @@ class Rig:
         self.addresses: dict[str, int] = {}
         self.shape: tuple[int, ...] | None = None
         self.profile_batches = (1, 64, 64)
+        self.executions: list[int] = []  # the batch of each execute_async_v3
+
+    @staticmethod
+    def execute_ms(rows: int) -> float:
+        """The simulated device time of one execute_async_v3 of `rows` rows."""
+        return 1.0 + 0.5 * rows
 
     def _step(self, name: str, value: Any) -> Any:
         self.order.append(name)
@@ -187,6 +194,8 @@ class Rig:
         assert stream_handle in self.cudart.streams, "execute_async_v3 on a stream that was not created"
         assert self.shape is not None, "execute_async_v3 before set_input_shape"
         n = self.shape[0]
+        self.executions.append(n)
+        self.cudart.launch("execute_async_v3", stream_handle, self.execute_ms(n))
         x = self.cudart.view(self.addresses["images"], self.shape)
         self.cudart.view(self.addresses["embeddings"], (n, EMBED_DIM))[:] = self.reference(x)
         return True

@@ -11,7 +11,8 @@ prove that an engine was built or ran: nothing here reaches a GPU.
   for the classes whose construction needs a GPU (Builder, Runtime, OnnxParser); it records every
   attribute used, and every one probed and found absent.
 - `SimulatedCudart`: the real cuda-python runtime module's types and enums, with memory and streams
-  simulated in host memory (pointer ranges checked); each call is checked against the real signature.
+  simulated in host memory (pointer ranges checked) and events read from a simulated device clock;
+  each call is checked against the real signature.
 """
 
 from __future__ import annotations
@@ -277,6 +278,12 @@ class SimulatedCudart:
     Types and enums are the real ones (cudaError_t, cudaMemcpyKind, cudaStream_t, cudaDeviceProp);
     each call is checked against the real function's signature. Copies are bounds-checked against
     the allocations, so an off-by-one in our batching shows up as a failure, not a silent overrun.
+
+    Stream work happens at once, in call order, on a simulated device clock: each copy takes
+    `copy_ms`, each `launch` (the rig's execute_async_v3) the time it is given. An event takes the
+    clock's time when recorded and is complete once its stream or the event is synchronized, so
+    cudaEventElapsedTime answers cudaErrorNotReady before that, as the real one may. `timeline`
+    lists the stream work in order: ("copy", kind, stream), ("record", event, stream), ("launch", name, stream).
     """
 
     def __init__(
@@ -289,6 +296,11 @@ class SimulatedCudart:
         self.calls: list[tuple[str, tuple]] = []
         self.fail: dict[str, Any] = {}  # function name -> cudaError_t to return instead
         self._next_stream = 0x5000
+        self.clock_ms = 0.0
+        self.copy_ms = 5.0  # long enough that a timing that takes a copy in shows it
+        self.events: dict[int, dict[str, Any]] = {}  # live events: handle -> stream, at (ms), done
+        self.timeline: list[tuple[str, Any, int]] = []
+        self._next_event = 0x9000
 
     def __getattr__(self, name: str) -> Any:
         if hasattr(self.real, name):
@@ -355,6 +367,9 @@ class SimulatedCudart:
     def cudaStreamSynchronize(self, stream: Any) -> tuple:
         self._enter("cudaStreamSynchronize", stream)
         assert int(stream) in self.streams, "synchronize on a stream that does not exist"
+        for event in self.events.values():
+            if event["stream"] == int(stream):
+                event["done"] = True
         return (self.ok,)
 
     def cudaStreamDestroy(self, stream: Any) -> tuple:
@@ -372,6 +387,54 @@ class SimulatedCudart:
         else:
             raise AssertionError(f"unexpected copy kind {kind}")
         ctypes.memmove(dst, src, count)
+        self.timeline.append(("copy", kind.name, int(stream)))
+        self.clock_ms += self.copy_ms
+        return (self.ok,)
+
+    def launch(self, name: str, stream: int, ms: float) -> None:
+        """Device work queued on `stream` by something other than cuda-python (TensorRT's enqueue)."""
+        assert stream in self.streams, f"{name} on a stream that does not exist"
+        self.timeline.append(("launch", name, stream))
+        self.clock_ms += ms
+
+    def cudaEventCreate(self) -> tuple:
+        if err := self._enter("cudaEventCreate"):
+            return (err, None)
+        self._next_event += 0x10
+        self.events[self._next_event] = {"stream": None, "at": None, "done": False}
+        return (self.ok, self.real.cudaEvent_t(self._next_event))
+
+    def _event(self, event: Any) -> dict[str, Any]:
+        assert isinstance(event, self.real.cudaEvent_t), f"an event should be a cudaEvent_t, not {event!r}"
+        assert int(event) in self.events, "an event that was not created (or was destroyed)"
+        return self.events[int(event)]
+
+    def cudaEventRecord(self, event: Any, stream: Any) -> tuple:
+        self._enter("cudaEventRecord", event, stream)
+        state = self._event(event)
+        assert int(stream) in self.streams, "event recorded on a stream that does not exist"
+        state.update(stream=int(stream), at=self.clock_ms, done=False)
+        self.timeline.append(("record", int(event), int(stream)))
+        return (self.ok,)
+
+    def cudaEventSynchronize(self, event: Any) -> tuple:
+        self._enter("cudaEventSynchronize", event)
+        self._event(event)["done"] = True
+        return (self.ok,)
+
+    def cudaEventElapsedTime(self, start: Any, end: Any) -> tuple:
+        self._enter("cudaEventElapsedTime", start, end)
+        first, last = self._event(start), self._event(end)
+        if first["at"] is None or last["at"] is None:
+            return (self.real.cudaError_t.cudaErrorInvalidResourceHandle, 0.0)
+        if not (first["done"] and last["done"]):
+            return (self.real.cudaError_t.cudaErrorNotReady, 0.0)
+        return (self.ok, float(last["at"] - first["at"]))
+
+    def cudaEventDestroy(self, event: Any) -> tuple:
+        self._enter("cudaEventDestroy", event)
+        self._event(event)
+        del self.events[int(event)]
         return (self.ok,)
 
     def check_range(self, ptr: int, count: int) -> None:
