@@ -29,6 +29,7 @@ def _gpu_or_skip():
 def test_engine_builds_runs_and_matches_onnxruntime(tmp_path, make_tiny_onnx):
     _gpu_or_skip()
     import onnxruntime as ort
+
     from invspread_edge_runtime.backends.trt import TensorRTBackend
 
     onnx = make_tiny_onnx(tmp_path / "model.onnx")
