@@ -50,12 +50,12 @@ def bench_loop(args: argparse.Namespace) -> dict:
     from invspread_edge.data import UInt8Source, load_split, mean_std
     from invspread_edge.loss import InvariantSpreadLoss
     from invspread_edge.model import create_model
-    from invspread_edge.precision import resolve_device, resolve_precision
+    from invspread_edge.precision import prefers_channels_last, resolve_device, resolve_precision
     from invspread_edge.train import EpochStats, LoopState, StopFlag, TrainConfig, train_one_epoch
 
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
-    channels_last = device.type == "cuda"
+    channels_last = prefers_channels_last(precision)
     b = args.batch_size
     n_images = b * (args.warmup + args.steps)
     images = load_split("fashion-mnist", "train", None, n_images)
@@ -176,7 +176,7 @@ def bench_loss(args: argparse.Namespace) -> dict:
                 torch.cuda.synchronize()
             if rep >= 3:
                 times.append((time.perf_counter() - t0) * 1000)
-            value = float(loss)
+            value = float(loss.detach())
         return statistics.median(times), value
 
     # interleave the two so that machine drift hits both alike

@@ -11,7 +11,8 @@ Protocols:
 - retrieval: every image of the test split (or the folder) is a query against all the others:
   Recall@1/2/4/8, and NMI of k-means (k = number of classes) against the labels. With
   `--classes 5-9` after training on `--classes 0-4`, these are classes the encoder never saw.
-Baselines by the same code: raw pixels, and the untrained network.
+Baselines by the same code: raw pixels (the 0–255 values as a vector), normalised pixels (the
+model's input: minus the data mean, over the std), and the untrained network.
 """
 
 from __future__ import annotations
@@ -22,17 +23,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
 from invspread_edge_runtime import accuracy
 from invspread_edge_runtime.datasets import ImageSet, open_dataset
 from invspread_edge_runtime.errors import DataError, InvedgeError
-from torch import nn
 
 from .augment import normalize_uint8
 from .data import UInt8Source, parse_classes, select
 from .precision import Precision
 
 PROTOCOLS = ("knn", "retrieval")
-BASELINES = ("pixels", "untrained")
+BASELINES = ("pixels", "pixels-normalized", "untrained")
 KNN_K, KNN_T = 200, 0.1
 RECALL_KS = (1, 2, 4, 8)
 
@@ -92,15 +94,19 @@ def embed(
     return Embedded(out / np.linalg.norm(out, axis=1, keepdims=True).clip(min=1e-12), labels, failed)
 
 
-def embed_pixels(source: UInt8Source, mean: tuple[float, ...], std: tuple[float, ...]) -> Embedded:
-    """The raw-pixel baseline: each image's normalised pixels as one L2-normalised vector."""
+def embed_pixels(
+    source: UInt8Source, mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None
+) -> Embedded:
+    """Pixel baselines: each image as one L2-normalised vector of its raw 0–255 values, or, with
+    mean/std, of the model's normalised input (centring alone changes cosine neighbours a lot)."""
     n = len(source)
     chunks = [np.arange(i, min(i + 1024, n)) for i in range(0, n, 1024)]
     vectors, kept, failed = [], [], 0
     for batch in source.batches(chunks):
         failed += len(batch.failed)
         if len(batch.indices):
-            vectors.append(normalize_uint8(batch.images, mean, std).flatten(1).numpy())
+            x = batch.images.float() if mean is None else normalize_uint8(batch.images, mean, std)
+            vectors.append(x.flatten(1).numpy())
             kept.append(batch.indices.numpy())
     if not vectors:
         raise DataError(f"none of the {n} images of {source.images.name} could be decoded")
@@ -220,12 +226,14 @@ def evaluate_run(
     from .checkpoint import build_model, load_checkpoint
     from .data import mean_std
     from .model import create_model
-    from .precision import resolve_device, resolve_precision
+    from .precision import prefers_channels_last, resolve_device, resolve_precision
 
     if baseline is not None and baseline not in BASELINES:
         raise InvedgeError(f"Invalid baseline {baseline!r}. Only {', '.join(BASELINES)} are supported.")
     if run is None and baseline is None:
-        raise InvedgeError("nothing to evaluate", "Pass a run folder, or --baseline pixels|untrained")
+        raise InvedgeError(
+            "nothing to evaluate", "Pass a run folder, or --baseline pixels|pixels-normalized|untrained"
+        )
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     sets = eval_data(data, protocol, parse_classes(classes), limit)
@@ -240,9 +248,13 @@ def evaluate_run(
         mean, std = mean_std(UInt8Source(sets.memory or sets.queries, size, workers))
         model_name = f"{arch} width {width}"
 
-    if baseline == "pixels":
+    if baseline in ("pixels", "pixels-normalized"):
         model = None
-        what = "raw pixels"
+        what = (
+            "raw pixels"
+            if baseline == "pixels"
+            else f"normalised pixels (mean {mean[0]:.3f}, std {std[0]:.3f})"
+        )
     elif baseline == "untrained":
         torch.manual_seed(seed)
         a, w, d = (cfg["arch"], cfg.get("width", 64), cfg["embedding_dim"]) if ckpt else (arch, width, 128)
@@ -254,12 +266,14 @@ def evaluate_run(
         what = f"{run} ({model_name}, epoch {ckpt.epoch})"
     if model is not None:
         model = model.to(dev)
+        if prefers_channels_last(prec):
+            model = model.to(memory_format=torch.channels_last)
 
     def embed_fn(images: ImageSet) -> Embedded:
         source = UInt8Source(images, size, workers, pin_memory=dev.type == "cuda")
         if model is None:
-            return embed_pixels(source, mean, std)
-        return embed(model, source, mean, std, dev, prec, batch_size, progress=progress)
+            return embed_pixels(source) if baseline == "pixels" else embed_pixels(source, mean, std)
+        return embed(model, source, mean, std, dev, prec, batch_size, prefers_channels_last(prec), progress)
 
     result = evaluate_embeddings(embed_fn, sets, protocol)
     result.update(

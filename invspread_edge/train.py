@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
 from invspread_edge_runtime import console
 from invspread_edge_runtime.datasets import ImageSet
 from invspread_edge_runtime.errors import CheckpointError, DataError, InvedgeError
 from invspread_edge_runtime.files import atomic_write_json, atomic_write_text, read_json
-from torch import nn
 
 from . import __version__
 from . import distributed as dist_utils
@@ -48,7 +49,7 @@ from .data import (
 from .evaluate import Embedded, embed, knn_leave_one_out, knn_split
 from .loss import InvariantSpreadLoss
 from .model import create_model
-from .precision import Precision, resolve_device, resolve_precision
+from .precision import Precision, prefers_channels_last, resolve_device, resolve_precision
 
 RUN_FORMAT = "invspread-edge/run/1"
 METRICS_NAME = "metrics.jsonl"
@@ -84,7 +85,7 @@ class TrainConfig:
     workers: int = 2
     precision: str = "auto"
     device: str = "auto"
-    channels_last: bool | None = None  # None: on CUDA
+    channels_last: bool | None = None  # None: where faster (CUDA; bf16 on CPUs)
     sync_bn: bool = False
     eval_every: int = 1  # 0: never during training
     eval_memory: int = 10000  # kNN monitor: at most this many train images as memory (0: all)
@@ -336,7 +337,7 @@ def train(
     if device.type == "cuda" and env.enabled:
         device = torch.device("cuda", env.local_rank)
     precision = resolve_precision(cfg.precision, device)
-    channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+    channels_last = prefers_channels_last(precision) if cfg.channels_last is None else cfg.channels_last
     main = env.rank == 0
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True

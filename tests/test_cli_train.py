@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from invspread_edge_runtime.cli import create_app, run
 
 from invspread_edge.checkpoint import load_checkpoint
 from invspread_edge.commands import evaluate as eval_cmd
 from invspread_edge.commands import train as train_cmd
+from invspread_edge_runtime.cli import create_app, run
 
 INVEDGE = str(Path(sys.executable).parent / "invedge")
 TINY = [
@@ -75,7 +75,7 @@ def test_train_then_eval(tmp_path, capsys):
         (["train", "--data", "fashion-mnist", "--precision", "fp8", "--out", "X"], "Invalid precision"),
         (["train", "--resume", "/no/such/run"], "no checkpoint"),
         (["eval"], "no run given"),
-        (["eval", "--baseline", "noise"], "Only pixels, untrained"),
+        (["eval", "--baseline", "noise"], "Only pixels, pixels-normalized, untrained"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, capsys, argv, message):

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from invspread_edge_runtime import accuracy
-from invspread_edge_runtime.datasets import open_dataset
-from invspread_edge_runtime.errors import DataError, InvedgeError
-from invspread_edge_runtime.preprocess import normalize
 
 from invspread_edge import evaluate
 from invspread_edge.checkpoint import build_model, load_checkpoint
 from invspread_edge.data import UInt8Source
+from invspread_edge_runtime import accuracy
+from invspread_edge_runtime.datasets import open_dataset
+from invspread_edge_runtime.errors import DataError, InvedgeError
+from invspread_edge_runtime.preprocess import normalize
 
 
 def test_embed_uses_the_runtime_transform(tiny_run, fmnist_test):
@@ -87,6 +87,9 @@ def test_folder_is_leave_one_out(tiny_run, image_folder):
 def test_baselines_by_the_same_code(tiny_run):
     pixels = evaluate.evaluate_run(None, "fashion-mnist", "knn", limit=500, baseline="pixels")
     assert pixels["evaluated"] == "raw pixels" and 0.5 < pixels["knn_accuracy"] < 1
+    centred = evaluate.evaluate_run(None, "fashion-mnist", "knn", limit=500, baseline="pixels-normalized")
+    assert centred["evaluated"].startswith("normalised pixels")
+    assert centred["knn_accuracy"] != pixels["knn_accuracy"]
     untrained = evaluate.evaluate_run(str(tiny_run), "fashion-mnist", "knn", limit=300, baseline="untrained")
     assert untrained["evaluated"].startswith("untrained") and untrained["checkpoint_sha256"] is None
     alone = evaluate.evaluate_run(None, "fashion-mnist", "knn", limit=300, baseline="untrained", width=8)
@@ -97,7 +100,7 @@ def test_baselines_by_the_same_code(tiny_run):
     ("kwargs", "match"),
     [
         (dict(protocol="map"), "Only knn, retrieval"),
-        (dict(baseline="random"), "Only pixels, untrained"),
+        (dict(baseline="random"), "Only pixels, pixels-normalized, untrained"),
         (dict(run=None), "nothing to evaluate"),
     ],
 )

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+
 from invspread_edge_runtime.commands.options import JsonOpt
 
 HELP = """Measure a run's embedding: weighted kNN (k=200) or retrieval (Recall@1/2/4/8, NMI).
@@ -32,7 +33,7 @@ def register(app: typer.Typer) -> None:
             None, "--limit", help="At most N images per set (first N of a fixed shuffle)."
         ),
         baseline: str = typer.Option(
-            None, "--baseline", help="pixels or untrained: a baseline by the same code."
+            None, "--baseline", help="pixels, pixels-normalized or untrained: a baseline by the same code."
         ),
         width: int = typer.Option(32, "--width", help="Untrained baseline without a run: network width."),
         batch: int = typer.Option(256, "--batch", help="Images per forward pass."),
@@ -75,9 +76,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _run_data(run: Path) -> str:
-    from invspread_edge_runtime.files import read_json
-
     from invspread_edge.checkpoint import checkpoint_path
+    from invspread_edge_runtime.files import read_json
 
     run_json = checkpoint_path(run).parent / "run.json"
     if run_json.is_file():
@@ -86,8 +86,9 @@ def _run_data(run: Path) -> str:
 
 
 def _table(result: dict[str, Any]) -> None:
-    from invspread_edge_runtime import console
     from rich.table import Table
+
+    from invspread_edge_runtime import console
 
     table = Table(title=f"evaluation: {result['evaluated']}", show_header=False, title_justify="left")
     table.add_column(style="bold")
