@@ -24,9 +24,10 @@ $(FMNIST):
 	@command -v apt-get >/dev/null || { echo "install the Debian package dataset-fashion-mnist"; exit 1; }
 	(apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist))
 
+# A short run (about 2 minutes of training on 2 cores), then the paper's kNN on the full split.
 demo: install data
-	$(BIN)/invedge train --data fashion-mnist --limit 8192 --width 16 --epochs 3 --out $(DEMO) --overwrite
-	$(BIN)/invedge eval $(DEMO) --data fashion-mnist --limit 2000
+	$(BIN)/invedge train --data fashion-mnist --limit 20000 --width 16 --epochs 3 --out $(DEMO) --overwrite
+	$(BIN)/invedge eval $(DEMO) --data fashion-mnist
 
 test: install data
 	$(BIN)/python -m pytest -n 2 -q

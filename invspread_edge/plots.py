@@ -13,11 +13,13 @@ def plot_curves(metrics: list[dict[str, Any]], path: str | os.PathLike[str], tit
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [m["epoch"] for m in metrics]
     fig, ax_loss = plt.subplots(figsize=(7, 4), dpi=100)
     ax_loss.plot(epochs, [m["loss"] for m in metrics], "o-", color="tab:blue", label="loss")
     ax_loss.set_xlabel("epoch")
+    ax_loss.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_loss.set_ylabel("loss", color="tab:blue")
     knn = [(m["epoch"], 100 * m["knn_accuracy"]) for m in metrics if m.get("knn_accuracy") is not None]
     if knn:
