@@ -131,6 +131,7 @@ class TrainResult:
     device: str = "cpu"
     data: str = ""
     train_images: int = 0
+    main: bool = True  # rank 0 (the one that writes and reports)
 
     @property
     def final_loss(self) -> float | None:
@@ -337,6 +338,10 @@ def train(
     if device.type == "cuda" and env.enabled:
         device = torch.device("cuda", env.local_rank)
     precision = resolve_precision(cfg.precision, device)
+    if cfg.sync_bn and device.type != "cuda":
+        raise InvedgeError(
+            "--sync-bn needs CUDA GPUs (torch's SyncBatchNorm runs on GPUs only)", "Drop --sync-bn"
+        )
     channels_last = prefers_channels_last(precision) if cfg.channels_last is None else cfg.channels_last
     main = env.rank == 0
     if device.type == "cuda":
@@ -469,7 +474,7 @@ def train(
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "step": global_step,
-                "loss": stats.loss,
+                "loss": dist_utils.all_reduce_mean(stats.loss),  # the global batch's loss
                 "lr": learning_rate(cfg.lr, (global_step - 1) / total_steps, cfg.schedule),
                 "images_per_s": round(stats.images_per_s, 2),
                 "seconds": round(stats.seconds, 2),
@@ -514,6 +519,7 @@ def train(
         device=str(device),
         data=cfg.data,
         train_images=len(train_set),
+        main=main,
     )
 
 

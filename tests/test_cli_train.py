@@ -146,3 +146,21 @@ def test_kill_9_leaves_a_loadable_checkpoint(tmp_path):
     proc.wait(timeout=60)
     ckpt = load_checkpoint(run)  # whatever moment the kill hit, the last complete write is there
     assert ckpt.step >= 3 and ckpt.config["train"]["save_every_steps"] == 1
+
+
+def test_torchrun_two_processes_on_gloo(tmp_path):
+    """DDP on the CPU: 2 processes × batch 16 share each step; only rank 0 writes and reports."""
+    run = tmp_path / "run"
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    done = subprocess.run(
+        [torchrun, "--nproc-per-node", "2", "--no-python", INVEDGE, "train", "--data", "fashion-mnist",
+         "--limit", "256", "--epochs", "1", "--out", str(run), "--eval-memory", "300", "--eval-queries", "100",
+         "-q", "--width", "8", "--embedding-dim", "16", "--batch-size", "16", "--precision", "fp32"],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("training summary") == 1 and "× 2 processes" in done.stderr
+    (m,) = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert m["step"] == 8 and m["images"] == 256 and 0 <= m["knn_accuracy"] <= 1
+    info = json.loads((run / "run.json").read_text())
+    assert info["environment"]["world_size"] == 2 and info["status"] == "finished"

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from invspread_edge_runtime.errors import DataError, InvedgeError
 
 from invspread_edge import train as train_mod
 from invspread_edge.checkpoint import build_model, load_checkpoint
 from invspread_edge.train import TrainConfig, learning_rate, train
+from invspread_edge_runtime.errors import DataError, InvedgeError
 
 
 def tiny(out, **overrides) -> TrainConfig:
@@ -182,6 +182,7 @@ def test_folder_with_an_unreadable_file(tmp_path, image_folder):
         (dict(arch="vgg"), InvedgeError, "Only cifar_resnet18"),
         (dict(temperature=0.0), ValueError, "temperature must be > 0"),
         (dict(classes="9-3"), InvedgeError, "low-high"),
+        (dict(sync_bn=True, device="cpu"), InvedgeError, "--sync-bn needs CUDA"),
     ],
 )
 def test_bad_options_say_what_is_allowed(tmp_path, overrides, error, match):

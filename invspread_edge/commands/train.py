@@ -120,8 +120,9 @@ def register(app: typer.Typer) -> None:
                 out = Path("runs") / _default_name(given.get("data", "fashion-mnist"))
             cfg = TrainConfig(out=str(out), **given)
             result = train(cfg, overwrite=overwrite, show_progress=not quiet)
-        _summary(result)
-        if result.interrupted:
+        if result.main:
+            _summary(result)
+        if result.interrupted and result.main:
             from invspread_edge_runtime import console
 
             console.err.print(
@@ -129,6 +130,7 @@ def register(app: typer.Typer) -> None:
                 f"checkpoint saved. Resume with: [bold]invedge train --resume {result.run_dir}[/bold]",
                 highlight=False,
             )
+        if result.interrupted:
             raise typer.Exit(130)
 
 
@@ -139,9 +141,10 @@ def _default_name(data: str) -> str:
 
 
 def _summary(result: Any) -> None:
+    from rich.table import Table
+
     from invspread_edge_runtime import console
     from invspread_edge_runtime.files import human_size
-    from rich.table import Table
 
     table = Table(title="training summary", show_header=False, title_justify="left")
     table.add_column(style="bold")
