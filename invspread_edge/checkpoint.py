@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
 from invspread_edge_runtime.errors import CheckpointError
 from invspread_edge_runtime.files import atomic_path, sha256_file
-from torch import nn
 
 FORMAT = "invspread-edge/checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.safetensors"

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
 from invspread_edge_runtime.datasets import ImageSet, open_dataset
 from invspread_edge_runtime.errors import DataError, InvedgeError
 

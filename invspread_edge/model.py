@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from invspread_edge_runtime.errors import InvedgeError
 from torch import nn
+
+from invspread_edge_runtime.errors import InvedgeError
 
 
 class BasicBlock(nn.Module):

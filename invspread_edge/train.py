@@ -753,9 +753,12 @@ def _announce(
     run_dir: Path,
     resume: bool,
 ) -> None:
+    from .model import ARCHS
+
     where = f"{device}" + (f" × {env.world_size} processes" if env.enabled else "")
+    model = f"{cfg.arch} width {cfg.width}" if ARCHS[cfg.arch].width_configurable else cfg.arch
     console.info(
-        f"[bold]invedge train[/bold] {cfg.data}: {len(train_set)} images at {size}px · {cfg.arch} width {cfg.width} · "
+        f"[bold]invedge train[/bold] {cfg.data}: {len(train_set)} images at {size}px · {model} · "
         f"{where} {precision.name} · batch {cfg.batch_size} · {cfg.epochs} epochs → {run_dir}"
     )
     if resume:

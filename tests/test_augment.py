@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.functional as TF
-from invspread_edge_runtime.preprocess import normalize
 
 from invspread_edge import augment
 from invspread_edge.augment import AugmentConfig, TwoViews
+from invspread_edge_runtime.preprocess import normalize
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
 

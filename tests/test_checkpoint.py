@@ -6,12 +6,12 @@ import pytest
 import safetensors.torch
 import torch
 from conftest import tiny_config
-from invspread_edge_runtime.errors import CheckpointError
-from invspread_edge_runtime.files import sha256_file
 
 from invspread_edge import checkpoint
 from invspread_edge.checkpoint import build_model, load_checkpoint, save_checkpoint
 from invspread_edge.model import create_model
+from invspread_edge_runtime.errors import CheckpointError
+from invspread_edge_runtime.files import sha256_file
 
 
 def trained_state(seed=0):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from invspread_edge_runtime.datasets import open_dataset
-from invspread_edge_runtime.errors import DataError, InvedgeError
 
 from invspread_edge import data
+from invspread_edge_runtime.datasets import open_dataset
+from invspread_edge_runtime.errors import DataError, InvedgeError
 
 
 @pytest.mark.parametrize(

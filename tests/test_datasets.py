@@ -6,10 +6,11 @@ import gzip
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from invspread_edge_runtime import datasets
 from invspread_edge_runtime.datasets import open_dataset, read_idx
 from invspread_edge_runtime.errors import DataError
-from PIL import Image
 
 
 def test_fashion_mnist_splits(fmnist_test):

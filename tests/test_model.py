@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from invspread_edge_runtime.errors import InvedgeError
 
 from invspread_edge.model import ARCHS, CifarResNet, create_model
+from invspread_edge_runtime.errors import InvedgeError
 
 
 def n_params(model: torch.nn.Module) -> int:
