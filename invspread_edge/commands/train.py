@@ -13,7 +13,7 @@ Examples:
   invedge train --data fashion-mnist --epochs 20 --out runs/fmnist
   invedge train --data ./my_images --image-size 64 --epochs 50 --out runs/mine
   invedge train --resume runs/fmnist
-  torchrun --nproc-per-node 4 -m invspread_edge.cli train --data cifar10:~/data --out runs/c10
+  torchrun --nproc-per-node 4 --no-python invedge train --data cifar10:~/data --out runs/c10
 """
 
 
