@@ -85,16 +85,30 @@ def recall_at_k(
     return {k: float(hits[:, :k].any(axis=1).mean()) for k in ks}
 
 
-def kmeans(x: np.ndarray, n_clusters: int, seed: int = 0, iters: int = 100) -> np.ndarray:
-    """Spherical-enough k-means (Lloyd, k-means++ start) on unit vectors; returns assignments."""
-    rng = np.random.default_rng(seed)
+def kmeans(x: np.ndarray, n_clusters: int, seed: int = 0, iters: int = 100, n_init: int = 10) -> np.ndarray:
+    """Lloyd's k-means with k-means++ starts; the best of `n_init` starts (lowest inertia) wins.
+
+    One start can settle in a poor local minimum (two true clusters sharing a centre), which
+    would make NMI depend on the seed rather than on the embedding.
+    """
     x = np.asarray(x, dtype=np.float32)
+    best, best_inertia = None, np.inf
+    for rng in np.random.default_rng(seed).spawn(n_init):
+        assign, inertia = _kmeans_once(x, n_clusters, rng, iters)
+        if inertia < best_inertia:
+            best, best_inertia = assign, inertia
+    assert best is not None
+    return best
+
+
+def _kmeans_once(x: np.ndarray, n_clusters: int, rng: np.random.Generator, iters: int) -> tuple[np.ndarray, float]:
+    sq = (x * x).sum(axis=1)
     centers = [x[rng.integers(len(x))]]
     for _ in range(1, n_clusters):
-        d2 = np.min(2.0 - 2.0 * x @ np.stack(centers).T, axis=1).clip(min=0)
+        d2 = np.min(sq[:, None] - 2.0 * x @ np.stack(centers).T + (np.stack(centers) ** 2).sum(axis=1), axis=1)
+        d2 = d2.clip(min=0)
         total = d2.sum()
-        probs = d2 / total if total > 0 else None
-        centers.append(x[rng.choice(len(x), p=probs)])
+        centers.append(x[rng.choice(len(x), p=d2 / total if total > 0 else None)])
     c = np.stack(centers)
     assign = np.full(len(x), -1)
     for _ in range(iters):
@@ -105,7 +119,8 @@ def kmeans(x: np.ndarray, n_clusters: int, seed: int = 0, iters: int = 100) -> n
         for j in range(n_clusters):
             members = x[assign == j]
             c[j] = members.mean(axis=0) if len(members) else x[rng.integers(len(x))]
-    return assign
+    inertia = float((sq - 2.0 * (x * c[assign]).sum(axis=1) + (c[assign] ** 2).sum(axis=1)).sum())
+    return assign, inertia
 
 
 def nmi(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
