@@ -25,9 +25,20 @@ $(FMNIST):
 	(apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist))
 
 # A short run (about 2 minutes of training on 2 cores), then the paper's kNN on the full split.
+# The main job end to end on the default data (about 6 minutes on 2 cores): train, evaluate, export
+# (ONNX + INT8 pair + FP16, each checked), then the runtime: embed a gallery, index it, search it, bench.
 demo: install data
 	$(BIN)/invedge train --data fashion-mnist --limit 20000 --width 16 --epochs 3 --out $(DEMO) --overwrite
-	$(BIN)/invedge eval $(DEMO) --data fashion-mnist
+	$(BIN)/invedge eval $(DEMO)
+	$(BIN)/invedge export $(DEMO) --int8 --fp16
+	rm -rf $(DEMO)/gallery $(DEMO)/queries $(DEMO)/gallery.emb
+	$(BIN)/python scripts/sample_images.py --count 500 --out $(DEMO)/gallery
+	$(BIN)/python scripts/sample_images.py --count 6 --offset 5000 --out $(DEMO)/queries
+	$(BIN)/invedge embed $(DEMO)/export $(DEMO)/gallery --out $(DEMO)/gallery.emb
+	$(BIN)/invedge index build $(DEMO)/gallery.emb --out $(DEMO)/gallery.index --overwrite
+	$(BIN)/invedge search $(DEMO)/gallery.index $(DEMO)/queries --k 5 --grid $(DEMO)/search.png
+	$(BIN)/invedge bench $(DEMO) --runtimes ort-cpu,torch --batch 1,64 --images 500 --seconds 1 \
+		--md $(DEMO)/bench.md --plot $(DEMO)/bench.png --json $(DEMO)/bench.json
 
 test: install data
 	$(BIN)/python -m pytest -n 2 -q

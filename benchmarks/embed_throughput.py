@@ -41,6 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     import numpy as np
+
     from invspread_edge_runtime.embed import Embedder, collect_images
     from invspread_edge_runtime.embeddings import embed_to_folder
     from invspread_edge_runtime.preprocess import load_image, to_uint8_chw
@@ -98,8 +99,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def make_jpegs(folder: Path, count: int, side: int) -> Path:
-    from invspread_edge_runtime.datasets import open_dataset
     from PIL import Image
+
+    from invspread_edge_runtime.datasets import open_dataset
 
     images = open_dataset("fashion-mnist", "test").images
     folder.mkdir(parents=True)

@@ -56,12 +56,12 @@ def p50_ms(fn: Callable[[], object], iters: int, warmup: int) -> float:
 def build_artifacts(args: argparse.Namespace, work: Path):
     """The model, its ModelMeta and the three ONNX files (fp32, int8, int8-cpu)."""
     import torch
-    from invspread_edge_export import calibrate, calibration_set, quantize
-    from invspread_edge_export.meta import meta_from_config
-    from invspread_edge_export.onnx_export import export_onnx
 
     from invspread_edge.checkpoint import build_model, load_checkpoint
     from invspread_edge.model import create_model
+    from invspread_edge_export import calibrate, calibration_set, quantize
+    from invspread_edge_export.meta import meta_from_config
+    from invspread_edge_export.onnx_export import export_onnx
 
     if args.run is not None:
         ckpt = load_checkpoint(args.run)
@@ -88,11 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import onnxruntime as ort
     import torch
+    from rich.console import Console
+    from rich.table import Table
+
     from invspread_edge_export.images import model_inputs
     from invspread_edge_runtime.datasets import open_dataset
     from invspread_edge_runtime.files import human_size
-    from rich.console import Console
-    from rich.table import Table
 
     torch.set_num_threads(args.threads)
     batches = [int(b) for b in args.batches.split(",")]

@@ -51,7 +51,14 @@ def bench_loop(args: argparse.Namespace) -> dict:
     from invspread_edge.loss import InvariantSpreadLoss
     from invspread_edge.model import create_model
     from invspread_edge.precision import prefers_channels_last, resolve_device, resolve_precision
-    from invspread_edge.train import EpochStats, LoopState, StopFlag, TrainConfig, train_one_epoch
+    from invspread_edge.train import (
+        EpochStats,
+        LoopState,
+        StopFlag,
+        TrainConfig,
+        optimizer_step,
+        train_one_epoch,
+    )
 
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
@@ -90,14 +97,7 @@ def bench_loop(args: argparse.Namespace) -> dict:
             with precision.autocast():
                 z = model(x_ready)
             loss = loss_fn(z[:b], z[b:])
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
+            optimizer_step(loss, opt, scaler)
         loss.item()
         sync()
         return steps * b / (time.perf_counter() - t0)

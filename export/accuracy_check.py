@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
 from invspread_edge_runtime.accuracy import cosine_stats, knn_accuracy, recall_at_k, top1_agreement
 from invspread_edge_runtime.datasets import open_dataset
 from invspread_edge_runtime.errors import AccuracyError

@@ -24,7 +24,6 @@ import os
 import tempfile
 from pathlib import Path
 
-from invspread_edge_runtime.metadata import ModelMeta
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -32,6 +31,8 @@ from onnxruntime.quantization import (
     save_tensors_data,
 )
 from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+from invspread_edge_runtime.metadata import ModelMeta
 
 from .calibration_set import CalibrationSet
 from .images import model_inputs

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from invspread_edge_runtime.datasets import ImageSet, open_dataset
 from invspread_edge_runtime.errors import DataError, InvedgeError
 from invspread_edge_runtime.files import atomic_write_json, read_json
@@ -27,7 +28,9 @@ MANIFEST_FORMAT = "invspread-edge/calibration/1"
 # Installed from a wheel, the manifests sit inside this package; in the source tree, in calibration/.
 _PACKAGED = Path(__file__).resolve().parent / "calibration"
 _SOURCE = Path(__file__).resolve().parent.parent / "calibration"
-CALIBRATION_DIR = Path(os.environ.get("INVEDGE_CALIBRATION_DIR", _PACKAGED if _PACKAGED.is_dir() else _SOURCE))
+CALIBRATION_DIR = Path(
+    os.environ.get("INVEDGE_CALIBRATION_DIR", _PACKAGED if _PACKAGED.is_dir() else _SOURCE)
+)
 DEFAULT_MANIFESTS = {"fashion-mnist": "fashion-mnist-train-v1.json"}
 DEFAULT_COUNT = 512
 MIN_IMAGES = 32

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from invspread_edge_runtime.errors import ModelError
 from onnx import TensorProto, helper, numpy_helper
+
+from invspread_edge_runtime.errors import ModelError
 
 NORM_OPS = {"ReduceL2", "ReduceSumSquare", "LpNormalization"}
 KEEP_FP32_OPS = NORM_OPS | {

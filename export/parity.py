@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from invspread_edge_runtime.accuracy import cosine_stats
 from invspread_edge_runtime.errors import ModelError
 

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from invspread_edge_runtime.errors import ModelError
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+from invspread_edge_runtime.errors import ModelError
 
 from .calibrate import METHODS
 

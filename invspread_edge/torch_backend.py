@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from invspread_edge_runtime.backends.base import Backend, BackendInfo
 from invspread_edge_runtime.bench.registry import NotPresent, OpenOptions, register_runtime
 from invspread_edge_runtime.bench.target import BenchTarget

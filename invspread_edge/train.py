@@ -202,6 +202,20 @@ class LoopState:
     save: Callable[[int, int, EpochStats], None]  # (epochs done, global step, partial epoch)
 
 
+def optimizer_step(
+    loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None
+) -> None:
+    """Backward and step, through the fp16 gradient scaler when there is one."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+
+
 def train_one_epoch(
     model: nn.Module,
     loss_fn: nn.Module,
@@ -266,14 +280,7 @@ def train_one_epoch(
                 z = model(x)
             z1, z2 = z[: len(images)], z[len(images) :]
             loss = loss_fn(z1, z2)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
+            optimizer_step(loss, optimizer, scaler)
             loss_acc += loss.detach().double()
             stats.images += len(images) * env.world_size
         stats.steps += 1

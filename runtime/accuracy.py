@@ -101,11 +101,15 @@ def kmeans(x: np.ndarray, n_clusters: int, seed: int = 0, iters: int = 100, n_in
     return best
 
 
-def _kmeans_once(x: np.ndarray, n_clusters: int, rng: np.random.Generator, iters: int) -> tuple[np.ndarray, float]:
+def _kmeans_once(
+    x: np.ndarray, n_clusters: int, rng: np.random.Generator, iters: int
+) -> tuple[np.ndarray, float]:
     sq = (x * x).sum(axis=1)
     centers = [x[rng.integers(len(x))]]
     for _ in range(1, n_clusters):
-        d2 = np.min(sq[:, None] - 2.0 * x @ np.stack(centers).T + (np.stack(centers) ** 2).sum(axis=1), axis=1)
+        d2 = np.min(
+            sq[:, None] - 2.0 * x @ np.stack(centers).T + (np.stack(centers) ** 2).sum(axis=1), axis=1
+        )
         d2 = d2.clip(min=0)
         total = d2.sum()
         centers.append(x[rng.choice(len(x), p=d2 / total if total > 0 else None)])

@@ -58,10 +58,9 @@ def tiny_run(tmp_path_factory) -> Path:
 def tiny_export(tiny_run, tmp_path_factory) -> Path:
     """`tiny_run` exported (≈ 6 s) to a folder holding model.onnx (FP32), model.int8.onnx (TensorRT
     layout), model.int8-cpu.onnx, model.fp16.onnx, report.json and calibration.json."""
+    from invspread_edge.checkpoint import build_model, load_checkpoint
     from invspread_edge_export.meta import meta_from_config
     from invspread_edge_export.pipeline import ExportOptions, export_model
-
-    from invspread_edge.checkpoint import build_model, load_checkpoint
 
     ckpt = load_checkpoint(tiny_run)
     folder = tmp_path_factory.mktemp("tiny_export")
@@ -104,8 +103,9 @@ def make_tiny_onnx():
 
     def make(path: Path, precision: str = "fp32", image_size: int = 28, embedding_dim: int = 32) -> Path:
         import onnx
-        from invspread_edge_runtime.metadata import ModelMeta
         from onnx import TensorProto, helper, numpy_helper
+
+        from invspread_edge_runtime.metadata import ModelMeta
 
         flat = 3 * image_size * image_size
         weight = np.random.default_rng(0).standard_normal((flat, embedding_dim)).astype(np.float32)

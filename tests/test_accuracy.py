@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from invspread_edge_runtime import accuracy as acc
 
 

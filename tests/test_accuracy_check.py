@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from invspread_edge_export import accuracy_check as ac
 from invspread_edge_runtime.errors import AccuracyError
 from invspread_edge_runtime.metadata import read_model_meta

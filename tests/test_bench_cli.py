@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
 from invspread_edge_runtime.bench.registry import unregister_runtime
 from invspread_edge_runtime.cli import create_app, run
-from PIL import Image
 
 REQUIRED = (
     "runtime", "precision", "batch", "status", "cold_start_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms",

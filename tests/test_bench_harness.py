@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+
 from invspread_edge_runtime.backends.base import Backend, BackendInfo
 from invspread_edge_runtime.bench.harness import (
     Timing,

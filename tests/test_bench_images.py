@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from invspread_edge_runtime.bench.images import _bounded, load_bench_images
 from invspread_edge_runtime.errors import DataError
-from PIL import Image
 
 
 def test_fashion_mnist_draw_is_reproducible():

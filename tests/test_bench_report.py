@@ -6,10 +6,11 @@ import json
 import sys
 
 import pytest
-from invspread_edge_runtime.bench.report import markdown, plot_series, rich_table, write_json, write_plot
-from invspread_edge_runtime.bench.runner import BenchReport, BenchRow
 from PIL import Image
 from rich.console import Console
+
+from invspread_edge_runtime.bench.report import markdown, plot_series, rich_table, write_json, write_plot
+from invspread_edge_runtime.bench.runner import BenchReport, BenchRow
 
 
 def ok_row(runtime: str, precision: str, batch: int, p50: float) -> BenchRow:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from invspread_edge_runtime.backends.ort import OrtBackend
 from invspread_edge_runtime.bench import runner
 from invspread_edge_runtime.bench.harness import TimingPlan

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from invspread_edge_runtime.backends.base import Backend, BackendInfo
 from invspread_edge_runtime.bench.harness import TimingPlan
 from invspread_edge_runtime.bench.images import load_bench_images

@@ -6,9 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from invspread_edge_export import calibration_set as cs
 from invspread_edge_runtime.errors import DataError, InvedgeError
-from PIL import Image
 
 
 def test_shipped_manifest_is_what_make_manifest_draws():

@@ -6,11 +6,12 @@ import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from invspread_edge_runtime.accuracy import cosine_stats
 from invspread_edge_runtime.embed import Embedder, collect_images
 from invspread_edge_runtime.embeddings import embed_to_folder, load_embeddings
 from invspread_edge_runtime.errors import DataError, ModelError
-from PIL import Image
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +53,10 @@ def test_embeddings_are_unit_rows_in_input_order_whatever_the_batching(embedder,
 def test_equal_to_the_training_side_evaluation(tiny_run, tiny_export, mixed_folder):
     """Before the model: max |Δ| ≤ 1e-5 against the training side's input; after: cosine ≥ 0.99999."""
     torch = pytest.importorskip("torch")
-    from invspread_edge_runtime.datasets import open_dataset
-
     from invspread_edge.augment import normalize_uint8
     from invspread_edge.checkpoint import build_model, load_checkpoint
     from invspread_edge.data import UInt8Source
+    from invspread_edge_runtime.datasets import open_dataset
 
     images = open_dataset(str(mixed_folder))
     ckpt = load_checkpoint(tiny_run)

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from invspread_edge_runtime.embeddings import EmbeddingWriter, load_embeddings
 from invspread_edge_runtime.errors import IndexFileError
 

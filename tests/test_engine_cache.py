@@ -10,6 +10,7 @@ import json
 from dataclasses import replace
 
 import pytest
+
 from invspread_edge_runtime.errors import EngineError, InvedgeError, MissingDependency, ModelError
 from invspread_edge_runtime.metadata import read_model_meta
 from invspread_edge_runtime.tensorrt.build import resolve_precision

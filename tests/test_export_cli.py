@@ -14,9 +14,8 @@ from invspread_edge.model import create_model
 
 
 def invedge(*argv: str) -> int:
-    from invspread_edge_runtime.cli import create_app, run
-
     from invspread_edge.commands import export
+    from invspread_edge_runtime.cli import create_app, run
 
     app = create_app()
     export.register(app)

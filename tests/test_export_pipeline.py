@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from invspread_edge.checkpoint import build_model, load_checkpoint
 from invspread_edge_export import pipeline
 from invspread_edge_export.meta import meta_from_config
 from invspread_edge_export.pipeline import ExportOptions, export_model
 from invspread_edge_runtime.errors import AccuracyError, ModelError
-
-from invspread_edge.checkpoint import build_model, load_checkpoint
 
 
 @pytest.fixture(scope="module")

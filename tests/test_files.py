@@ -3,6 +3,7 @@ import json
 import os
 
 import pytest
+
 from invspread_edge_runtime.errors import InvedgeError
 from invspread_edge_runtime.files import atomic_path, atomic_write_json, read_json, sha256_file
 

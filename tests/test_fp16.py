@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from invspread_edge.checkpoint import build_model, load_checkpoint
 from invspread_edge_export.fp16 import convert_to_fp16
 from invspread_edge_export.images import model_inputs
 from invspread_edge_export.parity import check_parity
 from invspread_edge_runtime.metadata import read_model_meta
-from onnx import TensorProto, helper, numpy_helper
-
-from invspread_edge.checkpoint import build_model, load_checkpoint
 
 
 def _types(model):

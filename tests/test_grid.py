@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from invspread_edge_runtime.errors import DataError
 from invspread_edge_runtime.grid import QUERY_COLOUR, Tile, draw_grid
-from PIL import Image
 
 
 def test_grid_lays_out_queries_and_neighbours(image_folder, tmp_path):

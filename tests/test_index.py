@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from invspread_edge_runtime import index as index_module
 from invspread_edge_runtime.errors import IndexFileError
 from invspread_edge_runtime.index import Index

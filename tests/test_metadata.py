@@ -1,8 +1,9 @@
 import onnx
 import pytest
+from onnx import TensorProto, helper
+
 from invspread_edge_runtime.errors import ModelError
 from invspread_edge_runtime.metadata import ModelMeta, read_model_meta, read_onnx_props
-from onnx import TensorProto, helper
 
 
 def _meta(**kw) -> ModelMeta:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+
+from invspread_edge.checkpoint import build_model, load_checkpoint
 from invspread_edge_export.images import model_inputs, spread_indices
 from invspread_edge_export.meta import meta_from_config
 from invspread_edge_export.onnx_export import export_onnx
 from invspread_edge_export.parity import check_parity, ort_embeddings, ort_session, require_parity
 from invspread_edge_runtime.errors import CheckpointError, InvedgeError, ModelError
 from invspread_edge_runtime.metadata import read_model_meta
-
-from invspread_edge.checkpoint import build_model, load_checkpoint
 
 
 def test_exported_file_interface_and_metadata(tiny_export, tiny_run):

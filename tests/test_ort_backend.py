@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from invspread_edge_runtime.backends.ort import OrtBackend, available_providers, trt_provider_options
 from invspread_edge_runtime.errors import EngineError, ModelError
 from invspread_edge_runtime.metadata import read_model_meta

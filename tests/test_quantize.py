@@ -7,14 +7,14 @@ import json
 import numpy as np
 import onnx
 import pytest
+from onnx import numpy_helper
+
+from invspread_edge.checkpoint import build_model, load_checkpoint
 from invspread_edge_export import quantize
 from invspread_edge_export.meta import meta_from_config
 from invspread_edge_export.pipeline import ExportOptions, export_model
 from invspread_edge_runtime.errors import ModelError
 from invspread_edge_runtime.metadata import read_model_meta
-from onnx import numpy_helper
-
-from invspread_edge.checkpoint import build_model, load_checkpoint
 
 
 def _qdq_zero_points(path):

@@ -6,8 +6,9 @@ import json
 import shutil
 
 import pytest
-from invspread_edge_runtime.cli import add_full_toolkit_placeholders, create_app, run
 from PIL import Image
+
+from invspread_edge_runtime.cli import add_full_toolkit_placeholders, create_app, run
 
 
 def invedge(capsys, *argv: str) -> tuple[int, str, str]:

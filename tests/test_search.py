@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from invspread_edge_runtime import Embedder, Index
 from invspread_edge_runtime.embed import collect_images
 from invspread_edge_runtime.embeddings import embed_to_folder, load_embeddings

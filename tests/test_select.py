@@ -9,6 +9,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
+
 from invspread_edge_runtime.backends import select
 from invspread_edge_runtime.backends.base import Backend, BackendInfo
 from invspread_edge_runtime.backends.select import find_artifacts, open_backend, pick_artifact

@@ -9,7 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from invspread_edge_runtime.commands.options import JsonOpt
+
+from invspread_edge_runtime.commands.options import (
+    JsonOpt,
+    MaxBatchOpt,
+    MinBatchOpt,
+    OptBatchOpt,
+    WorkspaceOpt,
+)
 
 METHODS = ("minmax", "entropy", "percentile")
 
@@ -59,12 +66,10 @@ def export(
     engine: bool = typer.Option(
         False, "--engine", help="Also build a TensorRT engine for this GPU (needs TensorRT and a GPU)."
     ),
-    min_batch: int = typer.Option(1, "--min-batch", help="Engine: smallest batch."),
-    opt_batch: int = typer.Option(
-        None, "--opt-batch", help="Engine: batch TensorRT tunes for (default: --max-batch)."
-    ),
-    max_batch: int = typer.Option(64, "--max-batch", help="Engine: largest batch."),
-    workspace_mb: int = typer.Option(1024, "--workspace-mb", help="Engine: TensorRT workspace limit in MB."),
+    min_batch: int = MinBatchOpt,
+    opt_batch: int = OptBatchOpt,
+    max_batch: int = MaxBatchOpt,
+    workspace_mb: int = WorkspaceOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Export a trained encoder: ONNX with a parity check, INT8 and FP16 with an accuracy check.
@@ -153,10 +158,11 @@ def _engine_builder():
 
 
 def _print_report(report) -> None:
-    from invspread_edge_runtime import console
-    from invspread_edge_runtime.files import human_size
     from rich import box
     from rich.table import Table
+
+    from invspread_edge_runtime import console
+    from invspread_edge_runtime.files import human_size
 
     table = Table(title=f"invedge export → {report.out_dir}", title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("file", no_wrap=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .options import JsonOpt, existing
+from .options import JsonOpt, MaxBatchOpt, MinBatchOpt, OptBatchOpt, WorkspaceOpt, existing
 
 
 def register(app: typer.Typer) -> None:
@@ -20,12 +20,10 @@ def build_engine_command(
     precision: str = typer.Option(
         None, "--precision", help="fp32, fp16 or int8; must match the ONNX file (default: the file's own)."
     ),
-    min_batch: int = typer.Option(1, "--min-batch", help="Smallest batch the engine accepts."),
-    opt_batch: int = typer.Option(
-        None, "--opt-batch", help="Batch size TensorRT tunes for (default: --max-batch)."
-    ),
-    max_batch: int = typer.Option(64, "--max-batch", help="Largest batch the engine accepts."),
-    workspace_mb: int = typer.Option(1024, "--workspace-mb", help="TensorRT workspace limit in MB."),
+    min_batch: int = MinBatchOpt,
+    opt_batch: int = OptBatchOpt,
+    max_batch: int = MaxBatchOpt,
+    workspace_mb: int = WorkspaceOpt,
     out: Path = typer.Option(None, "--out", "-o", help="Engine file (default: beside MODEL, .engine)."),
     timing_cache: Path = typer.Option(
         None, "--timing-cache", help="Timing cache file, reused across builds (default: beside the engine)."

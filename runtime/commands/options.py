@@ -25,3 +25,12 @@ def existing(path: Path, what: str) -> Path:
     if not path.exists():
         raise InvedgeError(f"{what} not found: {path}")
     return path
+
+
+# TensorRT engine build (build-engine, export --engine): one definition, one meaning.
+MinBatchOpt = typer.Option(1, "--min-batch", help="Engine: smallest batch it accepts.")
+OptBatchOpt = typer.Option(
+    None, "--opt-batch", help="Engine: batch TensorRT tunes for (default: --max-batch)."
+)
+MaxBatchOpt = typer.Option(64, "--max-batch", help="Engine: largest batch it accepts.")
+WorkspaceOpt = typer.Option(1024, "--workspace-mb", help="Engine: TensorRT workspace limit in MB.")

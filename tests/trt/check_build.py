@@ -9,6 +9,7 @@ import json
 
 import pytest
 from conftest import PLAN, TIMING
+
 from invspread_edge_runtime.errors import EngineError, ModelError
 from invspread_edge_runtime.files import sha256_bytes, sha256_file
 from invspread_edge_runtime.tensorrt import api as trt_api
