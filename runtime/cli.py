@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+from collections.abc import Callable
 
 import typer
 
@@ -22,8 +23,11 @@ FULL_TOOLKIT_VERBS = {
 }
 
 
-def create_app() -> typer.Typer:
-    """The runtime's verbs. Command modules import their heavy dependencies inside the command."""
+def create_app(register_first: Callable[[typer.Typer], None] | None = None) -> typer.Typer:
+    """The runtime's verbs, after those `register_first` adds (train/eval/export lead the help).
+
+    Command modules import their heavy dependencies inside the command.
+    """
     from .commands import bench, embed, engine, index, search
 
     app = typer.Typer(
@@ -34,6 +38,8 @@ def create_app() -> typer.Typer:
         pretty_exceptions_enable=False,
         rich_markup_mode="rich",
     )
+    if register_first is not None:
+        register_first(app)
     for module in (embed, index, search, bench, engine):
         module.register(app)
     return app
@@ -88,6 +94,4 @@ def run(app: typer.Typer, argv: list[str] | None = None) -> int:
 
 
 def main() -> None:
-    app = create_app()
-    add_full_toolkit_placeholders(app)
-    sys.exit(run(app))
+    sys.exit(run(create_app(add_full_toolkit_placeholders)))

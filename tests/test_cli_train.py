@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from invspread_edge.checkpoint import load_checkpoint
-from invspread_edge.commands import evaluate as eval_cmd
+from invspread_edge.cli import register_training_verbs
 from invspread_edge.commands import train as train_cmd
 from invspread_edge_runtime.cli import create_app, run
 
@@ -33,10 +33,7 @@ TINY = [
 
 
 def invedge(*argv: str) -> int:
-    app = create_app()
-    train_cmd.register(app)
-    eval_cmd.register(app)
-    return run(app, [str(a) for a in argv])
+    return run(create_app(register_training_verbs), [str(a) for a in argv])
 
 
 def test_train_then_eval(tmp_path, capsys):

@@ -14,12 +14,10 @@ from invspread_edge.model import create_model
 
 
 def invedge(*argv: str) -> int:
-    from invspread_edge.commands import export
+    from invspread_edge.cli import register_training_verbs
     from invspread_edge_runtime.cli import create_app, run
 
-    app = create_app()
-    export.register(app)
-    return run(app, [str(a) for a in argv])
+    return run(create_app(register_training_verbs), [str(a) for a in argv])
 
 
 def _one_line_error(capsys, *needles: str) -> None:

@@ -156,3 +156,18 @@ def test_runtime_only_cli_lists_its_verbs_and_explains_the_rest(capsys):
     code, _, err = invedge(capsys, "train", "--data", "fashion-mnist")
     assert code == 1
     one_line_error(err, "invspread-edge", "pip install")
+
+
+def test_full_toolkit_help_lists_training_verbs_first():
+    import re
+    import subprocess
+    import sys
+
+    code = "import sys; sys.argv = ['invedge', '--help']; from invspread_edge.cli import main; main()"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={"COLUMNS": "100"}, check=True
+    ).stdout
+    commands = out[out.index("Commands") :]
+    verbs = re.findall(r"^│ ([a-z][a-z-]+)\s{2,}", commands, flags=re.MULTILINE)
+    assert verbs[:3] == ["train", "eval", "export"], verbs
+    assert {"embed", "search", "bench", "build-engine"} <= set(verbs)
