@@ -3,6 +3,7 @@
     python benchmarks/train_throughput.py                          # width 32, batch 128, 20 steps
     python benchmarks/train_throughput.py --width 64 --steps 10    # the paper's width
     python benchmarks/train_throughput.py --width 8 --steps 3 --warmup 1 --loss-reps 5   # quick check
+    python benchmarks/train_throughput.py --width 16 --compile     # torch.compile'd, and eager for scale
 
 Part 1, images/s (one image = its two views), same network, optimizer and precision, same process:
 - loop: `train_one_epoch` on Fashion-MNIST: batch selection from the uint8 array, the batched
@@ -34,6 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", default="auto", help="auto, fp32, bf16 (fp16 on CUDA)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (invedge train --compile)")
     p.add_argument("--loss-reps", type=int, default=50)
     p.add_argument("--loss-batch", type=int, default=128, help="B of the loss benchmark (2B embeddings)")
     p.add_argument("--loss-dim", type=int, default=128)
@@ -56,6 +58,7 @@ def bench_loop(args: argparse.Namespace) -> dict:
         LoopState,
         StopFlag,
         TrainConfig,
+        compile_model,
         optimizer_step,
         train_one_epoch,
     )
@@ -74,6 +77,9 @@ def bench_loop(args: argparse.Namespace) -> dict:
     model = create_model(args.arch, width=args.width).to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    eager = model
+    if args.compile:
+        model = compile_model(model)
     loss_fn = InvariantSpreadLoss()
     opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9, weight_decay=5e-4)
     scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
@@ -90,12 +96,12 @@ def bench_loop(args: argparse.Namespace) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    def bare(steps: int) -> float:
+    def bare(steps: int, net: torch.nn.Module = model) -> float:
         sync()
         t0 = time.perf_counter()
         for _ in range(steps):
             with precision.autocast():
-                z = model(x_ready)
+                z = net(x_ready)
             loss = loss_fn(z[:b], z[b:])
             optimizer_step(loss, opt, scaler)
         loss.item()
@@ -133,6 +139,15 @@ def bench_loop(args: argparse.Namespace) -> dict:
     loop_rate = loop(0, args.warmup)  # measured: `steps` batches
     bare_after = bare(args.steps)
     bare_rate = (bare_before + bare_after) / 2
+    extra = {}
+    if args.compile:  # the eager step of the same weights, between two compiled ones
+        bare(args.warmup, eager)
+        eager_rate = bare(args.steps, eager)
+        compiled_again = bare(args.steps)
+        extra = {
+            "eager_bare_images_per_s": round(eager_rate, 2),
+            "compiled_over_eager": round((bare_after + compiled_again) / 2 / eager_rate, 3),
+        }
     return {
         "device": str(device),
         "precision": precision.name,
@@ -146,6 +161,8 @@ def bench_loop(args: argparse.Namespace) -> dict:
         "bare_images_per_s": round(bare_rate, 2),
         "loop_images_per_s": round(loop_rate, 2),
         "loop_over_bare": round(loop_rate / bare_rate, 3),
+        "compiled": args.compile,
+        **extra,
     }
 
 
@@ -205,7 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_loop:
         r = out["loop"] = bench_loop(args)
         print(
-            f"training loop, {r['arch']} width {r['width']}, batch {r['batch_size']}, {r['device']} "
+            f"training loop{' (compiled)' if r['compiled'] else ''}, {r['arch']} width {r['width']}, "
+            f"batch {r['batch_size']}, {r['device']} "
             f"{r['precision']}, {r['threads']} threads, {r['steps']} steps per phase"
         )
         print(
@@ -214,6 +232,9 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(f"  whole loop (data + augment): {r['loop_images_per_s']:8.1f} img/s")
         print(f"  loop / bare:                 {r['loop_over_bare']:8.3f}   (target >= 0.9)")
+        if r["compiled"]:
+            print(f"  eager bare step:             {r['eager_bare_images_per_s']:8.1f} img/s")
+            print(f"  compiled / eager bare:       {r['compiled_over_eager']:8.3f}")
     r = out["loss"] = bench_loss(args)
     print(f"loss forward+backward, 2B = {r['embeddings']}, d = {r['dim']} (median of {args.loss_reps})")
     print(f"  stable (log space):  {r['stable_ms']:8.3f} ms")

@@ -87,27 +87,25 @@ class InvariantSpreadLoss(nn.Module):
                 n, keys, offset = b, rows, 0
             if self.detach_keys:
                 keys = keys.detach()
-            pos_index, neg_index = self._layout(b, n, offset, z1.device)
-            return self._per_row(rows, keys, pos_index, neg_index).mean()
+            pos_index, excluded = self._layout(b, n, offset, z1.device)
+            return self._per_row(rows, keys, pos_index, excluded).mean()
 
     def _layout(self, b: int, n: int, offset: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Columns of each local row's positive (r,) and negatives (r, 2n − 2) among the 2n keys; cached."""
+        """Each local row's positive column (r,) and the (r, 2n) mask of its non-negatives; cached."""
         key = (b, n, offset, str(device))
         if key not in self._cache:
             local = torch.arange(b, device=device) + offset
             row_index = torch.cat([local, local + n])  # where each row itself sits among the keys
             pos_index = torch.cat([local + n, local])  # its other view
             self._cache.clear()  # one batch layout at a time (the last batch of an epoch may differ)
-            self._cache[key] = (pos_index, negative_columns(row_index, pos_index, 2 * n))
+            self._cache[key] = (pos_index, non_negatives(row_index, pos_index, 2 * n))
         return self._cache[key]
 
     def _per_row(
-        self, rows: torch.Tensor, keys: torch.Tensor, pos_index: torch.Tensor, neg_index: torch.Tensor
+        self, rows: torch.Tensor, keys: torch.Tensor, pos_index: torch.Tensor, excluded: torch.Tensor
     ) -> torch.Tensor:
         """(r, d) queries against (k, d) keys → (r,) loss terms −[log P_i + m Σ log(1 − P_ij)]."""
-        return _InvariantSpread.apply(
-            rows, keys, pos_index, neg_index, self.temperature, self.negative_weight
-        )
+        return _InvariantSpread.apply(rows, keys, pos_index, excluded, self.temperature, self.negative_weight)
 
 
 class _InvariantSpread(torch.autograd.Function):
@@ -117,43 +115,44 @@ class _InvariantSpread(torch.autograd.Function):
     With P_j = e^{s_j}/D over the negatives N, P_p for the positive and Q = Σ_N P_j / (1 − P_j):
         ∂ℓ/∂s_p = −1 + P_p (1 − mQ),   ∂ℓ/∂s_j = m P_j (1 − mQ) + m P_j / (1 − P_j)   (j ∈ N),
     and s = rows · keysᵀ / T carries it to the rows (and the keys, when they are not detached).
+    Every pass runs over the whole (r, k) matrix: self and positive are masked to s = −∞, so their
+    P_j, odds and gradient are exactly 0 and no gather or scatter of the negatives is needed.
     1 − P_j of the top negative comes from its log-space complement, never from 1 − P_j itself.
     """
 
     @staticmethod
-    def forward(ctx, rows, keys, pos_index, neg_index, temperature, m):  # type: ignore[override]
+    def forward(ctx, rows, keys, pos_index, excluded, temperature, m):  # type: ignore[override]
         inv_t = 1.0 / temperature
-        ctx.inv_t, ctx.m, ctx.k = inv_t, m, keys.shape[0]
+        ctx.inv_t, ctx.m = inv_t, m
         s = (rows @ keys.T).mul_(inv_t)  # (r, k)
         s_pos = s.gather(1, pos_index[:, None]).squeeze(1)  # (r,)
-        if neg_index.shape[1] == 0:  # B = 1 on one process: the positive is certain
+        if keys.shape[0] <= 2:  # B = 1 on one process: no negatives, the positive is certain
             ctx.save_for_backward(rows, keys)
             return torch.zeros_like(s_pos)
-        s_neg = s.gather(1, neg_index)  # (r, k − 2)
-        top_val, top = s_neg.max(dim=1, keepdim=True)  # the most similar negative
+        s.masked_fill_(excluded, -math.inf)  # the negatives only
+        top_val = s.amax(dim=1, keepdim=True)  # the most similar negative
         top_v = top_val.squeeze(1)
-        e = s_neg.sub_(top_val).exp_()  # e^{s_j − top} in (0, 1]
-        e.scatter_(1, top, 0.0)  # the others only, so that no sum below has to subtract the top
-        rest = e.sum(dim=1)  # Σ_{N∖top} e^{s_j − top}
+        e = s.sub_(top_val).exp_()  # e^{s_j − top} in (0, 1]; 0 off the negatives
+        # the top (and any negative tied with it: the same P_j and 1 − P_j) is taken out of the sums,
+        # so that no sum below has to subtract it; its c copies are counted back in
+        tops = e.floor()  # 1 where e^{s_j − top} = 1, else 0
+        c = tops.sum(dim=1)
+        rest = e.sub_(tops).sum(dim=1).add_(c - 1)  # Σ_{N∖top} e^{s_j − top}
         log_neg = top_v + torch.log1p(rest)
         if m != 1:
             log_neg = log_neg + math.log(m)
         log_d = torch.logaddexp(s_pos, log_neg)  # (r,) log D_i
         log_p_top = top_v - log_d
         log_p_pos = s_pos - log_d
-        p_neg = e.mul_(torch.exp(log_p_top)[:, None])  # P_j of the others (0 at the top)
+        p_top = torch.exp(log_p_top)
+        p_others = e.mul_(p_top[:, None])  # P_j of the negatives but the top (0 there)
         # log(1 − P_j): log1p for the others (P_j ≤ 1/2 there); for the top, log(D − e^{top}) − log D
         # from the other terms of D, without cancellation even when P_top rounds to 1
-        log_one_minus = p_neg.neg().log1p_()
-        parts = [log_p_pos, log_p_top + torch.log(rest * m)]
+        log_comp_top = torch.logaddexp(log_p_pos, log_p_top + torch.log(rest * m))
         if m > 1:  # D − e^{top} keeps (m − 1)·e^{top}
-            parts.append(log_p_top + math.log(m - 1))
-        log_comp_top = torch.logsumexp(torch.stack(parts, dim=1), dim=1)
-        neg_sum = log_one_minus.sum(dim=1) + log_comp_top  # the top's log1p(0) = 0 is replaced
-        p_neg.scatter_(1, top, torch.exp(log_p_top)[:, None])  # every P_j, for the gradient
-        ctx.save_for_backward(
-            rows, keys, pos_index, neg_index, top, log_p_pos, log_p_top, log_comp_top, p_neg
-        )
+            log_comp_top = torch.logaddexp(log_comp_top, log_p_top + math.log(m - 1))
+        neg_sum = p_others.neg().log1p_().sum(dim=1) + c * log_comp_top
+        ctx.save_for_backward(rows, keys, pos_index, tops, c, log_p_pos, log_p_top, log_comp_top, p_others)
         return -(log_p_pos + m * neg_sum)
 
     @staticmethod
@@ -163,31 +162,26 @@ class _InvariantSpread(torch.autograd.Function):
             g_rows = torch.zeros_like(rows) if ctx.needs_input_grad[0] else None
             g_keys = torch.zeros_like(keys) if ctx.needs_input_grad[1] else None
             return g_rows, g_keys, None, None, None, None
-        rows, keys, pos_index, neg_index, top, log_p_pos, log_p_top, log_comp_top, p_neg = ctx.saved_tensors
+        rows, keys, pos_index, tops, c, log_p_pos, log_p_top, log_comp_top, p_others = ctx.saved_tensors
         m = ctx.m
-        odds = torch.div(
-            p_neg, p_neg.neg().add_(1)
-        )  # P_j / (1 − P_j); the top's, maybe inf, is replaced next
-        odds.scatter_(1, top, torch.exp(log_p_top - log_comp_top)[:, None])
-        q = odds.sum(dim=1)  # (r,)
-        one_minus_mq = 1 - m * q
+        odds = torch.div(p_others, p_others.neg().add_(1))  # P_j / (1 − P_j) of the others
+        odds_top = torch.exp(log_p_top - log_comp_top)  # the top's, from its log complement
+        p_top = torch.exp(log_p_top)
+        one_minus_mq = 1 - m * (odds.sum(dim=1) + c * odds_top)  # (r,)
         scale = grad_out * ctx.inv_t  # dJ/ds = dJ/d(rows · keysᵀ) / T
-        g_neg = torch.addcmul(odds, p_neg, one_minus_mq[:, None]).mul_((scale * m)[:, None])
+        g = odds.addcmul_(p_others, one_minus_mq[:, None])
+        g.addcmul_(tops, (odds_top + p_top * one_minus_mq)[:, None]).mul_((scale * m)[:, None])
         g_pos = (torch.exp(log_p_pos) * one_minus_mq - 1) * scale
-        g = torch.zeros(rows.shape[0], ctx.k, dtype=rows.dtype, device=rows.device)
-        g.scatter_(1, neg_index, g_neg)
-        g.scatter_(1, pos_index[:, None], g_pos[:, None])
+        g.scatter_(1, pos_index[:, None], g_pos[:, None])  # 0 off the negatives until here
         g_rows = g @ keys if ctx.needs_input_grad[0] else None
         g_keys = g.T @ rows if ctx.needs_input_grad[1] else None
         return g_rows, g_keys, None, None, None, None
 
 
-def negative_columns(row_index: torch.Tensor, pos_index: torch.Tensor, k: int) -> torch.Tensor:
-    """(r, k − 2): for each row, the key columns that are neither itself nor its positive, in order."""
-    r = row_index.shape[0]
-    cols = torch.arange(k, device=row_index.device).expand(r, k)
-    keep = (cols != row_index[:, None]) & (cols != pos_index[:, None])
-    return cols[keep].view(r, k - 2)
+def non_negatives(row_index: torch.Tensor, pos_index: torch.Tensor, k: int) -> torch.Tensor:
+    """(r, k) bool: True at each row's own column and its positive's, the columns that are no negative."""
+    cols = torch.arange(k, device=row_index.device)
+    return (cols == row_index[:, None]) | (cols == pos_index[:, None])
 
 
 def naive_invariant_spread_loss(

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from invspread_edge.loss import InvariantSpreadLoss, naive_invariant_spread_loss, negative_columns
+from invspread_edge.loss import InvariantSpreadLoss, naive_invariant_spread_loss, non_negatives
 
 
 def literal_loss(z1, z2, temperature=0.1, m=1.0, detach_keys=True):
@@ -77,11 +77,28 @@ def test_gradcheck_rows_with_keys_held_fixed(m):
     pos = torch.cat([index[4:], index[:4]])
     rows = (keys * 0.95).clone().requires_grad_()
     assert torch.autograd.gradcheck(
-        lambda r: loss_fn._per_row(r, keys, pos, negative_columns(index, pos, 8)).mean(),
+        lambda r: loss_fn._per_row(r, keys, pos, non_negatives(index, pos, 8)).mean(),
         (rows,),
         eps=1e-6,
         atol=1e-5,
     )
+
+
+@pytest.mark.parametrize("m", [1.0, 2.0])
+def test_tied_top_negatives(m):
+    """Duplicate images make the most similar negatives exact ties: value and gradient still match."""
+    z1, z2 = unit(5, 8, seed=7), unit(5, 8, seed=8)
+    z1[3], z1[4], z2[3], z2[4] = z1[1], z1[1], z2[1], z2[1]  # images 3 and 4 are image 1
+    s = torch.cat([z1, z2]) @ torch.cat([z1, z2]).T
+    assert s[1, 3] == s[1, 4] == s[1].max()  # row 1's two most similar negatives tie exactly
+    a1, a2 = z1.clone().requires_grad_(), z2.clone().requires_grad_()
+    got = InvariantSpreadLoss(0.1, m, detach_keys=False)(a1, a2)
+    got.backward()
+    b1, b2 = z1.clone().requires_grad_(), z2.clone().requires_grad_()
+    want = literal_loss(b1, b2, 0.1, m, detach_keys=False)
+    want.backward()
+    assert torch.allclose(got, want, rtol=1e-10)
+    assert torch.allclose(torch.cat([a1.grad, a2.grad]), torch.cat([b1.grad, b2.grad]), rtol=1e-8, atol=1e-10)
 
 
 def test_naive_reference_matches_literal():

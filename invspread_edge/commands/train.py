@@ -72,6 +72,9 @@ def register(app: typer.Typer) -> None:
             None, "--save-every-steps", help="Also checkpoint every N steps."
         ),
         sync_bn: bool = typer.Option(None, "--sync-bn", help="SyncBatchNorm across processes (torchrun)."),
+        compile: bool = typer.Option(
+            None, "--compile", help="torch.compile the model: faster steps after a minute of compiling."
+        ),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
@@ -101,6 +104,7 @@ def register(app: typer.Typer) -> None:
                 eval_queries=eval_queries,
                 save_every_steps=save_every_steps,
                 sync_bn=sync_bn,
+                compile=compile,
             ).items()
             if v is not None
         }
