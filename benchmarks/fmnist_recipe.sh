@@ -25,13 +25,16 @@ RUN=${RUN:-runs/fmnist30}
 WIDTH=${WIDTH:-16}
 EPOCHS=${EPOCHS:-16}
 EVAL_EVERY=${EVAL_EVERY:-2}
+SCHEDULE=${SCHEDULE:-step}
+BATCH=${BATCH:-128}
+LR=${LR:-0.03}
 BIN=${BIN:-.venv/bin}
 LIMIT=${LIMIT:-}            # train on fewer images (a quick check of this script)
 EVAL_LIMIT=${EVAL_LIMIT:-}  # evaluate on fewer images (idem)
 
 start=$(date +%s)
 "$BIN/invedge" train --data fashion-mnist --width "$WIDTH" --epochs "$EPOCHS" --out "$RUN" --overwrite \
-    --eval-every "$EVAL_EVERY" --eval-memory 0 --eval-queries 0 --seed 0 ${LIMIT:+--limit "$LIMIT"}
+    --schedule "$SCHEDULE" --batch-size "$BATCH" --lr "$LR" --eval-every "$EVAL_EVERY" --eval-memory 0 --eval-queries 0 --seed 0 ${LIMIT:+--limit "$LIMIT"}
 trained=$(date +%s)
 echo "training wall time: $(( (trained - start) / 60 )) min $(( (trained - start) % 60 )) s"
 
