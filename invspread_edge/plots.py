@@ -7,8 +7,16 @@ from typing import Any
 
 from invspread_edge_runtime.files import atomic_path
 
+REFERENCE_COLORS = ("tab:green", "tab:purple", "tab:brown", "tab:gray", "tab:olive")  # not the curves'
 
-def plot_curves(metrics: list[dict[str, Any]], path: str | os.PathLike[str], title: str = "") -> None:
+
+def plot_curves(
+    metrics: list[dict[str, Any]],
+    path: str | os.PathLike[str],
+    title: str = "",
+    references: dict[str, float] | None = None,
+) -> None:
+    """references: named accuracies (0–1), e.g. baselines, drawn as dashed lines on the kNN axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,6 +34,18 @@ def plot_curves(metrics: list[dict[str, Any]], path: str | os.PathLike[str], tit
         ax_acc = ax_loss.twinx()
         ax_acc.plot(*zip(*knn, strict=True), "s-", color="tab:red", label="kNN accuracy")
         ax_acc.set_ylabel("kNN accuracy (%)", color="tab:red")
+        for i, (name, value) in enumerate((references or {}).items()):
+            color = REFERENCE_COLORS[i % len(REFERENCE_COLORS)]
+            ax_acc.axhline(100 * value, color=color, linestyle="--", linewidth=1)
+            ax_acc.annotate(
+                f"{name} {100 * value:.2f} %",
+                (0.3, 100 * value),
+                xycoords=("axes fraction", "data"),
+                va="bottom",
+                color=color,
+                fontsize=8,
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 1},
+            )
     if title:
         ax_loss.set_title(title)
     ax_loss.grid(alpha=0.3)
