@@ -58,7 +58,7 @@ def bench_loop(args: argparse.Namespace) -> dict:
         LoopState,
         StopFlag,
         TrainConfig,
-        compile_model,
+        check_compiler,
         optimizer_step,
         train_one_epoch,
     )
@@ -79,7 +79,8 @@ def bench_loop(args: argparse.Namespace) -> dict:
         model.to(memory_format=torch.channels_last)
     eager = model
     if args.compile:
-        model = compile_model(model)
+        check_compiler(device)
+        model = torch.compile(model)
     loss_fn = InvariantSpreadLoss()
     opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9, weight_decay=5e-4)
     scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None

@@ -344,6 +344,8 @@ def train(
     check_config(cfg)
 
     device = resolve_device(cfg.device)
+    if cfg.compile:
+        check_compiler(device)
     env = dist_utils.init_distributed(device.type)
     if device.type == "cuda" and env.enabled:
         device = torch.device("cuda", env.local_rank)
@@ -395,7 +397,8 @@ def train(
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    train_model = compile_model(model) if cfg.compile else model  # eval and checkpoints use model
+    # the compiled module shares model's parameters; eval and checkpoints use model itself
+    train_model = torch.compile(model) if cfg.compile else model
     loss_fn = InvariantSpreadLoss(cfg.temperature, cfg.negative_weight, cfg.detach_keys)
     optimizer = torch.optim.SGD(
         model_without_ddp.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
@@ -560,19 +563,15 @@ def check_config(cfg: TrainConfig) -> None:
         raise InvedgeError(f"Invalid architecture {cfg.arch!r}. Only {', '.join(ARCHS)} are supported.")
 
 
-def compile_model(model: nn.Module) -> nn.Module:
-    """torch.compile the training model; it shares its parameters with `model`.
-
-    Inductor writes C++ kernels for the CPU (Triton ones on CUDA), so a CPU run checks for the
-    compiler first: a clear error now instead of a compiler traceback after the data has loaded.
-    """
+def check_compiler(device: torch.device) -> None:
+    """torch.compile's CPU kernels are C++ (Triton on CUDA): without a compiler, say so before any
+    data is loaded instead of failing with a compiler traceback at the first step."""
     cxx = os.environ.get("CXX", "g++")
-    if not torch.cuda.is_available() and not (shutil.which(cxx) or shutil.which("clang++")):
+    if device.type != "cuda" and not (shutil.which(cxx) or shutil.which("clang++")):
         raise InvedgeError(
             f"--compile needs a C++ compiler on the CPU ({cxx} not found)",
             "Install g++ (apt install g++) or drop --compile",
         )
-    return torch.compile(model)
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
