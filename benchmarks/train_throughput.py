@@ -36,6 +36,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (invedge train --compile)")
+    p.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="torch.compile backend (inductor: what invedge train uses; eager: tracing only, a quick check)",
+    )
+    p.add_argument(
+        "--cpu-fp16",
+        action="store_true",
+        help="allow fp16 autocast + grad scaler on a CPU (a toy-size check of the CUDA fp16 path only)",
+    )
     p.add_argument("--loss-reps", type=int, default=50)
     p.add_argument("--loss-batch", type=int, default=128, help="B of the loss benchmark (2B embeddings)")
     p.add_argument("--loss-dim", type=int, default=128)
@@ -52,7 +62,7 @@ def bench_loop(args: argparse.Namespace) -> dict:
     from invspread_edge.data import UInt8Source, load_split, mean_std
     from invspread_edge.loss import InvariantSpreadLoss
     from invspread_edge.model import create_model
-    from invspread_edge.precision import prefers_channels_last, resolve_device, resolve_precision
+    from invspread_edge.precision import Precision, prefers_channels_last, resolve_device, resolve_precision
     from invspread_edge.train import (
         EpochStats,
         LoopState,
@@ -64,7 +74,10 @@ def bench_loop(args: argparse.Namespace) -> dict:
     )
 
     device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, device)
+    if args.precision == "fp16" and device.type == "cpu" and args.cpu_fp16:
+        precision = Precision("fp16", "cpu")  # gpu_check --dry-run: the scaler path, at toy size
+    else:
+        precision = resolve_precision(args.precision, device)
     channels_last = prefers_channels_last(precision)
     b = args.batch_size
     n_images = b * (args.warmup + args.steps)
@@ -79,8 +92,9 @@ def bench_loop(args: argparse.Namespace) -> dict:
         model.to(memory_format=torch.channels_last)
     eager = model
     if args.compile:
-        check_compiler(device)
-        model = torch.compile(model)
+        if args.compile_backend == "inductor":
+            check_compiler(device)
+        model = torch.compile(model, backend=args.compile_backend)
     loss_fn = InvariantSpreadLoss()
     opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9, weight_decay=5e-4)
     scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
@@ -134,6 +148,8 @@ def bench_loop(args: argparse.Namespace) -> dict:
         sync()
         return stats.images / (time.perf_counter() - t0)
 
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     bare(args.warmup)
     loop(1, steps_per_epoch - args.warmup)  # warm-up: the last batches of another epoch
     bare_before = bare(args.steps)
@@ -163,6 +179,13 @@ def bench_loop(args: argparse.Namespace) -> dict:
         "loop_images_per_s": round(loop_rate, 2),
         "loop_over_bare": round(loop_rate / bare_rate, 3),
         "compiled": args.compile,
+        "compile_backend": args.compile_backend if args.compile else None,
+        "channels_last": channels_last,
+        "grad_scaler": scaler is not None,
+        "augment_device": str(x_ready.device),  # the two-view augmentation ran here
+        "peak_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+        if device.type == "cuda"
+        else None,
         **extra,
     }
 

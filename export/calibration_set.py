@@ -4,8 +4,9 @@ A manifest names each image by its index in a data set and the sha256 of its pix
 calibrate on identical pixels (and a changed data set is caught, not silently used). The default
 set for Fashion-MNIST ships in `calibration/`; `make_manifest` draws one from any labelled set.
 
-Pixel hash: sha256 of the image's RGB pixels at native size, as height × width × 3 uint8 bytes
-(`np.asarray(pil_image.convert("RGB")).tobytes()`), independent of file format and of this code.
+Pixel hash: sha256 of the image's RGB pixels at native size, as height × width × 3 uint8 bytes,
+decoded by the toolkit's one decoder (`preprocess.load_image`: EXIF orientation applied, 16-bit
+scaled, transparency on white), so the hash is of what the model sees, whatever the file format.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def pixel_sha256(images: ImageSet, index: int) -> str:
     if images.images is not None:
         pixels = np.ascontiguousarray(images.images[index].transpose(1, 2, 0))
     else:
-        pixels = np.asarray(images.pil(index).convert("RGB"), dtype=np.uint8)
+        pixels = np.asarray(images.pil(index), dtype=np.uint8)  # ImageSet.pil: load_image, RGB
     return hashlib.sha256(pixels.tobytes()).hexdigest()
 
 

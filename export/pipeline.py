@@ -4,36 +4,49 @@
     report = export_model(model, meta, ExportOptions(out_dir=run / "export", int8=True), data="fashion-mnist")
 
 Each artifact is written to a temporary file beside its target, verified there (parity, accuracy,
-zero-points) and only then renamed into place: a failed check leaves no file behind.
+zero-points) and only then renamed into place: a failed check leaves no file behind. The whole
+export is staged in a hidden folder inside the output folder, under its lock, and moved into place
+only when every artifact passed; the files of another checkpoint are removed after that, and
+report.json, written last, names the set that belongs together (see `export_model`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from invspread_edge_runtime import verify
 from invspread_edge_runtime.datasets import open_dataset
 from invspread_edge_runtime.errors import DataError, InvedgeError
-from invspread_edge_runtime.files import atomic_path, atomic_write_json, sha256_file
-from invspread_edge_runtime.metadata import ModelMeta
+from invspread_edge_runtime.files import (
+    atomic_path,
+    atomic_write_json,
+    remove_leftovers,
+    sha256_file,
+)
+from invspread_edge_runtime.locks import exclusive_lock
+from invspread_edge_runtime.metadata import ModelMeta, read_model_meta
 
 from . import accuracy_check, calibrate, calibration_set, quantize
 from .images import model_inputs, spread_indices
 from .onnx_export import DEFAULT_OPSET, check_model, load_model, set_metadata, to_onnx_proto
 from .parity import DEFAULT_BATCH_SIZES, check_parity, require_parity, torch_embeddings
-from .report import Artifact, ExportReport
+from .report import REPORT_NAME, Artifact, ExportReport
 
 if TYPE_CHECKING:
     from torch import nn
 
 CACHE_DIR = ".cache"
+STAGE_PREFIX = ".export-new-"  # the staging folder inside the export folder (see export_model)
 CALIBRATION_RECORD = "calibration.json"
 
 
@@ -55,6 +68,8 @@ class ExportOptions:
     accuracy_bound: float = accuracy_check.DEFAULT_BOUND
     allow_accuracy_drop: float | None = None
     min_mean_cosine: float = accuracy_check.DEFAULT_MIN_MEAN_COSINE
+    overwrite: bool = False  # replace an export of another checkpoint in out_dir
+    cache_dir: Path | None = None  # calibration ranges cache (default: out_dir/.cache)
 
 
 Log = Callable[[str], None]
@@ -73,10 +88,61 @@ def export_model(
 
     `data`: where parity and held-out accuracy images come from (the run's data set, or a folder).
     Raises ModelError (parity), AccuracyError (accuracy past the bound), DataError (images).
+
+    The folder is held under an exclusive lock (`export_lock`) for the whole export. Everything is
+    written into a staging folder inside it and moved into place only once every check passed; then
+    the files of an earlier export that do not belong to this checkpoint are removed, and
+    `report.json` is written last. A failed export leaves the folder as it was. A folder holding an
+    export of another checkpoint is refused unless `options.overwrite`.
     """
-    started = time.perf_counter()
     out = Path(options.out_dir)
     calib = calibration_images(options, data) if options.int8 else None  # bad --calib fails before any work
+    _check_writable(out)
+    with export_lock(out):
+        previous = previous_export(out)
+        others = {sha: names for sha, names in previous.items() if sha != meta.checkpoint_sha256}
+        if others and not options.overwrite:
+            listed = "; ".join(f"checkpoint {sha[:12]}…: {', '.join(names)}" for sha, names in others.items())
+            raise InvedgeError(
+                f"{out} holds an export of another checkpoint ({listed})",
+                "Pass --overwrite to replace it (the old files go only once the new export has passed "
+                "its checks), or choose another --out",
+            )
+        if previous:
+            log(f"replacing the earlier export in {out} once the new one has passed its checks")
+        _clear_leftovers(out)
+        stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out))
+        try:
+            staged = replace(options, out_dir=stage, cache_dir=options.cache_dir or out / CACHE_DIR)
+            report = _export_staged(
+                model, meta, staged, data=data, checkpoint=checkpoint, log=log, calib_set=calib
+            )
+            _move_into(stage, out, skip={REPORT_NAME})
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        report.out_dir = out
+        for artifact in report.artifacts:
+            artifact.path = out / artifact.path.name
+        for removed in remove_stale(out, meta.checkpoint_sha256, report):
+            log(f"removed {removed}")  # "NAME: why"
+        report.write()  # last: it names the set of files that belong together
+    return report
+
+
+def _export_staged(
+    model: nn.Module,
+    meta: ModelMeta,
+    options: ExportOptions,
+    *,
+    data: str,
+    checkpoint: dict[str, Any] | None = None,
+    log: Log = lambda message: None,
+    calib_set: calibration_set.CalibrationSet | None = None,
+) -> ExportReport:
+    """The export itself, into `options.out_dir` (the staging folder of `export_model`)."""
+    started = time.perf_counter()
+    out = Path(options.out_dir)
+    calib = (calib_set or calibration_images(options, data)) if options.int8 else None
     _check_writable(out)
     report = ExportReport(out_dir=out, checkpoint=checkpoint or {}, meta=meta.to_props())
 
@@ -85,6 +151,14 @@ def export_model(
 
     fp32 = _export_fp32(model, meta, options, parity_inputs, reference, log)
     report.artifacts.append(fp32)
+    probe_source = (
+        calib
+        if calib is not None
+        else calibration_images(replace(options, calib_count=verify.DEFAULT_COUNT), data)
+    )
+    # fixed images + their FP32 embeddings, for `invedge verify` and the engine builds (issue 12)
+    probes = probe_source.images, probe_source.ids
+    verify.write_probe_set(out, fp32.path, *probes, min_mean_cosine=options.min_mean_cosine, log=log)
 
     if options.int8 or options.fp16:
         log(f"embedding held-out images from {data} with the FP32 model (accuracy reference)")
@@ -103,6 +177,7 @@ def export_model(
                 f"{artifact.precision}: {artifact.accuracy.drop_points:.2f}-point {artifact.accuracy.metric} drop, "
                 f"above the {artifact.accuracy.bound_points:g}-point bound (allowed by --allow-accuracy-drop)"
             )
+    report.warnings.extend(verify.check_exported(out, [a.path for a in report.artifacts], log))
     report.seconds = time.perf_counter() - started
     report.write()
     return report
@@ -148,7 +223,8 @@ def _export_int8(
     log: Log,
 ) -> dict[str, Any]:
     key = calibrate.cache_key(sha256_file(fp32_path), calib, options.calib_method, options.calib_percentile)
-    cache_file = calibrate.cache_path(options.out_dir / CACHE_DIR, key, options.calib_method)
+    cache_root = options.cache_dir or options.out_dir / CACHE_DIR
+    cache_file = calibrate.cache_path(cache_root, key, options.calib_method)
     cache_hit = cache_file.is_file()
     reader = calibrate.CalibrationReader(calib, meta)
     log(
@@ -191,7 +267,7 @@ def _export_int8(
         "method": options.calib_method,
         **({"percentile": options.calib_percentile} if options.calib_method == "percentile" else {}),
         "images_file": CALIBRATION_RECORD,
-        "cache_file": str(cache_file.relative_to(options.out_dir)),
+        "cache_file": str(cache_file.relative_to(cache_root.parent)),
         "cache": "hit" if cache_hit else "miss",
         "batches_read": reader.batches_read,
     }
@@ -325,3 +401,126 @@ def _check_writable(out: Path) -> None:
         ) from exc
     if not os.access(out, os.W_OK):
         raise InvedgeError(f"cannot write to {out}", "Choose a writable --out folder")
+
+
+# --- the export folder: one lock, one checkpoint, no leftovers ------------------------------------
+
+_HELD: set[Path] = set()  # export folders whose lock this process holds (export_lock is re-entrant)
+
+
+@contextlib.contextmanager
+def export_lock(out: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the export folder's exclusive lock (runtime/locks.py) for the block.
+
+    Re-entrant within this process: `invedge export` holds it across `export_model` and the engine
+    builds that follow, so no other writer gets in between. A second process waits, or gets
+    LockedError naming the holder.
+    """
+    key = Path(out).absolute()
+    if key in _HELD:
+        yield
+        return
+    with exclusive_lock(key, "export folder"):
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
+
+
+def previous_export(out: str | os.PathLike[str]) -> dict[str, list[str]]:
+    """checkpoint sha256 → names of the readable artifacts of ours already in `out`."""
+    found: dict[str, list[str]] = {}
+    for onnx in sorted(Path(out).glob("*.onnx")):
+        try:
+            meta = read_model_meta(onnx)
+        except InvedgeError:
+            continue  # not ours, or damaged: remove_stale deals with damaged artifacts of ours
+        found.setdefault(meta.checkpoint_sha256, []).append(onnx.name)
+    return found
+
+
+def _clear_leftovers(out: Path) -> None:
+    """What killed exports left (their staging folders, atomic writes' temporary files): ours, and
+    removed under the folder's lock, so that no leftover ever blocks or confuses a rerun."""
+    for entry in out.glob(f"{STAGE_PREFIX}*"):
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+    for entry in out.glob(".write-test-*"):
+        with contextlib.suppress(OSError):
+            entry.unlink()
+    remove_leftovers(out, [*quantize.FILENAMES.values(), REPORT_NAME, CALIBRATION_RECORD])
+
+
+def _move_into(stage: Path, out: Path, skip: set[str]) -> None:
+    """Move every staged file and folder into `out`, replacing what is there (a folder is moved
+    aside first and removed after). Hidden entries (caches, temporary files) stay behind."""
+    try:
+        for entry in sorted(stage.iterdir()):
+            if entry.name in skip or entry.name.startswith("."):
+                continue
+            target = out / entry.name
+            if entry.is_dir() and target.is_dir():
+                aside = Path(tempfile.mkdtemp(prefix=f".{entry.name}-old-", dir=out))
+                os.replace(target, aside / entry.name)
+                os.replace(entry, target)
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                os.replace(entry, target)
+    except OSError as exc:
+        from invspread_edge_runtime.files import os_error
+
+        raise os_error(exc, out) from exc
+
+
+def remove_stale(out: str | os.PathLike[str], checkpoint_sha256: str, report: ExportReport) -> list[str]:
+    """Remove from `out` what does not belong with this export; returns "NAME: why" per file.
+
+    - models of ours (our metadata) exported from another checkpoint;
+    - a file with an artifact's name (model.onnx, ...) that cannot be read as one;
+    - engines whose sidecar names another checkpoint, or an ONNX file this export replaced;
+    - calibration.json, when no INT8 artifact is left for it to describe.
+    Files that are not ours are left alone.
+    """
+    from invspread_edge_runtime.tensorrt.cache import read_sidecar, sidecar_path
+
+    out = Path(out)
+    new = {a.path.name: a.sha256 for a in report.artifacts}
+    removed: list[str] = []
+
+    def remove(path: Path, why: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(f"{path.name}: {why}")
+
+    for onnx in sorted(out.glob("*.onnx")):
+        if onnx.name in new:
+            continue
+        try:
+            meta = read_model_meta(onnx)
+        except InvedgeError:
+            if onnx.name in quantize.FILENAMES.values():
+                remove(onnx, "damaged, and not part of this export")
+            continue
+        if meta.checkpoint_sha256 != checkpoint_sha256:
+            remove(onnx, f"exported from another checkpoint ({meta.checkpoint_sha256[:12]}…)")
+    for engine in sorted(out.glob("*.engine")):
+        try:
+            info = read_sidecar(engine)
+        except InvedgeError:
+            continue  # a damaged sidecar: the engine is refused when used, with its own message
+        if info is None:
+            continue
+        built_from = Path(info.onnx_path).name
+        if info.checkpoint_sha256 and info.checkpoint_sha256 != checkpoint_sha256:
+            why = "built from a model of another checkpoint"
+        elif built_from in new and info.key.onnx_sha256 != new[built_from]:
+            why = f"built from the {built_from} this export replaced"
+        else:
+            continue
+        remove(engine, why)
+        sidecar_path(engine).unlink(missing_ok=True)
+    record = out / CALIBRATION_RECORD
+    if report.calibration is None and record.exists() and not list(out.glob("model.int8*.onnx")):
+        remove(record, "it described INT8 models that are gone")
+    return removed

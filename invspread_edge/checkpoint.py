@@ -11,6 +11,7 @@ Layout of `checkpoint.safetensors` (no pickle anywhere):
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from invspread_edge_runtime.errors import CheckpointError
-from invspread_edge_runtime.files import atomic_path, sha256_file
+from invspread_edge_runtime.files import atomic_path, pause_for_test, sha256_file
 
 FORMAT = "invspread-edge/checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -66,7 +67,7 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None,
 ) -> None:
     """Write atomically: a kill at any moment leaves the previous checkpoint intact."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     state: dict[str, Any] = {"config": config, "epoch": epoch, "step": step, "extra": extra or {}}
@@ -83,8 +84,17 @@ def save_checkpoint(
     for name, value in (rng or {}).items():
         tensors[f"rng.{name}"] = value.detach().cpu().contiguous()
     metadata = {"format": FORMAT, "state": json.dumps(state)}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    # Serialised in memory, written by Python's own I/O: a full disk or a read-only folder raises
+    # OSError with its errno (atomic_path turns it into one line and keeps the previous file), where
+    # safetensors' own writer raises its SafetensorError with the OS error inside its message.
+    data = save(tensors, metadata=metadata)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        half = len(data) // 2
+        fh.write(data[:half])
+        if os.environ.get("INVEDGE_TEST_PAUSE_AT") == "checkpoint-save" and Path(path).exists():
+            fh.flush()  # test hook, the worst moment: half the new file written, the previous one in place
+            pause_for_test("checkpoint-save")
+        fh.write(data[half:])
 
 
 def load_checkpoint(run_or_file: str | os.PathLike[str]) -> Checkpoint:
@@ -92,12 +102,15 @@ def load_checkpoint(run_or_file: str | os.PathLike[str]) -> Checkpoint:
     from safetensors import safe_open
 
     path = checkpoint_path(run_or_file)
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f"cannot read {path}: permission denied", "Make it readable (chmod u+r)")
     try:
         with safe_open(str(path), framework="pt") as fh:
             metadata = fh.metadata() or {}
             if metadata.get("format") != FORMAT:
                 raise CheckpointError(
-                    f"{path} is not an invspread-edge checkpoint (format {metadata.get('format')!r})"
+                    f"{path} is not an invspread-edge checkpoint (format {metadata.get('format')!r})",
+                    "Pass a run folder written by 'invedge train'",
                 )
             tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118
         state = json.loads(metadata["state"])
@@ -109,27 +122,99 @@ def load_checkpoint(run_or_file: str | os.PathLike[str]) -> Checkpoint:
             "Use an intact checkpoint; training rewrites it atomically each epoch",
         ) from exc
 
+    return _checkpoint_from(path, state, tensors)
+
+
+def _checkpoint_from(path: Path, state: Any, tensors: dict[str, torch.Tensor]) -> Checkpoint:
+    """Validate the whole stored state: a file with our format tag but a missing or mistyped field
+    raises CheckpointError naming the field, never a KeyError or TypeError later."""
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(
+            f"{path} carries our format tag but its {what}",
+            "Use an intact checkpoint written by 'invedge train'",
+        )
+
+    if not isinstance(state, dict):
+        raise bad("state is not a JSON object")
+    config = state.get("config")
+    if not isinstance(config, dict):
+        raise bad("config is missing or not an object")
+    check_model_config(config, bad)
+    for name in ("epoch", "step"):
+        if not _is_int(state.get(name)) or state[name] < 0:
+            raise bad(f"{name!r} is missing or not a whole number >= 0")
+    extra = state.get("extra", {})
+    if not isinstance(extra, dict):
+        raise bad("'extra' is not an object")
+    model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    if not model_state:
+        raise bad("weights are missing (no 'model.' tensors)")
+
     optimizer_state = None
     if "optimizer" in state:
+        opt = state["optimizer"]
+        if (
+            not isinstance(opt, dict)
+            or not isinstance(opt.get("param_groups"), list)
+            or not all(isinstance(g, dict) for g in opt["param_groups"])
+            or not isinstance(opt.get("extras", {}), dict)
+            or not all(isinstance(v, dict) for v in opt.get("extras", {}).values())
+        ):
+            raise bad("optimizer state is malformed")
         per_param: dict[int, dict[str, Any]] = {}
-        for key, value in tensors.items():
-            if key.startswith("optimizer."):
-                _, idx, name = key.split(".", 2)
-                per_param.setdefault(int(idx), {})[name] = value
-        for idx, extra in state["optimizer"]["extras"].items():
-            per_param.setdefault(int(idx), {}).update(extra)
-        optimizer_state = {"state": per_param, "param_groups": state["optimizer"]["param_groups"]}
+        try:
+            for key, value in tensors.items():
+                if key.startswith("optimizer."):
+                    _, idx, name = key.split(".", 2)
+                    per_param.setdefault(int(idx), {})[name] = value
+            for idx, extra_state in opt.get("extras", {}).items():
+                per_param.setdefault(int(idx), {}).update(extra_state)
+        except ValueError as exc:
+            raise bad("optimizer tensors are misnamed") from exc
+        optimizer_state = {"state": per_param, "param_groups": opt["param_groups"]}
     return Checkpoint(
-        config=state["config"],
-        model_state={k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")},
+        config=config,
+        model_state=model_state,
         epoch=int(state["epoch"]),
         step=int(state["step"]),
         optimizer_state=optimizer_state,
         rng={k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")},
         path=path,
         sha256=sha256_file(path),
-        extra=state.get("extra", {}),
+        extra=extra,
     )
+
+
+def check_model_config(config: dict[str, Any], bad: Any) -> None:
+    """The keys every reader of a checkpoint (eval, export, resume) relies on, with their types."""
+    if not isinstance(config.get("arch"), str):
+        raise bad("config has no architecture ('arch')")
+    for name in ("embedding_dim", "image_size"):
+        if not _is_int(config.get(name)) or config[name] < 1:
+            raise bad(f"config's {name!r} is missing or not a whole number >= 1")
+    if "width" in config and (not _is_int(config["width"]) or config["width"] < 1):
+        raise bad("config's 'width' is not a whole number >= 1")
+    for name in ("mean", "std"):
+        values = config.get(name)
+        if (
+            not isinstance(values, list)
+            or len(values) != 3
+            or not all(_is_number(v) and math.isfinite(v) for v in values)
+        ):
+            raise bad(f"config's {name!r} is missing or not three numbers")
+    if any(v <= 0 for v in config["std"]):
+        raise bad("config's 'std' has a value <= 0")
+    if "data" in config and not isinstance(config["data"], str):
+        raise bad("config's 'data' is not a string")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def build_model(ckpt: Checkpoint) -> nn.Module:
@@ -143,6 +228,7 @@ def build_model(ckpt: Checkpoint) -> nn.Module:
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise CheckpointError(
-            f"{ckpt.path}: weights do not fit architecture {cfg['arch']!r} ({first})"
+            f"{ckpt.path}: weights do not fit architecture {cfg['arch']!r} ({first})",
+            "Use an intact checkpoint written by 'invedge train'",
         ) from exc
     return model.eval()

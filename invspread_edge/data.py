@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from invspread_edge_runtime.datasets import ImageSet, open_dataset
-from invspread_edge_runtime.errors import DataError, InvedgeError
+from invspread_edge_runtime.errors import ConfigError, DataError, InvedgeError
 
 LIMIT_SEED = 0  # --limit takes the first N of this fixed shuffle, whatever --seed is
 MEAN_STD_SAMPLE = 2000  # folders: images decoded to estimate the normalisation
@@ -60,7 +61,7 @@ def select(images: ImageSet, classes: list[int] | None = None, limit: int | None
         idx = idx[np.isin(images.labels, classes)]
     if limit is not None:
         if limit < 1:
-            raise InvedgeError(f"--limit must be at least 1, got {limit}")
+            raise ConfigError(f"--limit must be at least 1, got {limit}", "Drop --limit to use every image")
         order = np.random.default_rng(LIMIT_SEED).permutation(len(idx))
         idx = np.sort(idx[order[:limit]])
     if len(idx) == len(images):
@@ -79,16 +80,17 @@ def default_image_size(images: ImageSet) -> int:
 
 def fingerprint(images: ImageSet) -> str:
     """sha256 naming exactly which images (and labels) a run trained on."""
-    h = hashlib.sha256(f"{images.name}:{len(images)}".encode())
+    # names as the file system's bytes: a file name that is not UTF-8 is still a name
+    h = hashlib.sha256(f"{images.name}:{len(images)}".encode("utf-8", "surrogateescape"))
     if images.images is not None:
         h.update(np.ascontiguousarray(images.images).data)
     else:
         for p in images.paths or []:
             try:
                 st = p.stat()
-                h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                h.update(os.fsencode(p) + f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
             except OSError:
-                h.update(f"{p}\0missing\n".encode())
+                h.update(os.fsencode(p) + b"\0missing\n")
     if images.labels is not None:
         h.update(np.ascontiguousarray(images.labels).data)
     return h.hexdigest()
@@ -210,15 +212,38 @@ def mean_std(
         sums = np.zeros(3)
         sq = np.zeros(3)
         count = 0
+        first_failed = None
         for batch in source.batches([pick[c] for c in chunks]):
+            if first_failed is None and batch.failed:
+                first_failed = batch.failed[0]
+            if len(batch.indices) == 0:  # every file of this chunk unreadable
+                continue
             x = batch.images.numpy().astype(np.float64)
             sums += x.sum(axis=(0, 2, 3))
             sq += (x**2).sum(axis=(0, 2, 3))
             count += x.shape[0] * x.shape[2] * x.shape[3]
         if count == 0:
-            raise DataError(f"none of the images in {source.images.name} could be decoded")
+            raise DataError(
+                f"none of the {len(pick)} images sampled from {source.images.name} could be decoded"
+                f"{first_failure(source, first_failed)}",
+                "Check that the folder holds readable images (PNG, JPEG, ...)",
+            )
         m = sums / count
         mean = tuple(float(v) / 255 for v in m)
         std = tuple(float(np.sqrt(max(s / count - mm**2, 0.0))) / 255 for s, mm in zip(sq, m, strict=True))
     std = tuple(max(s, 1e-3) for s in std)  # a constant channel must not divide by zero
     return tuple(round(v, 6) for v in mean), tuple(round(v, 6) for v in std)
+
+
+def first_failure(source: UInt8Source, index: int | None) -> str:
+    """', e.g. PATH: why' for the first unreadable image (decoded again here to learn the reason)."""
+    if index is None:
+        return ""
+    name = source.images.ids()[index]
+    try:
+        source.images.uint8(index, source.size)
+    except DataError as exc:
+        return f", e.g. {exc.message}" if name in exc.message else f", e.g. {name}: {exc.message}"
+    except Exception as exc:
+        return f", e.g. {name}: {exc}"
+    return f", e.g. {name}"

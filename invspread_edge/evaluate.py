@@ -25,12 +25,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from invspread_edge_runtime import accuracy
+from invspread_edge_runtime import accuracy, console
 from invspread_edge_runtime.datasets import ImageSet, open_dataset
-from invspread_edge_runtime.errors import DataError, InvedgeError
+from invspread_edge_runtime.errors import ConfigError, DataError, InvedgeError
 
 from .augment import normalize_uint8
-from .data import UInt8Source, parse_classes, select
+from .data import UInt8Source, first_failure, parse_classes, select
 from .precision import Precision
 
 PROTOCOLS = ("knn", "retrieval")
@@ -63,11 +63,13 @@ def embed(
     model.eval()
     n = len(source)
     chunks = [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
-    vectors, kept, failed = [], [], 0
+    vectors, kept, failed, first_failed = [], [], 0, None
     task = progress.add_task("embedding", total=n) if progress is not None else None
     try:
         for batch in source.batches(chunks):
             failed += len(batch.failed)
+            if first_failed is None and batch.failed:
+                first_failed = batch.failed[0]
             if len(batch.indices):
                 x = normalize_uint8(batch.images.to(device, non_blocking=True), mean, std)
                 if channels_last:
@@ -87,7 +89,7 @@ def embed(
         if task is not None:
             progress.remove_task(task)
     if not vectors:
-        raise DataError(f"none of the {n} images of {source.images.name} could be decoded")
+        _nothing_decoded(source, first_failed)
     idx = np.concatenate(kept)
     labels = None if source.images.labels is None else source.images.labels[idx]
     out = np.concatenate(vectors).astype(np.float32)
@@ -101,34 +103,88 @@ def embed_pixels(
     mean/std, of the model's normalised input (centring alone changes cosine neighbours a lot)."""
     n = len(source)
     chunks = [np.arange(i, min(i + 1024, n)) for i in range(0, n, 1024)]
-    vectors, kept, failed = [], [], 0
+    vectors, kept, failed, first_failed = [], [], 0, None
     for batch in source.batches(chunks):
         failed += len(batch.failed)
+        if first_failed is None and batch.failed:
+            first_failed = batch.failed[0]
         if len(batch.indices):
             x = batch.images.float() if mean is None else normalize_uint8(batch.images, mean, std)
             vectors.append(x.flatten(1).numpy())
             kept.append(batch.indices.numpy())
     if not vectors:
-        raise DataError(f"none of the {n} images of {source.images.name} could be decoded")
+        _nothing_decoded(source, first_failed)
     out = np.concatenate(vectors)
     idx = np.concatenate(kept)
     labels = None if source.images.labels is None else source.images.labels[idx]
     return Embedded(out / np.linalg.norm(out, axis=1, keepdims=True).clip(min=1e-12), labels, failed)
 
 
-def knn_split(memory: Embedded, queries: Embedded, k: int = KNN_K, temperature: float = KNN_T) -> float:
+def _nothing_decoded(source: UInt8Source, first_failed: int | None) -> None:
+    raise DataError(
+        f"none of the {len(source)} images of {source.images.name} could be decoded"
+        f"{first_failure(source, first_failed)}",
+        "Check that the folder holds readable images (PNG, JPEG, ...)",
+    )
+
+
+def knn_k(labels: np.ndarray, k: int = KNN_K, exclude_self: bool = False) -> int:
+    """The k a weighted kNN vote can use on this memory: `k`, or fewer when k exceeds the images of
+    an average class (N / classes, one fewer for leave-one-out).
+
+    Past that, each vote reaches into every class: with k ≥ N it is one global vote, and under
+    leave-one-out the query's own class, one image short, loses it every time (0 % on a small
+    balanced folder, whatever the embedding).
+    """
+    labels = np.asarray(labels)
+    classes = len(np.unique(labels))
+    return max(1, min(k, len(labels) // max(classes, 1) - int(exclude_self)))
+
+
+def _effective_k(labels: np.ndarray, k: int, exclude_self: bool, warn: bool) -> int:
+    if k < 1:
+        raise ConfigError(f"kNN needs k >= 1, got {k}", f"The paper uses k = {KNN_K}")
+    classes = len(np.unique(labels))
+    if classes < 2:
+        raise DataError(
+            f"kNN accuracy needs at least two classes, and these {len(labels)} images have one "
+            "(every prediction would be right)",
+            "Evaluate on images of several classes (one sub-folder per class)",
+        )
+    used = knn_k(labels, k, exclude_self)
+    if used < k and warn:
+        console.warn(
+            f"kNN: k = {k} is more than the {len(labels) // classes} images per class of the "
+            f"{len(labels)}-image memory ({classes} classes); using k = {used}. "
+            f"Evaluate on more images for k = {k}"
+        )
+    return used
+
+
+def knn_split(
+    memory: Embedded,
+    queries: Embedded,
+    k: int = KNN_K,
+    temperature: float = KNN_T,
+    warn: bool = True,
+) -> float:
+    """Accuracy of each query's weighted vote among its k nearest memory items (see `knn_k`)."""
     _need_labels(memory, "kNN")
     _need_labels(queries, "kNN")
+    k = _effective_k(memory.labels, k, False, warn)
     return accuracy.knn_accuracy(
         memory.vectors, memory.labels, queries.vectors, queries.labels, k, temperature
     )
 
 
-def knn_leave_one_out(items: Embedded, k: int = KNN_K, temperature: float = KNN_T) -> float:
+def knn_leave_one_out(
+    items: Embedded, k: int = KNN_K, temperature: float = KNN_T, warn: bool = True
+) -> float:
     """Each item a query against all the others (for a folder, which has no train/test split)."""
     _need_labels(items, "kNN")
     if len(items.vectors) < 2:
-        raise DataError("leave-one-out kNN needs at least two images")
+        raise DataError("leave-one-out kNN needs at least two images", "Evaluate on more images")
+    k = _effective_k(items.labels, k, True, warn)
     preds = accuracy.knn_predict(
         items.vectors, items.labels, items.vectors, k, temperature, exclude_self=True
     )
@@ -138,8 +194,17 @@ def knn_leave_one_out(items: Embedded, k: int = KNN_K, temperature: float = KNN_
 def retrieval(items: Embedded) -> dict[str, float]:
     """Recall@1/2/4/8 (each item a query against all the others) and NMI of k-means vs labels."""
     _need_labels(items, "retrieval")
-    if len(items.vectors) < 2:
-        raise DataError("retrieval needs at least two images")
+    if len(items.vectors) <= max(RECALL_KS):
+        raise DataError(
+            f"retrieval needs more than {max(RECALL_KS)} images (Recall@{max(RECALL_KS)}), got "
+            f"{len(items.vectors)}: with fewer, every other image is a neighbour",
+            "Evaluate on more images",
+        )
+    if len(np.unique(items.labels)) < 2:
+        raise DataError(
+            "retrieval needs at least two classes (with one, every neighbour matches and NMI is 1)",
+            "Evaluate on images of several classes",
+        )
     recalls = accuracy.recall_at_k(items.vectors, items.labels, RECALL_KS)
     out = {f"recall@{k}": v for k, v in recalls.items()}
     out["nmi"] = accuracy.nmi(items.vectors, items.labels)
@@ -189,14 +254,18 @@ def evaluate_embeddings(
     elif data.memory is None:
         result["mode"] = "leave-one-out"
         result["knn_accuracy"] = knn_leave_one_out(queries, k, temperature)
+        used = knn_k(queries.labels, k, exclude_self=True)
     else:
         memory = embed_fn(data.memory)
         failed += memory.failed
         result["mode"] = "train-memory/test-queries"
         result["memory"] = len(memory.vectors)
         result["knn_accuracy"] = knn_split(memory, queries, k, temperature)
+        used = knn_k(memory.labels, k)
     if protocol == "knn":
-        result.update(k=k, temperature=temperature)
+        result.update(k=used, temperature=temperature)
+        if used != k:
+            result["k_requested"] = k
     result["skipped_images"] = failed
     result["seconds"] = round(time.perf_counter() - t0, 2)
     return result
@@ -204,7 +273,7 @@ def evaluate_embeddings(
 
 def evaluate_run(
     run: str | None,
-    data: str,
+    data: str | None,
     protocol: str = "knn",
     classes: str | None = None,
     limit: int | None = None,
@@ -218,10 +287,13 @@ def evaluate_run(
     arch: str = "cifar_resnet18",
     image_size: int | None = None,
     progress: Any = None,
+    k: int = KNN_K,
 ) -> dict[str, Any]:
     """`invedge eval`: a trained run, or a baseline (raw pixels; the untrained network) by the same code.
 
-    An untrained baseline takes the run's architecture when a run is given, else `arch`/`width`.
+    `data` None: the data the checkpoint was trained on (its own config says which), or
+    Fashion-MNIST for a baseline without a run. An untrained baseline takes the run's architecture
+    when a run is given, else `arch`/`width`.
     """
     from .checkpoint import build_model, load_checkpoint
     from .data import mean_std
@@ -234,11 +306,38 @@ def evaluate_run(
         raise InvedgeError(
             "nothing to evaluate", "Pass a run folder, or --baseline pixels|pixels-normalized|untrained"
         )
+    problems = []
+    if batch_size < 1:
+        problems.append("--batch must be at least 1")
+    if workers < 0:
+        problems.append("--workers must be >= 0")
+    if width < 1:
+        problems.append("--width must be at least 1")
+    if k < 1:
+        problems.append("--k must be at least 1")
+    if limit is not None and limit < 1:
+        problems.append("--limit must be at least 1")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"Invalid protocol {protocol!r}. Only {', '.join(PROTOCOLS)} are supported.")
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
-    sets = eval_data(data, protocol, parse_classes(classes), limit)
-
     ckpt = load_checkpoint(run) if run is not None else None
+    if data is None:
+        data = _trained_on(ckpt) if ckpt is not None else "fashion-mnist"
+        try:
+            sets = eval_data(data, protocol, parse_classes(classes), limit)
+        except DataError as exc:
+            if ckpt is None:
+                raise
+            raise DataError(
+                f"{run} was trained on {data!r}, which cannot be opened here ({exc.message})",
+                "Pass the data to measure on with --data",
+            ) from exc
+    else:
+        sets = eval_data(data, protocol, parse_classes(classes), limit)
+
     if ckpt is not None:
         cfg = ckpt.config
         size, mean, std = int(cfg["image_size"]), tuple(cfg["mean"]), tuple(cfg["std"])
@@ -275,7 +374,7 @@ def evaluate_run(
             return embed_pixels(source) if baseline == "pixels" else embed_pixels(source, mean, std)
         return embed(model, source, mean, std, dev, prec, batch_size, prefers_channels_last(prec), progress)
 
-    result = evaluate_embeddings(embed_fn, sets, protocol)
+    result = evaluate_embeddings(embed_fn, sets, protocol, k=k)
     result.update(
         evaluated=what,
         data=data,
@@ -285,3 +384,14 @@ def evaluate_run(
         checkpoint_sha256=ckpt.sha256 if ckpt is not None and baseline is None else None,
     )
     return result
+
+
+def _trained_on(ckpt: Any) -> str:
+    """The data spec a checkpoint was trained on, from its own config (run.json may be gone)."""
+    spec = ckpt.config.get("data")
+    if not isinstance(spec, str) or not spec:
+        raise DataError(
+            f"{ckpt.path} does not say which data it was trained on",
+            "Pass the data to measure on with --data",
+        )
+    return spec

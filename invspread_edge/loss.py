@@ -23,6 +23,8 @@ import math
 import torch
 from torch import nn
 
+from invspread_edge_runtime.errors import ConfigError
+
 from .distributed import gather_with_grad, get_rank, get_world_size
 
 
@@ -38,7 +40,7 @@ class InvariantSpreadLoss(nn.Module):
             (all-gather), so N processes × B images give the loss of one process × N·B images.
 
     Raises:
-        ValueError: for a temperature ≤ 0 or a negative weight < 1.
+        ConfigError (a ValueError): for a temperature ≤ 0 or a negative weight < 1.
 
     Example:
         >>> loss_fn = InvariantSpreadLoss(temperature=0.1)
@@ -53,12 +55,16 @@ class InvariantSpreadLoss(nn.Module):
         gather_distributed: bool = True,
     ) -> None:
         super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0 (the paper uses 0.1), got {temperature}")
-        if not negative_weight >= 1:
-            raise ValueError(
-                f"negative_weight must be >= 1 (the paper uses 1), got {negative_weight}: below 1 a "
-                "negative's P_ij can exceed 1 and log(1 - P_ij) is undefined"
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ConfigError(
+                f"temperature must be > 0 and finite, got {temperature}",
+                "The paper uses 0.1 (--temperature 0.1); 0.05-0.5 are sensible",
+            )
+        if not (math.isfinite(negative_weight) and negative_weight >= 1):
+            raise ConfigError(
+                f"negative_weight must be >= 1, got {negative_weight}: below 1 a negative's P_ij can "
+                "exceed 1 and log(1 - P_ij) is undefined",
+                "The paper uses 1",
             )
         self.temperature = float(temperature)
         self.negative_weight = float(negative_weight)

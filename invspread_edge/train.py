@@ -12,6 +12,7 @@ Ctrl-C finishes the current step, saves and returns `interrupted=True` (a second
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
@@ -19,7 +20,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,8 +32,16 @@ from torch import nn
 
 from invspread_edge_runtime import console
 from invspread_edge_runtime.datasets import ImageSet
-from invspread_edge_runtime.errors import CheckpointError, DataError, InvedgeError
-from invspread_edge_runtime.files import atomic_write_json, atomic_write_text, read_json
+from invspread_edge_runtime.errors import CheckpointError, ConfigError, DataError, InvedgeError
+from invspread_edge_runtime.files import (
+    atomic_write_json,
+    atomic_write_text,
+    os_error,
+    pause_for_test,
+    read_json,
+    remove_leftovers,
+)
+from invspread_edge_runtime.locks import exclusive_lock
 
 from . import __version__
 from . import distributed as dist_utils
@@ -96,9 +105,36 @@ class TrainConfig:
     save_every_steps: int = 0
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+    def from_dict(cls, d: dict[str, Any], source: str = "the stored settings") -> TrainConfig:
+        """The known keys of `d`, each checked against its field's type (CheckpointError if not)."""
+        kept = {}
+        for f in fields(cls):
+            if f.name not in d:
+                continue
+            value = d[f.name]
+            if not _fits(value, str(f.type)):
+                raise CheckpointError(
+                    f"{source}: setting {f.name!r} is {value!r}, not {f.type}",
+                    "Use an intact checkpoint written by 'invedge train'",
+                )
+            kept[f.name] = float(value) if str(f.type) == "float" else value
+        return cls(**kept)
+
+
+def _fits(value: Any, annotation: str) -> bool:
+    """Whether a JSON value has the dataclass field's type ('int', 'float', 'str | None', ...)."""
+    for part in (p.strip() for p in annotation.split("|")):
+        if part == "None" and value is None:
+            return True
+        if part == "bool" and isinstance(value, bool):
+            return True
+        if part == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if part == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True
+        if part == "str" and isinstance(value, str):
+            return True
+    return False
 
 
 @dataclass
@@ -135,6 +171,7 @@ class TrainResult:
     data: str = ""
     train_images: int = 0
     main: bool = True  # rank 0 (the one that writes and reports)
+    kept_old: bool = False  # --overwrite stopped before its first step: the old run was kept
 
     @property
     def final_loss(self) -> float | None:
@@ -322,18 +359,84 @@ def train(
 
     When resuming, the run's stored configuration is used; `epochs` may extend it (the learning
     rate schedule is then scaled to the new length).
+
+    The run folder is never left half-replaced, and nothing in it is touched before the new run can
+    start:
+    - The folder is locked (`exclusive_lock`, timeout 0) for the whole run: a second
+      `invedge train --out RUN` or `--resume RUN` fails at once, naming the process that trains.
+    - Everything is checked first: the options, the checkpoint (resume), the data (opened, its
+      mean/std decoded, at least one batch), the kNN monitor's data, and that the folder is writable.
+    - A new run in a folder that holds no run is written there directly. With `overwrite` over a
+      run, the new run is built in the hidden sibling `.RUN.staging` and swapped in once it holds a
+      first real result: at the end of its first epoch (checkpoint, run.json, metrics, curves), or
+      earlier when Ctrl-C saves a checkpoint (so `--resume RUN` continues the new run). Until then
+      RUN is the old run, untouched: an error, a second Ctrl-C or a kill -9 before the swap leaves
+      it as it was. The swap exchanges the two folders atomically (Linux renameat2; elsewhere two
+      renames), after hard-linking the files the user keeps in RUN (e.g. an export/ folder) into
+      the new one; so at every moment RUN is the complete old run or the complete new one.
+    - The next run on RUN (train or resume) first removes what a killed run left behind: a
+      staging folder, a replaced old run, temporary files of its atomic writes (see
+      `recover_run_folder`).
+    Test hooks (INVEDGE_TEST_PAUSE_AT, runtime/files.py `pause_for_test`): checkpoint-save (a new
+    checkpoint half written over an existing one), run-swap (before the swap), run-swapped (after
+    the exchange, before the old run is removed).
     """
-    run_dir = Path(cfg.out)
+    # absolute: the swap renames folders, and RUN may be the working directory (--out .)
+    run_dir = Path(cfg.out).absolute()
+    if resume:
+        if run_dir.is_file():
+            raise InvedgeError(
+                f"--resume takes a run folder, and {run_dir} is a file",
+                f"Pass the folder that holds it: --resume {run_dir.parent}",
+            )
+        if not (run_dir / CHECKPOINT_NAME).is_file():
+            load_checkpoint(run_dir)  # raises the one-line "no checkpoint" error
+    else:
+        check_config(cfg)
+        cfg.data = _absolute_folder(cfg.data)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise InvedgeError(f"--out {run_dir} is a file, not a folder", "Choose another --out")
+    rank = int(os.environ.get("RANK", "0"))
+    lock = exclusive_lock(run_dir, "run folder", timeout=0) if rank == 0 else contextlib.nullcontext()
+    with lock:
+        if rank == 0:
+            recover_run_folder(run_dir)
+        try:
+            return _train_locked(cfg, run_dir, resume, overwrite, epochs, show_progress)
+        finally:
+            if rank == 0:  # an error or a second Ctrl-C before the swap: drop the staged run
+                with contextlib.suppress(InvedgeError):
+                    recover_run_folder(run_dir)
+
+
+def _train_locked(
+    cfg: TrainConfig,
+    run_dir: Path,
+    resume: bool,
+    overwrite: bool,
+    epochs: int | None,
+    show_progress: bool,
+) -> TrainResult:
     ckpt = None
     if resume:
         ckpt = load_checkpoint(run_dir)
         stored = ckpt.config.get("train")
         if not isinstance(stored, dict):
             raise CheckpointError(f"{run_dir} was not written by 'invedge train'", "It cannot be resumed")
-        cfg = TrainConfig.from_dict({**stored, "out": str(run_dir)})
+        cfg = TrainConfig.from_dict({**stored, "out": cfg.out}, source=str(ckpt.path))
+        try:
+            check_config(cfg)
+        except InvedgeError as exc:
+            raise CheckpointError(
+                f"{ckpt.path} stores settings training rejects ({exc.message})",
+                "Use an intact checkpoint written by 'invedge train'",
+            ) from exc
         if epochs is not None and epochs != cfg.epochs:
             if epochs <= ckpt.epoch:
-                raise InvedgeError(f"--epochs {epochs} but {run_dir} has already trained {ckpt.epoch} epochs")
+                raise ConfigError(
+                    f"--epochs {epochs} but {run_dir} has already trained {ckpt.epoch} epochs",
+                    f"Pass --epochs above {ckpt.epoch} to train longer",
+                )
             console.warn(f"training to {epochs} epochs instead of {cfg.epochs}: the lr schedule is rescaled")
             cfg.epochs = epochs
         if ckpt.epoch >= cfg.epochs:
@@ -341,7 +444,16 @@ def train(
                 f"{run_dir} has already trained all {cfg.epochs} epochs",
                 f"Train longer with 'invedge train --resume {run_dir} --epochs N' (N > {cfg.epochs})",
             )
-    check_config(cfg)
+        _check_writable(run_dir, f"Make {run_dir} writable, then resume again")
+        started = _read_run_json(run_dir).get("started")
+    else:
+        holds = held_run_files(run_dir)
+        if holds and not overwrite:
+            raise InvedgeError(
+                f"{run_dir} already holds a run ({', '.join(holds)})",
+                f"Continue it with 'invedge train --resume {run_dir}', or start over with --overwrite",
+            )
+        started = None
 
     device = resolve_device(cfg.device)
     if cfg.compile:
@@ -358,13 +470,18 @@ def train(
     main = env.rank == 0
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    if main and not resume:
-        prepare_run_dir(run_dir, overwrite)
-    dist_utils.barrier()
 
-    # data
+    # data: opened, measured and checked before the run folder is touched
     classes = parse_classes(cfg.classes)
-    train_set = load_split(cfg.data, "train", classes, cfg.limit)
+    try:
+        train_set = load_split(cfg.data, "train", classes, cfg.limit)
+    except DataError as exc:
+        if ckpt is None:
+            raise
+        raise DataError(
+            f"{run_dir} was trained on {cfg.data!r}, which cannot be opened here ({exc.message})",
+            "Put the training data back where it was, then resume again",
+        ) from exc
     size = cfg.image_size or default_image_size(train_set)
     source = UInt8Source(train_set, size, cfg.workers, pin_memory=device.type == "cuda")
     data_fp = fingerprint(train_set)
@@ -381,12 +498,28 @@ def train(
             f"Use --batch-size {max(2, len(train_set) // env.world_size)} or more images",
         )
     total_steps = steps_per_epoch * cfg.epochs
+    monitor = _monitor_sets(cfg, classes) if cfg.eval_every else None
+    metrics = _read_metrics(run_dir, ckpt.epoch) if ckpt is not None else []
+
+    # where this run writes: the run folder, or (overwriting a run) its staging folder until the swap
+    staging: Path | None = None
+    if main and not resume:
+        staging = _make_target(run_dir, replacing=bool(held_run_files(run_dir)))
+    dist_utils.barrier()
+    write_dir = staging or run_dir
 
     # model, loss, optimizer
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.arch, width=cfg.width, embedding_dim=cfg.embedding_dim)
     if ckpt is not None:
-        model.load_state_dict(ckpt.model_state)
+        try:
+            model.load_state_dict(ckpt.model_state)
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"{ckpt.path}: weights do not fit architecture {cfg.arch!r} width {cfg.width} "
+                f"({str(exc).splitlines()[0]})",
+                "Use an intact checkpoint written by 'invedge train'",
+            ) from exc
     if env.enabled and cfg.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
@@ -406,20 +539,27 @@ def train(
     scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
     start_epoch, global_step, partial = 0, 0, EpochStats()
     if ckpt is not None:
-        if ckpt.optimizer_state is not None:
-            optimizer.load_state_dict(ckpt.optimizer_state)
+        try:
+            if ckpt.optimizer_state is not None:
+                optimizer.load_state_dict(ckpt.optimizer_state)
+            partial = _partial_epoch(ckpt.extra.get("partial_epoch", {}))
+            if scaler is not None and "scaler" in ckpt.extra:
+                scaler.load_state_dict(ckpt.extra["scaler"])
+            if "torch_cpu" in ckpt.rng:
+                torch.set_rng_state(ckpt.rng["torch_cpu"])
+        except (ValueError, TypeError, KeyError, RuntimeError, IndexError) as exc:
+            raise CheckpointError(
+                f"{ckpt.path}: the saved training state does not fit the model "
+                f"({str(exc).splitlines()[0][:160] if str(exc) else exc.__class__.__name__})",
+                "Use an intact checkpoint written by 'invedge train'",
+            ) from exc
         start_epoch, global_step = ckpt.epoch, ckpt.step
-        partial = EpochStats(**ckpt.extra.get("partial_epoch", {}))
-        if scaler is not None and "scaler" in ckpt.extra:
-            scaler.load_state_dict(ckpt.extra["scaler"])
-        if "torch_cpu" in ckpt.rng:
-            torch.set_rng_state(ckpt.rng["torch_cpu"])
         if partial.steps != global_step - start_epoch * steps_per_epoch:
             raise CheckpointError(
-                f"{run_dir}: checkpoint step {global_step} does not fit its epoch {start_epoch}"
+                f"{run_dir}: checkpoint step {global_step} does not fit its epoch {start_epoch}",
+                "Use an intact checkpoint written by 'invedge train'",
             )
 
-    monitor = _monitor_sets(cfg, classes) if cfg.eval_every else None
     aug = TwoViews(AugmentConfig(image_size=size, mean=mean, std=std))
     run_config = {
         "arch": cfg.arch,
@@ -432,14 +572,17 @@ def train(
         "data_fingerprint": data_fp,
         "train": asdict(cfg),
     }
-    metrics = _read_metrics(run_dir, start_epoch) if ckpt is not None else []
     info = _run_info(cfg, run_config, train_set, data_fp, device, precision, env)
-    if ckpt is not None and (run_dir / RUN_JSON).is_file():
-        info["started"] = read_json(run_dir / RUN_JSON, "run.json").get("started", info["started"])
+    if isinstance(started, str):
+        info["started"] = started
 
     def write_state(epochs_done: int, step: int, status: str, part: EpochStats | None = None) -> None:
         if not main:
             return
+        with _write_errors(run_dir, staging is not None and write_dir == staging):
+            _write_state(epochs_done, step, status, part)
+
+    def _write_state(epochs_done: int, step: int, status: str, part: EpochStats | None) -> None:
         extra: dict[str, Any] = {"partial_epoch": asdict(part) if part is not None else {}}
         if part is not None:
             extra["partial_epoch"].pop("interrupted", None)
@@ -447,13 +590,20 @@ def train(
             extra["scaler"] = scaler.state_dict()
         rng = {"torch_cpu": torch.get_rng_state()}
         save_checkpoint(
-            run_dir / CHECKPOINT_NAME, model_without_ddp, run_config, epochs_done, step, optimizer, rng, extra
+            write_dir / CHECKPOINT_NAME,
+            model_without_ddp,
+            run_config,
+            epochs_done,
+            step,
+            optimizer,
+            rng,
+            extra,
         )
         info.update(epoch=epochs_done, step=step, status=status, updated=_now())
         info["skipped_images"] = sum(m.get("skipped_images", 0) for m in metrics) + (
             part.skipped if part else 0
         )
-        atomic_write_json(run_dir / RUN_JSON, info)
+        atomic_write_json(write_dir / RUN_JSON, info)
 
     state = LoopState(
         cfg=cfg,
@@ -474,7 +624,7 @@ def train(
             write_state(0, 0, "running")
     t0 = time.perf_counter()
     images_seen = 0
-    interrupted = False
+    interrupted = kept_old = False
     with state.stop, _progress(main and show_progress) as progress:
         for epoch in range(start_epoch, cfg.epochs):
             stats = partial if epoch == start_epoch else EpochStats()
@@ -483,7 +633,13 @@ def train(
             global_step = epoch * steps_per_epoch + stats.steps
             if stats.interrupted:
                 interrupted = True
+                if write_dir != run_dir and global_step == 0:
+                    kept_old = True  # nothing trained yet: the old run stays, the staging goes
+                    break
                 write_state(epoch, global_step, "interrupted", stats)
+                if main and write_dir != run_dir:
+                    swap_in(write_dir, run_dir)  # a saved checkpoint: --resume continues the new run
+                    write_dir = run_dir
                 break
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
@@ -508,11 +664,16 @@ def train(
             stop = dist_utils.broadcast_flag(state.stop.set) and not last
             if main:
                 # metrics first: a kill between the two writes leaves a line the resume drops
-                atomic_write_text(run_dir / METRICS_NAME, "".join(_json_line(m) for m in metrics))
+                with _write_errors(run_dir, write_dir != run_dir):
+                    atomic_write_text(write_dir / METRICS_NAME, "".join(_json_line(m) for m in metrics))
                 write_state(
                     epoch + 1, global_step, "finished" if last else "interrupted" if stop else "running"
                 )
-                _plot(metrics, run_dir, cfg)
+                with _write_errors(run_dir, write_dir != run_dir):
+                    _plot(metrics, write_dir, cfg)
+                if write_dir != run_dir:  # the new run's first epoch is complete: it replaces the old
+                    swap_in(write_dir, run_dir)
+                    write_dir = run_dir
                 _epoch_line(record, cfg)
             if stop:
                 interrupted = True
@@ -520,7 +681,7 @@ def train(
     seconds = time.perf_counter() - t0
     dist_utils.cleanup_distributed()
     return TrainResult(
-        run_dir=run_dir,
+        run_dir=Path(cfg.out),  # as the user wrote it
         epochs_done=metrics[-1]["epoch"] if metrics else start_epoch,
         epochs=cfg.epochs,
         steps=global_step,
@@ -534,6 +695,7 @@ def train(
         data=cfg.data,
         train_images=len(train_set),
         main=main,
+        kept_old=kept_old,
     )
 
 
@@ -544,23 +706,35 @@ def check_config(cfg: TrainConfig) -> None:
         problems.append("--epochs must be at least 1")
     if cfg.batch_size < 2:
         problems.append("--batch-size must be at least 2 (negatives come from the batch)")
-    if cfg.lr <= 0:
-        problems.append("--lr must be > 0")
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        problems.append("--lr must be a number > 0")
+    if not (math.isfinite(cfg.momentum) and 0 <= cfg.momentum < 1):
+        problems.append("momentum must be in [0, 1)")
+    if not (math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
+        problems.append("weight decay must be >= 0")
     if cfg.width < 1:
         problems.append("--width must be at least 1")
+    if cfg.embedding_dim < 1:
+        problems.append("--embedding-dim must be at least 1")
     if cfg.image_size is not None and cfg.image_size < 8:
         problems.append("--image-size must be at least 8")
     if cfg.schedule not in SCHEDULES:
         problems.append(f"--schedule must be one of {', '.join(SCHEDULES)}")
-    if cfg.workers < 0 or cfg.eval_every < 0 or cfg.save_every_steps < 0:
-        problems.append("--workers, --eval-every and --save-every-steps must be >= 0")
+    if cfg.limit is not None and cfg.limit < 1:
+        problems.append("--limit must be at least 1")
+    if cfg.seed < 0:
+        problems.append("--seed must be >= 0")
+    if min(cfg.workers, cfg.eval_every, cfg.save_every_steps, cfg.eval_memory, cfg.eval_queries) < 0:
+        problems.append(
+            "--workers, --eval-every, --eval-memory, --eval-queries and --save-every-steps must be >= 0"
+        )
     if problems:
-        raise InvedgeError("; ".join(problems))
-    InvariantSpreadLoss(cfg.temperature, cfg.negative_weight)  # raises for a bad T or m
+        raise ConfigError("; ".join(problems))
+    InvariantSpreadLoss(cfg.temperature, cfg.negative_weight)  # raises ConfigError for a bad T or m
     from .model import ARCHS
 
     if cfg.arch not in ARCHS:
-        raise InvedgeError(f"Invalid architecture {cfg.arch!r}. Only {', '.join(ARCHS)} are supported.")
+        raise ConfigError(f"Invalid architecture {cfg.arch!r}. Only {', '.join(ARCHS)} are supported.")
 
 
 def check_compiler(device: torch.device) -> None:
@@ -574,25 +748,172 @@ def check_compiler(device: torch.device) -> None:
         )
 
 
-def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Refuse to clobber a run unless asked; with --overwrite remove only what training writes."""
-    ours = [CHECKPOINT_NAME, RUN_JSON, METRICS_NAME, CURVES_NAME]
-    if run_dir.exists() and not run_dir.is_dir():
-        raise InvedgeError(f"--out {run_dir} is a file, not a folder")
-    existing = [name for name in ours if (run_dir / name).exists()]
-    if existing and not overwrite:
-        raise InvedgeError(
-            f"{run_dir} already holds a run ({', '.join(existing)})",
-            f"Continue it with 'invedge train --resume {run_dir}', or start over with --overwrite",
-        )
-    for name in existing:
-        (run_dir / name).unlink()
+# --- the run folder ------------------------------------------------------------------------------
+
+RUN_FILES = (CHECKPOINT_NAME, RUN_JSON, METRICS_NAME, CURVES_NAME)  # what training writes in RUN
+
+
+def staging_path(run_dir: Path) -> Path:
+    """Where `--overwrite` builds the new run until it replaces the old one."""
+    run_dir = Path(run_dir).absolute()
+    return run_dir.parent / f".{run_dir.name}.staging"
+
+
+def replaced_path(run_dir: Path) -> Path:
+    """Where the old run waits during a swap that cannot exchange the folders atomically."""
+    run_dir = Path(run_dir).absolute()
+    return run_dir.parent / f".{run_dir.name}.replaced"
+
+
+def held_run_files(run_dir: Path) -> list[str]:
+    """Which of training's files `run_dir` holds (a folder holding any of them holds a run)."""
+    return [name for name in RUN_FILES if (Path(run_dir) / name).exists()]
+
+
+def recover_run_folder(run_dir: Path) -> None:
+    """Remove what a killed run left behind; call with the run folder's lock held.
+
+    - `.RUN.replaced` exists only between the two renames of a non-atomic swap: the staged run
+      was complete, so it is moved into place (or, without it, the old run back), then removed.
+    - `.RUN.staging`: a new run that never reached its swap (the old run in RUN is intact), or,
+      right after an atomic exchange, the old run: either way it goes.
+    - `.NAME.*.tmp` in RUN: temporary files of atomic writes cut short (see runtime/files.py).
+    """
+    run_dir = Path(run_dir)
+    staging, replaced = staging_path(run_dir), replaced_path(run_dir)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if replaced.exists():
+            if not run_dir.exists():
+                os.rename(staging if staging.is_dir() else replaced, run_dir)
+                console.warn(f"{run_dir}: finished the swap of a run that was cut short")
+            shutil.rmtree(replaced, ignore_errors=True)
+        if staging.exists():
+            shutil.rmtree(staging)
+        if run_dir.is_dir():
+            remove_leftovers(run_dir, RUN_FILES)
+    except OSError as exc:
+        raise os_error(exc, staging) from exc
+
+
+def _make_target(run_dir: Path, replacing: bool) -> Path | None:
+    """Create the folder this run writes to: the staging folder when replacing a run, else RUN."""
+    target = staging_path(run_dir) if replacing else run_dir
+    try:
+        target.mkdir(parents=True, exist_ok=not replacing)
     except OSError as exc:
         raise InvedgeError(
-            f"cannot create {run_dir}: {exc.strerror}", "Choose a writable --out folder"
+            f"cannot create {target}: {exc.strerror}", "Choose a writable --out folder"
         ) from exc
+    _check_writable(target, "Choose a writable --out folder")
+    return target if replacing else None
+
+
+def _check_writable(folder: Path, hint: str) -> None:
+    """Create and remove a file in `folder`: permissions, a read-only or full file system show here,
+    before any training, not at the first checkpoint."""
+    import tempfile
+
+    try:
+        fd, name = tempfile.mkstemp(prefix=".invedge-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise InvedgeError(f"cannot write in {folder}: {exc.strerror or exc}", hint) from exc
+
+
+def swap_in(staging: Path, run_dir: Path) -> None:
+    """Replace the run in `run_dir` by the complete run in `staging` (see `train`'s docstring)."""
+    pause_for_test("run-swap")  # test hook: the staged run complete, the old one not yet replaced
+    try:
+        _carry_user_files(run_dir, staging)
+        with contextlib.suppress(OSError):
+            shutil.copymode(run_dir, staging)
+        if _exchange(staging, run_dir):
+            _fsync_dir(run_dir.absolute().parent)
+            pause_for_test("run-swapped")  # test hook: the new run in place, the old one not yet removed
+            shutil.rmtree(staging)  # now the old run
+        else:
+            replaced = replaced_path(run_dir)
+            os.rename(run_dir, replaced)
+            os.rename(staging, run_dir)
+            _fsync_dir(run_dir.absolute().parent)
+            shutil.rmtree(replaced)
+    except OSError as exc:
+        raise os_error(exc, run_dir) from exc
+
+
+def _carry_user_files(run_dir: Path, staging: Path) -> None:
+    """Hard-link (or copy) into the new run what the user keeps in RUN beside training's files."""
+    for entry in run_dir.iterdir():
+        dest = staging / entry.name
+        if entry.name in RUN_FILES or dest.exists() or dest.is_symlink():
+            continue
+        if entry.name.startswith(tuple(f".{n}." for n in RUN_FILES)) and entry.name.endswith(".tmp"):
+            continue  # our own cut-short temporary files
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry), dest)
+        elif entry.is_dir():
+            shutil.copytree(entry, dest, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(entry, dest)
+
+
+def _link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import errno
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def _write_errors(run_dir: Path, staged: bool) -> Iterator[None]:
+    """A failed write of the run (disk full, permissions): one line saying what is intact and what to run."""
+    try:
+        yield
+    except InvedgeError as exc:
+        if staged:
+            hint = f"Nothing was replaced: {run_dir} still holds the previous run. Fix this and run again"
+        else:
+            hint = (
+                f"The last checkpoint in {run_dir} is intact: fix this, then continue with "
+                f"'invedge train --resume {run_dir}'"
+            )
+        import copy
+
+        worded = copy.copy(exc)
+        worded.hint = hint
+        raise worded from exc
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -602,6 +923,7 @@ def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
 class _Monitor:
     memory: ImageSet | None  # None: leave-one-out on queries
     queries: ImageSet
+    warned: bool = False
 
 
 def _monitor_sets(cfg: TrainConfig, classes: list[int] | None) -> _Monitor | None:
@@ -635,9 +957,21 @@ def _monitor_knn(
         return embed(model, src, mean, std, state.device, state.precision, 256, state.channels_last, progress)
 
     queries = run(monitor.queries)
+    warn, monitor.warned = not monitor.warned, True  # a small set's k warning: once per run
     if monitor.memory is None:
-        return knn_leave_one_out(queries)
-    return knn_split(run(monitor.memory), queries)
+        return knn_leave_one_out(queries, warn=warn)
+    return knn_split(run(monitor.memory), queries, warn=warn)
+
+
+def _absolute_folder(spec: str) -> str:
+    """A folder given as a relative path, made absolute: eval, export and --resume then find the
+    training images from any working directory (named sets and KIND:PATH specs stay as given)."""
+    from invspread_edge_runtime.datasets import _BINARY_READERS
+
+    if spec in ("fashion-mnist", "fashion_mnist", "fmnist") or spec.partition(":")[0] in _BINARY_READERS:
+        return spec
+    folder = Path(spec).expanduser()
+    return str(folder.absolute()) if folder.is_dir() else spec
 
 
 def _check_same_data(config: dict[str, Any], data_fp: str, run_dir: Path) -> None:
@@ -650,19 +984,66 @@ def _check_same_data(config: dict[str, Any], data_fp: str, run_dir: Path) -> Non
 
 
 def _read_metrics(run_dir: Path, epochs_done: int) -> list[dict[str, Any]]:
-    """metrics.jsonl up to the checkpoint's epoch (a kill may have left a later line)."""
+    """metrics.jsonl up to the checkpoint's epoch (a kill may have left a later line).
+
+    A damaged line is refused, not dropped: the resumed run rewrites the file, which would lose it.
+    """
     import json
 
     path = run_dir / METRICS_NAME
     if not path.is_file():
         return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"cannot read {path} ({exc.__class__.__name__})", "Make it readable, or move it away and resume"
+        ) from exc
     out = []
-    for line in path.read_text().splitlines():
-        if line.strip():
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
             rec = json.loads(line)
-            if rec.get("epoch", 0) <= epochs_done:
-                out.append(rec)
+        except ValueError:
+            rec = None
+        if not (isinstance(rec, dict) and _fits(rec.get("epoch"), "int") and _fits(rec.get("loss"), "float")):
+            raise CheckpointError(
+                f"{path} line {number} is damaged (not a metrics record)",
+                "Repair or delete that line (the resumed run rewrites the file), then resume again",
+            )
+        if rec["epoch"] <= epochs_done:
+            out.append(rec)
     return out
+
+
+def _read_run_json(run_dir: Path) -> dict[str, Any]:
+    """The run's run.json when it is ours; {} when there is none. Someone else's file is refused:
+    resuming rewrites run.json, which would destroy it."""
+    path = run_dir / RUN_JSON
+    if not path.is_file():
+        return {}
+    try:
+        info = read_json(path, "run.json")
+    except InvedgeError as exc:
+        raise CheckpointError(
+            exc.message, "Move it out of the run folder (resuming rewrites it), then resume again"
+        ) from exc
+    if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
+        what = f"format {info.get('format')!r}" if isinstance(info, dict) else "not a JSON object"
+        raise CheckpointError(
+            f"{path} is not an 'invedge train' run.json ({what})",
+            "Move it out of the run folder (resuming rewrites it), then resume again",
+        )
+    return info
+
+
+def _partial_epoch(stored: Any) -> EpochStats:
+    """The running totals of a cut epoch, validated (a checkpoint's `extra.partial_epoch`)."""
+    names = {f.name: str(f.type) for f in fields(EpochStats) if f.name != "interrupted"}
+    if not isinstance(stored, dict) or not all(k in names and _fits(v, names[k]) for k, v in stored.items()):
+        raise ValueError(f"partial_epoch is malformed: {stored!r}"[:160])
+    return EpochStats(**{k: float(v) if names[k] == "float" else v for k, v in stored.items()})
 
 
 def _json_line(record: dict[str, Any]) -> str:

@@ -1,15 +1,19 @@
 """`invedge` with the runtime alone: embed, index, search, bench, build-engine.
 
 The full toolkit's CLI (`invspread_edge.cli`) adds train, eval and export to this same app.
-Errors: every `InvedgeError` becomes one line and exit 1; INVEDGE_DEBUG=1 shows the traceback.
+Errors: one voice at this edge (`run`): every failure is one line on stderr and an exit code;
+INVEDGE_DEBUG=1 shows the traceback.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -28,7 +32,7 @@ def create_app(register_first: Callable[[typer.Typer], None] | None = None) -> t
 
     Command modules import their heavy dependencies inside the command.
     """
-    from .commands import bench, embed, engine, index, search
+    from .commands import bench, embed, engine, index, search, verify
 
     app = typer.Typer(
         name="invedge",
@@ -40,7 +44,7 @@ def create_app(register_first: Callable[[typer.Typer], None] | None = None) -> t
     )
     if register_first is not None:
         register_first(app)
-    for module in (embed, index, search, bench, engine):
+    for module in (embed, index, search, bench, engine, verify):
         module.register(app)
     return app
 
@@ -64,33 +68,149 @@ def add_full_toolkit_placeholders(app: typer.Typer) -> None:
 
 
 def run(app: typer.Typer, argv: list[str] | None = None) -> int:
-    """Run the CLI and map library errors to one-line messages and exit codes.
+    """Run the CLI: every failure is one line on stderr and an exit code, never a traceback.
 
-    Usage errors, --help and Ctrl-C at a prompt are handled by Typer itself (standalone mode).
+    - `InvedgeError` (a problem the user can fix): "error: what. Next step", exit 1.
+    - An `OSError` that escaped the library: the same, naming the file (disk full, permissions,
+      missing, a folder where a file is expected, ...), exit 1.
+    - Usage errors (an unknown option, a value of the wrong type, a missing argument): click finds
+      them, we print them in the same voice, exit 2. Values of the right type that a command
+      rejects (--k 0, an unknown --backend) are the command's own errors: exit 1.
+    - Ctrl-C: one line, exit 130 (`Interrupted` lets a command say what was kept).
+    - Anything else is a bug: one line naming the file that holds the traceback, exit 1.
+    INVEDGE_DEBUG=1 lets every exception through with its traceback.
     """
     command = typer.main.get_command(app)
+    _catch_ctrl_c(command)
     debug = os.environ.get("INVEDGE_DEBUG", "") not in ("", "0")
     try:
-        command.main(args=argv, prog_name="invedge", standalone_mode=True)
-    except SystemExit as exc:
+        # standalone_mode=False: click hands us its usage errors and Abort instead of printing
+        # and exiting itself; --help and typer.Exit come back as the exit code.
+        result = command.main(args=argv, prog_name="invedge", standalone_mode=False)
+    except SystemExit as exc:  # click's own exits (a broken pipe) and sys.exit in a command
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except KeyboardInterrupt:
-        console.err.print("[red]interrupted[/red]")
+    except typer.TyperException as exc:  # click's usage errors
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `invedge` alone: typer printed the help
+            return 2
+        _usage_error(exc)
+        return int(getattr(exc, "exit_code", 2))
+    except typer.Abort:  # end of input at a prompt
+        _line("error:", "aborted: no input at a prompt. Run the command again where you can answer it")
+        return 1
+    except (KeyboardInterrupt, _CtrlC):
+        _line(
+            "interrupted:",
+            "stopped by Ctrl-C. Finished files are intact (every write is atomic); "
+            "run the same command again to resume or redo it",
+            style="yellow",
+        )
         return 130
     except InvedgeError as exc:
         if debug:
             raise
-        console.err.print(f"[red]error:[/red] {exc}", highlight=False)
-        return 1
+        if exc.exit_code == 130:
+            _line("interrupted:", str(exc), style="yellow")
+        else:
+            _line("error:", str(exc))
+        return exc.exit_code
     except OSError as exc:
         if debug:
             raise
-        if exc.errno == errno.ENOSPC:
-            console.err.print("[red]error:[/red] disk full. Free some space and run again", highlight=False)
-        else:
-            console.err.print(f"[red]error:[/red] {exc}", highlight=False)
+        _line("error:", str(describe_os_error(exc)))
         return 1
-    return 0
+    except Exception as exc:
+        if debug:
+            raise
+        _line("error:", _internal_error(exc))
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+class _CtrlC(Exception):
+    """KeyboardInterrupt inside a command, carried past click (which turns it into a silent Exit(130))."""
+
+
+def _catch_ctrl_c(command: Any) -> None:
+    """Wrap every command's callback so that Ctrl-C reaches `run` as `_CtrlC`."""
+    callback = getattr(command, "callback", None)
+    if callback is not None and not getattr(callback, "_invedge_guarded", False):
+
+        @functools.wraps(callback)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return callback(*args, **kwargs)
+            except KeyboardInterrupt as exc:
+                raise _CtrlC() from exc
+
+        guarded._invedge_guarded = True  # type: ignore[attr-defined]
+        command.callback = guarded
+    for sub in getattr(command, "commands", {}).values():
+        _catch_ctrl_c(sub)
+
+
+def describe_os_error(exc: OSError) -> InvedgeError:
+    """The one-line error for an OSError, naming its file and the next step."""
+    from .files import os_error
+
+    name = exc.filename if exc.filename is not None else exc.filename2
+    target = Path(os.fsdecode(name)) if isinstance(name, (str, bytes, os.PathLike)) else None
+    what = str(target) if target is not None else "a file"
+    code = exc.errno
+    if code in (errno.ENOSPC, errno.EROFS):
+        return os_error(exc, target if target is not None else Path("the output"))
+    if code == errno.EDQUOT:
+        return InvedgeError(
+            f"disk quota exceeded while writing {what}",
+            "Free some space (or raise the quota) and run the same command again",
+        )
+    if code in (errno.EACCES, errno.EPERM):
+        return InvedgeError(
+            f"permission denied: {what}", "Check its permissions, or choose a folder you can write to"
+        )
+    if code == errno.ENOENT:
+        return InvedgeError(f"not found: {what}", "Check the path (and that its parent folder exists)")
+    if code == errno.EISDIR:
+        return InvedgeError(f"{what} is a folder where a file is expected", "Give the path of a file")
+    if code == errno.ENOTDIR:
+        return InvedgeError(
+            f"{what}: a file stands where a folder is expected (in the path or at its end)",
+            "Give the path of a folder",
+        )
+    if code == errno.ENAMETOOLONG:
+        return InvedgeError(f"file name too long: {what}", "Choose a shorter path")
+    return InvedgeError(f"{what}: {exc.strerror or exc}", "Check the path and run the same command again")
+
+
+def _internal_error(exc: BaseException) -> str:
+    """A bug: the traceback goes to a file (never to the terminal); the line says where."""
+    import tempfile
+    import traceback
+
+    summary = f"internal error ({type(exc).__name__}: {exc})"
+    try:
+        fd, name = tempfile.mkstemp(prefix="invedge-traceback-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
+            fh.write(f"invedge {' '.join(sys.argv[1:])}\n")
+            traceback.print_exception(exc, file=fh)
+    except OSError:
+        return f"{summary}. This is a bug: please report it; INVEDGE_DEBUG=1 shows the traceback"
+    return f"{summary}. This is a bug: please report it with the traceback saved in {name}"
+
+
+def _usage_error(exc: Exception) -> None:
+    ctx = getattr(exc, "ctx", None)
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    where = f"invedge {ctx.command_path.split(' ', 1)[1]}" if ctx and " " in ctx.command_path else "invedge"
+    _line("error:", f"{message.rstrip('.')}. See '{where} --help'")
+
+
+def _line(prefix: str, text: str, style: str = "red") -> None:
+    """Exactly one line: newlines folded, rich markup escaped, unprintable file names made visible."""
+    from rich.markup import escape
+
+    text = " ".join(text.split())
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    console.err.print(f"[{style}]{prefix}[/{style}] {escape(text)}", highlight=False)
 
 
 def main() -> None:

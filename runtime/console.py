@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import IO, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -15,8 +15,44 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+
+class _SafeWriter:
+    """A text stream that never fails on a character its encoding lacks.
+
+    A file name that is not valid UTF-8 reaches Python as lone surrogates ("\\udcff"); a strict
+    stream (stdout in a UTF-8 locale, pytest's capture) raises UnicodeEncodeError on it, and rich
+    then keeps the unwritten text in its buffer, so every later print fails too. Here such text is
+    written with backslash escapes instead (the name stays recognisable).
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except UnicodeEncodeError:
+            encoding = getattr(self._stream, "encoding", None) or "utf-8"
+            return self._stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _Console(Console):
+    """rich's Console writing through `_SafeWriter` (still to the current sys.stdout/sys.stderr)."""
+
+    @property
+    def file(self) -> IO[str]:
+        return _SafeWriter(Console.file.fget(self))  # type: ignore[attr-defined]
+
+    @file.setter
+    def file(self, new_file: IO[str]) -> None:
+        Console.file.fset(self, new_file)  # type: ignore[attr-defined]
+
+
+out = _Console(soft_wrap=True)
+err = _Console(stderr=True, soft_wrap=True)
 
 
 def info(message: str) -> None:

@@ -23,7 +23,7 @@ from PIL import Image
 from .backends.base import Backend, BackendInfo
 from .errors import DataError, InvedgeError
 from .metadata import ModelMeta, read_model_meta
-from .preprocess import load_image, normalize, to_uint8_chw
+from .preprocess import load_image, normalize, to_rgb, to_uint8_chw
 
 ImageLike = str | os.PathLike[str] | Image.Image
 PREFETCH_BATCHES = 2  # batches decoded ahead of the one the model is running
@@ -50,6 +50,9 @@ class Embedder:
         decode_workers: int = 0,
         precision: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
+        *,
+        engine_path: str | os.PathLike[str] | None = None,
+        trust_engine: bool = False,  # load an engine_path without its sidecar (backends.select)
     ) -> None:
         if batch_size < 1:
             raise InvedgeError(f"Invalid batch size {batch_size}. It must be at least 1.")
@@ -59,7 +62,13 @@ class Embedder:
             from .backends.select import open_backend
 
             self.backend = open_backend(
-                model, backend, threads=threads, precision=precision, cache_dir=cache_dir
+                model,
+                backend,
+                threads=threads,
+                precision=precision,
+                cache_dir=cache_dir,
+                engine_path=engine_path,
+                trust_engine=trust_engine,
             )
         self.meta: ModelMeta = getattr(self.backend, "meta", None) or read_model_meta(
             self.backend.info.model_path
@@ -165,13 +174,12 @@ class Embedder:
                 arrays.append(self._load(images[position]))
                 kept.append(position)
             except DataError as exc:
-                failures.append((position, str(exc)))
+                failures.append((position, exc.message))  # "unreadable image PATH: why"
         return arrays, kept, failures
 
     def _load(self, image: ImageLike) -> np.ndarray:
-        pil = image if isinstance(image, Image.Image) else load_image(Path(image))
-        if pil.mode != "RGB":
-            pil = pil.convert("RGB")
+        # in-memory images take the same decoding rules as files (16-bit, EXIF, alpha: preprocess.to_rgb)
+        pil = to_rgb(image) if isinstance(image, Image.Image) else load_image(Path(image))
         return to_uint8_chw(pil, self.meta.image_size)
 
 
@@ -182,24 +190,62 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, np.float32(1e-12))
 
 
-def collect_images(sources: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], Path]:
-    """Image files named directly or found under folders (sorted), and their common root folder."""
+@dataclass
+class ImageSources:
+    """The image files found for a list of files and folders, each once."""
+
+    paths: list[Path]  # in the order given (a folder's files sorted)
+    root: Path  # the common folder: ids are paths relative to it
+    duplicates: list[Path] = field(default_factory=list)  # given more than once: embedded once
+
+    def note(self) -> str | None:
+        """A line for the user when some files were given more than once, else None."""
+        if not self.duplicates:
+            return None
+        n = len(self.duplicates)
+        return (
+            f"{n} image file{'s' * (n != 1)} given more than once (e.g. {self.duplicates[0]}, "
+            "or a file and its folder): each is embedded once"
+        )
+
+
+def find_images(sources: Sequence[str | os.PathLike[str]]) -> ImageSources:
+    """Image files named directly or found under folders (sorted), each once, and their root.
+
+    A file reached twice (named twice, named and inside a named folder, or through a link to
+    the same file) is kept at its first place; the others are listed in `duplicates`.
+    """
     from .preprocess import IMAGE_SUFFIXES, list_images
 
     if not sources:
         raise DataError("no images given", "Pass image files or folders")
-    paths: list[Path] = []
+    found: list[Path] = []
     for source in (Path(s).absolute() for s in sources):
         if source.is_dir():
-            paths.extend(list_images(source))
+            found.extend(list_images(source))
         elif source.is_file():
             if source.suffix.lower() not in IMAGE_SUFFIXES:
                 raise DataError(
                     f"not an image file: {source}", f"Supported types: {', '.join(IMAGE_SUFFIXES)}"
                 )
-            paths.append(source)
+            found.append(source)
         else:
-            raise DataError(f"not found: {source}")
+            raise DataError(f"not found: {source}", "Check the path of the images")
+    seen: set[Path] = set()
+    paths, duplicates = [], []
+    for path in found:
+        key = path.resolve()
+        if key in seen:
+            duplicates.append(path)
+            continue
+        seen.add(key)
+        paths.append(path)
     folders = [Path(s).absolute() if Path(s).is_dir() else Path(s).absolute().parent for s in sources]
     root = Path(os.path.commonpath([str(f) for f in folders]))
-    return paths, root
+    return ImageSources(paths, root, duplicates)
+
+
+def collect_images(sources: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], Path]:
+    """`find_images` as (paths, root): each file once."""
+    found = find_images(sources)
+    return found.paths, found.root

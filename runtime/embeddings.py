@@ -4,16 +4,28 @@
   with pickle;
 - `ids.json`: N ids, the images' paths relative to `manifest["root"]` (POSIX separators);
 - `manifest.json`: the embedding space (checkpoint sha256, dimension), the model file's sha256,
-  N, the images that could not be read, and the sha256 of `embeddings.npy`. Written last: a folder
-  without it is unfinished.
+  N, the images that could not be read, and the sha256 of `embeddings.npy` and of `ids.json`
+  (checked on load: an edited or damaged file is refused, never half-trusted). Written last: a
+  folder without it is unfinished.
 
 Streaming: `EmbeddingWriter` keeps at most one part (`part_size` rows) in memory and writes each
-part atomically under `parts/`; a killed run resumes from the parts already written; `finish()`
-joins them into `embeddings.npy` through a memory map, so folders larger than memory work.
+part atomically under `parts/`; a killed run resumes from the parts already written (and retries
+the images that could not be read); `finish()` joins them into `embeddings.npy` with ordinary
+buffered writes (a full disk is an error naming the file, not a SIGBUS), so folders larger than
+memory work.
+
+Replacing (`overwrite`) or extending (`retry_failed`) a folder never touches it until the new one
+is complete: the new folder is built beside it in the hidden sibling `.NAME.staging`, then swapped
+in (old → `.NAME.old`, staging → NAME, old deleted). A crash at any moment leaves the old or the
+new complete folder; the next run (under the lock) finishes or undoes a half-done swap and removes
+the temporary files of dead writers. The caller holds `locks.exclusive_lock(out)` (as
+`embed_to_folder` does).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -26,11 +38,48 @@ from typing import Any
 import numpy as np
 
 from .errors import IndexFileError
-from .files import atomic_path, atomic_write_json, read_json, sha256_file
+from .files import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    leftovers,
+    pause_for_test,
+    read_json,
+    remove_leftovers,
+    sha256_bytes,
+    sha256_file,
+    write_npy,
+    write_npy_header,
+    write_rows,
+)
 
 FORMAT = "invspread-edge-embeddings/1"
 DTYPES = ("float32", "float16")
 VECTORS, IDS, MANIFEST, PARTS = "embeddings.npy", "ids.json", "manifest.json", "parts"
+OURS = frozenset({VECTORS, IDS, MANIFEST, PARTS})
+STATE = "state.json"
+STATE_KEYS = ("space_id", "model_sha256", "root", "dtype", "mode", "base")
+LABELS = {  # how a state key is named in messages
+    "space_id": "embedding space",
+    "model_sha256": "model file (sha256)",
+    "root": "images folder (root)",
+    "dtype": "dtype",
+    "mode": "kind of run",
+    "base": "base folder",
+}
+REDO = "Embed again with 'invedge embed MODEL IMAGES --out DIR --overwrite'"
+
+
+def staging_path(out: str | os.PathLike[str]) -> Path:
+    """Where `--overwrite` / `--retry-failed` build the new folder: a hidden sibling of `out`."""
+    out = Path(out).absolute()
+    return out.parent / f".{out.name}.staging"
+
+
+def aside_path(out: str | os.PathLike[str]) -> Path:
+    """Where the old folder waits during a swap."""
+    out = Path(out).absolute()
+    return out.parent / f".{out.name}.old"
 
 
 @dataclass
@@ -57,6 +106,10 @@ class EmbeddingSet:
     def dim(self) -> int:
         return int(self.manifest["dim"])
 
+    @property
+    def failed(self) -> list[dict[str, str]]:
+        return list(self.manifest.get("failed") or [])
+
     def locations(self) -> list[str]:
         """Each item's image file (absolute), for drawing results."""
         root = Path(self.manifest.get("root") or ".")
@@ -64,9 +117,24 @@ class EmbeddingSet:
 
 
 def load_embeddings(path: str | os.PathLike[str], verify: bool = True) -> EmbeddingSet:
-    """Open an embeddings folder; `verify` also checks the vectors' sha256 against the manifest."""
+    """Open an embeddings folder; `verify` also checks the vectors' sha256 against the manifest.
+
+    The ids are always checked against the manifest's sha256 (cheap; an edited ids.json would
+    silently give every vector another image's name).
+    """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise IndexFileError(
+            f"{path} is a file, not an embeddings folder",
+            "Give the folder written by 'invedge embed MODEL IMAGES --out DIR'",
+        )
     if not path.is_dir():
+        if aside_path(path).is_dir():
+            raise IndexFileError(
+                f"embeddings not found: {path} (an interrupted 'invedge embed --overwrite' left the "
+                f"previous folder at {aside_path(path)})",
+                "Run that 'invedge embed' command again: it puts the old or the new folder in place",
+            )
         raise IndexFileError(
             f"embeddings not found: {path}", "Create them with 'invedge embed MODEL IMAGES --out DIR'"
         )
@@ -77,29 +145,95 @@ def load_embeddings(path: str | os.PathLike[str], verify: bool = True) -> Embedd
             else "Create embeddings with 'invedge embed MODEL IMAGES --out DIR'"
         )
         raise IndexFileError(f"{path} is not a finished embeddings folder (no {MANIFEST})", hint)
-    manifest = read_json(path / MANIFEST, "embeddings manifest")
+    try:
+        manifest = read_json(path / MANIFEST, "embeddings manifest")
+    except IndexFileError:
+        raise
+    except Exception as exc:  # InvedgeError from read_json: keep its words, give the next step
+        raise IndexFileError(str(exc), REDO) from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise IndexFileError(f"{path / MANIFEST} is not an invspread-edge embeddings manifest")
+        raise IndexFileError(f"{path / MANIFEST} is not an invspread-edge embeddings manifest", REDO)
+    count, dim, dtype = _check_manifest(path / MANIFEST, manifest)
     try:
         vectors = np.load(path / VECTORS, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise IndexFileError(f"{path / VECTORS} is missing or damaged ({exc})") from exc
-    ids = read_json(path / IDS, "embedding ids")
-    count, dim = int(manifest.get("count", -1)), int(manifest.get("dim", -1))
+    except (OSError, ValueError, EOFError) as exc:
+        raise IndexFileError(f"{path / VECTORS} is missing or damaged ({_short(exc)})", REDO) from exc
+    try:
+        ids_bytes = (path / IDS).read_bytes()
+        ids = json.loads(ids_bytes.decode("utf-8"))
+    except FileNotFoundError as exc:
+        raise IndexFileError(f"{path / IDS} is missing", REDO) from exc
+    except OSError as exc:
+        raise IndexFileError(f"cannot read {path / IDS}: {exc.strerror or exc}", REDO) from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise IndexFileError(f"{path / IDS} is damaged (not valid JSON)", REDO) from exc
+    expected_ids = manifest.get("ids_sha256")
+    if expected_ids is not None and sha256_bytes(ids_bytes) != expected_ids:
+        raise IndexFileError(
+            f"{path / IDS} does not match its manifest (sha256 differs): it was edited or damaged, "
+            "so its ids may name the wrong images",
+            REDO + " (never edit ids.json by hand)",
+        )
     if (
-        vectors.ndim != 2
+        not isinstance(vectors, np.ndarray)
+        or vectors.ndim != 2
         or vectors.shape != (count, dim)
-        or str(vectors.dtype) != manifest.get("dtype")
+        or str(vectors.dtype) != dtype
         or not isinstance(ids, list)
         or len(ids) != count
     ):
+        shape = getattr(vectors, "shape", "?")
         raise IndexFileError(
-            f"{path} is inconsistent: manifest says {count} × {dim} {manifest.get('dtype')}, "
-            f"found {vectors.shape} {vectors.dtype} and {len(ids) if isinstance(ids, list) else '?'} ids"
+            f"{path} is inconsistent: manifest says {count} × {dim} {dtype}, "
+            f"found {shape} {getattr(vectors, 'dtype', '?')} and "
+            f"{len(ids) if isinstance(ids, list) else 'no list of'} ids",
+            REDO,
         )
+    if not all(isinstance(item, str) for item in ids):
+        raise IndexFileError(f"{path / IDS} holds ids that are not strings", REDO)
+    if len(set(ids)) != len(ids):
+        raise IndexFileError(f"{path / IDS} holds repeated ids", REDO)
     if verify and sha256_file(path / VECTORS) != manifest.get("embeddings_sha256"):
-        raise IndexFileError(f"{path / VECTORS} is damaged (sha256 differs from the manifest)", "Embed again")
+        raise IndexFileError(f"{path / VECTORS} is damaged (sha256 differs from the manifest)", REDO)
     return EmbeddingSet(path=path, vectors=vectors, ids=ids, manifest=manifest)
+
+
+def _check_manifest(path: Path, manifest: dict[str, Any]) -> tuple[int, int, str]:
+    """The fields every reader relies on, with their types: (count, dim, dtype)."""
+
+    def bad(field: str) -> IndexFileError:
+        return IndexFileError(f"{path} is damaged: '{field}' is missing or invalid", REDO)
+
+    count, dim, dtype = manifest.get("count"), manifest.get("dim"), manifest.get("dtype")
+    if not _is_int(count) or count < 0:
+        raise bad("count")
+    if not _is_int(dim) or dim < 1:
+        raise bad("dim")
+    if dtype not in DTYPES:
+        raise bad("dtype")
+    space = manifest.get("space")
+    if not isinstance(space, dict) or not isinstance(space.get("space_id"), str):
+        raise bad("space")
+    if not isinstance(manifest.get("root", ""), str | None):
+        raise bad("root")
+    if not isinstance(manifest.get("model", {}), dict):
+        raise bad("model")
+    failed = manifest.get("failed", [])
+    if not isinstance(failed, list) or not all(isinstance(f, dict) for f in failed):
+        raise bad("failed")
+    for key in ("embeddings_sha256", "ids_sha256"):
+        if not isinstance(manifest.get(key, ""), str):
+            raise bad(key)
+    return int(count), int(dim), str(dtype)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
 
 
 class EmbeddingWriter:
@@ -107,6 +241,9 @@ class EmbeddingWriter:
 
     `space`: {"space_id", "checkpoint_sha256", "embedding_dim"}; `model`: facts about the model
     file (at least "sha256"). A run resumes only with the same model file, root and dtype.
+    `overwrite`: build a new folder beside a finished one and swap at the end. `retry_failed`:
+    keep a finished folder's embeddings and add what is missing (images that failed before).
+    The caller holds the lock of `out` (see the module docstring).
     """
 
     def __init__(
@@ -119,6 +256,7 @@ class EmbeddingWriter:
         dtype: str = "float32",
         part_size: int = 4096,
         overwrite: bool = False,
+        retry_failed: bool = False,
     ) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"Invalid dtype {dtype!r}. Only {', '.join(DTYPES)} are supported.")
@@ -127,18 +265,27 @@ class EmbeddingWriter:
         self.root = str(Path(root).absolute())
         self.dim = int(space["embedding_dim"])
         self.part_size = part_size
-        self._state = {
+        self._state: dict[str, Any] = {
             "format": FORMAT,
             "space_id": self.space["space_id"],
             "model_sha256": self.model["sha256"],
             "root": self.root,
             "dtype": dtype,
+            "mode": "direct",
+            "base": None,
         }
-        self._prepare(overwrite)
+        self.work = self.out  # where the parts and final files are written (or the staging folder)
+        self.base: EmbeddingSet | None = None  # retry_failed: the finished folder being extended
+        self._prepare(overwrite, retry_failed)
         self.done_ids, self.failures, self._parts, self.resumed = self._scan_parts()
         self._ids: list[str] = []
         self._vectors: list[np.ndarray] = []
         self._new_failures: list[list[str]] = []
+
+    @property
+    def staged(self) -> bool:
+        """True when the result is built beside `out` and swapped in by `finish()`."""
+        return self.work != self.out
 
     @property
     def count(self) -> int:
@@ -164,42 +311,60 @@ class EmbeddingWriter:
         if not self._ids and not self._new_failures:
             return
         number = len(self._parts)
-        parts = self.out / PARTS
+        parts = self.work / PARTS
         vectors = (
             np.concatenate(self._vectors) if self._vectors else np.zeros((0, self.dim), dtype=self.dtype)
         )
         rows = min(len(vectors), len(self._ids))  # an interrupt between the two appends of add()
         vectors, self._ids = vectors[:rows], self._ids[:rows]
         with atomic_path(parts / f"part-{number:06d}.npy") as tmp, open(tmp, "wb") as fh:
-            np.save(fh, vectors, allow_pickle=False)
+            write_npy(fh, vectors)
         atomic_write_json(parts / f"part-{number:06d}.json", {"ids": self._ids, "failed": self._new_failures})
         self._parts.append((number, len(self._ids)))
         self.failures.extend(self._new_failures)
+        self.done_ids.update(self._ids)
         self._ids, self._vectors, self._new_failures = [], [], []
 
     def finish(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Join the parts into the final files, write the manifest last, remove the parts."""
+        """Join the parts into the final files, write the manifest last, remove the parts.
+
+        A staged folder (overwrite, retry_failed) is then swapped in place of `out`.
+        """
         self.flush()
-        total = self.count
-        if total == 0:
-            raise IndexFileError(
-                f"no image could be embedded ({len(self.failures)} unreadable)",
-                "Check the images; the reasons are in " + str(self.out / PARTS),
-            )
-        parts = self.out / PARTS
+        parts = self.work / PARTS
         ids: list[str] = []
-        with atomic_path(self.out / VECTORS) as tmp:
-            target = np.lib.format.open_memmap(tmp, mode="w+", dtype=self.dtype, shape=(total, self.dim))
-            row = 0
-            for number, count in self._parts:
+        failures: dict[str, str] = {}
+        for number, _ in self._parts:
+            record = _read_part_record(parts / f"part-{number:06d}.json")
+            ids.extend(record["ids"])
+            failures.update((item, reason) for item, reason in record["failed"])
+        embedded = set(ids)
+        failed = [[item, reason] for item, reason in failures.items() if item not in embedded]
+        total = len(ids)
+        if total == 0:  # nothing worth keeping: a rerun tries every image again anyway
+            shutil.rmtree(parts, ignore_errors=True)
+            if self.staged:
+                shutil.rmtree(self.work, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    self.work.rmdir()  # only if empty: a folder this run made
+            first = f"; first: {failed[0][1]}" if failed else ""
+            raise IndexFileError(
+                f"no image could be embedded ({len(failed)} unreadable{first})",
+                "Fix or remove the unreadable images, then run the same command again",
+            )
+        digest = hashlib.sha256()
+        with atomic_path(self.work / VECTORS) as tmp, open(tmp, "wb") as fh:
+            write_npy_header(fh, self.dtype, (total, self.dim), digest)
+            for position, (number, count) in enumerate(self._parts):
                 if count:
-                    target[row : row + count] = np.load(parts / f"part-{number:06d}.npy", allow_pickle=False)
-                    row += count
-                ids.extend(read_json(parts / f"part-{number:06d}.json", "embedding part")["ids"])
-            target.flush()
-            del target
-            digest = sha256_file(tmp)
-        atomic_write_json(self.out / IDS, ids)
+                    part = np.load(parts / f"part-{number:06d}.npy", mmap_mode="r", allow_pickle=False)
+                    write_rows(fh, np.asarray(part, dtype=self.dtype), digest)
+                if position == 0:
+                    fh.flush()
+                    pause_for_test("embed-join")  # a kill here: a half-written temporary file
+        ids_bytes = (json.dumps(ids) + "\n").encode("utf-8")
+        atomic_write_bytes(self.work / IDS, ids_bytes)
         manifest = {
             "format": FORMAT,
             "count": total,
@@ -208,73 +373,273 @@ class EmbeddingWriter:
             "space": self.space,
             "model": self.model,
             "root": self.root,
-            "failed_count": len(self.failures),
-            "failed": [{"id": i, "reason": r} for i, r in self.failures],
-            "embeddings_sha256": digest,
+            "failed_count": len(failed),
+            "failed": [{"id": i, "reason": r} for i, r in failed],
+            "embeddings_sha256": digest.hexdigest(),
+            "ids_sha256": sha256_bytes(ids_bytes),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **(extra or {}),
         }
-        atomic_write_json(self.out / MANIFEST, manifest)
+        atomic_write_json(self.work / MANIFEST, manifest)  # the folder is complete from here
         shutil.rmtree(parts, ignore_errors=True)
+        if self.staged:
+            _swap(self.work, self.out)
+        self.failures = failed
         return manifest
 
-    # --- resume and overwrite -------------------------------------------------------------------
+    # --- resume, overwrite, retry ---------------------------------------------------------------
 
-    def _prepare(self, overwrite: bool) -> None:
+    def _prepare(self, overwrite: bool, retry_failed: bool) -> None:
         out = self.out
         if out.exists() and not out.is_dir():
             raise IndexFileError(f"{out} exists and is not a folder", "Choose another --out")
-        ours = {VECTORS, IDS, MANIFEST, PARTS}
+        recover(out)
+        if out.is_dir():
+            remove_leftovers(out, OURS)  # temporary files of a writer that died (we hold the lock)
         present = {p.name for p in out.iterdir()} if out.is_dir() else set()
-        if present - ours:
+        if present - OURS:
             raise IndexFileError(
                 f"{out} already holds other files; refusing to write embeddings into it",
                 "Choose a new or empty --out folder",
             )
-        if overwrite:
-            for name in present:
-                target = out / name
-                shutil.rmtree(target) if target.is_dir() else target.unlink()
-        elif MANIFEST in present:
+        finished = MANIFEST in present
+        if finished and PARTS in present:  # a crash after the manifest, before the parts went
+            shutil.rmtree(out / PARTS, ignore_errors=True)
+        staging = staging_path(out)
+        if retry_failed and finished:
+            self.base = load_embeddings(out, verify=False)
+            self._check_base(self.base)
+            self._state |= {"mode": "retry", "base": self.base.manifest.get("embeddings_sha256")}
+        elif finished and not overwrite:
+            failed = int(failed_count(out))
+            retry = f", or --retry-failed to retry its {failed} unreadable images" if failed else ""
             raise IndexFileError(
-                f"{out} already holds finished embeddings", "Pass --overwrite to embed again"
+                f"{out} already holds finished embeddings",
+                f"Pass --overwrite to embed again (the old ones are replaced only once the new ones exist){retry}",
             )
-        parts = out / PARTS
-        state_file = parts / "state.json"
-        if state_file.is_file():
+        elif overwrite and present:
+            self._state["mode"] = "overwrite"
+        if self._state["mode"] == "direct":
+            if staging.exists() and not present:  # an orphan: nothing left for it to replace
+                shutil.rmtree(staging, ignore_errors=True)
+            self._open_state(out, discard_mismatch=False)
+            return
+        self.work = staging
+        self._open_state(staging, discard_mismatch=True)
+        if self.base is not None and not (staging / PARTS / "part-000000.json").is_file():
+            self._seed_from_base(self.base)
+
+    def _open_state(self, work: Path, discard_mismatch: bool) -> None:
+        """Resume the unfinished run in `work` if it is the same run; else refuse or start over."""
+        parts = work / PARTS
+        if work.is_dir():
+            remove_leftovers(work, OURS)  # temporary files of a writer that died (we hold the lock)
+        if parts.is_dir():
+            remove_leftovers(parts)
+        state_file = parts / STATE
+        if discard_mismatch and work.is_dir() and (work / MANIFEST).is_file():
+            shutil.rmtree(work)  # a finished staging folder that recover() did not swap in: stale
+        if state_file.is_file() or any(parts.glob("part-*")):
+            mismatch = self._state_mismatch(state_file)
+            if mismatch is None:
+                return
+            if discard_mismatch:
+                shutil.rmtree(work)
+            else:
+                raise IndexFileError(
+                    f"{self.out} holds an unfinished run with {mismatch}",
+                    "Pass --overwrite to start over, or resume with the same model, images and dtype",
+                )
+        atomic_write_json(state_file, self._state)
+
+    def _state_mismatch(self, state_file: Path) -> str | None:
+        """None when the unfinished run in `state_file`'s folder is this run; else what differs."""
+        try:
             state = read_json(state_file, "resume state")
-            for key in ("space_id", "model_sha256", "root", "dtype"):
-                if state.get(key) != self._state[key]:
-                    raise IndexFileError(
-                        f"{out} holds an unfinished run with another {key.replace('_', ' ')} "
-                        f"({state.get(key)!r}, now {self._state[key]!r})",
-                        "Pass --overwrite to start over, or resume with the same model, images and dtype",
-                    )
-        else:
-            atomic_write_json(state_file, self._state)
+        except Exception:  # missing or damaged: its parts cannot be trusted
+            return "a missing or damaged resume state (parts/state.json)"
+        if not isinstance(state, dict):
+            return "a damaged resume state (parts/state.json)"
+        state = {"mode": "direct", "base": None} | state
+        for key in STATE_KEYS:
+            if state.get(key) != self._state[key]:
+                return f"another {LABELS[key]} ({state.get(key)!r}, now {self._state[key]!r})"
+        return None
+
+    def _check_base(self, base: EmbeddingSet) -> None:
+        """--retry-failed extends a folder only with the same model, root and dtype."""
+        facts = {
+            "space_id": base.space_id,
+            "model_sha256": base.manifest.get("model", {}).get("sha256"),
+            "root": base.manifest.get("root"),
+            "dtype": base.manifest.get("dtype"),
+        }
+        for key, value in facts.items():
+            if value != self._state[key]:
+                raise IndexFileError(
+                    f"{self.out} was embedded with another {LABELS[key]} "
+                    f"({value!r}, now {self._state[key]!r}); --retry-failed only adds to it with the same one",
+                    "Pass the same model, images and --dtype, or --overwrite to embed everything again",
+                )
+
+    def _seed_from_base(self, base: EmbeddingSet) -> None:
+        """Part 0 of a retry: the finished folder's vectors (hard-linked, not copied) and failures."""
+        parts = self.work / PARTS
+        source = base.path / VECTORS
+        with atomic_path(parts / "part-000000.npy") as tmp:
+            tmp.unlink()
+            try:
+                os.link(source, tmp)  # the part is never written in place: the old file stays intact
+            except OSError:
+                shutil.copyfile(source, tmp)
+        failed = [[f.get("id"), f.get("reason", "")] for f in base.failed if isinstance(f.get("id"), str)]
+        atomic_write_json(parts / "part-000000.json", {"ids": base.ids, "failed": failed})
 
     def _scan_parts(self) -> tuple[set[str], list[list[str]], list[tuple[int, int]], bool]:
+        """The parts already written: embedded ids (images that failed are retried), failures."""
         done: set[str] = set()
         failures: list[list[str]] = []
         parts: list[tuple[int, int]] = []
-        folder = self.out / PARTS
+        folder = self.work / PARTS
         number = 0
         while (folder / f"part-{number:06d}.json").is_file() and (
             folder / f"part-{number:06d}.npy"
         ).is_file():
             try:
-                record = json.loads((folder / f"part-{number:06d}.json").read_text(encoding="utf-8"))
+                record = _read_part_record(folder / f"part-{number:06d}.json")
                 header = np.load(folder / f"part-{number:06d}.npy", mmap_mode="r", allow_pickle=False)
                 if header.shape != (len(record["ids"]), self.dim):
                     break
-            except (OSError, ValueError, KeyError, json.JSONDecodeError):
+            except (OSError, ValueError, IndexFileError):
                 break  # a damaged tail part: redo from here
             done.update(record["ids"])
-            done.update(item for item, _ in record["failed"])
             failures.extend(record["failed"])
             parts.append((number, len(record["ids"])))
             number += 1
+        # parts past a damaged one are not trusted: remove them, or a later flush would collide
+        for stale in folder.glob("part-*") if folder.is_dir() else []:
+            with contextlib.suppress(ValueError, OSError):
+                if int(stale.name[5:11]) >= number:
+                    stale.unlink()
         return done, failures, parts, bool(parts)
+
+
+def _read_part_record(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise IndexFileError(f"{path} is damaged", "Run the same command again") from exc
+    ok = (
+        isinstance(record, dict)
+        and isinstance(record.get("ids"), list)
+        and all(isinstance(i, str) for i in record["ids"])
+        and isinstance(record.get("failed"), list)
+        and all(isinstance(f, list) and len(f) == 2 for f in record["failed"])
+    )
+    if not ok:
+        raise IndexFileError(f"{path} is damaged", "Run the same command again")
+    return record
+
+
+def failed_count(out: str | os.PathLike[str]) -> int:
+    """How many images the finished folder `out` could not read (0 if its manifest is odd)."""
+    out = Path(out)
+    with contextlib.suppress(Exception):
+        value = read_json(out / MANIFEST, "embeddings manifest").get("failed_count", 0)
+        return int(value) if _is_int(value) else 0
+    return 0
+
+
+def _swap(staging: Path, out: Path) -> None:
+    """Put the complete `staging` folder in place of `out`; the old one goes only after."""
+    aside = aside_path(out)
+    if aside.exists():
+        shutil.rmtree(aside)
+    moved = False
+    if out.exists():
+        os.rename(out, aside)
+        moved = True
+    pause_for_test("embed-swap")  # a kill here: old aside, new not yet in place (recover() fixes)
+    os.rename(staging, out)
+    _fsync_parent(out)
+    if moved:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def recover(out: str | os.PathLike[str]) -> str | None:
+    """Finish or undo a swap that a crash interrupted (call under the lock); say what was done.
+
+    - old aside and `out` complete: the swap was done; delete the old copy;
+    - old aside, no `out`: move the new complete folder in if there is one, else the old one back;
+    - a complete staging folder and `out` still in place: the new result exists; swap it in.
+    """
+    out = Path(out)
+    aside, staging = aside_path(out), staging_path(out)
+    staged_done = (staging / MANIFEST).is_file()  # the manifest is written last: complete
+    if staged_done:
+        shutil.rmtree(staging / PARTS, ignore_errors=True)
+    if aside.exists():
+        if (out / MANIFEST).is_file():
+            shutil.rmtree(aside, ignore_errors=True)
+            return "removed the old folder of a finished swap"
+        if not out.exists():
+            if staged_done:
+                os.rename(staging, out)
+                shutil.rmtree(aside, ignore_errors=True)
+                _fsync_parent(out)
+                return "completed an interrupted swap"
+            os.rename(aside, out)
+            _fsync_parent(out)
+            return "restored the previous folder"
+        return None
+    if staged_done and out.is_dir():
+        _swap(staging, out)
+        return "completed an interrupted swap"
+    return None
+
+
+def _fsync_parent(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(Path(path).absolute().parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def check_output(out: str | os.PathLike[str], overwrite: bool = False, retry_failed: bool = False) -> None:
+    """The cheap refusals of `EmbeddingWriter`, to make before the model is opened (under the lock).
+
+    `out` must be a folder or nothing, hold only our files, and hold no finished embeddings
+    unless `overwrite` or `retry_failed`. The writer checks all of it again.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise IndexFileError(f"{out} exists and is not a folder", "Choose another --out")
+    if not out.is_dir():
+        return
+    leftover = {p.name for p in leftovers(out, OURS)}
+    present = {p.name for p in out.iterdir()} - leftover
+    if present - OURS:
+        raise IndexFileError(
+            f"{out} already holds other files; refusing to write embeddings into it",
+            "Choose a new or empty --out folder",
+        )
+    if MANIFEST in present and not (overwrite or retry_failed):
+        failed = failed_count(out)
+        retry = f", or --retry-failed to retry its {failed} unreadable images" if failed else ""
+        raise IndexFileError(
+            f"{out} already holds finished embeddings",
+            f"Pass --overwrite to embed again (the old ones are replaced only once the new ones exist){retry}",
+        )
+
+
+class EmbeddingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `embed_to_folder`, after the embedded images were saved as parts."""
+
+    def __init__(self, out: Path, work: Path, saved: int, total: int) -> None:
+        super().__init__(f"{saved} of {total} images saved in {work / PARTS}")
+        self.out, self.work, self.saved, self.total = out, work, saved, total
 
 
 def iter_new(paths: Iterable[Path], root: Path, done: set[str]) -> list[tuple[str, Path]]:
@@ -308,58 +673,72 @@ def embed_to_folder(
     overwrite: bool = False,
     on_progress: Any = None,
     part_size: int = 4096,
+    retry_failed: bool = False,
+    lock: bool = True,
 ) -> dict[str, Any]:
     """Embed `paths` with an `embed.Embedder` into an embeddings folder; resumes an unfinished one.
 
+    Holds the lock of `out` throughout (a second writer waits, then sees the finished folder);
+    `lock=False` when the caller holds it already (as `invedge embed` does, to check `out` before
+    it opens the model).
     `on_progress(done, total)` is called after each batch (`done` counts resumed images too).
-    Unreadable images are skipped and listed in the manifest. Returns the manifest.
+    Unreadable images are skipped and listed in the manifest; a rerun of an unfinished folder, or
+    `retry_failed` on a finished one, tries them again. Ctrl-C raises `EmbeddingInterrupted`
+    after saving what was embedded. Returns the manifest.
     """
-    from .files import sha256_file
+    from .locks import exclusive_lock
 
     meta = embedder.meta
     model_path = Path(embedder.info.model_path).resolve()
-    writer = EmbeddingWriter(
-        out,
-        space={
-            "space_id": meta.space_id,
-            "checkpoint_sha256": meta.checkpoint_sha256,
-            "embedding_dim": meta.embedding_dim,
-        },
-        model={
-            "path": str(model_path),
-            "sha256": sha256_file(model_path),
-            "precision": meta.precision,
-            "arch": meta.arch,
-            "image_size": meta.image_size,
-        },
-        root=root,
-        dtype=dtype,
-        part_size=part_size,
-        overwrite=overwrite,
-    )
-    pending = iter_new(paths, Path(writer.root), writer.done_ids)
-    total = len(paths)
-    done = total - len(pending)
-    resumed = done
-    started = time.perf_counter()
-    if on_progress is not None:
-        on_progress(done, total)
-    try:
-        for batch in embedder.embed_batches([p for _, p in pending]):
-            writer.add([pending[i][0] for i in batch.positions], batch.vectors)
-            for position, reason in batch.failures:
-                writer.add_failure(pending[position][0], reason)
-            done += len(batch.positions) + len(batch.failures)
-            if on_progress is not None:
-                on_progress(done, total)
-    except KeyboardInterrupt:
-        writer.flush()  # Ctrl-C: keep what was embedded, the next run resumes after it
-        raise
-    seconds = time.perf_counter() - started
-    return writer.finish(
-        {
-            "backend": embedder.info.name,
-            "resumed": resumed,
-            "seconds": round(seconds, 3),
-        }
-    )
+    model_sha = sha256_file(model_path)
+    with exclusive_lock(out, "embeddings folder") if lock else contextlib.nullcontext():
+        writer = EmbeddingWriter(
+            out,
+            space={
+                "space_id": meta.space_id,
+                "checkpoint_sha256": meta.checkpoint_sha256,
+                "embedding_dim": meta.embedding_dim,
+            },
+            model={
+                "path": str(model_path),
+                "sha256": model_sha,
+                "precision": meta.precision,
+                "arch": meta.arch,
+                "image_size": meta.image_size,
+            },
+            root=root,
+            dtype=dtype,
+            part_size=part_size,
+            overwrite=overwrite,
+            retry_failed=retry_failed,
+        )
+        pending = iter_new(paths, Path(writer.root), writer.done_ids)
+        total = len(paths)
+        if writer.base is not None and not pending and not writer.base.failed:
+            shutil.rmtree(writer.work, ignore_errors=True)  # --retry-failed with nothing to retry
+            return writer.base.manifest | {"resumed": len(writer.base), "seconds": 0.0}
+        done = total - len(pending)
+        resumed = writer.count
+        started = time.perf_counter()
+        if on_progress is not None:
+            on_progress(done, total)
+        try:
+            for batch in embedder.embed_batches([p for _, p in pending]):
+                writer.add([pending[i][0] for i in batch.positions], batch.vectors)
+                for position, reason in batch.failures:
+                    writer.add_failure(pending[position][0], reason)
+                done += len(batch.positions) + len(batch.failures)
+                if on_progress is not None:
+                    on_progress(done, total)
+                pause_for_test("embed-batch")
+            seconds = time.perf_counter() - started
+            return writer.finish(
+                {
+                    "backend": embedder.info.name,
+                    "resumed": resumed,
+                    "seconds": round(seconds, 3),
+                }
+            )
+        except KeyboardInterrupt as exc:  # in the loop or the join
+            writer.flush()  # Ctrl-C: keep what was embedded, the next run resumes after it
+            raise EmbeddingInterrupted(Path(out), writer.work, writer.count, total) from exc

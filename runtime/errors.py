@@ -1,14 +1,16 @@
 """Typed errors of the whole toolkit. The CLI turns each into one line with the next step.
 
-Every library error a user can cause derives from `InvedgeError`; anything else is a bug and
-keeps its traceback (set INVEDGE_DEBUG=1 to see tracebacks for all errors).
+Every library error a user can cause derives from `InvedgeError`. Anything else is a bug: the CLI
+still prints one line, saying where it saved the traceback (INVEDGE_DEBUG=1 prints tracebacks).
 """
 
 from __future__ import annotations
 
 
 class InvedgeError(Exception):
-    """A problem the user can fix. `hint` says how."""
+    """A problem the user can fix. `hint` says how. `exit_code`: what the CLI exits with."""
+
+    exit_code = 1
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
@@ -41,6 +43,20 @@ class EngineError(InvedgeError):
 
 class AccuracyError(InvedgeError):
     """A converted model whose accuracy fell past the allowed bound."""
+
+
+class ConfigError(InvedgeError, ValueError):
+    """An option or argument value outside what is allowed (also a ValueError, for library callers)."""
+
+
+class LockedError(InvedgeError):
+    """Another process is writing the same output (see locks.py)."""
+
+
+class Interrupted(InvedgeError):
+    """Ctrl-C: the message says what was kept and the hint the command that resumes. Exit 130."""
+
+    exit_code = 130
 
 
 class MissingDependency(InvedgeError):

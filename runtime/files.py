@@ -8,14 +8,21 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import json
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+import numpy as np
 
 from .errors import InvedgeError
+
+_TEMP_NAME = re.compile(r"^\.(.+)\.[A-Za-z0-9_]+\.tmp$")  # what atomic_path's mkstemp names look like
 
 
 @contextlib.contextmanager
@@ -31,7 +38,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     except OSError as exc:
-        raise _os_error(exc, target) from exc
+        raise os_error(exc, target) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -43,7 +50,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         _fsync_dir(folder)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise _os_error(exc, target) from exc
+        raise os_error(exc, target) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -63,14 +70,98 @@ def atomic_write_json(target: str | os.PathLike[str], obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike[str], what: str = "file") -> Any:
-    """Read JSON, raising one clear error for a missing or damaged file."""
+    """Read JSON, raising one clear error for a missing, unreadable or damaged file."""
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise InvedgeError(f"{what} not found: {path}") from exc
+    except IsADirectoryError as exc:
+        raise InvedgeError(f"{what} {path} is a folder, not a file") from exc
+    except OSError as exc:
+        raise InvedgeError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvedgeError(f"{what} is damaged (not valid JSON): {path}") from exc
+
+
+def write_npy(fh: BinaryIO, array: np.ndarray, digest: Any = None) -> None:
+    """Write `array` as .npy with ordinary buffered writes (header, then the raw rows).
+
+    Not `np.save` on a real file (its `tofile` reports a full disk as "N requested and M written",
+    with no errno) and not a memory map (a full disk kills the process with SIGBUS): here a full
+    disk is an OSError(ENOSPC) like any other write. `digest` (a hashlib object) sees every byte.
+    """
+    array = np.ascontiguousarray(array)
+    write_npy_header(fh, array.dtype, array.shape, digest)
+    write_rows(fh, array, digest)
+
+
+def write_npy_header(fh: BinaryIO, dtype: Any, shape: tuple[int, ...], digest: Any = None) -> None:
+    """The .npy header (format 1.0) of a C-ordered array of `dtype` and `shape`."""
+    buffer = io.BytesIO()
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    _write(fh, buffer.getvalue(), digest)
+
+
+def write_rows(fh: BinaryIO, array: np.ndarray, digest: Any = None, rows_per_write: int = 65536) -> None:
+    """The raw bytes of `array` (C order), a block of rows at a time (bounded memory for memmaps)."""
+    for start in range(0, len(array), rows_per_write):
+        block = np.ascontiguousarray(array[start : start + rows_per_write])
+        _write(fh, memoryview(block.reshape(-1).view(np.uint8)), digest)
+
+
+def _write(fh: BinaryIO, data: bytes | memoryview, digest: Any) -> None:
+    fh.write(data)
+    if digest is not None:
+        digest.update(data)
+
+
+def leftovers(folder: str | os.PathLike[str], names: Iterable[str] | None = None) -> list[Path]:
+    """Temporary files that `atomic_path` left in `folder` when its process died (`.NAME.XXXX.tmp`).
+
+    `names`: only those of these targets (default: any). Only remove them while holding the lock
+    of what `folder` belongs to: a live writer's temporary file has the same form.
+    """
+    folder = Path(folder)
+    wanted = None if names is None else set(names)
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            match = _TEMP_NAME.match(entry.name)
+            if match and (wanted is None or match.group(1) in wanted) and not entry.is_dir():
+                found.append(entry)
+    return sorted(found)
+
+
+def remove_leftovers(folder: str | os.PathLike[str], names: Iterable[str] | None = None) -> int:
+    """Delete `leftovers(folder, names)` (under the lock); returns how many."""
+    removed = 0
+    for path in leftovers(folder, names):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed += 1
+    return removed
+
+
+def pause_for_test(point: str) -> None:
+    """Test hook: with INVEDGE_TEST_PAUSE_AT=<point>, stop here so a test can kill the process.
+
+    The process writes the file $INVEDGE_TEST_PAUSE_MARKER (when set), then waits until the file
+    $INVEDGE_TEST_PAUSE_RELEASE exists (when set), at most INVEDGE_TEST_PAUSE_S seconds (default
+    60). Points: embed-batch (after each batch), embed-join (embeddings.npy half written),
+    embed-swap (the old folder moved aside, the new one not yet in place), index-save (the index
+    file half written). Does nothing when INVEDGE_TEST_PAUSE_AT is unset.
+    """
+    if os.environ.get("INVEDGE_TEST_PAUSE_AT") != point:
+        return
+    marker = os.environ.get("INVEDGE_TEST_PAUSE_MARKER")
+    if marker:
+        Path(marker).write_text(f"{os.getpid()} {point}\n", encoding="utf-8")
+    release = os.environ.get("INVEDGE_TEST_PAUSE_RELEASE")
+    deadline = time.monotonic() + float(os.environ.get("INVEDGE_TEST_PAUSE_S", "60"))
+    while time.monotonic() < deadline and not (release and Path(release).exists()):
+        time.sleep(0.05)
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
@@ -109,11 +200,20 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def _os_error(exc: OSError, target: Path) -> InvedgeError:
+def os_error(exc: OSError, target: Path) -> InvedgeError:
+    """The one-line error for a failed write of `target` (disk full, permissions, ...)."""
     if exc.errno == errno.ENOSPC:
         return InvedgeError(
-            f"disk full while writing {target}", "Free some space; the previous file is intact"
+            f"disk full while writing {target}",
+            "Free some space and run the same command again; the previous file is intact",
         )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return InvedgeError(f"cannot write {target}: {exc.strerror}", "Choose a writable output folder")
-    return InvedgeError(f"cannot write {target}: {exc.strerror or exc}")
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):  # mkdir(parents) meets a file where a folder must be
+        return InvedgeError(
+            f"cannot write {target}: a file stands where a folder is expected in its path",
+            "Choose another output path",
+        )
+    return InvedgeError(
+        f"cannot write {target}: {exc.strerror or exc}", "Check the path and run the same command again"
+    )

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .errors import DataError
 from .files import atomic_path
-from .preprocess import load_image
+from .preprocess import load_image, to_rgb
 
 QUERY_COLOUR = (33, 102, 172)
 TILE_BACKGROUND = (245, 245, 245)
@@ -70,7 +70,7 @@ def _thumbnail(source: Image.Image | str | os.PathLike[str] | None, size: int) -
     if img is None:
         ImageDraw.Draw(tile).rectangle([0, 0, size - 1, size - 1], fill=MISSING)
         return tile
-    img = img.convert("RGB")
+    img = to_rgb(img)  # in-memory images decode like files: 16-bit, EXIF, alpha
     scale = size / max(img.size)
     new = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
     # Small images (28-px Fashion-MNIST) are enlarged with nearest neighbours: crisp, not blurred.

@@ -18,11 +18,13 @@ foreign file is rejected on load.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import struct
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -32,7 +34,8 @@ import numpy as np
 
 from . import __version__
 from .errors import IndexFileError, MissingDependency
-from .files import atomic_path
+from .files import atomic_path, pause_for_test, remove_leftovers
+from .locks import exclusive_lock
 from .topk import exact_topk
 
 FORMAT = "invspread-edge-index/1"
@@ -50,6 +53,7 @@ class SearchResult:
     gallery_ids: list[str] = field(repr=False)
     gallery_locations: list[str] = field(repr=False)
     searcher: str  # which engine answered: "faiss-flat", "numpy", "onnx-topk:cuda", "faiss-ivf", ...
+    notes: list[str] = field(default_factory=list)  # what the caller must know (fewer than k found)
 
     # ids and locations are looked up when asked for: building Q × k Python lists on every search
     # cost a third of a 10k-gallery search (1 000 queries), for callers that only need indices.
@@ -61,15 +65,34 @@ class SearchResult:
     def locations(self) -> list[list[str]]:
         return [[self.gallery_locations[i] for i in row if i >= 0] for row in self.indices]
 
+    @property
+    def k(self) -> int:
+        return int(self.indices.shape[1]) if self.indices.ndim == 2 else 0
+
+    @cached_property
+    def found(self) -> np.ndarray:
+        """(Q,) neighbours found per query: k, or fewer where an approximate index fell short."""
+        return (self.indices >= 0).sum(axis=1)
+
+    @property
+    def short(self) -> int:
+        """How many queries got fewer than k neighbours."""
+        return int((self.found < self.k).sum())
+
     def records(self, queries: list[str] | None = None) -> list[dict[str, Any]]:
-        """JSON-ready: one record per query with its ranked neighbours."""
+        """JSON-ready: one record per query with its ranked neighbours (`found` ≤ k of them)."""
         out = []
-        for q in range(len(self.ids)):
+        for q, row in enumerate(self.indices):
+            kept = [r for r in range(len(row)) if row[r] >= 0]
             hits = [
-                {"rank": r + 1, "id": self.ids[q][r], "score": round(float(self.scores[q, r]), 6)}
-                for r in range(len(self.ids[q]))
+                {
+                    "rank": rank + 1,
+                    "id": self.gallery_ids[row[r]],
+                    "score": round(float(self.scores[q, r]), 6),
+                }
+                for rank, r in enumerate(kept)
             ]
-            out.append({"query": queries[q] if queries else q, "neighbours": hits})
+            out.append({"query": queries[q] if queries else q, "found": len(hits), "neighbours": hits})
         return out
 
 
@@ -186,15 +209,27 @@ class Index:
     def space_id(self) -> str:
         return str(self.space.get("space_id", ""))
 
-    def check_space(self, space_id: str | None) -> None:
-        """Refuse queries embedded by a model of another embedding space."""
-        if space_id is not None and self.space_id and space_id != self.space_id:
+    def check_space(self, space_id: str | None, adding: str | None = None, model: str | None = None) -> None:
+        """Refuse vectors embedded by a model of another embedding space.
+
+        `adding`: the vectors are new gallery items (from this folder), not queries. `model`: the
+        model file that embedded the queries, named in the error.
+        """
+        if space_id is None or not self.space_id or space_id == self.space_id:
+            return
+        ours = self.model.get("path", "see 'invedge index info'")
+        if adding is not None:
             raise IndexFileError(
-                f"the queries come from another embedding space ({space_id}) than the gallery "
-                f"({self.space_id}): their scores would be meaningless",
-                "Embed the queries with the model that embedded the gallery "
-                f"({self.model.get('path', 'see index info')}), or rebuild the gallery",
+                f"{adding} was embedded by a model of another embedding space ({space_id}) than "
+                f"the gallery ({self.space_id}): mixed in one index, its scores would be meaningless",
+                f"Embed those images with the gallery's model ({ours}), or build a separate index from them",
             )
+        by = f" (embedded by {model})" if model else ""
+        raise IndexFileError(
+            f"the queries{by} come from another embedding space ({space_id}) than the gallery "
+            f"({self.space_id}): their scores would be meaningless",
+            f"Embed the queries with the model that embedded the gallery ({ours}), or rebuild the gallery",
+        )
 
     def search(
         self, queries: np.ndarray, k: int = 5, space_id: str | None = None, exact: bool = False
@@ -215,7 +250,23 @@ class Index:
                 f"Use --k between 1 and {len(self)}",
             )
         scores, indices, searcher = self._search(queries, k, exact)
-        return SearchResult(scores, indices, self.ids, self.locations, searcher)
+        result = SearchResult(scores, indices, self.ids, self.locations, searcher)
+        if result.short:
+            result.notes.append(self._short_note(result))
+        return result
+
+    def _short_note(self, result: SearchResult) -> str:
+        """Why an approximate search found fewer than k neighbours, and what to do."""
+        knob = (
+            f"--nprobe (now {self.params.get('nprobe')} of {self.params.get('nlist')} lists)"
+            if self.kind == "ivf"
+            else f"--ef-search (now {self.params.get('ef_search')})"
+        )
+        return (
+            f"{result.short} of {len(result.found)} quer{'y' if len(result.found) == 1 else 'ies'} found "
+            f"fewer than k = {result.k} neighbours (fewest: {int(result.found.min())}) in this "
+            f"{self.kind} index. Raise {knob}, or pass --exact"
+        )
 
     def _search(self, queries: np.ndarray, k: int, exact: bool) -> tuple[np.ndarray, np.ndarray, str]:
         if self.kind != "flat" and not exact:
@@ -291,15 +342,17 @@ class Index:
         ids: list[str],
         space_id: str | None = None,
         locations: list[str] | None = None,
+        source: str = "the new items",
     ) -> None:
-        """Append items (their space must be the gallery's; ids must be new)."""
-        self.check_space(space_id)
+        """Append items (their space must be the gallery's; ids must be new). `source`: for errors."""
+        self.check_space(space_id, adding=source)
         vectors = _as_matrix(vectors)
         if vectors.shape[1] != self.dim:
             raise IndexFileError(f"new vectors have dimension {vectors.shape[1]}, the gallery {self.dim}")
         if len(ids) != len(vectors):
             raise IndexFileError(f"{len(ids)} ids for {len(vectors)} vectors")
-        _check_unique(list(self.ids) + list(ids), "already in the gallery")
+        _check_unique(list(ids), f"repeated in {source}")
+        _check_unique(list(self.ids) + list(ids), f"of {source} already in the gallery")
         self.vectors = np.concatenate([self.vectors, vectors])
         self.ids.extend(ids)
         self.locations.extend(locations if locations is not None else [""] * len(ids))
@@ -397,10 +450,11 @@ class Index:
 
     def save(self, path: str | os.PathLike[str]) -> int:
         """Write atomically; returns the file size in bytes."""
+        flat = np.ascontiguousarray(self.vectors, dtype="<f4").reshape(-1).view(np.uint8)
         sections: list[tuple[str, bytes | memoryview, dict[str, Any]]] = [
             (
                 "vectors",
-                memoryview(np.ascontiguousarray(self.vectors, dtype="<f4")).cast("B"),
+                memoryview(flat),  # (0, d) too: an empty gallery is a valid index
                 {"dtype": "float32", "shape": list(self.vectors.shape)},
             ),
             ("ids", json.dumps(self.ids).encode("utf-8"), {}),
@@ -420,15 +474,14 @@ class Index:
             offset += len(data)
         header_bytes = json.dumps(header).encode("utf-8")
         digest = hashlib.sha256()
+        chunks = [MAGIC, struct.pack("<Q", len(header_bytes)), header_bytes, *(d for _, d, _ in sections)]
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            for chunk in (
-                MAGIC,
-                struct.pack("<Q", len(header_bytes)),
-                header_bytes,
-                *(d for _, d, _ in sections),
-            ):
+            for number, chunk in enumerate(chunks):
                 fh.write(chunk)
                 digest.update(chunk)
+                if number == 3:
+                    fh.flush()
+                    pause_for_test("index-save")  # a kill here: a half-written temporary file
             fh.write(digest.digest())
         return Path(path).stat().st_size
 
@@ -436,6 +489,7 @@ class Index:
     def load(cls, path: str | os.PathLike[str], threads: int = 0) -> Index:
         """Read and verify an index file; damaged, truncated or foreign files raise IndexFileError."""
         path = Path(path)
+        rebuild = "Build the index again with 'invedge index build EMBEDDINGS --out FILE --overwrite'"
         try:
             data = path.read_bytes()
         except FileNotFoundError as exc:
@@ -443,52 +497,110 @@ class Index:
                 f"index not found: {path}", "Build one with 'invedge index build EMBEDDINGS --out FILE'"
             ) from exc
         except IsADirectoryError as exc:
-            raise IndexFileError(f"{path} is a folder, not an index file") from exc
-        if not data.startswith(MAGIC):
-            raise IndexFileError(f"{path} is not an invspread-edge index (wrong magic bytes)")
-        if len(data) < len(MAGIC) + 8 + 32 or hashlib.sha256(data[:-32]).digest() != data[-32:]:
-            raise IndexFileError(
-                f"{path} is damaged or truncated (checksum mismatch)", "Build the index again"
+            hint = (
+                f"It is an embeddings folder: build an index from it with 'invedge index build {path} --out FILE'"
+                if (path / "manifest.json").is_file()
+                else "Give the index file written by 'invedge index build'"
             )
+            raise IndexFileError(f"{path} is a folder, not an index file", hint) from exc
+        except OSError as exc:
+            raise IndexFileError(
+                f"cannot read {path}: {exc.strerror or exc}", "Check its permissions"
+            ) from exc
+        if not data.startswith(MAGIC):
+            raise IndexFileError(
+                f"{path} is not an invspread-edge index (wrong magic bytes)",
+                "Give the file written by 'invedge index build'",
+            )
+        if len(data) < len(MAGIC) + 8 + 32 or hashlib.sha256(data[:-32]).digest() != data[-32:]:
+            raise IndexFileError(f"{path} is damaged or truncated (checksum mismatch)", rebuild)
         (header_len,) = struct.unpack_from("<Q", data, len(MAGIC))
         body = len(MAGIC) + 8 + header_len
         try:
-            header = json.loads(data[len(MAGIC) + 8 : body].decode("utf-8"))
-            if header.get("format") != FORMAT:
-                raise ValueError(f"format {header.get('format')!r}")
-            sections = header["sections"]
-
-            def section(name: str) -> bytes:
-                spec = sections[name]
-                start = body + int(spec["offset"])
-                return data[start : start + int(spec["nbytes"])]
-
-            shape = tuple(sections["vectors"]["shape"])
-            vectors = np.frombuffer(section("vectors"), dtype="<f4").reshape(shape).astype(np.float32)
-            ids = json.loads(section("ids"))
-            locations = json.loads(section("locations"))
-            if len(ids) != shape[0] or len(locations) != shape[0] or header["kind"] not in KINDS:
-                raise ValueError("inconsistent sections")
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-            raise IndexFileError(f"{path} has an unreadable header or sections ({exc})") from exc
+            header, vectors, ids, locations = _parse(data, body)
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+            raise IndexFileError(f"{path} has an unreadable header or sections ({exc})", rebuild) from exc
         index = cls(
             vectors=vectors,
             ids=ids,
             space=header["space"],
             kind=header["kind"],
-            params=header.get("params", {}),
+            params=header.get("params") or {},
             locations=locations,
-            model=header.get("model", {}),
+            model=header.get("model") or {},
             recall_at_10=header.get("recall_at_10"),
             threads=threads,
         )
+        sections = header["sections"]
         if "faiss" in sections:
             faiss = _faiss()
             if faiss is not None:
-                blob = np.frombuffer(section("faiss"), dtype=np.uint8)
-                index._ann = faiss.deserialize_index(blob.copy())
-                index.set_search_params(index.params.get("nprobe"), index.params.get("ef_search"))
+                spec = sections["faiss"]
+                start = body + int(spec["offset"])
+                blob = np.frombuffer(data[start : start + int(spec["nbytes"])], dtype=np.uint8)
+                try:
+                    index._ann = faiss.deserialize_index(blob.copy())
+                    if index._ann.ntotal != len(ids) or index._ann.d != index.dim:
+                        raise ValueError(f"{index._ann.ntotal} × {index._ann.d} vectors")
+                    index.set_search_params(index.params.get("nprobe"), index.params.get("ef_search"))
+                except Exception as exc:  # faiss raises RuntimeError for a blob it cannot read
+                    raise IndexFileError(
+                        f"{path} holds a faiss index that does not match its gallery ({_first_line(exc)})",
+                        rebuild,
+                    ) from exc
         return index
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike[str], timeout: float | None = None) -> Iterator[Path]:
+    """Hold the lock of index file `path` for a read-modify-write (build, add, remove).
+
+    Also removes the temporary files that writers of `path` killed mid-save left beside it.
+    """
+    path = Path(path)
+    with exclusive_lock(path, "index", timeout=timeout):
+        remove_leftovers(path.absolute().parent, [path.name])
+        yield path
+
+
+def _parse(data: bytes, body: int) -> tuple[dict[str, Any], np.ndarray, list[str], list[str]]:
+    """Header and sections of a checksummed index file; ValueError/KeyError/TypeError if odd."""
+    header = json.loads(data[len(MAGIC) + 8 : body].decode("utf-8"))
+    if not isinstance(header, dict):
+        raise ValueError("the header is not an object")
+    if header.get("format") != FORMAT:
+        raise ValueError(f"format {header.get('format')!r}")
+    sections = header["sections"]
+    if not isinstance(sections, dict) or not isinstance(header.get("space"), dict):
+        raise ValueError("no sections or space")
+    if header.get("kind") not in KINDS or not isinstance(header.get("params") or {}, dict):
+        raise ValueError(f"kind {header.get('kind')!r}")
+
+    def section(name: str) -> bytes:
+        spec = sections[name]
+        start, nbytes = int(spec["offset"]), int(spec["nbytes"])
+        if start < 0 or nbytes < 0 or body + start + nbytes > len(data) - 32:
+            raise ValueError(f"section {name} out of bounds")
+        return data[body + start : body + start + nbytes]
+
+    shape = tuple(int(n) for n in sections["vectors"]["shape"])
+    if len(shape) != 2 or shape[1] < 1:
+        raise ValueError(f"vectors of shape {shape}")
+    vectors = np.frombuffer(section("vectors"), dtype="<f4").reshape(shape).astype(np.float32)
+    ids = json.loads(section("ids"))
+    locations = json.loads(section("locations"))
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise ValueError("ids are not a list of strings")
+    if not isinstance(locations, list) or not all(isinstance(i, str) for i in locations):
+        raise ValueError("locations are not a list of strings")
+    if len(ids) != shape[0] or len(locations) != shape[0] or len(set(ids)) != len(ids):
+        raise ValueError("inconsistent sections")
+    return header, vectors, ids, locations
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[-1] if text else type(exc).__name__)[:200]
 
 
 def _faiss() -> Any:

@@ -82,7 +82,10 @@ class ModelMeta:
             kwargs["extra"] = {k[len("extra.") :]: v for k, v in ours.items() if k.startswith("extra.")}
             meta = cls(**kwargs)  # type: ignore[arg-type]
         except (TypeError, ValueError, json.JSONDecodeError) as exc:
-            raise ModelError(f"{source} has damaged invspread-edge metadata: {exc}") from exc
+            raise ModelError(
+                f"{source} has damaged invspread-edge metadata: {exc}",
+                "Export it again with 'invedge export RUN_DIR --overwrite'",
+            ) from exc
         meta.validate(source)
         return meta
 
@@ -99,7 +102,10 @@ class ModelMeta:
         if self.image_size <= 0 or self.embedding_dim <= 0:
             problems.append("image_size/embedding_dim")
         if problems:
-            raise ModelError(f"{source} has unsupported metadata: {'; '.join(problems)}")
+            raise ModelError(
+                f"{source} has unsupported metadata: {'; '.join(problems)}",
+                "Export it again with 'invedge export RUN_DIR --overwrite' (this toolkit's version)",
+            )
 
 
 def read_onnx_props(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -109,9 +115,18 @@ def read_onnx_props(path: str | os.PathLike[str]) -> dict[str, str]:
         with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             return _metadata_props(buf)
     except FileNotFoundError as exc:
-        raise ModelError(f"model file not found: {path}") from exc
+        raise ModelError(
+            f"model file not found: {path}", "Pass an exported .onnx file or an export folder"
+        ) from exc
+    except IsADirectoryError as exc:
+        raise ModelError(
+            f"{path} is a folder, not an ONNX file", "Pass the folder itself, or one .onnx file in it"
+        ) from exc
     except (ValueError, IndexError, OSError) as exc:  # empty file, bad varint, short read
-        raise ModelError(f"{path} is not a readable ONNX file ({exc})") from exc
+        raise ModelError(
+            f"{path} is not a readable ONNX file ({exc})",
+            "It is damaged or not a model: export it again with 'invedge export RUN_DIR --overwrite'",
+        ) from exc
 
 
 def read_model_meta(path: str | os.PathLike[str]) -> ModelMeta:

@@ -8,31 +8,82 @@ identical pixels.
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import DataError
 from .metadata import ModelMeta
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+_DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, EOFError)
+_ALPHA_MODES = ("RGBA", "LA", "La", "RGBa", "PA")
+_16_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
 def load_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Decode any supported image as RGB; grayscale, RGBA and palette images are converted."""
+    """Decode an image file as the 8-bit RGB image every part of the toolkit sees.
+
+    The one decoding function: training (`datasets.ImageSet.pil`), export calibration and the
+    runtime (`embed.Embedder`) all come here, so they see identical pixels. See `to_rgb` for what
+    is done to each kind of image; an undecodable file raises DataError naming it.
+    """
     try:
         with Image.open(path) as img:
-            img.load()
-            if img.mode == "RGB":
-                return img.copy()
-            if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-                rgba = img.convert("RGBA")
-                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                return Image.alpha_composite(background, rgba).convert("RGB")
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"unreadable image {path}: {exc.__class__.__name__}") from exc
+            img.load()  # the first frame of a multi-frame GIF/TIFF/WebP: Image.open stands on it
+            return to_rgb(img)
+    except _DECODE_ERRORS as exc:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else ""
+        detail = f"{exc.__class__.__name__}: {reason}" if reason else exc.__class__.__name__
+        raise DataError(f"unreadable image {path}: {detail}", "Check the file, or remove it") from exc
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """A decoded image (any mode) → upright 8-bit RGB, the same way for files and in-memory images.
+
+    - EXIF orientation is applied (`ImageOps.exif_transpose`), as every viewer and camera app does.
+    - 16-bit integer images (modes I;16*, and mode I, which Pillow uses for 16-bit PNGs on some
+      versions) keep their high byte, v >> 8 (65535 → 255, 32768 → 128), never clipped to white:
+      the same rule Pillow applies to 16-bit RGB(A) PNGs, so a 16-bit gray and a 16-bit colour
+      file of one picture decode alike. Mode I with values above 65535 is taken as 32-bit
+      (v >> 24); negative values are 0.
+    - Float images (mode F) are taken as 0..1 (the convention of float TIFFs): round(v × 255),
+      clipped to 0..255, NaN → 0. A fixed rule, so two images of one scene never scale differently.
+    - Transparency (RGBA, LA, PA, a palette with a transparent colour) is composited on white.
+    - CMYK, YCbCr, palette, 1-bit and grayscale images are converted by Pillow; grayscale → R=G=B.
+    """
+    img = _upright(img)
+    mode = img.mode
+    if mode == "RGB":
+        return img  # `_upright` returned a new image: the caller's stays untouched
+    if mode in _16_BIT_MODES or mode in ("I", "F"):
+        return Image.fromarray(_to_uint8(img), "L").convert("RGB")
+    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, ...; ValueError for a mode Pillow cannot map
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    try:
+        upright = ImageOps.exif_transpose(img)
+    except (ValueError, TypeError, KeyError, SyntaxError, struct.error, OSError):
+        return img.copy()  # EXIF too damaged to read an orientation: no viewer could apply one either
+    return img.copy() if upright is None or upright is img else upright
+
+
+def _to_uint8(img: Image.Image) -> np.ndarray:
+    """One-channel 16-bit, 32-bit integer or float pixels → uint8 (rules in `to_rgb`)."""
+    if img.mode == "F":
+        values = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+        return np.rint(np.clip(values, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
+    values = np.asarray(img).astype(np.int64)
+    values = np.clip(values, 0, None)
+    shift = 8 if img.mode != "I" or values.size == 0 or values.max() <= 65535 else 24
+    return np.minimum(values >> shift, 255).astype(np.uint8)
 
 
 def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
@@ -79,7 +130,8 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     """Every supported image under `folder`, recursively, in a stable (sorted) order."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"not a folder: {folder}")
+        what = "not found" if not folder.exists() else "not a folder"
+        raise DataError(f"{what}: {folder}", "Pass a folder of images (sub-folders are searched too)")
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not paths:
         raise DataError(f"no images found in {folder}", f"Supported types: {', '.join(IMAGE_SUFFIXES)}")

@@ -12,23 +12,7 @@ import pytest
 # loads), or the workers' threads fight over the cores (measured: training steps 15x slower).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-FMNIST_MEAN = (0.2860, 0.2860, 0.2860)
-FMNIST_STD = (0.3530, 0.3530, 0.3530)
-
-
-def tiny_config(**overrides) -> dict:
-    """The config keys every run has (training adds more); a width-8 network trains and exports fast."""
-    cfg = dict(
-        arch="cifar_resnet18",
-        width=8,
-        embedding_dim=32,
-        image_size=28,
-        mean=list(FMNIST_MEAN),
-        std=list(FMNIST_STD),
-        data="fashion-mnist",
-    )
-    cfg.update(overrides)
-    return cfg
+from tiny import FMNIST_MEAN, FMNIST_STD, tiny_config
 
 
 @pytest.fixture(scope="session")

@@ -56,7 +56,8 @@ def test_hue_matches_torchvision(shift):
 
 def test_hsv_round_trip():
     x = color_images(5, 8, seed=2).float() / 255
-    assert torch.allclose(augment.hsv_to_rgb(*augment.rgb_to_hsv(x)), x, atol=1e-6)
+    # divisions and a floor in float32: a few ulps of [0, 1] (1e-7 each), whatever the CPU's kernels
+    assert torch.allclose(augment.hsv_to_rgb(*augment.rgb_to_hsv(x)), x, atol=1e-5)
 
 
 def test_crop_boxes_follow_the_recipe():

@@ -145,9 +145,13 @@ def test_bench_one_onnx_file_without_labels(tmp_path, tiny_export, image_folder,
         (["--runtimes", "ort-gpu"], "Invalid runtime 'ort-gpu'"),
         (["--precision", "int4"], "Invalid precision 'int4'"),
         (["--batch", "0,8"], "Invalid --batch"),
-        (["--iters", "5", "--seconds", "1"], "not both"),
+        (["--iters", "5", "--seconds", "1"], "were both given"),
+        (["--iters", "0"], "Invalid --iters 0"),
+        (["--seconds", "-1"], "Invalid --seconds -1"),
         (["--warmup", "soon"], "Invalid --warmup"),
         (["--images", "1"], "Invalid --images"),
+        (["--threads", "-1"], "Invalid --threads"),
+        (["--batch", ","], "Invalid --batch"),
         (["--data", "/nonexistent/folder"], "unknown data"),
     ],
 )
@@ -155,6 +159,44 @@ def test_bad_options_are_one_line_errors(tiny_export, full_toolkit, capsys, args
     assert bench(full_toolkit, tiny_export, *args) == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and err.count("error:") == 1
+    assert err.startswith("error:")  # rejected before anything was printed or measured
+
+
+@pytest.mark.parametrize("option", ["--json", "--md", "--plot"])
+@pytest.mark.parametrize("where", ["folder", "parent-is-a-file", "unwritable"])
+def test_an_output_that_cannot_be_written_fails_before_measuring(
+    tmp_path, tiny_export, full_toolkit, capsys, monkeypatch, option, where
+):
+    import invspread_edge_runtime.bench.runner as runner
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("measured although the output cannot be written")
+
+    monkeypatch.setattr(runner, "run_bench", must_not_run)
+    if where == "folder":
+        target = tmp_path / "out.x"
+        target.mkdir()
+    elif where == "parent-is-a-file":
+        (tmp_path / "f.txt").write_text("x")
+        target = tmp_path / "f.txt" / "deeper" / "out.x"
+    else:
+        if not Path("/sys").is_dir():
+            pytest.skip("needs /sys as a place nobody can write to")
+        target = Path("/sys/invedge-bench-out.x")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert bench(full_toolkit, tiny_export, option, target) == 1
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and option in err and str(target) in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no probe file left
+
+
+def test_outputs_in_folders_not_made_yet_are_written(tmp_path, tiny_export, full_toolkit, capsys):
+    md = tmp_path / "new" / "deeper" / "table.md"
+    code = bench(full_toolkit, tiny_export / "model.onnx", "-r", "ort-cpu", "--batch", "2", "--no-accuracy",
+                 "--images", "8", "--iters", "2", "--warmup", "0", "--md", md)  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert "ort-cpu" in md.read_text()
 
 
 def test_bad_targets(tmp_path, full_toolkit, capsys):
@@ -194,3 +236,18 @@ def test_invedge_bench_via_console_script_stays_torch_free_for_onnx(tiny_export,
     assert "TORCH_LOADED False" in done.stderr
     rows = json.loads((tmp_path / "b.json").read_text())[1:]
     assert [(r["runtime"], r["status"]) for r in rows] == [("ort-cpu", "ok")] * 4 + [("torch", "not present")]
+
+
+def test_nothing_measured_is_an_error_after_the_table(tmp_path, tiny_export, full_toolkit, capsys):
+    """A runtime this machine lacks: the table and --json say why, and the exit code says it failed."""
+    from invspread_edge_runtime.backends.select import backend_status
+
+    if backend_status()["ort-cuda"] is None:
+        pytest.skip("this machine has ONNX Runtime's CUDA provider")
+    out = tmp_path / "b.json"
+    code = bench(full_toolkit, tiny_export / "model.onnx", "-r", "ort-cuda", "--batch", "2", "--no-accuracy",
+                 "--images", "8", "--iters", "2", "--warmup", "0", "--json", out)  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err.strip().splitlines()[-1].startswith("error: nothing was measured")
+    assert [r["status"] for r in json.loads(out.read_text())[1:]] == ["not present"]  # written all the same

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -115,3 +117,44 @@ def test_mean_std(fmnist_test, image_folder):
 def test_default_image_size(fmnist_test, image_folder):
     assert data.default_image_size(fmnist_test) == 28
     assert data.default_image_size(open_dataset(str(image_folder))) == 64
+
+
+def _copy_images(src, dst, count):
+    dst.mkdir(parents=True, exist_ok=True)
+    for p in sorted(src.rglob("*.png"))[:count]:
+        (dst / p.name).write_bytes(p.read_bytes())
+
+
+def test_fingerprint_of_a_file_name_that_is_not_utf8(tmp_path, image_folder):
+    _copy_images(image_folder, tmp_path, 3)
+    raw = os.fsencode(tmp_path) + b"/caf\xe9.png"  # Latin-1 bytes: not UTF-8
+    with open(raw, "wb") as fh:
+        fh.write(next(image_folder.rglob("*.png")).read_bytes())
+    images = open_dataset(str(tmp_path))
+    assert len(images) == 4
+    fp = data.fingerprint(images)
+    assert len(fp) == 64 and fp == data.fingerprint(open_dataset(str(tmp_path)))
+    os.rename(raw, os.fsencode(tmp_path) + b"/caf\xe8.png")  # another name: another fingerprint
+    assert data.fingerprint(open_dataset(str(tmp_path))) != fp
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_mean_std_of_a_folder_where_nothing_decodes(tmp_path, workers):
+    for i in range(3):
+        (tmp_path / f"bad{i}.png").write_bytes(b"not an image")
+    source = data.UInt8Source(open_dataset(str(tmp_path)), 16, workers=workers)
+    with pytest.raises(DataError, match="none of the 3 images") as info:
+        data.mean_std(source)
+    assert "bad0.png" in str(info.value)  # names the first file and why
+    assert "readable images" in str(info.value)
+
+
+def test_mean_std_skips_chunks_that_are_all_unreadable(tmp_path, image_folder):
+    """A whole chunk of 64 unreadable files next to good ones: the statistics of the good ones."""
+    for i in range(70):
+        (tmp_path / f"a{i:03d}.png").write_bytes(b"broken")
+    _copy_images(image_folder, tmp_path / "z", 5)
+    source = data.UInt8Source(open_dataset(str(tmp_path)), 16)
+    mean, std = data.mean_std(source)
+    good_mean, _ = data.mean_std(data.UInt8Source(open_dataset(str(tmp_path / "z")), 16))
+    assert mean == pytest.approx(good_mean, abs=1e-6) and all(s > 0 for s in std)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -23,7 +25,10 @@ def _embeddings():
 
 
 def _worker(rank: int, world: int, init_file: str, out_file: str, detach_keys: bool) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    # a rendezvous file, not a TCP port: parallel test workers cannot collide; bounded if a rank dies
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world, timeout=timedelta(seconds=120)
+    )
     try:
         z1, z2 = _embeddings()
         part = slice(rank * B, (rank + 1) * B)

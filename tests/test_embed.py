@@ -144,3 +144,25 @@ def test_embedding_a_folder_resumes_after_an_interruption(embedder, mixed_folder
     np.testing.assert_allclose(
         np.asarray(b.vectors), np.asarray(a.vectors)[[order[i] for i in b.ids]], atol=1e-6
     )
+
+
+def test_each_image_file_is_found_once_however_often_it_is_given(image_folder, tmp_path):
+    from invspread_edge_runtime.embed import find_images
+
+    one = sorted((image_folder / "class1").glob("*.png"))[0]
+    link = tmp_path / "link.png"
+    link.symlink_to(one)
+    found = find_images([one, image_folder / "class1", one, link])
+    assert len(found.paths) == len(list((image_folder / "class1").iterdir()))
+    assert found.paths[0] == one and len(set(found.paths)) == len(found.paths)
+    assert found.duplicates == [one, one, link]  # named twice, inside its folder, and a link to it
+    assert "3 image files given more than once" in found.note()
+    assert collect_images([one, one])[0] == [one]
+    assert find_images([image_folder]).note() is None
+
+
+def test_an_unreadable_image_is_reported_by_name_and_reason_without_a_hint(embedder, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 nope")
+    (failure,) = next(iter(embedder.embed_batches([bad]))).failures
+    assert failure[0] == 0 and str(bad) in failure[1] and "Check the file" not in failure[1]

@@ -66,7 +66,7 @@ def test_resume_with_another_model_or_dtype_is_refused(tmp_path):
     out = tmp_path / "e.emb"
     w = writer(out, tmp_path, part_size=2)
     w.add(["a", "b"], vectors(2))
-    with pytest.raises(IndexFileError, match="another model sha256"):
+    with pytest.raises(IndexFileError, match="another model file"):
         EmbeddingWriter(out, space=SPACE, model=MODEL | {"sha256": "bb" * 32}, root=tmp_path)
     with pytest.raises(IndexFileError, match="another dtype"):
         writer(out, tmp_path, dtype="float16")
@@ -112,3 +112,268 @@ def test_nothing_embedded_is_an_error(tmp_path):
     w.add_failure("a.jpg", "unreadable")
     with pytest.raises(IndexFileError, match="no image could be embedded"):
         w.finish()
+
+
+def finished(out, root, ids, seed=0, **kwargs):
+    w = writer(out, root, **kwargs)
+    w.add(list(ids), vectors(len(ids), seed))
+    return w.finish()
+
+
+def contents(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_builds_beside_the_old_folder_and_swaps_at_the_end(tmp_path):
+    out = tmp_path / "e.emb"
+    finished(out, tmp_path, ["old0", "old1"])
+    before = contents(out)
+    w = writer(out, tmp_path, overwrite=True, part_size=2)
+    assert w.staged and w.work == tmp_path / ".e.emb.staging"
+    w.add(["new0", "new1", "new2"], vectors(3, seed=1))  # one part written, in the staging folder
+    assert contents(out) == before  # nothing of the old folder is touched before the end
+    w.finish()
+    assert load_embeddings(out).ids == ["new0", "new1", "new2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.emb"]  # no staging, no old copy
+
+
+def test_an_overwrite_that_fails_leaves_the_old_folder_whole(tmp_path):
+    out = tmp_path / "e.emb"
+    finished(out, tmp_path, ["old0"])
+    before = contents(out)
+    w = writer(out, tmp_path, overwrite=True)
+    w.add_failure("bad.jpg", "unreadable image /x/bad.jpg: cannot identify image file")
+    with pytest.raises(IndexFileError, match="no image could be embedded"):
+        w.finish()
+    assert contents(out) == before and load_embeddings(out).ids == ["old0"]
+
+
+def test_an_interrupted_overwrite_resumes_in_its_staging_folder(tmp_path):
+    out = tmp_path / "e.emb"
+    finished(out, tmp_path, ["old0"])
+    first = writer(out, tmp_path, overwrite=True, part_size=2)
+    first.add(["n0", "n1"], vectors(2))
+    del first  # killed: one part in the staging folder
+    second = writer(out, tmp_path, overwrite=True, part_size=2)
+    assert second.resumed and second.done_ids == {"n0", "n1"}
+    other = writer(out, tmp_path, overwrite=True, dtype="float16")  # another run: starts over
+    assert not other.resumed and other.done_ids == set()
+
+
+@pytest.mark.parametrize("name", ["embeddings.npy", "ids.json", "manifest.json"])
+def test_a_dead_writers_temporary_file_never_blocks_a_rerun(tmp_path, name):
+    out = tmp_path / "e.emb"
+    w = writer(out, tmp_path)
+    w.add(["a"], vectors(1))
+    w.flush()
+    (out / f".{name}.k3j_9xq2.tmp").write_bytes(b"half a file")  # kill -9 inside atomic_path
+    again = writer(out, tmp_path)
+    assert again.resumed
+    again.finish()
+    assert sorted(p.name for p in out.iterdir()) == ["embeddings.npy", "ids.json", "manifest.json"]
+
+
+def test_a_swap_cut_short_by_a_crash_is_finished_or_undone(tmp_path):
+    from invspread_edge_runtime.embeddings import aside_path, recover, staging_path
+
+    out = tmp_path / "e.emb"
+    finished(out, tmp_path, ["old0"])
+    finished(staging_path(out), tmp_path, ["new0"], seed=1)
+    out.rename(aside_path(out))  # killed between the two renames: no e.emb at all
+    assert recover(out) == "completed an interrupted swap"
+    assert load_embeddings(out).ids == ["new0"] and not aside_path(out).exists()
+
+    out.rename(aside_path(out))  # the same, with the staging folder still unfinished
+    staging_path(out).mkdir()
+    (staging_path(out) / "parts").mkdir()
+    assert recover(out) == "restored the previous folder"
+    assert load_embeddings(out).ids == ["new0"]
+
+    aside_path(out).mkdir()  # killed after both renames, before the old copy was deleted
+    assert recover(out) == "removed the old folder of a finished swap" and not aside_path(out).exists()
+
+
+def test_edited_ids_are_refused_not_trusted(tmp_path):
+    out = tmp_path / "e.emb"
+    finished(out, tmp_path, ["a.png", "b.png", "c.png"])
+    ids = json.loads((out / "ids.json").read_text())
+    ids[0], ids[1] = ids[1], ids[0]  # the same ids, two swapped: every count still matches
+    (out / "ids.json").write_text(json.dumps(ids))
+    with pytest.raises(IndexFileError, match="does not match its manifest"):
+        load_embeddings(out, verify=False)
+
+
+def _damage(out, what):
+    manifest = json.loads((out / "manifest.json").read_text())
+    if what == "manifest is a list":
+        (out / "manifest.json").write_text("[1, 2]")
+    elif what == "manifest count is text":
+        (out / "manifest.json").write_text(json.dumps(manifest | {"count": "three"}))
+    elif what == "manifest space is missing":
+        manifest.pop("space")
+        (out / "manifest.json").write_text(json.dumps(manifest))
+    elif what == "manifest dtype is int64":
+        (out / "manifest.json").write_text(json.dumps(manifest | {"dtype": "int64"}))
+    elif what == "vectors are float64":
+        np.save(out / "embeddings.npy", vectors(3).astype(np.float64))
+    elif what == "vectors are 1-D":
+        np.save(out / "embeddings.npy", vectors(3).reshape(-1))
+    elif what == "vectors are pickled objects":
+        np.save(out / "embeddings.npy", np.array([{"a": 1}] * 3, dtype=object), allow_pickle=True)
+    elif what == "vectors are truncated":
+        (out / "embeddings.npy").write_bytes((out / "embeddings.npy").read_bytes()[:70])
+    elif what == "vectors are a folder":
+        (out / "embeddings.npy").unlink()
+        (out / "embeddings.npy").mkdir()
+    elif what in ("ids are not a list", "ids are not strings", "ids are repeated", "ids are not UTF-8"):
+        data = {
+            "ids are not a list": b'{"a": 1}',
+            "ids are not strings": b"[1, 2, 3]",
+            "ids are repeated": b'["a", "a", "b"]',
+            "ids are not UTF-8": b'["\xff\xfe", "b", "c"]',
+        }[what]
+        (out / "ids.json").write_bytes(data)
+        manifest["ids_sha256"] = __import__("hashlib").sha256(data).hexdigest()  # consistent edits
+        (out / "manifest.json").write_text(json.dumps(manifest))
+    elif what == "ids are a folder":
+        (out / "ids.json").unlink()
+        (out / "ids.json").mkdir()
+
+
+WRONG = [
+    "manifest is a list",
+    "manifest count is text",
+    "manifest space is missing",
+    "manifest dtype is int64",
+    "vectors are float64",
+    "vectors are 1-D",
+    "vectors are pickled objects",
+    "vectors are truncated",
+    "vectors are a folder",
+    "ids are not a list",
+    "ids are not strings",
+    "ids are repeated",
+    "ids are not UTF-8",
+    "ids are a folder",
+]
+
+
+@pytest.mark.parametrize("what", WRONG)
+def test_every_kind_of_wrong_file_is_one_clear_error(tmp_path, what):
+    out = tmp_path / "e.emb"
+    finished(out, tmp_path, ["a", "b", "c"])
+    _damage(out, what)
+    with pytest.raises(IndexFileError) as caught:
+        load_embeddings(out, verify=False)
+    assert str(out) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_file_where_the_folder_should_be_is_named_as_such(tmp_path):
+    (tmp_path / "e.emb").write_text("x")
+    with pytest.raises(IndexFileError, match="is a file, not an embeddings folder"):
+        load_embeddings(tmp_path / "e.emb")
+
+
+def test_a_rerun_retries_the_images_that_failed(tmp_path):
+    out = tmp_path / "e.emb"
+    first = writer(out, tmp_path, part_size=2)
+    first.add(["a", "b"], vectors(2))
+    first.add_failure("c", "unreadable image c: truncated")
+    first.flush()
+    del first  # interrupted; c is then fixed
+    second = writer(out, tmp_path, part_size=2)
+    assert second.done_ids == {"a", "b"}  # c is not remembered as done: it is tried again
+    second.add(["c"], vectors(1, seed=3))
+    manifest = second.finish()
+    assert manifest["failed_count"] == 0 and sorted(load_embeddings(out).ids) == ["a", "b", "c"]
+
+
+def test_retry_failed_keeps_a_finished_folder_and_adds_what_was_missing(tmp_path):
+    out = tmp_path / "e.emb"
+    w = writer(out, tmp_path)
+    w.add(["a", "b"], vectors(2))
+    w.add_failure("c", "unreadable image c: truncated")
+    w.add_failure("d", "unreadable image d: truncated")
+    w.finish()
+    old = load_embeddings(out)
+    old_vectors = np.array(old.vectors)
+    retry = writer(out, tmp_path, retry_failed=True)
+    assert retry.staged and retry.done_ids == {"a", "b"}
+    retry.add(["c"], vectors(1, seed=5))  # c was fixed; d is still broken and not given again
+    manifest = retry.finish()
+    new = load_embeddings(out)
+    assert new.ids == ["a", "b", "c"] and manifest["failed"] == [
+        {"id": "d", "reason": "unreadable image d: truncated"}
+    ]
+    np.testing.assert_array_equal(np.asarray(new.vectors)[:2], old_vectors)
+    with pytest.raises(IndexFileError, match="another model file"):
+        EmbeddingWriter(
+            out, space=SPACE, model=MODEL | {"sha256": "bb" * 32}, root=tmp_path, retry_failed=True
+        )
+
+
+def test_no_image_embedded_names_the_first_file_and_why(tmp_path):
+    w = writer(tmp_path / "e.emb", tmp_path)
+    w.add_failure("a.jpg", "unreadable image /photos/a.jpg: cannot identify image file")
+    w.add_failure("b.jpg", "unreadable image /photos/b.jpg: truncated")
+    with pytest.raises(IndexFileError) as caught:
+        w.finish()
+    assert "2 unreadable; first: unreadable image /photos/a.jpg: cannot identify image file" in str(
+        caught.value
+    )
+
+
+def test_a_full_disk_in_the_join_is_an_error_and_the_parts_survive(tmp_path, monkeypatch):
+    import errno
+
+    from invspread_edge_runtime import files
+    from invspread_edge_runtime.errors import InvedgeError
+
+    out = tmp_path / "e.emb"
+    w = writer(out, tmp_path, part_size=4)
+    w.add([f"i{n}" for n in range(10)], vectors(10))
+    w.flush()
+    real = files._write
+
+    def full(fh, data, digest):
+        if fh.name.endswith(".tmp") and ".embeddings.npy." in fh.name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fh, data, digest)
+
+    monkeypatch.setattr(files, "_write", full)
+    with pytest.raises(InvedgeError, match=r"disk full while writing .*embeddings\.npy"):
+        w.finish()
+    monkeypatch.undo()
+    assert sorted(p.name for p in out.iterdir()) == ["parts"]  # no temporary file left behind
+    again = writer(out, tmp_path, part_size=4)
+    assert again.count == 10
+    again.finish()
+    assert len(load_embeddings(out)) == 10
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MB tmpfs (root only; skipped elsewhere): a real full disk."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({made.stderr.decode(errors='replace').strip()})")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_real_full_disk_in_the_join_is_an_error_not_a_signal(tiny_disk):
+    from invspread_edge_runtime.errors import InvedgeError
+
+    out = tiny_disk / "e.emb"
+    w = writer(out, tiny_disk, part_size=8192)
+    x = np.random.default_rng(0).standard_normal((20_000, 8)).astype(np.float32)  # 640 KB of parts
+    w.add([f"i{n}" for n in range(len(x))], x)
+    w.flush()  # the parts fit; the joined copy (another 640 KB) does not
+    with pytest.raises(InvedgeError, match="disk full while writing"):
+        w.finish()
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert writer(out, tiny_disk, part_size=8192).count == len(x)  # the parts are intact: resumable

@@ -169,3 +169,102 @@ def test_build_engine_command_checks_the_precision_before_tensorrt(tmp_path, mak
     onnx = make_tiny_onnx(tmp_path / "model.onnx")
     assert run(create_app(), ["build-engine", str(onnx), "--precision", "int8"]) == 1
     assert "model.int8.onnx" in capsys.readouterr().err
+
+
+# --- an engine named explicitly, without its sidecar: refused unless trusted (no TensorRT needed) ---
+
+
+@pytest.mark.parametrize("content", [b"a plan from somewhere", b"\x89PNG not even an engine"])
+def test_engine_without_sidecar_is_refused_before_tensorrt_loads(tmp_path, monkeypatch, content):
+    from invspread_edge_runtime.tensorrt import api, load
+
+    imported = []
+    monkeypatch.setattr(
+        api, "import_tensorrt", lambda: imported.append(1) or pytest.fail("TensorRT was loaded")
+    )
+    engine = tmp_path / "model.int8.engine"
+    engine.write_bytes(content)
+    with pytest.raises(EngineError, match="has no sidecar") as exc:
+        load.load_engine(engine)
+    message = str(exc.value)
+    assert "\n" not in message and "untrusted source" in message and "code run on the GPU" in message
+    assert "--trust-engine" in exc.value.hint and "invedge build-engine" in exc.value.hint
+    assert imported == []
+
+
+def test_trust_engine_reaches_the_loader(tmp_path, monkeypatch):
+    """--trust-engine (Embedder/open_backend/TensorRTBackend trust_engine=True) lets an engine without a
+    sidecar through to TensorRT; here TensorRT is absent, so the next error is the missing package."""
+    from invspread_edge_runtime.tensorrt import api, load
+
+    monkeypatch.setattr(
+        api, "import_tensorrt", lambda: (_ for _ in ()).throw(MissingDependency("tensorrt", "x"))
+    )
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"plan")
+    with pytest.raises(MissingDependency):
+        load.load_engine(engine, trust_engine=True)
+
+
+def test_trust_engine_option_is_shared():
+    from invspread_edge_runtime.commands.options import TrustEngineOpt
+
+    assert TrustEngineOpt.default is False and "--trust-engine" in TrustEngineOpt.param_decls
+
+
+# --- `invedge build-engine` fed wrong files: one line, exit 1, the earlier engine untouched ----------
+
+
+def _build_engine_cli(capsys, *argv):
+    from invspread_edge_runtime.cli import create_app, run
+
+    capsys.readouterr()
+    code = run(create_app(), ["build-engine", *map(str, argv)])
+    return code, capsys.readouterr().err.strip()
+
+
+def _truncated(path, make_tiny_onnx):
+    data = make_tiny_onnx(path).read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda p, f: p.write_bytes(b"\x89PNG\r\n\x1a\n not a model"), "is not a readable ONNX file"),
+        (lambda p, f: p.write_bytes(b""), "is not a readable ONNX file"),
+        (_truncated, "is not a readable ONNX file"),
+        (lambda p, f: p.write_text('{"a json": "file"}'), "is not a readable ONNX file"),
+        (lambda p, f: None, "not found"),
+        (lambda p, f: p.mkdir(), "model.onnx"),
+        (lambda p, f: f(p, precision="int8-cpu"), "CPU INT8 artifact"),
+    ],
+    ids=["png", "empty", "truncated", "json", "missing", "folder", "int8-cpu"],
+)
+def test_build_engine_refuses_wrong_files_in_one_line(tmp_path, capsys, make_tiny_onnx, make, needle):
+    model = tmp_path / "model.onnx"
+    make(model, make_tiny_onnx)
+    good = tmp_path / "good.engine"
+    good.write_bytes(b"an engine built earlier")
+    code, err = _build_engine_cli(capsys, model, "--out", good)
+    assert code == 1, err
+    assert err.startswith("error:") and "\n" not in err and "Traceback" not in err, err
+    assert needle in err, err
+    assert good.read_bytes() == b"an engine built earlier" and not sidecar_path(good).exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--min-batch", "0"], "invalid batch profile"),
+        (["--min-batch", "8", "--max-batch", "4"], "invalid batch profile"),
+        (["--workspace-mb", "0"], "Invalid --workspace-mb 0"),
+        (["--precision", "int4"], "invalid precision 'int4'"),
+    ],
+)
+def test_build_engine_refuses_bad_flags_before_any_output(tmp_path, capsys, make_tiny_onnx, flags, needle):
+    model = make_tiny_onnx(tmp_path / "model.onnx")
+    code, err = _build_engine_cli(capsys, model, *flags)
+    assert code == 1 and err.startswith("error:") and "\n" not in err, err
+    assert needle in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]

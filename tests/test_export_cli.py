@@ -6,8 +6,8 @@ import importlib.util
 import json
 
 import pytest
-from conftest import tiny_config
 from PIL import Image
+from tiny import tiny_config
 
 from invspread_edge.checkpoint import save_checkpoint
 from invspread_edge.model import create_model
@@ -25,6 +25,16 @@ def _one_line_error(capsys, *needles: str) -> None:
     assert err.startswith("error:") and "\n" not in err and "Traceback" not in err, err
     for needle in needles:
         assert needle in err, err
+
+
+def _final_error(capsys, *needles: str) -> list[str]:
+    """A failure after work began: progress lines, then exactly one error line, last; no traceback."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines and lines[-1].startswith("error:"), lines
+    assert sum(line.startswith("error:") for line in lines) == 1 and not any("Traceback" in x for x in lines)
+    for needle in needles:
+        assert needle in lines[-1], lines[-1]
+    return lines
 
 
 def _files(folder):
@@ -126,9 +136,155 @@ def test_engine_without_tensorrt_fails_cleanly(tiny_run, tmp_path, capsys):
         (["--calib", "somewhere"], "--calib is used only with --int8"),
         (["--int8", "--calib-count", "4"], "--calib-count"),
         (["--accuracy-images", "3"], "--accuracy-images"),
+        (["--min-cosine", "1.5"], "Invalid --min-cosine 1.5"),
+        (["--max-accuracy-drop", "-1"], "Invalid --max-accuracy-drop -1"),
+        (["--opset", "9"], "Invalid --opset 9"),
     ],
 )
 def test_bad_flags(tiny_run, tmp_path, capsys, args, needle):
     assert invedge("export", tiny_run, "--out", tmp_path / "o", *args) == 1
     _one_line_error(capsys, needle)
     assert _files(tmp_path / "o") == []
+
+
+# --- a reused export folder: one checkpoint's artifacts, never a mix ------------------------------
+
+
+@pytest.fixture(scope="module")
+def other_run(tmp_path_factory):
+    """A second run (another checkpoint: other weights) to export over `tiny_run`'s export."""
+    import torch
+
+    torch.manual_seed(1)
+    cfg = tiny_config()
+    model = create_model(cfg["arch"], width=cfg["width"], embedding_dim=cfg["embedding_dim"])
+    run = tmp_path_factory.mktemp("other_run")
+    save_checkpoint(run / "checkpoint.safetensors", model, cfg, epoch=0, step=0)
+    return run
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _checkpoints(folder):
+    from invspread_edge_runtime.metadata import read_model_meta
+
+    return {p.name: read_model_meta(p).checkpoint_sha256 for p in folder.glob("*.onnx")}
+
+
+@pytest.fixture
+def old_export(tiny_export, tmp_path):
+    """A copy of tiny_run's full export (fp32, fp16, int8, int8-cpu) plus an engine built from its int8."""
+    import shutil
+
+    from invspread_edge_runtime.tensorrt.cache import BatchProfile, EngineInfo, EngineKey, write_sidecar
+
+    out = tmp_path / "export"
+    shutil.copytree(tiny_export, out)
+    (out / "model.int8.engine").write_bytes(b"plan")
+    key = EngineKey("e" * 64, "10.3.0", "NVIDIA Orin", "8.7", "int8", *vars(BatchProfile()).values())
+    old_sha = json.loads((out / "report.json").read_text())["metadata"]["invedge.checkpoint_sha256"]
+    write_sidecar(
+        EngineInfo(
+            out / "model.int8.engine",
+            key,
+            "f" * 64,
+            4,
+            checkpoint_sha256=old_sha,
+            onnx_path="model.int8.onnx",
+        )
+    )
+    return out
+
+
+def test_export_over_another_checkpoints_export_is_refused_without_overwrite(other_run, old_export, capsys):
+    before = _snapshot(old_export)
+    assert invedge("export", other_run, "--out", old_export) == 1
+    _one_line_error(capsys, "holds an export of another checkpoint", "model.int8.onnx", "--overwrite")
+    assert _snapshot(old_export) == before  # byte for byte
+
+
+def test_overwrite_leaves_only_the_new_checkpoints_artifacts(other_run, old_export, capsys):
+    old_sha = set(_checkpoints(old_export).values())
+    assert invedge("export", other_run, "--out", old_export, "--overwrite", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    new_sha = report["metadata"]["invedge.checkpoint_sha256"]
+    assert new_sha not in old_sha
+    assert _checkpoints(old_export) == {"model.onnx": new_sha}  # the old fp16/int8/int8-cpu are gone
+    names = {p.name for p in old_export.iterdir()}
+    assert "model.int8.engine" not in names and "model.int8.engine.json" not in names
+    assert "calibration.json" not in names  # it described the old INT8 models
+    assert not [n for n in names if n.startswith(".export-new-") or n.endswith(".tmp")]
+    from invspread_edge_runtime.backends.select import find_artifacts
+
+    assert set(find_artifacts(old_export)) == {"fp32"}
+
+
+def test_a_failed_overwrite_keeps_the_old_export(other_run, old_export, capsys, monkeypatch):
+    from invspread_edge_export import pipeline
+
+    before = _snapshot(old_export)
+
+    def fail(*args, **kwargs):
+        from invspread_edge_runtime.errors import ModelError
+
+        raise ModelError("parity check failed (simulated)")
+
+    monkeypatch.setattr(pipeline, "_export_fp16", fail)
+    assert (
+        invedge("export", other_run, "--out", old_export, "--overwrite", "--fp16", "--accuracy-images", "20")
+        == 1
+    )
+    _final_error(capsys, "parity check failed (simulated)")
+    assert _snapshot(old_export) == before  # the new fp32 model passed, but nothing was moved in
+    assert not [p.name for p in old_export.iterdir() if p.name.startswith(".export-new-")]
+
+
+def test_reexport_of_the_same_run_needs_no_flag_and_leftovers_never_block(tiny_run, tmp_path, capsys):
+    out = tmp_path / "export"
+    assert invedge("export", tiny_run, "--out", out) == 0
+    # what a killed export leaves: a staging folder and an atomic write's temporary file
+    (out / ".export-new-killed").mkdir()
+    (out / ".export-new-killed" / "model.onnx").write_bytes(b"half")
+    (out / ".model.onnx.abc123.tmp").write_bytes(b"half")
+    capsys.readouterr()
+    assert invedge("export", tiny_run, "--out", out) == 0
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "model.onnx",
+        "probes",
+        "report.json",
+    ]
+    assert not [p.name for p in out.iterdir() if p.name.startswith((".export-new-", ".model.onnx."))]
+
+
+def test_a_second_export_into_the_same_folder_waits_for_the_lock(tiny_run, tmp_path, capsys, monkeypatch):
+    from invspread_edge_export.pipeline import export_lock
+    from invspread_edge_runtime import locks
+
+    out = tmp_path / "export"
+    monkeypatch.setattr(locks, "DEFAULT_TIMEOUT_S", 0.2)
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom invspread_edge_runtime.locks import exclusive_lock\n"
+            f"with exclusive_lock({str(out)!r}, 'export folder'):\n    print('held', flush=True)\n    time.sleep(30)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert invedge("export", tiny_run, "--out", out) == 1
+        lines = _final_error(capsys, "is being written by another invedge process", f"pid {holder.pid}")
+        assert lines[0].startswith("waiting for export folder")  # said once, before giving up
+        assert not (out / "model.onnx").exists()
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    with export_lock(out), export_lock(out):  # re-entrant in one process (the CLI nests it)
+        pass

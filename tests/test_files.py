@@ -64,3 +64,83 @@ def test_written_file_has_the_umask_mode_not_0600(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_write_npy_reads_back_with_numpy_and_hashes_every_byte(tmp_path):
+    import hashlib
+
+    import numpy as np
+
+    from invspread_edge_runtime.files import write_npy
+
+    for array in (np.arange(24, dtype=np.float32).reshape(6, 4), np.zeros((0, 8), np.float16)):
+        digest = hashlib.sha256()
+        path = tmp_path / f"a{array.dtype}.npy"
+        with open(path, "wb") as fh:
+            write_npy(fh, array, digest)
+        back = np.load(path, allow_pickle=False)
+        assert back.dtype == array.dtype and back.shape == array.shape
+        np.testing.assert_array_equal(back, array)
+        assert digest.hexdigest() == sha256_file(path)
+
+
+def test_a_full_disk_during_a_buffered_npy_write_is_one_clear_error(tmp_path, monkeypatch):
+    """ENOSPC from write() (not a SIGBUS of a memory map, not numpy's 'N requested and M written')."""
+    import numpy as np
+
+    from invspread_edge_runtime import files
+    from invspread_edge_runtime.files import write_npy
+
+    target = tmp_path / "e.npy"
+    target.write_bytes(b"good")
+    written = []
+
+    def full(fh, data, digest):
+        if written:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(len(data))
+        fh.write(data)
+
+    monkeypatch.setattr(files, "_write", full)
+    with pytest.raises(InvedgeError) as caught, atomic_path(target) as tmp, open(tmp, "wb") as fh:
+        write_npy(fh, np.ones((100, 8), np.float32))
+    assert str(caught.value).startswith(f"disk full while writing {target}")
+    assert "run the same command again" in str(caught.value)
+    assert target.read_bytes() == b"good" and os.listdir(tmp_path) == ["e.npy"]
+
+
+def test_leftovers_are_our_temporary_files_only(tmp_path):
+    from invspread_edge_runtime.files import leftovers, remove_leftovers
+
+    ours = [tmp_path / ".embeddings.npy.a1b2_c3.tmp", tmp_path / ".g.index.zz9.tmp"]
+    others = [tmp_path / "photo.tmp", tmp_path / ".g.index.lock", tmp_path / "ids.json", tmp_path / ".hidden"]
+    for path in ours + others:
+        path.write_text("x")
+    assert leftovers(tmp_path) == sorted(ours)
+    assert leftovers(tmp_path, ["g.index"]) == [ours[1]]
+    assert remove_leftovers(tmp_path, ["embeddings.npy"]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in [ours[1], *others])
+    with atomic_path(tmp_path / "new.json") as tmp:  # what atomic_path makes is recognised
+        assert leftovers(tmp_path, ["new.json"]) == [tmp]
+
+
+def test_read_json_of_a_folder_is_one_clear_error(tmp_path):
+    (tmp_path / "run.json").mkdir()
+    with pytest.raises(InvedgeError, match="is a folder"):
+        read_json(tmp_path / "run.json", "run.json")
+
+
+def test_the_pause_hook_does_nothing_unless_asked(tmp_path, monkeypatch):
+    from invspread_edge_runtime.files import pause_for_test
+
+    monkeypatch.delenv("INVEDGE_TEST_PAUSE_AT", raising=False)
+    monkeypatch.setenv("INVEDGE_TEST_PAUSE_MARKER", str(tmp_path / "marker"))
+    pause_for_test("embed-join")
+    assert not (tmp_path / "marker").exists()
+    monkeypatch.setenv("INVEDGE_TEST_PAUSE_AT", "embed-join")
+    monkeypatch.setenv("INVEDGE_TEST_PAUSE_RELEASE", str(tmp_path / "release"))
+    (tmp_path / "release").write_text("go")  # released already: returns at once
+    pause_for_test("index-save")
+    assert not (tmp_path / "marker").exists()
+    pause_for_test("embed-join")
+    assert (tmp_path / "marker").read_text().split()[1] == "embed-join"

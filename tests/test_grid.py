@@ -42,3 +42,31 @@ def test_grid_lays_out_queries_and_neighbours(image_folder, tmp_path):
 def test_nothing_to_draw_is_an_error(tmp_path):
     with pytest.raises(DataError, match="nothing to draw"):
         draw_grid([], tmp_path / "x.png")
+
+
+def test_bad_tiles_are_grey_and_odd_names_are_drawn(tmp_path):
+    """A decompression bomb, a text file named .png, an empty file and a non-UTF-8 name: a picture."""
+    import os
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    bomb = tmp_path / "bomb.png"
+    ihdr = struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0)
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    (tmp_path / "text.png").write_text("not an image")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    odd = os.fsdecode(b"\xff\xfe.png")
+    rows = [
+        [Tile(bomb, "query", odd), Tile(tmp_path / "text.png", "0.9", odd), Tile(tmp_path / "empty.jpg", "")]
+    ]
+    out = draw_grid(rows, tmp_path / "grid.png", thumb=40)
+    img = np.asarray(Image.open(out).convert("RGB"))
+    cell = img.shape[1] // 3
+    assert img.shape[1] == 3 * cell
+    for c in range(3):  # every tile drawn as the grey "missing" square
+        x = c * cell + cell // 2
+        assert tuple(img[img.shape[0] // 3, x]) == (200, 200, 200)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.png", "empty.jpg", "grid.png", "text.png"]

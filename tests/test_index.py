@@ -214,3 +214,153 @@ def test_exact_search_follows_a_gpu_backend_when_it_can(no_faiss):
     else:
         assert reason.startswith("GPU search unavailable")
         assert index.search(unit(rng, 2), k=3).searcher == "numpy"  # still answers, on the CPU
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_an_empty_gallery_is_a_valid_index(kind, tmp_path):
+    if kind != "flat":
+        pytest.importorskip("faiss")
+    rng = np.random.default_rng(10)
+    gallery = clustered(rng, 200)
+    index = Index.build(gallery, ids_for(200), SPACE, kind)
+    assert index.remove(ids_for(200)) == 200
+    index.save(tmp_path / "g.index")  # the last item removed: saved, not a crash
+    empty = Index.load(tmp_path / "g.index")
+    assert len(empty) == 0 and empty.dim == 16 and empty.info()["count"] == 0
+    with pytest.raises(IndexFileError, match="empty"):
+        empty.search(gallery[:1], k=1)
+    empty.add(gallery[:5], ids_for(5, "back"), space_id=SPACE["space_id"])
+    empty.save(tmp_path / "g.index")
+    again = Index.load(tmp_path / "g.index")
+    assert again.search(gallery[:5], k=1, exact=True).ids == [[f"back{i}"] for i in range(5)]
+
+
+def test_an_approximate_search_that_finds_fewer_than_k_says_so():
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(11)
+    gallery = clustered(rng, 400)
+    index = Index.build(gallery, ids_for(400), SPACE, "ivf", nlist=40, nprobe=1)
+    result = index.search(gallery[:3], k=300)  # one list of 40 holds about 10 items
+    assert result.short == 3 and result.found.max() < 300
+    assert len(result.notes) == 1
+    note = result.notes[0]
+    assert "fewer than k = 300" in note and "--nprobe" in note and "--exact" in note
+    records = result.records(["q0", "q1", "q2"])
+    assert [r["found"] for r in records] == [len(row) for row in result.ids]
+    assert all(len(r["neighbours"]) == r["found"] and r["found"] < 300 for r in records)
+    assert all(n["id"] in index.ids for r in records for n in r["neighbours"])  # no -1 rows
+    exact = index.search(gallery[:3], k=300, exact=True)
+    assert exact.short == 0 and exact.notes == [] and exact.found.tolist() == [300] * 3
+
+
+def test_adding_another_models_embeddings_is_not_called_queries(no_faiss):
+    rng = np.random.default_rng(12)
+    index = Index.build(unit(rng, 4), ids_for(4), SPACE, model={"path": "/m/model.onnx"})
+    with pytest.raises(IndexFileError) as caught:
+        index.add(unit(rng, 1), ["x"], space_id="ffffffffffffffff/16", source="other.emb")
+    message = str(caught.value)
+    assert "other.emb" in message and "/m/model.onnx" in message and "quer" not in message
+
+
+def _index_file(path, header_edit=None, sections=None):
+    """An index file with a valid checksum around a header and sections of our choosing."""
+    import hashlib
+    import json
+    import struct
+
+    sections = sections or {
+        "vectors": np.zeros((2, 16), "<f4").tobytes(),
+        "ids": b'["a", "b"]',
+        "locations": b'["", ""]',
+    }
+    header = {
+        "format": index_module.FORMAT,
+        "kind": "flat",
+        "space": SPACE,
+        "params": {},
+        "sections": {},
+    }
+    offset = 0
+    for name, data in sections.items():
+        header["sections"][name] = {"offset": offset, "nbytes": len(data)}
+        offset += len(data)
+    header["sections"]["vectors"]["shape"] = [2, 16]
+    header = header_edit(header) if header_edit else header
+    header_bytes = json.dumps(header).encode()
+    body = (
+        index_module.MAGIC + struct.pack("<Q", len(header_bytes)) + header_bytes + b"".join(sections.values())
+    )
+    path.write_bytes(body + hashlib.sha256(body).digest())
+    return path
+
+
+WRONG_INDEXES = {
+    "header is a list": dict(header_edit=lambda h: [h]),
+    "space is text": dict(header_edit=lambda h: h | {"space": "x"}),
+    "kind is unknown": dict(header_edit=lambda h: h | {"kind": "lsh"}),
+    "sections out of bounds": dict(
+        header_edit=lambda h: h | {"sections": h["sections"] | {"ids": {"offset": 10**9, "nbytes": 5}}}
+    ),
+    "vectors of another shape": dict(
+        header_edit=lambda h: (
+            h | {"sections": h["sections"] | {"vectors": h["sections"]["vectors"] | {"shape": [3, 16]}}}
+        )
+    ),
+    "vectors 1-D": dict(
+        header_edit=lambda h: (
+            h | {"sections": h["sections"] | {"vectors": h["sections"]["vectors"] | {"shape": [32]}}}
+        )
+    ),
+    "ids not a list": dict(sections={"vectors": bytes(128), "ids": b'{"a": 1}  ', "locations": b'["", ""]'}),
+    "ids not strings": dict(sections={"vectors": bytes(128), "ids": b"[1, 2]", "locations": b'["", ""]'}),
+    "ids repeated": dict(sections={"vectors": bytes(128), "ids": b'["a", "a"]', "locations": b'["", ""]'}),
+    "ids not UTF-8": dict(
+        sections={"vectors": bytes(128), "ids": b'["\xff", "b"]', "locations": b'["", ""]'}
+    ),
+    "faiss blob is garbage": dict(
+        sections={
+            "vectors": bytes(128),
+            "ids": b'["a", "b"]',
+            "locations": b'["", ""]',
+            "faiss": b"garbage!" * 8,
+        }
+    ),
+}
+
+
+@pytest.mark.parametrize("what", list(WRONG_INDEXES))
+def test_every_kind_of_wrong_index_file_is_one_clear_error(tmp_path, what):
+    if what == "faiss blob is garbage":
+        pytest.importorskip("faiss")
+    path = _index_file(tmp_path / "g.index", **WRONG_INDEXES[what])
+    with pytest.raises(IndexFileError) as caught:
+        Index.load(path)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+    assert "index build" in str(caught.value)  # the next step
+
+
+def test_a_folder_or_an_embeddings_folder_given_as_index_says_what_to_do(tmp_path):
+    (tmp_path / "photos.emb").mkdir()
+    (tmp_path / "photos.emb" / "manifest.json").write_text("{}")
+    with pytest.raises(IndexFileError, match="build an index from it"):
+        Index.load(tmp_path / "photos.emb")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(IndexFileError, match="is a folder, not an index file"):
+        Index.load(tmp_path / "empty")
+    _index_file(tmp_path / "ok.index")
+    assert Index.load(tmp_path / "ok.index").ids == ["a", "b"]  # the helper makes valid files
+
+
+def test_writing_an_index_takes_its_lock_and_clears_dead_writers_leftovers(tmp_path, no_faiss):
+    from invspread_edge_runtime.errors import LockedError
+    from invspread_edge_runtime.locks import exclusive_lock
+
+    path = tmp_path / "g.index"
+    leftover = tmp_path / ".g.index.x1y2z3.tmp"
+    leftover.write_bytes(b"half")
+    other = tmp_path / ".h.index.x1y2z3.tmp"
+    other.write_bytes(b"someone else's")
+    with index_module.writing(path):
+        assert not leftover.exists() and other.exists()
+        with pytest.raises(LockedError), exclusive_lock(path, "index", timeout=0):
+            pass

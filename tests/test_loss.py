@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from invspread_edge.loss import InvariantSpreadLoss, naive_invariant_spread_loss, non_negatives
+from invspread_edge_runtime.errors import ConfigError
 
 
 def literal_loss(z1, z2, temperature=0.1, m=1.0, detach_keys=True):
@@ -158,10 +159,22 @@ def test_autocast_bf16_runs_in_float32():
     assert torch.isfinite(lin.weight.grad).all()
 
 
-@pytest.mark.parametrize("kwargs", [dict(temperature=0), dict(temperature=-1), dict(negative_weight=0.5)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(temperature=0),
+        dict(temperature=-1),
+        dict(temperature=float("nan")),
+        dict(temperature=float("inf")),
+        dict(negative_weight=0.5),
+        dict(negative_weight=float("nan")),
+    ],
+)
 def test_bad_arguments_rejected(kwargs):
-    with pytest.raises(ValueError, match="must be"):
+    """Our own error type (one line at the CLI, with what is allowed), still a ValueError for callers."""
+    with pytest.raises(ConfigError, match="must be") as info:
         InvariantSpreadLoss(**kwargs)
+    assert isinstance(info.value, ValueError) and "The paper uses" in str(info.value)
 
 
 def test_shape_mismatch_rejected():

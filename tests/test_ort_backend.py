@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from invspread_edge_runtime.backends.ort import OrtBackend, available_providers, trt_provider_options
 from invspread_edge_runtime.errors import EngineError, ModelError
+from invspread_edge_runtime.files import sha256_file
 from invspread_edge_runtime.metadata import read_model_meta
 
 pytest.importorskip("onnxruntime")
@@ -85,3 +88,211 @@ def test_gpu_providers_agree_with_cpu(tiny_export, inputs):
             out = gpu.infer(inputs)
         cosine = (out * reference).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(reference, axis=1)
         assert cosine.min() > 0.9999, kind
+
+
+# --- a graph whose tensors do not match its metadata is refused when the backend opens it ---------
+
+
+def _retag(path, **props):
+    import onnx
+
+    model = onnx.load(path)
+    for prop in model.metadata_props:
+        key = prop.key.removeprefix("invedge.")
+        if key in props:
+            prop.value = str(props.pop(key))
+    onnx.save(model, path)
+    return path
+
+
+def _one_channel_model(path):
+    """Our metadata (3 channels, 28 × 28) on a graph that takes one channel."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.zeros((28 * 28, 32), np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["images"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "w"], ["embeddings"]),
+        ],
+        "one-channel",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 1, 28, 28])],
+        [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["N", 32])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    reference = onnx.load(path.parent / "reference.onnx")
+    helper.set_model_props(model, {p.key: p.value for p in reference.metadata_props})
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("lie", "message"),
+    [
+        (
+            {"image_size": 32},
+            r"input has shape \(N, 3, 28, 28\), but its metadata says input 'images' \(N, 3, 32, 32\)",
+        ),
+        ({"embedding_dim": 64}, r"output has shape \(N, 32\), but .* output 'embeddings' \(N, 64\)"),
+        ({"input_name": "pixels"}, "input is named 'images'"),
+        ({"output_name": "vectors"}, "output is named 'embeddings'"),
+        ("channels", r"input has shape \(N, 1, 28, 28\)"),
+    ],
+)
+def test_graph_metadata_mismatch_is_refused_in_one_line(tmp_path, make_tiny_onnx, lie, message):
+    make_tiny_onnx(tmp_path / "reference.onnx")
+    if lie == "channels":
+        path = _one_channel_model(tmp_path / "model.onnx")
+    else:
+        path = _retag(make_tiny_onnx(tmp_path / "model.onnx"), **lie)
+    with pytest.raises(ModelError, match=message) as exc:
+        OrtBackend(path, "ort-cpu", threads=1)
+    assert "\n" not in str(exc.value) and str(exc.value).startswith("model.onnx: the graph")
+    assert "Re-export" in exc.value.hint
+
+
+def test_a_model_with_our_metadata_but_a_broken_graph_is_one_error(tmp_path, make_tiny_onnx):
+    import onnx
+
+    path = make_tiny_onnx(tmp_path / "model.onnx")
+    model = onnx.load(path)
+    model.graph.node[1].input[1] = "no-such-weight"  # metadata intact, graph unusable
+    onnx.save(model, path)
+    with pytest.raises(EngineError, match=r"ort-cpu could not load model\.onnx") as exc:
+        OrtBackend(path, "ort-cpu", threads=1)
+    assert "\n" not in str(exc.value)
+
+
+# --- the TensorRT provider's engine cache: keyed, checked, never reused unverified ------------------
+
+
+class FakeOrt:
+    """onnxruntime with a TensorRT provider that 'builds' (writes an engine file into its cache path)
+    and runs on the CPU provider underneath: the cache handling is what is under test."""
+
+    def __init__(self, real):
+        self.real = real
+        self.builds = 0
+        self.__version__ = real.__version__
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def get_available_providers(self):
+        return ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    def InferenceSession(self, path, options, providers):
+        fake = self
+        trt_options = providers[0][1]
+        cache = Path(trt_options["trt_engine_cache_path"])
+        engine = cache / "TensorrtExecutionProvider_TRTKernel_graph_0_0.engine"
+        if not engine.exists():  # what the provider does: reuse any engine file it finds by name
+            fake.builds += 1
+            engine.write_bytes(b"engine for " + trt_options["trt_profile_max_shapes"].encode())
+        session = self.real.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+        class Session:
+            def __getattr__(self, name):
+                return getattr(session, name)
+
+            def get_providers(self):
+                return ["TensorrtExecutionProvider", "CPUExecutionProvider"]
+
+        return Session()
+
+
+@pytest.fixture
+def fake_trt_provider(monkeypatch):
+    from invspread_edge_runtime.backends import ort, ort_cache
+
+    fake = FakeOrt(ort.import_ort())
+    monkeypatch.setattr(ort, "import_ort", lambda: fake)
+    device = {"gpu": ("NVIDIA Orin (fake)", "8.7"), "trt": "libnvinfer 100300"}
+    monkeypatch.setattr(ort_cache, "gpu_identity", lambda device_id=0: device["gpu"])
+    monkeypatch.setattr(ort_cache, "tensorrt_version", lambda: device["trt"])
+    return fake, device
+
+
+def test_ort_trt_cache_is_keyed_and_reused_only_when_the_key_matches(
+    tiny_export, tmp_path, fake_trt_provider, capsys
+):
+    from invspread_edge_runtime.backends import ort_cache
+
+    fake, device = fake_trt_provider
+    model = tiny_export / "model.onnx"
+    first = OrtBackend(model, "ort-trt", max_batch=8, cache_dir=tmp_path / "cache")
+    slot = first._cache_dir
+    assert first.cache_status == "new" and fake.builds == 1
+    assert slot.parent == tmp_path / "cache" and slot.name.startswith("model-") and "-fp32-b8-8" in slot.name
+    key = ort_cache.read_slot_key(slot)
+    assert key.gpu_name == "NVIDIA Orin (fake)" and key.tensorrt_version == "libnvinfer 100300"
+    assert (
+        key.onnx_sha256 == sha256_file(model) and key.options["trt_profile_max_shapes"] == "images:8x3x28x28"
+    )
+    first.close()
+
+    again = OrtBackend(model, "ort-trt", max_batch=8, cache_dir=tmp_path / "cache")
+    assert again.cache_status == "cached" and fake.builds == 1  # same key: the engine is reused
+    again.close()
+
+    device["trt"] = "libnvinfer 100900"  # a TensorRT upgrade: the provider itself would reuse the file
+    upgraded = OrtBackend(model, "ort-trt", max_batch=8, cache_dir=tmp_path / "cache")
+    assert "made with TensorRT libnvinfer 100300, this is libnvinfer 100900" in upgraded.cache_status
+    assert fake.builds == 2 and "starting it afresh" in capsys.readouterr().err
+    assert ort_cache.read_slot_key(slot).tensorrt_version == "libnvinfer 100900"
+    upgraded.close()
+
+
+@pytest.mark.parametrize("damage", ["missing", "damaged", "other gpu"])
+def test_an_unverified_ort_trt_cache_is_never_reused(tiny_export, tmp_path, fake_trt_provider, damage):
+    from invspread_edge_runtime.backends import ort_cache
+
+    fake, device = fake_trt_provider
+    model = tiny_export / "model.onnx"
+    OrtBackend(model, "ort-trt", max_batch=4, cache_dir=tmp_path / "c").close()
+    slot = next(p for p in (tmp_path / "c").iterdir() if p.is_dir())
+    planted = slot / "TensorrtExecutionProvider_TRTKernel_graph_0_0.engine"
+    planted.write_bytes(b"an engine from somewhere else")
+    sidecar = slot / ort_cache.SIDECAR
+    if damage == "missing":
+        sidecar.unlink()
+    elif damage == "damaged":
+        sidecar.write_text("{not json")
+    else:
+        device["gpu"] = ("NVIDIA H100", "9.0")
+    backend = OrtBackend(model, "ort-trt", max_batch=4, cache_dir=tmp_path / "c")
+    assert backend.cache_status not in ("cached", "new") and fake.builds == 2
+    assert planted.read_bytes() != b"an engine from somewhere else"  # emptied, then built afresh
+    assert ort_cache.read_slot_key(slot) is not None
+    backend.close()
+
+
+def test_ort_trt_key_mismatches_are_named():
+    from invspread_edge_runtime.backends.ort_cache import OrtTrtKey
+
+    base = OrtTrtKey(
+        "a" * 64,
+        "1.22.0",
+        "libnvinfer 100900",
+        "NVIDIA H100",
+        "9.0",
+        "int8",
+        {"trt_profile_max_shapes": "images:64x3x28x28"},
+    )
+    assert base.mismatches(base) == []
+    other = OrtTrtKey(
+        "b" * 64,
+        "1.21.0",
+        "libnvinfer 100800",
+        "NVIDIA Orin",
+        "8.7",
+        "fp16",
+        {"trt_profile_max_shapes": "images:32x3x28x28"},
+    )
+    reasons = base.mismatches(other)
+    assert len(reasons) == 6
+    assert any("onnxruntime 1.21.0" in r for r in reasons) and any(
+        "trt_profile_max_shapes" in r for r in reasons
+    )

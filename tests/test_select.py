@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import types
@@ -115,3 +116,110 @@ def test_auto_moves_on_when_a_faster_backend_fails_to_start(tiny_export, fake_tr
     assert any(n.startswith("ort-cuda: skipped") for n in backend.notes)
     with pytest.raises(EngineError, match="no CUDA device"):
         open_backend(tiny_export, "trt")  # asked for by name: the error is the answer
+
+
+# --- an export folder holds the artifacts of one checkpoint, checked when it is opened ------------
+
+
+def retag(path, checkpoint_sha256=None, **props):
+    """Rewrite our metadata in an ONNX file (another checkpoint, or metadata that lies about the graph)."""
+    import onnx
+
+    model = onnx.load(path)
+    values = {"checkpoint_sha256": checkpoint_sha256, **props}
+    for prop in model.metadata_props:
+        key = prop.key.removeprefix("invedge.")
+        if values.get(key) is not None:
+            prop.value = str(values[key])
+    onnx.save(model, path)
+    return path
+
+
+def mixed_folder(tmp_path, make_tiny_onnx, report_sha=None):
+    folder = tmp_path / "export"
+    make_tiny_onnx(folder / "model.onnx")  # checkpoint ccc…
+    retag(make_tiny_onnx(folder / "model.fp16.onnx", precision="fp16"), "a" * 64)  # an older export's
+    if report_sha is not None:
+        (folder / "report.json").write_text(
+            json.dumps({"metadata": {"invedge.checkpoint_sha256": report_sha}}), encoding="utf-8"
+        )
+    return folder
+
+
+def test_mixed_checkpoints_without_a_report_are_refused(tmp_path, make_tiny_onnx):
+    folder = mixed_folder(tmp_path, make_tiny_onnx)
+    with pytest.raises(ModelError, match="mixes models of different checkpoints") as exc:
+        find_artifacts(folder)
+    message = str(exc.value)
+    assert "\n" not in message
+    assert (
+        f"checkpoint {'a' * 12}…: model.fp16.onnx" in message
+        and f"checkpoint {'c' * 12}…: model.onnx" in message
+    )
+    assert "--overwrite" in exc.value.hint
+
+
+def test_mixed_checkpoints_follow_the_report_and_name_the_stale_files(tmp_path, make_tiny_onnx, capsys):
+    folder = mixed_folder(tmp_path, make_tiny_onnx, report_sha="c" * 64)
+    artifacts = find_artifacts(folder)
+    assert set(artifacts) == {"fp32"}  # the fp16 file of the other checkpoint is never picked
+    err = capsys.readouterr().err
+    assert "ignoring model.fp16.onnx" in err and "another checkpoint" in err
+    # a backend that prefers fp16 gets the fp32 model of the report's checkpoint, not the stale fp16
+    assert pick_artifact(artifacts, "ort-cuda")[0].name == "model.onnx"
+
+
+def test_a_report_naming_none_of_the_models_is_refused(tmp_path, make_tiny_onnx):
+    folder = mixed_folder(tmp_path, make_tiny_onnx, report_sha="b" * 64)
+    with pytest.raises(ModelError, match=f"report.json names checkpoint {'b' * 12}"):
+        find_artifacts(folder)
+
+
+def test_one_checkpoint_with_its_report_opens_silently(tiny_export, capsys):
+    assert set(find_artifacts(tiny_export)) == {"fp32", "fp16", "int8", "int8-cpu"}
+    assert "warning" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "not onnx"])
+def test_a_damaged_artifact_is_named_not_skipped(tmp_path, make_tiny_onnx, capsys, damage):
+    folder = tmp_path / "export"
+    make_tiny_onnx(folder / "model.onnx")
+    bad = make_tiny_onnx(folder / "model.int8.onnx", precision="int8")
+    data = bad.read_bytes()
+    bad.write_bytes(
+        {"truncated": data[: len(data) // 2], "empty": b"", "not onnx": b"\x00garbage" * 9}[damage]
+    )
+    (folder / "graph-dump.onnx").write_bytes(b"not ours, not named like ours")
+    assert set(find_artifacts(folder)) == {"fp32"}
+    err = capsys.readouterr().err
+    assert "skipping model.int8.onnx" in err and "graph-dump" not in err
+    (folder / "model.onnx").write_bytes(b"")
+    with pytest.raises(ModelError, match="no usable invspread-edge model") as exc:
+        find_artifacts(folder)
+    assert "model.onnx" in str(exc.value) and "model.int8.onnx" in str(exc.value)
+
+
+def test_an_engine_file_runs_on_native_tensorrt_only(tiny_export, fake_trt, tmp_path):
+    with pytest.raises(EngineError, match="native TensorRT backend, not ort-cpu"):
+        open_backend(tiny_export, "ort-cpu", engine_path=tmp_path / "m.engine")
+
+
+@pytest.mark.parametrize("report", ["{not json", "[]", '{"metadata": {}}'])
+def test_a_damaged_report_is_named_and_the_models_metadata_decides(tmp_path, make_tiny_onnx, capsys, report):
+    folder = tmp_path / "export"
+    make_tiny_onnx(folder / "model.onnx")
+    make_tiny_onnx(folder / "model.fp16.onnx", precision="fp16")
+    (folder / "report.json").write_text(report)
+    assert set(find_artifacts(folder)) == {"fp32", "fp16"}
+    assert "report.json" in capsys.readouterr().err
+    retag(folder / "model.fp16.onnx", "a" * 64)  # and with two checkpoints, nothing tells which: refused
+    with pytest.raises(ModelError, match="mixes models of different checkpoints"):
+        find_artifacts(folder)
+
+
+def test_an_engine_where_a_model_is_expected_says_what_to_pass(tmp_path):
+    engine = tmp_path / "model.int8.engine"
+    engine.write_bytes(b"plan")
+    with pytest.raises(ModelError, match="is a TensorRT engine, not an ONNX model") as exc:
+        find_artifacts(engine)
+    assert "invedge verify" in exc.value.hint

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import FMNIST_MEAN, FMNIST_STD
+from tiny import FMNIST_MEAN, FMNIST_STD
 
 from invspread_edge.checkpoint import build_model, load_checkpoint
 from invspread_edge.torch_backend import TorchBackend, register_torch_runtimes, torch_unavailable

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ import torch
 
 from invspread_edge import train as train_mod
 from invspread_edge.checkpoint import build_model, load_checkpoint
+from invspread_edge.model import create_model
 from invspread_edge.train import TrainConfig, learning_rate, train
 from invspread_edge_runtime.errors import DataError, InvedgeError
 
@@ -31,6 +35,29 @@ def tiny(out, **overrides) -> TrainConfig:
     )
     cfg.update(overrides)
     return TrainConfig(**cfg)
+
+
+def flat_weights(state):
+    return torch.cat([v.flatten().double() for k, v in sorted(state.items()) if v.is_floating_point()])
+
+
+@contextlib.contextmanager
+def read_only(folder):
+    """No file can be created in `folder`, even by root (chattr +i), while the block runs."""
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+            pytest.skip("running as root without chattr +i: cannot make a folder read-only")
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+    else:
+        mode = folder.stat().st_mode
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(mode)
 
 
 def read_metrics(run):
@@ -100,10 +127,14 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
     a = train(tiny(tmp_path / "a", epochs=1, eval_every=0), show_progress=False)
     b = train(tiny(tmp_path / "b", epochs=1, eval_every=0), show_progress=False)
     c = train(tiny(tmp_path / "c", epochs=1, eval_every=0, seed=1), show_progress=False)
-    wa, wb, wc = (load_checkpoint(r.run_dir).model_state for r in (a, b, c))
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
-    assert a.metrics[0]["loss"] == b.metrics[0]["loss"] != c.metrics[0]["loss"]
+    wa, wb, wc = (flat_weights(load_checkpoint(r.run_dir).model_state) for r in (a, b, c))
+    # One process, one CPU: the same seed repeats the run (bit for bit in practice); the bound only
+    # leaves room for a kernel that sums in another order (float32, ~1e-6 relative per step). Another
+    # seed starts from other weights: they differ by tens of percent.
+    assert (wa - wb).norm() < 1e-4 * wa.norm()
+    assert (wa - wc).norm() > 0.1 * wa.norm()
+    assert a.metrics[0]["loss"] == pytest.approx(b.metrics[0]["loss"], rel=1e-5)
+    assert a.metrics[0]["loss"] != pytest.approx(c.metrics[0]["loss"], rel=1e-3)
 
 
 def test_resume_mid_epoch_repeats_the_uninterrupted_run(tmp_path, monkeypatch):
@@ -121,10 +152,14 @@ def test_resume_mid_epoch_repeats_the_uninterrupted_run(tmp_path, monkeypatch):
     resumed = train(TrainConfig(out=str(tmp_path / "cut")), resume=True, show_progress=False)
     assert not resumed.interrupted and resumed.epochs_done == 2
     got, want = read_metrics(tmp_path / "cut"), read_metrics(tmp_path / "full")
-    assert [m["loss"] for m in got] == pytest.approx([m["loss"] for m in want], rel=1e-6, abs=0)
-    assert [m["knn_accuracy"] for m in got] == [m["knn_accuracy"] for m in want]
-    wa, wb = load_checkpoint(tmp_path / "full").model_state, load_checkpoint(tmp_path / "cut").model_state
-    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-5) for k in wa)
+    # a resume needs no generator state: it repeats the uninterrupted run. The bounds leave room only
+    # for float32 sums in another order (1e-6 relative per step): the loss to 1e-5, the weights to
+    # 1e-4 of their norm, the kNN accuracy to one of the 100 monitor queries (a near tie may flip)
+    assert [m["loss"] for m in got] == pytest.approx([m["loss"] for m in want], rel=1e-5, abs=0)
+    assert [m["knn_accuracy"] for m in got] == pytest.approx([m["knn_accuracy"] for m in want], abs=0.011)
+    wa = flat_weights(load_checkpoint(tmp_path / "full").model_state)
+    wb = flat_weights(load_checkpoint(tmp_path / "cut").model_state)
+    assert (wa - wb).norm() < 1e-4 * wa.norm()
     assert full.metrics[-1]["step"] == resumed.metrics[-1]["step"] == 16
 
 
@@ -181,7 +216,7 @@ def test_folder_with_an_unreadable_file(tmp_path, image_folder):
         (dict(epochs=0), InvedgeError, "--epochs must be at least 1"),
         (dict(schedule="linear"), InvedgeError, "--schedule must be one of"),
         (dict(arch="vgg"), InvedgeError, "Only cifar_resnet18"),
-        (dict(temperature=0.0), ValueError, "temperature must be > 0"),
+        (dict(temperature=0.0), InvedgeError, "temperature must be > 0"),
         (dict(classes="9-3"), InvedgeError, "low-high"),
         (dict(sync_bn=True, device="cpu"), InvedgeError, "--sync-bn needs CUDA"),
     ],
@@ -215,22 +250,38 @@ def test_partial_batches_never_reach_the_loss(tmp_path):
     not (shutil.which("g++") or shutil.which("clang++")), reason="inductor needs a C++ compiler"
 )
 def test_compiled_run_trains_the_same_model(tmp_path):
-    """--compile trains through torch.compile; the checkpoint is the plain model's and close to eager's.
+    """--compile trains through torch.compile: the same model, and it learns.
 
-    Kernel rounding differs, and a few SGD steps amplify it (the step losses agree to 4 digits for
-    the first steps, then drift as two eager runs with other thread counts do), hence loose bounds.
+    What --compile promises is checked directly, not a closeness of two trajectories (SGD amplifies
+    each kernel's rounding: compiled and eager losses after 16 steps differ by 0.2 % on one CPU and
+    0.55 % on another):
+    - the compiled module computes the plain model's function: on the same fixed weights, its
+      forward (train mode, the one it compiles) matches eager within float32 reassociation (fused
+      kernels sum in another order: ~1e-6 relative per layer; 1e-4 on unit vectors is loose);
+    - the checkpoint is the plain model's (same keys, no "_orig_mod." prefixes) and loads into it;
+    - training moved the weights and lowered the loss (first epoch's mean above the second's).
     """
-    eager = train(tiny(tmp_path / "eager", epochs=1, eval_every=0), show_progress=False)
-    compiled = train(tiny(tmp_path / "compiled", epochs=1, eval_every=0, compile=True), show_progress=False)
-    assert json.loads((compiled.run_dir / "run.json").read_text())["config"]["train"]["compile"] is True
-    a, b = load_checkpoint(eager.run_dir), load_checkpoint(compiled.run_dir)
-    assert a.model_state.keys() == b.model_state.keys()  # no "_orig_mod." prefixes
-    wa, wb = (
-        torch.cat([v.flatten().float() for k, v in w.items() if "weight" in k])
-        for w in (a.model_state, b.model_state)
-    )
-    assert (wa - wb).norm() < 0.01 * wa.norm()
-    assert abs(eager.final_loss - compiled.final_loss) < 2e-3 * eager.final_loss
+    torch.manual_seed(0)
+    model = create_model("cifar_resnet18", width=8, embedding_dim=32)
+    compiled = torch.compile(model)
+    x = torch.randn(16, 3, 28, 28, generator=torch.Generator().manual_seed(1))
+    model.train()
+    with torch.no_grad():
+        eager_z = model(x)
+        compiled_z = compiled(x)
+    assert torch.allclose(compiled_z, eager_z, atol=1e-4)
+
+    run = train(tiny(tmp_path / "compiled", epochs=2, eval_every=0, compile=True), show_progress=False)
+    assert json.loads((run.run_dir / "run.json").read_text())["config"]["train"]["compile"] is True
+    ckpt = load_checkpoint(run.run_dir)
+    plain = create_model("cifar_resnet18", width=8, embedding_dim=32)
+    assert ckpt.model_state.keys() == plain.state_dict().keys()
+    build_model(ckpt)  # loads strictly into the plain model
+    torch.manual_seed(0)
+    initial = flat_weights(create_model("cifar_resnet18", width=8, embedding_dim=32).state_dict())
+    assert (flat_weights(ckpt.model_state) - initial).norm() > 1e-3 * initial.norm()
+    losses = [m["loss"] for m in run.metrics]
+    assert all(np.isfinite(losses)) and losses[1] < losses[0]
 
 
 def test_compile_without_a_compiler_says_so(tmp_path, monkeypatch):
@@ -238,3 +289,334 @@ def test_compile_without_a_compiler_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod.torch.cuda, "is_available", lambda: False)
     with pytest.raises(InvedgeError, match="--compile needs a C\\+\\+ compiler"):
         train(tiny(tmp_path / "run", compile=True), show_progress=False)
+
+
+# --- the run folder: --overwrite replaces only once the new run exists; locks; leftovers ---------
+
+
+def snapshot(folder):
+    """Every file under `folder` (hidden ones too) → its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished 1-epoch run (with a file of the user's beside it), copied fresh by `old_run`."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    train(tiny(run, epochs=1, eval_every=0), show_progress=False)
+    (run / "notes").mkdir()
+    (run / "notes" / "mine.txt").write_text("the user's")
+    return run
+
+
+@pytest.fixture
+def old_run(finished_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    return run
+
+
+def leftovers(run):
+    return sorted(
+        p.name
+        for p in run.parent.iterdir()
+        if p.name.startswith(f".{run.name}.") and not p.name.endswith(".lock")
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(data="/no/such/folder"), dict(data="UNREADABLE"), dict(limit=10), dict(classes="42")],
+    ids=["missing-data", "unreadable-data", "fewer-than-a-batch", "unknown-class"],
+)
+def test_overwrite_with_bad_input_keeps_the_old_run(old_run, tmp_path, overrides):
+    if overrides.get("data") == "UNREADABLE":
+        bad = tmp_path / "bad"
+        bad.mkdir()
+        for i in range(4):
+            (bad / f"x{i}.png").write_bytes(b"not an image")
+        overrides = dict(overrides, data=str(bad))
+    before = snapshot(old_run)
+    with pytest.raises(InvedgeError):
+        train(tiny(old_run, epochs=1, eval_every=0, seed=5, **overrides), overwrite=True, show_progress=False)
+    assert snapshot(old_run) == before and leftovers(old_run) == []
+
+
+def test_overwrite_failing_in_its_first_epoch_keeps_the_old_run(old_run, monkeypatch):
+    before = snapshot(old_run)
+
+    def broken(*args, **kwargs):
+        assert train_mod.staging_path(old_run).is_dir()  # the new run is being built beside the old
+        raise RuntimeError("a bug in the first epoch")
+
+    monkeypatch.setattr(train_mod, "train_one_epoch", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        train(tiny(old_run, epochs=1, eval_every=0, seed=5), overwrite=True, show_progress=False)
+    assert snapshot(old_run) == before and leftovers(old_run) == []
+
+
+@pytest.mark.parametrize("atomic_exchange", [True, False], ids=["renameat2", "two-renames"])
+def test_overwrite_swaps_in_the_new_run_after_its_first_epoch(old_run, monkeypatch, atomic_exchange):
+    if not atomic_exchange:
+        monkeypatch.setattr(train_mod, "_exchange", lambda a, b: False)
+    seen = []
+    real_swap = train_mod.swap_in
+
+    def swap(staging, run_dir):
+        seen.append((snapshot(run_dir) == before, sorted(p.name for p in staging.iterdir())))
+        real_swap(staging, run_dir)
+
+    before = snapshot(old_run)
+    monkeypatch.setattr(train_mod, "swap_in", swap)
+    result = train(tiny(old_run, epochs=2, eval_every=0, seed=5), overwrite=True, show_progress=False)
+    # once, at the end of the first epoch, with the old run untouched until then
+    assert seen == [(True, ["checkpoint.safetensors", "curves.png", "metrics.jsonl", "run.json"])]
+    assert result.run_dir == old_run and load_checkpoint(old_run).config["train"]["seed"] == 5
+    assert load_checkpoint(old_run).epoch == 2 and [m["epoch"] for m in read_metrics(old_run)] == [1, 2]
+    assert (old_run / "notes" / "mine.txt").read_text() == "the user's"  # the user's files stay
+    assert leftovers(old_run) == []
+
+
+def test_overwrite_interrupted_in_its_first_epoch_swaps_in_a_resumable_run(old_run, monkeypatch):
+    monkeypatch.setattr(StopAfter, "checks", 3)
+    monkeypatch.setattr(train_mod, "StopFlag", StopAfter)
+    cut = train(tiny(old_run, epochs=1, eval_every=0, seed=5), overwrite=True, show_progress=False)
+    assert cut.interrupted and not cut.kept_old
+    ckpt = load_checkpoint(old_run)
+    assert ckpt.config["train"]["seed"] == 5 and ckpt.step == 3 and leftovers(old_run) == []
+    monkeypatch.setattr(StopAfter, "checks", 10**6)  # no more Ctrl-C
+    done = train(TrainConfig(out=str(old_run)), resume=True, show_progress=False)
+    assert done.epochs_done == 1 and load_checkpoint(old_run).step == 8
+
+
+def test_overwrite_interrupted_before_its_first_step_keeps_the_old_run(old_run, monkeypatch):
+    before = snapshot(old_run)
+    monkeypatch.setattr(StopAfter, "checks", 0)
+    monkeypatch.setattr(train_mod, "StopFlag", StopAfter)
+    cut = train(tiny(old_run, epochs=1, eval_every=0, seed=5), overwrite=True, show_progress=False)
+    assert cut.interrupted and cut.kept_old
+    assert snapshot(old_run) == before and leftovers(old_run) == []
+
+
+def test_a_rerun_cleans_up_what_a_killed_run_left(old_run):
+    """The states a kill -9 can leave (see recover_run_folder), each followed by a rerun."""
+    staging, replaced = train_mod.staging_path(old_run), train_mod.replaced_path(old_run)
+    before = snapshot(old_run)
+    # killed while building the new run: a staging folder and temporary files of atomic writes
+    staging.mkdir()
+    (staging / "checkpoint.safetensors").write_bytes(b"half")
+    (old_run / ".checkpoint.safetensors.abc123.tmp").write_bytes(b"half")
+    (old_run / ".run.json.x7.tmp").write_text("{")
+    train_mod.recover_run_folder(old_run)
+    assert snapshot(old_run) == before and leftovers(old_run) == []
+    # killed between the two renames of a non-atomic swap: RUN gone, the complete new run staged
+    new_files = snapshot(old_run)
+    old_run.rename(replaced)
+    staging.mkdir()
+    for name, data in new_files.items():
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        (staging / name).write_bytes(data)
+    train_mod.recover_run_folder(old_run)
+    assert snapshot(old_run) == new_files and leftovers(old_run) == []
+    # and with no staged run at all, the old one goes back
+    old_run.rename(replaced)
+    train_mod.recover_run_folder(old_run)
+    assert snapshot(old_run) == new_files and leftovers(old_run) == []
+    # a real rerun after a kill: it starts over cleanly and succeeds
+    staging.mkdir()
+    (staging / "run.json").write_text("{}")
+    train(tiny(old_run, epochs=1, eval_every=0, seed=6), overwrite=True, show_progress=False)
+    assert load_checkpoint(old_run).config["train"]["seed"] == 6 and leftovers(old_run) == []
+
+
+def test_a_locked_run_folder_is_refused_at_once(old_run):
+    from invspread_edge_runtime.errors import LockedError
+    from invspread_edge_runtime.locks import exclusive_lock
+
+    before = snapshot(old_run)
+    with exclusive_lock(old_run, "run folder"):
+        with pytest.raises(LockedError, match=f"{old_run} is being written by another invedge process"):
+            train(tiny(old_run, epochs=1, eval_every=0), overwrite=True, show_progress=False)
+        with pytest.raises(LockedError, match=r"pid \d+"):
+            train(TrainConfig(out=str(old_run)), resume=True, epochs=2, show_progress=False)
+    assert snapshot(old_run) == before
+
+
+def test_out_is_a_file_and_resume_of_a_file(tmp_path, old_run):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(InvedgeError, match="is a file, not a folder"):
+        train(tiny(blocker), show_progress=False)
+    with pytest.raises(InvedgeError, match="--resume takes a run folder"):
+        train(TrainConfig(out=str(old_run / "checkpoint.safetensors")), resume=True, show_progress=False)
+    assert blocker.read_text() == "x"
+
+
+# --- --resume of damaged or foreign run folders: one error, nothing touched ----------------------
+
+
+def _rewrite_checkpoint(run, **changes):
+    """Save the run's checkpoint again with parts of its state replaced."""
+    from invspread_edge.checkpoint import save_checkpoint
+
+    ckpt = load_checkpoint(run)
+    config = changes.pop("config", ckpt.config)
+    extra = changes.pop("extra", ckpt.extra)
+    model = changes.pop("model", build_model(ckpt))
+    save_checkpoint(run / "checkpoint.safetensors", model, config, ckpt.epoch, ckpt.step, None, None, extra)
+
+
+def _damage(kind, run):
+    ckpt = load_checkpoint(run)
+    if kind == "metrics-line":
+        (run / "metrics.jsonl").write_text('{"epoch": 1, "loss": 4.9}\n{"epoch": 2, "lo')
+    elif kind == "metrics-not-records":
+        (run / "metrics.jsonl").write_text("[1, 2]\n")
+    elif kind == "run-json-list":
+        (run / "run.json").write_text("[1, 2, 3]\n")
+    elif kind == "run-json-foreign":
+        (run / "run.json").write_text('{"format": "another-tool/1", "name": "x"}\n')
+    elif kind == "another-arch":
+        config = dict(ckpt.config, train=dict(ckpt.config["train"], arch="cifar_resnet34"))
+        _rewrite_checkpoint(run, config=config)
+    elif kind == "another-width":
+        config = dict(ckpt.config, train=dict(ckpt.config["train"], width=16))
+        _rewrite_checkpoint(run, config=config)
+    elif kind == "setting-of-wrong-type":
+        config = dict(ckpt.config, train=dict(ckpt.config["train"], batch_size="32"))
+        _rewrite_checkpoint(run, config=config)
+    elif kind == "setting-rejected":
+        config = dict(ckpt.config, train=dict(ckpt.config["train"], temperature=0.0))
+        _rewrite_checkpoint(run, config=config)
+    elif kind == "partial-epoch":
+        _rewrite_checkpoint(run, extra={"partial_epoch": {"steps": "three"}})
+    elif kind == "no-train-settings":
+        _rewrite_checkpoint(run, config={k: v for k, v in ckpt.config.items() if k != "train"})
+
+
+@pytest.mark.parametrize(
+    ("kind", "match"),
+    [
+        ("metrics-line", "metrics.jsonl line 2 is damaged"),
+        ("metrics-not-records", "metrics.jsonl line 1 is damaged"),
+        ("run-json-list", "not a JSON object"),
+        ("run-json-foreign", "not an 'invedge train' run.json"),
+        ("another-arch", "weights do not fit architecture 'cifar_resnet34'"),
+        ("another-width", "weights do not fit"),
+        ("setting-of-wrong-type", "setting 'batch_size' is '32'"),
+        ("setting-rejected", "stores settings training rejects"),
+        ("partial-epoch", "does not fit the model"),
+        ("no-train-settings", "not written by 'invedge train'"),
+    ],
+)
+def test_resume_of_a_damaged_run_is_one_error(old_run, kind, match):
+    _damage(kind, old_run)
+    before = snapshot(old_run)
+    with pytest.raises(InvedgeError, match=match):
+        train(TrainConfig(out=str(old_run)), resume=True, epochs=2, show_progress=False)
+    assert snapshot(old_run) == before
+
+
+def test_resume_into_an_unwritable_folder_fails_before_training(old_run, monkeypatch):
+    monkeypatch.setattr(train_mod, "train_one_epoch", lambda *a, **k: pytest.fail("trained"))
+    with read_only(old_run), pytest.raises(InvedgeError, match=f"cannot write in {old_run}") as info:
+        train(TrainConfig(out=str(old_run)), resume=True, epochs=2, show_progress=False)
+    assert "writable, then resume" in str(info.value)
+
+
+def test_new_run_in_an_unwritable_folder_fails_before_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_mod, "train_one_epoch", lambda *a, **k: pytest.fail("trained"))
+    out = tmp_path / "out"
+    out.mkdir()
+    with read_only(out), pytest.raises(InvedgeError, match="cannot write in"):
+        train(tiny(out, epochs=1, eval_every=0), show_progress=False)
+
+
+def test_disk_full_at_a_checkpoint_keeps_the_last_one(tmp_path, monkeypatch):
+    import errno
+
+    from invspread_edge_runtime.files import os_error
+
+    run = tmp_path / "run"
+    calls = []
+    real_save = train_mod.save_checkpoint
+
+    def save(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 3:  # the start, epoch 1, then the disk is full at epoch 2
+            raise os_error(OSError(errno.ENOSPC, "No space left on device"), path)
+        real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", save)
+    with pytest.raises(InvedgeError, match="disk full while writing") as info:
+        train(tiny(run, epochs=2, eval_every=0), show_progress=False)
+    assert f"invedge train --resume {run}" in str(info.value)
+    assert load_checkpoint(run).epoch == 1
+    monkeypatch.setattr(train_mod, "save_checkpoint", real_save)
+    assert train(TrainConfig(out=str(run)), resume=True, show_progress=False).epochs_done == 2
+
+
+def test_trains_on_a_folder_with_a_file_name_that_is_not_utf8(tmp_path, image_folder):
+    import os
+
+    folder = tmp_path / "imgs"
+    shutil.copytree(image_folder, folder)
+    src = next((folder / "class0").glob("*.png"))
+    os.rename(src, os.fsencode(folder / "class0") + b"/caf\xe9.png")
+    result = train(
+        tiny(tmp_path / "run", data=str(folder), image_size=16, limit=None, batch_size=20, epochs=1),
+        show_progress=False,
+    )
+    assert result.epochs_done == 1 and result.skipped_images == 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (dict(temperature=0.0), "temperature must be > 0"),
+        (dict(negative_weight=0.5), "negative_weight must be >= 1"),
+        (dict(lr=float("nan")), "--lr must be a number > 0"),
+        (dict(momentum=1.5), "momentum must be in"),
+        (dict(weight_decay=-1.0), "weight decay must be >= 0"),
+        (dict(embedding_dim=0), "--embedding-dim must be at least 1"),
+        (dict(seed=-1), "--seed must be >= 0"),
+        (dict(limit=0), "--limit must be at least 1"),
+        (dict(eval_memory=-5), "--eval-memory"),
+    ],
+)
+def test_values_the_library_rejects_are_config_errors(tmp_path, overrides, match):
+    from invspread_edge_runtime.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        train(tiny(tmp_path / "run", **overrides), show_progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_relative_folder_is_stored_absolute(tmp_path, image_folder, monkeypatch):
+    monkeypatch.chdir(image_folder.parent)
+    train(tiny(tmp_path / "run", data=image_folder.name, image_size=16, limit=None, batch_size=20,
+               epochs=1, eval_every=0), show_progress=False)  # fmt: skip
+    assert load_checkpoint(tmp_path / "run").config["data"] == str(image_folder)
+
+
+def test_resume_after_the_training_folder_moved(tmp_path, image_folder):
+    folder = tmp_path / "imgs"
+    shutil.copytree(image_folder, folder)
+    run = tmp_path / "run"
+    train(tiny(run, data=str(folder), image_size=16, limit=None, batch_size=20, epochs=1, eval_every=0),
+          show_progress=False)  # fmt: skip
+    folder.rename(tmp_path / "elsewhere")
+    before = snapshot(run)
+    with pytest.raises(DataError, match=f"{run} was trained on .*which cannot be opened here") as info:
+        train(TrainConfig(out=str(run)), resume=True, epochs=2, show_progress=False)
+    assert "Put the training data back" in str(info.value) and snapshot(run) == before
+
+
+def test_overwrite_of_the_working_directory(old_run, monkeypatch):
+    """`--out .` inside the run: the swap renames the folder the process stands in."""
+    monkeypatch.chdir(old_run)
+    result = train(tiny(".", epochs=2, eval_every=0, seed=5), overwrite=True, show_progress=False)
+    assert result.epochs_done == 2 and str(result.run_dir) == "."
+    ckpt = load_checkpoint(old_run)
+    assert ckpt.config["train"]["seed"] == 5 and ckpt.epoch == 2 and leftovers(old_run) == []
+    assert (old_run / "notes" / "mine.txt").read_text() == "the user's"

@@ -26,7 +26,9 @@ def register(app: typer.Typer) -> None:
     @app.command("eval", help=HELP)
     def eval_cmd(
         run: Path = typer.Argument(None, help="Run folder (holding checkpoint.safetensors)."),
-        data: str = typer.Option(None, "--data", "-d", help="Data to measure on (default: the run's data)."),
+        data: str = typer.Option(
+            None, "--data", "-d", help="Data to measure on (default: the data the run was trained on)."
+        ),
         protocol: str = typer.Option("knn", "--protocol", "-p", help="knn or retrieval."),
         classes: str = typer.Option(None, "--classes", help="Only these classes, e.g. 5-9 (unseen classes)."),
         limit: int = typer.Option(
@@ -42,6 +44,9 @@ def register(app: typer.Typer) -> None:
             "fp32", "--precision", help="fp32 (default, as the exported model), bf16, auto."
         ),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+        k: int = typer.Option(
+            200, "--k", help="kNN neighbours (the paper's 200; fewer on small sets, with a warning)."
+        ),
         as_json: bool = JsonOpt,
     ) -> None:
         from invspread_edge_runtime import console
@@ -51,8 +56,6 @@ def register(app: typer.Typer) -> None:
             raise InvedgeError(
                 "no run given", "Pass a run folder, e.g. 'invedge eval runs/fmnist', or --baseline pixels"
             )
-        if data is None:
-            data = _run_data(run) if run is not None else "fashion-mnist"
         from invspread_edge.evaluate import evaluate_run
 
         progress = None if as_json else console.progress(transient=True)
@@ -60,12 +63,12 @@ def register(app: typer.Typer) -> None:
             with progress:
                 result = evaluate_run(
                     str(run) if run is not None else None, data, protocol, classes, limit, baseline,
-                    batch, workers, precision, device, width=width, progress=progress,
+                    batch, workers, precision, device, width=width, progress=progress, k=k,
                 )  # fmt: skip
         else:
             result = evaluate_run(
                 str(run) if run is not None else None, data, protocol, classes, limit, baseline,
-                batch, workers, precision, device, width=width,
+                batch, workers, precision, device, width=width, k=k,
             )  # fmt: skip
         if as_json:
             console.print_json(result)
@@ -73,16 +76,6 @@ def register(app: typer.Typer) -> None:
             _table(result)
             if run is not None and baseline is None:
                 console.out.print(f"Next: [bold]invedge export {run}[/bold]", highlight=False)
-
-
-def _run_data(run: Path) -> str:
-    from invspread_edge.checkpoint import checkpoint_path
-    from invspread_edge_runtime.files import read_json
-
-    run_json = checkpoint_path(run).parent / "run.json"
-    if run_json.is_file():
-        return read_json(run_json, "run.json").get("config", {}).get("data", "fashion-mnist")
-    return "fashion-mnist"
 
 
 def _table(result: dict[str, Any]) -> None:
@@ -99,7 +92,10 @@ def _table(result: dict[str, Any]) -> None:
     if result["protocol"] == "knn":
         how = result.get("mode", "")
         sizes = f"{result.get('memory', result['queries'])} memory, {result['queries']} queries"
-        table.add_row("protocol", f"weighted kNN k={result['k']} T={result['temperature']} ({how}; {sizes})")
+        k = f"{result['k']}" + (
+            f" (of {result['k_requested']}: small set)" if "k_requested" in result else ""
+        )
+        table.add_row("protocol", f"weighted kNN k={k} T={result['temperature']} ({how}; {sizes})")
         table.add_row("kNN accuracy", f"[green]{100 * result['knn_accuracy']:.2f}%[/green]")
     else:
         table.add_row("protocol", f"retrieval ({result['queries']} images, each a query against the others)")

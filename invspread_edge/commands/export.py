@@ -6,6 +6,7 @@ and prints what was written. torch, onnx and onnxruntime are imported when the c
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import typer
@@ -70,6 +71,11 @@ def export(
     opt_batch: int = OptBatchOpt,
     max_batch: int = MaxBatchOpt,
     workspace_mb: int = WorkspaceOpt,
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace an export of another checkpoint in --out (its files go once the new export passed).",
+    ),
     json_out: bool = JsonOpt,
 ) -> None:
     """Export a trained encoder: ONNX with a parity check, INT8 and FP16 with an accuracy check.
@@ -87,12 +93,24 @@ def export(
         raise InvedgeError("--calib is used only with --int8", "Add --int8")
     if accuracy_images < 10:
         raise InvedgeError(f"Invalid --accuracy-images {accuracy_images}. At least 10 are needed.")
-    if max_accuracy_drop < 0 or (allow_accuracy_drop is not None and allow_accuracy_drop < 0):
-        raise InvedgeError("accuracy drops are in points and cannot be negative")
+    if max_accuracy_drop < 0:
+        raise InvedgeError(
+            f"Invalid --max-accuracy-drop {max_accuracy_drop:g}. It is in points and must be 0 or more."
+        )
+    if allow_accuracy_drop is not None and allow_accuracy_drop < 0:
+        raise InvedgeError(
+            f"Invalid --allow-accuracy-drop {allow_accuracy_drop:g}. It is in points and must be 0 or more."
+        )
+    if not 0 < min_cosine <= 1:
+        raise InvedgeError(f"Invalid --min-cosine {min_cosine:g}. It must be above 0 and at most 1.")
+    from invspread_edge_export.onnx_export import MIN_OPSET
+
+    if opset < MIN_OPSET:  # checked before the checkpoint loads, not after the export has begun
+        raise InvedgeError(f"Invalid --opset {opset}. Only opset {MIN_OPSET} or newer is supported.")
     builder = _engine_builder() if engine else None  # fail now, not after minutes of export
 
     from invspread_edge_export.meta import meta_from_config
-    from invspread_edge_export.pipeline import ExportOptions, export_model
+    from invspread_edge_export.pipeline import ExportOptions, export_lock, export_model
 
     from ..checkpoint import build_model, load_checkpoint
 
@@ -114,28 +132,31 @@ def export(
         accuracy_bound=max_accuracy_drop,
         allow_accuracy_drop=allow_accuracy_drop,
         min_mean_cosine=min_cosine,
+        overwrite=overwrite,
     )
     checkpoint = {"path": str(ckpt.path), "sha256": ckpt.sha256, "epoch": ckpt.epoch, "arch": meta.arch}
     source = data or str(ckpt.config.get("data", "fashion-mnist"))
-    report = export_model(model, meta, options, data=source, checkpoint=checkpoint, log=console.info)
-
-    if builder is not None:
-        for precision in [p for p in ("int8", "fp16") if report.artifact(p)] or ["fp32"]:
-            onnx_path = report.artifact(precision).path  # type: ignore[union-attr]
-            engine_path = onnx_path.with_name(onnx_path.name.removesuffix(".onnx") + ".engine")
-            console.info(f"building a TensorRT engine from {onnx_path.name} (minutes on a Jetson)")
-            info = builder(
-                onnx_path,
-                engine_path,
-                precision=precision,
-                min_batch=min_batch,
-                opt_batch=opt_batch,
-                max_batch=max_batch,
-                workspace_mb=workspace_mb,
-                timing_cache=out_dir / "timing.cache",
-            )
-            report.engines.append({"engine": str(info.engine_path), **info.to_json()})
-        report.write()
+    # one writer of the folder across the export and the engines built into it (export_model takes
+    # the same lock itself, after checking its inputs; it is re-entrant)
+    with export_lock(out_dir) if builder is not None else contextlib.nullcontext():
+        report = export_model(model, meta, options, data=source, checkpoint=checkpoint, log=console.info)
+        if builder is not None:
+            for precision in [p for p in ("int8", "fp16") if report.artifact(p)] or ["fp32"]:
+                onnx_path = report.artifact(precision).path  # type: ignore[union-attr]
+                engine_path = onnx_path.with_name(onnx_path.name.removesuffix(".onnx") + ".engine")
+                console.info(f"building a TensorRT engine from {onnx_path.name} (minutes on a Jetson)")
+                info = builder(
+                    onnx_path,
+                    engine_path,
+                    precision=precision,
+                    min_batch=min_batch,
+                    opt_batch=opt_batch,
+                    max_batch=max_batch,
+                    workspace_mb=workspace_mb,
+                    timing_cache=out_dir / "timing.cache",
+                )
+                report.engines.append({"engine": str(info.engine_path), **info.to_json()})
+            report.write()
 
     for warning in report.warnings:
         console.warn(warning)

@@ -124,9 +124,17 @@ def register(app: typer.Typer) -> None:
                 out = Path("runs") / _default_name(given.get("data", "fashion-mnist"))
             cfg = TrainConfig(out=str(out), **given)
             result = train(cfg, overwrite=overwrite, show_progress=not quiet)
-        if result.main:
+        if result.main and not result.kept_old:
             _summary(result)
-        if result.interrupted and result.main:
+        if result.kept_old and result.main:
+            from invspread_edge_runtime import console
+
+            console.err.print(
+                f"[yellow]interrupted[/yellow] before the first step: nothing was trained and "
+                f"{result.run_dir} still holds the previous run",
+                highlight=False,
+            )
+        elif result.interrupted and result.main:
             from invspread_edge_runtime import console
 
             console.err.print(

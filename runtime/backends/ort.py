@@ -6,9 +6,12 @@
   timing caches on disk (`trt_engine_cache_enable`, `trt_timing_cache_enable`,
   `trt_engine_cache_path`, `trt_timing_cache_path`) and an explicit batch profile
   (`trt_profile_{min,opt,max}_shapes`) so a cached engine matches the next session and batches up
-  to `max_batch` never rebuild it. Precision: a Q/DQ INT8 model needs `trt_int8_enable` (no
-  calibration table: the scales are in the graph); FP16 is allowed for the layers left in float
-  (`trt_fp16_enable`) for the fp16 and int8 artifacts. An FP32 artifact stays FP32.
+  to `max_batch` never rebuild it. The cache folder is keyed and checked like the native engine
+  cache (`ort_cache.py`: ONNX sha256, onnxruntime/TensorRT versions, GPU, precision, profile; a
+  sidecar written once the engine has run): an unverified cache is never reused. Precision: a
+  Q/DQ INT8 model needs `trt_int8_enable` (no calibration table: the scales are in the graph);
+  FP16 is allowed for the layers left in float (`trt_fp16_enable`) for the fp16 and int8
+  artifacts. An FP32 artifact stays FP32.
 
 A provider that is listed but cannot start (CUDA libraries missing, no GPU) makes ONNX Runtime fall
 back to the CPU silently; that is detected here and reported as an error, so `auto` can move on.
@@ -16,6 +19,7 @@ back to the CPU silently; that is detected here and reported as an error, so `au
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import EngineError, MissingDependency, ModelError
+from ..locks import exclusive_lock
 from ..metadata import ModelMeta, read_model_meta
+from ..verify import cache_listing, verify_ort_trt_session
+from . import ort_cache
 from .base import Backend, BackendInfo
 
 PROVIDERS = {
@@ -90,6 +97,41 @@ def trt_provider_options(
     }
 
 
+def check_graph_io(path: Path, meta: ModelMeta, inputs: list[Any], outputs: list[Any]) -> None:
+    """The graph's tensors (ONNX Runtime's NodeArg: name, shape, type) must be what its metadata
+    says: one input `meta.input_name` of (N, 3, S, S) and one output `meta.output_name` of (N, d),
+    float32 or float16. A model whose metadata lies would be fed wrongly sized images, or give
+    vectors of another length than its embedding space; it is refused here with one line."""
+    size, dim = meta.image_size, meta.embedding_dim
+    said = f"its metadata says input {meta.input_name!r} (N, 3, {size}, {size}), output {meta.output_name!r} (N, {dim})"
+    hint = "Re-export it with 'invedge export RUN_DIR'; a model's metadata must describe its own graph"
+
+    def refuse(what: str) -> ModelError:
+        return ModelError(f"{path.name}: the graph {what}, but {said}", hint)
+
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise refuse(f"has {len(inputs)} inputs and {len(outputs)} outputs (1 and 1 expected)")
+    inp, out = inputs[0], outputs[0]
+    in_shape, out_shape = list(inp.shape or []), list(out.shape or [])
+    if inp.name != meta.input_name:
+        raise refuse(f"input is named {inp.name!r}")
+    if out.name != meta.output_name:
+        raise refuse(f"output is named {out.name!r}")
+    for tensor, kind in ((inp, "input"), (out, "output")):
+        if tensor.type not in ("tensor(float)", "tensor(float16)"):
+            raise refuse(f"{kind} is {tensor.type} (float32 or float16 expected)")
+    fixed = [d if isinstance(d, int) and d > 0 else None for d in in_shape]  # None: a symbolic axis
+    if len(fixed) != 4 or any(d not in (None, e) for d, e in zip(fixed[1:], (3, size, size), strict=True)):
+        raise refuse(f"input has shape {_shape(in_shape)}")
+    last = out_shape[-1] if out_shape else None  # a graph may leave its output's shape unknown: []
+    if out_shape and (len(out_shape) != 2 or (isinstance(last, int) and last > 0 and last != dim)):
+        raise refuse(f"output has shape {_shape(out_shape)}")
+
+
+def _shape(dims: list[Any]) -> str:
+    return "(" + ", ".join(str(d) if isinstance(d, int) and d > 0 else "N" for d in dims) + ")"
+
+
 class OrtBackend(Backend):
     """One ONNX Runtime session for one of our exported models."""
 
@@ -102,6 +144,27 @@ class OrtBackend(Backend):
         max_batch: int | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         meta: ModelMeta | None = None,
+    ) -> None:
+        self._cache_key: ort_cache.OrtTrtKey | None = None
+        self.cache_status: str | None = None  # ort-trt: "cached", "new", or why the cache was emptied
+        # ort-trt: the cache slot's lock is held until its engine is built, has run and is keyed
+        with contextlib.ExitStack() as self._guard:
+            self._init(model_path, kind, threads, device_id, max_batch, cache_dir, meta)
+            if self._cache_key is not None and self._cache_dir is not None:
+                if self.cache_status != "cached":  # the provider may build at the first run: run once
+                    size = self.meta.image_size
+                    self.infer(np.zeros((1, 3, size, size), np.float32))
+                ort_cache.write_slot_sidecar(self._cache_dir, self._cache_key)
+
+    def _init(
+        self,
+        model_path: str | os.PathLike[str],
+        kind: str,
+        threads: int,
+        device_id: int,
+        max_batch: int | None,
+        cache_dir: str | os.PathLike[str] | None,
+        meta: ModelMeta | None,
     ) -> None:
         if kind not in PROVIDERS:
             raise ValueError(
@@ -126,8 +189,15 @@ class OrtBackend(Backend):
         self._cache_dir: Path | None = None
         if kind == "ort-trt":
             max_batch = max_batch or DEFAULT_TRT_MAX_BATCH
-            self._cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(path)
-            self._cache_dir.mkdir(parents=True, exist_ok=True)
+            base = Path(cache_dir) if cache_dir else default_cache_dir(path)
+            keyed = trt_provider_options(self.meta, base, max_batch, device_id=device_id)
+            self._cache_key = ort_cache.current_key(
+                path, self.meta.precision, keyed, ort.__version__, device_id
+            )
+            self._cache_dir = ort_cache.slot_dir(base, path, self._cache_key)
+            self._guard.enter_context(exclusive_lock(self._cache_dir, "TensorRT provider cache"))
+            self.cache_status = ort_cache.prepare_slot(self._cache_dir, self._cache_key)  # never unverified
+            cache_before = cache_listing(self._cache_dir)  # what this session's engine build adds
             trt_options = trt_provider_options(self.meta, self._cache_dir, max_batch, device_id=device_id)
             providers = [(provider, trt_options), ("CUDAExecutionProvider", {"device_id": device_id})]
         elif kind == "ort-cuda":
@@ -146,6 +216,7 @@ class OrtBackend(Backend):
                 f"{kind} is listed by onnxruntime but could not start (fell back to the CPU)",
                 "Check the CUDA/cuDNN/TensorRT libraries match this onnxruntime-gpu build",
             )
+        check_graph_io(path, self.meta, self.session.get_inputs(), self.session.get_outputs())
         inp = self.session.get_inputs()[0]
         self._input_name = inp.name
         self._output_name = self.session.get_outputs()[0].name
@@ -160,6 +231,8 @@ class OrtBackend(Backend):
             model_path=str(path),
             max_batch=self._max_batch,
         )
+        if kind == "ort-trt" and self._cache_dir is not None:  # the engine runs the probe set first
+            verify_ort_trt_session(self, self.meta, path, self._cache_dir, cache_before)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, S, S) float32 → (N, d) float32; batches beyond the profile's maximum are split."""

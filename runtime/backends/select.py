@@ -16,11 +16,14 @@ Given an export folder (or a run folder holding `export/`), the artifact follows
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import re
 from pathlib import Path
 
+from .. import console
 from ..errors import EngineError, InvedgeError, MissingDependency, ModelError
-from ..metadata import PRECISIONS, ModelMeta, read_model_meta
+from ..metadata import PRECISIONS, PREFIX, ModelMeta, read_model_meta
 from .base import Backend
 
 BACKENDS = ("trt", "ort-trt", "ort-cuda", "ort-cpu")  # fastest first: the order of `auto`
@@ -30,30 +33,112 @@ PREFERENCE = {
     "ort-trt": ("int8", "fp16", "fp32"),
     "trt": ("int8", "fp16", "fp32"),
 }
+# The file names `invedge export` gives its artifacts (export/quantize.py FILENAMES).
+ARTIFACT_FILES = {
+    "fp32": "model.onnx",
+    "fp16": "model.fp16.onnx",
+    "int8": "model.int8.onnx",
+    "int8-cpu": "model.int8-cpu.onnx",
+}
+ARTIFACT_NAME = re.compile(r"^model([.-].*)?\.onnx$")
 
 
 def find_artifacts(model: str | os.PathLike[str]) -> dict[str, tuple[Path, ModelMeta]]:
-    """precision → (path, metadata) for one .onnx file, an export folder, or a run folder."""
+    """precision → (path, metadata) for one .onnx file, an export folder, or a run folder.
+
+    An export folder holds the artifacts of one checkpoint (each carries `invedge.checkpoint_sha256`),
+    and that is checked here, never mixed: files of another checkpoint beside the ones `report.json`
+    names are left out with a warning naming them; without a report to tell which set is current,
+    a folder of mixed checkpoints is refused. A file named like ours (`model*.onnx`) that cannot be
+    read is named in a warning (or in the error, when nothing usable is left), never skipped silently.
+    """
     path = Path(model)
+    if path.is_file() and path.suffix == ".engine":
+        raise ModelError(
+            f"{path} is a TensorRT engine, not an ONNX model",
+            f"Pass the export folder or its .onnx file (engines are built from it and cached), or check "
+            f"this engine with: invedge verify {path.parent} --engine {path}",
+        )
     if path.is_file():
         meta = read_model_meta(path)
         return {meta.precision: (path, meta)}
     if path.is_dir():
         folder = path / "export" if not list(path.glob("*.onnx")) and (path / "export").is_dir() else path
-        found: dict[str, tuple[Path, ModelMeta]] = {}
-        for onnx in sorted(folder.glob("*.onnx")):
-            try:
-                meta = read_model_meta(onnx)
-            except ModelError:
-                continue  # other ONNX files (the search graph dump, a user's model) are not ours
-            found.setdefault(meta.precision, (onnx, meta))
-        if not found:
-            raise ModelError(
-                f"no invspread-edge model (.onnx with our metadata) in {folder}",
-                "Export one with 'invedge export RUN_DIR'",
-            )
-        return found
+        return _folder_artifacts(folder)
     raise ModelError(f"model not found: {path}", "Pass an exported .onnx file or an export folder")
+
+
+def _folder_artifacts(folder: Path) -> dict[str, tuple[Path, ModelMeta]]:
+    ours: list[tuple[Path, ModelMeta]] = []
+    damaged: list[str] = []  # "NAME: why"
+    for onnx in sorted(folder.glob("*.onnx")):
+        try:
+            ours.append((onnx, read_model_meta(onnx)))
+        except ModelError as exc:
+            if ARTIFACT_NAME.match(onnx.name):  # named like an export's artifact: say it is broken
+                damaged.append(f"{onnx.name}: {exc.message.replace(str(onnx), 'it')}")
+            # other ONNX files (the search graph dump, a user's model) are not ours: no word needed
+    if not ours:
+        if damaged:
+            raise ModelError(
+                f"no usable invspread-edge model in {folder}: {'; '.join(damaged)}",
+                f"Export again: invedge export RUN_DIR --out {folder} --overwrite",
+            )
+        raise ModelError(
+            f"no invspread-edge model (.onnx with our metadata) in {folder}",
+            "Export one with 'invedge export RUN_DIR'",
+        )
+    for line in damaged:
+        console.warn(f"{folder}: skipping {line}; the other models are used")
+    ours = _one_checkpoint(folder, ours)
+    found: dict[str, tuple[Path, ModelMeta]] = {}
+    for onnx, meta in ours:
+        # two files of one checkpoint and precision: the export's own name wins, else the first
+        if meta.precision in found and onnx.name != ARTIFACT_FILES.get(meta.precision):
+            continue
+        found[meta.precision] = (onnx, meta)
+    return found
+
+
+def _one_checkpoint(folder: Path, ours: list[tuple[Path, ModelMeta]]) -> list[tuple[Path, ModelMeta]]:
+    """The artifacts of the folder's one checkpoint (see `find_artifacts`)."""
+    by_checkpoint: dict[str, list[Path]] = {}
+    for onnx, meta in ours:
+        by_checkpoint.setdefault(meta.checkpoint_sha256, []).append(onnx)
+    current, problem = _report_checkpoint(folder)
+    if len(by_checkpoint) == 1 and current in (None, *by_checkpoint):
+        if problem:  # nothing to choose between, so the models' own metadata is enough
+            console.warn(f"{folder / 'report.json'} {problem}; its models all come from one checkpoint")
+        return ours
+    fix = f"Delete the stale files, or export again: invedge export RUN_DIR --out {folder} --overwrite"
+    groups = "; ".join(
+        f"checkpoint {sha[:12]}…: {', '.join(p.name for p in paths)}" for sha, paths in by_checkpoint.items()
+    )
+    if current is None or current not in by_checkpoint:
+        said = "" if current is None else f" (its report.json names checkpoint {current[:12]}…)"
+        raise ModelError(f"{folder} mixes models of different checkpoints{said}: {groups}", fix)
+    stale = [p.name for sha, paths in by_checkpoint.items() if sha != current for p in paths]
+    console.warn(
+        f"{folder}: ignoring {', '.join(stale)}: exported from another checkpoint than report.json's "
+        f"({current[:12]}…). {fix}"
+    )
+    return [(onnx, meta) for onnx, meta in ours if meta.checkpoint_sha256 == current]
+
+
+def _report_checkpoint(folder: Path) -> tuple[str | None, str | None]:
+    """(the checkpoint sha256 that `report.json`, written last by an export, names; why it names
+    none when it is there but unusable)."""
+    report = folder / "report.json"
+    if not report.exists():
+        return None, None
+    try:
+        doc = json.loads(report.read_text(encoding="utf-8"))
+        sha = doc["metadata"][PREFIX + "checkpoint_sha256"]
+    except (OSError, ValueError) as exc:
+        return None, f"cannot be read ({exc.__class__.__name__})"
+    except (KeyError, TypeError):
+        return None, "does not name a checkpoint"
+    return (sha, None) if isinstance(sha, str) and sha else (None, "does not name a checkpoint")
 
 
 def pick_artifact(
@@ -112,16 +197,27 @@ def open_backend(
     max_batch: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     device_id: int = 0,
+    *,
+    engine_path: str | os.PathLike[str] | None = None,
+    trust_engine: bool = False,
 ) -> Backend:
     """Open `model` (file or export folder) on `backend` ("auto" or one of BACKENDS).
 
+    `engine_path`: a TensorRT engine file to run instead of building one (native backend only);
+    without its sidecar it is refused unless `trust_engine` (see tensorrt.load.load_engine).
     The returned backend has `notes`: a list of lines saying what was chosen and why.
     """
     if backend != "auto" and backend not in BACKENDS:
         raise EngineError(f"Invalid backend {backend!r}. Only auto, {', '.join(BACKENDS)} are supported.")
+    if engine_path is not None and backend not in ("auto", "trt"):
+        raise EngineError(
+            f"an engine file runs on the native TensorRT backend, not {backend}", "Use --backend trt"
+        )
     artifacts = find_artifacts(model)
     status = backend_status()
     candidates = BACKENDS if backend == "auto" else (backend,)
+    if engine_path is not None:
+        candidates = ("trt",)
     notes: list[str] = []
     for name in candidates:
         if backend == "auto" and status[name] is not None:
@@ -129,7 +225,9 @@ def open_backend(
             continue
         try:
             path, meta = pick_artifact(artifacts, name, precision)
-            opened = _open(name, path, meta, threads, max_batch, cache_dir, device_id)
+            opened = _open(
+                name, path, meta, threads, max_batch, cache_dir, device_id, engine_path, trust_engine
+            )
         except (InvedgeError, RuntimeError, OSError) as exc:
             if backend != "auto" or (isinstance(exc, ModelError) and name == "ort-cpu"):
                 raise
@@ -152,6 +250,8 @@ def _open(
     max_batch: int | None,
     cache_dir: str | os.PathLike[str] | None,
     device_id: int,
+    engine_path: str | os.PathLike[str] | None = None,
+    trust_engine: bool = False,
 ) -> Backend:
     if name == "trt":
         try:
@@ -165,6 +265,8 @@ def _open(
         kwargs = {"precision": meta.precision, "max_batch": max_batch or 64}
         if cache_dir is not None:
             kwargs["cache_dir"] = cache_dir
+        if engine_path is not None:
+            kwargs.update(engine_path=engine_path, trust_engine=trust_engine)
         return TensorRTBackend(path, **kwargs)
     from .ort import OrtBackend
 

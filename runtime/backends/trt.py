@@ -28,7 +28,8 @@ class TensorRTBackend(Backend):
 
     `precision` defaults to the ONNX file's own; `cache_dir` holds engines and timing caches
     (default: $INVEDGE_ENGINE_CACHE or ~/.cache/invspread-edge/engines). `engine_path` runs an
-    explicit engine instead (checked against its sidecar, never rebuilt).
+    explicit engine instead (checked against its sidecar, never rebuilt); one without a sidecar is
+    refused unless `trust_engine` (see `tensorrt.load.load_engine`: engines are code for the GPU).
     """
 
     def __init__(
@@ -42,6 +43,8 @@ class TensorRTBackend(Backend):
         opt_batch: int | None = None,
         workspace_mb: int = 1024,
         engine_path: str | os.PathLike[str] | None = None,
+        loaded: LoadedEngine | None = None,  # an engine already deserialised (the build's probe check)
+        trust_engine: bool = False,
     ) -> None:
         self._buffers: list[int] = []
         self._stream: Any = None
@@ -52,8 +55,10 @@ class TensorRTBackend(Backend):
         meta = read_model_meta(onnx_path)
         trt = api.import_tensorrt()
         self.gpu = self.cuda.gpu()
-        if engine_path is not None:
-            self.loaded: LoadedEngine = load_engine(engine_path, onnx_path=onnx_path)
+        if loaded is not None:
+            self.loaded: LoadedEngine = loaded
+        elif engine_path is not None:
+            self.loaded = load_engine(engine_path, onnx_path=onnx_path, trust_engine=trust_engine)
         else:
             self.loaded = get_or_build_engine(
                 onnx_path, cache_dir, precision, min_batch, opt_batch, max_batch, workspace_mb
@@ -74,6 +79,7 @@ class TensorRTBackend(Backend):
             self.dim = int(tuple(engine.get_tensor_shape(self.output_name))[-1])
             if self.dim <= 0:
                 self.dim = meta.embedding_dim
+            _check_engine_io(self, meta, Path(engine_path or onnx_path))
             self.context = engine.create_execution_context()
             if self.context is None:
                 raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
@@ -165,3 +171,23 @@ def _io_names(trt: Any, engine: Any) -> tuple[str, str]:
     if len(inputs) != 1 or len(outputs) != 1:
         raise ModelError(f"engine has inputs {inputs} and outputs {outputs}; one of each expected")
     return inputs[0], outputs[0]
+
+
+def _check_engine_io(backend: TensorRTBackend, meta: Any, source: Path) -> None:
+    """The engine's tensors must be what the ONNX file's metadata says (name, (N, 3, S, S), (N, d)):
+    an engine of another model, or a model whose metadata lies, is refused with one line."""
+    size, dim = meta.image_size, meta.embedding_dim
+    problems = []
+    if backend.input_name != meta.input_name:
+        problems.append(f"input is named {backend.input_name!r}, not {meta.input_name!r}")
+    if backend.output_name != meta.output_name:
+        problems.append(f"output is named {backend.output_name!r}, not {meta.output_name!r}")
+    if tuple(backend.chw) != (3, size, size):
+        problems.append(f"input is (N, {', '.join(map(str, backend.chw))}), not (N, 3, {size}, {size})")
+    if backend.dim != dim:
+        problems.append(f"output is (N, {backend.dim}), not (N, {dim})")
+    if problems:
+        raise ModelError(
+            f"{source.name} does not match its model's metadata: {'; '.join(problems)}",
+            "Rebuild the engine from the model it serves: invedge build-engine MODEL.onnx",
+        )

@@ -41,11 +41,16 @@ class TimingPlan:
 
     def __post_init__(self) -> None:
         if (self.iters is None) == (self.seconds is None):
-            raise InvedgeError("measure either by count (--iters) or by time (--seconds), not both")
+            raise InvedgeError(
+                "--iters and --seconds were both given",
+                "Measure either by count (--iters) or by time (--seconds)",
+            )
         if self.warmup_iters < 0 or self.warmup_seconds < 0:
-            raise InvedgeError("warm-up must be zero or more")
-        if (self.iters is not None and self.iters < 1) or (self.seconds is not None and self.seconds <= 0):
-            raise InvedgeError("measure at least one iteration (--iters ≥ 1, --seconds > 0)")
+            raise InvedgeError("Invalid --warmup: it must be zero or more")
+        if self.iters is not None and self.iters < 1:
+            raise InvedgeError(f"Invalid --iters {self.iters}. Use at least 1")
+        if self.seconds is not None and not self.seconds > 0:  # also NaN
+            raise InvedgeError(f"Invalid --seconds {self.seconds:g}. Use a duration above 0, e.g. 3")
 
     @classmethod
     def from_options(

@@ -50,7 +50,7 @@ def load_bench_images(data: str, count: int, seed: int = 0, max_side: int = 1024
     dataset = open_dataset(data, "test")
     total = len(dataset)
     if total == 0:
-        raise DataError(f"no images in {data}")
+        raise DataError(f"no images in {data}", "Pass --data fashion-mnist or a folder of images")
     rng = np.random.default_rng(seed)
     order = np.sort(rng.choice(total, size=min(count, total), replace=False))
     images: list[Image.Image] = []
@@ -63,7 +63,10 @@ def load_bench_images(data: str, count: int, seed: int = 0, max_side: int = 1024
         except DataError:
             skipped += 1
     if len(images) < 2:
-        raise DataError(f"fewer than 2 readable images in {data} ({skipped} unreadable)")
+        raise DataError(
+            f"fewer than 2 readable images in {data} ({skipped} unreadable)",
+            "Pass --data fashion-mnist or a folder of at least 2 readable images",
+        )
     labels = None if dataset.labels is None else np.asarray(dataset.labels)[kept]
     return BenchImages(name=dataset.name, images=images, labels=labels, skipped=skipped)
 

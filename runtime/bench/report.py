@@ -54,6 +54,7 @@ COLUMNS: list[Column] = [
     ("top-1 agree", lambda r: _num(r.top1_agreement, ".3f")),
     ("kNN acc", lambda r: _num(r.knn_acc, ".3f")),
     ("R@1", lambda r: _num(r.recall_at_1, ".3f")),
+    ("verify", lambda r: r.verify or "—"),  # probe check vs FP32: pass/fail + mean cosine
 ]
 
 

@@ -21,6 +21,7 @@ from .. import accuracy
 from ..backends.base import Backend
 from ..errors import InvedgeError, MissingDependency
 from ..preprocess import preprocess_images
+from ..verify import bench_verdict
 from .harness import TimingPlan, backend_iteration, measure, time_first_call, timed_call
 from .images import BenchImages
 from .registry import ALL_PRECISIONS, NotPresent, OpenOptions, RuntimeSpec, open_onnx_backend, runtimes
@@ -96,6 +97,7 @@ class BenchRow:
     knn_acc: float | None = None
     recall_at_1: float | None = None
     accuracy_note: str | None = None
+    verify: str | None = None  # the probe check of this runtime × precision: "pass 0.99991" (mean cos)
 
     def record(self) -> dict[str, Any]:
         return {"record": "row", **asdict(self)}
@@ -243,6 +245,10 @@ def _bench_one(
                 f"{name} {precision} batch {batch}: p50 {row.p50_ms:.2f} ms, "
                 f"{row.throughput_ips:.0f} img/s, cold start {row.cold_start_ms:.0f} ms"
             )
+        if any(r.status == OK for r in rows):  # the export's probe set, where it has one (issue 12)
+            verdict = bench_verdict(backend, target.source, target.meta, precision)
+            for row in rows:
+                row.verify = verdict
         if settings.accuracy and any(r.status == OK for r in rows):
             try:
                 emb = _embed_all(backend, images, target, max(settings.batches))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .options import ThreadsOpt
+from .options import ThreadsOpt, writable_output
 
 
 def register(app: typer.Typer) -> None:
@@ -85,13 +85,17 @@ def bench(
     if images < 2:
         raise InvedgeError(f"Invalid --images {images}. Use at least 2 (accuracy needs neighbours)")
     plan = TimingPlan.from_options(warmup, iters, seconds)
-
+    # Every input and output is checked before the first line is printed and before minutes of timing.
+    for option, path in (("--json", json_path), ("--md", md_path), ("--plot", plot_path)):
+        if path is not None and str(path) != "-":
+            writable_output(Path(path), option)
     bench_target = resolve_target(target)
+    pics = load_bench_images(data, images)
+
     found = ", ".join(
         f"{p} ({bench_target.artifacts[p].name})" for p in ALL_PRECISIONS if p in bench_target.artifacts
     )
     console.info(f"bench {bench_target.kind} {bench_target.source}: {found}")
-    pics = load_bench_images(data, images)
     if pics.skipped:
         console.warn(f"{pics.skipped} unreadable images skipped")
     settings = BenchSettings(
@@ -130,6 +134,12 @@ def bench(
     for path in written:
         console.success(f"wrote {path} ({human_size(path.stat().st_size)})")
     ok = sum(r.status == "ok" for r in report.rows)
+    if not ok:  # the table says why for each row; a script must not read "nothing" as success
+        asked = ", ".join(sorted({r.runtime for r in report.rows})) or "none"
+        raise InvedgeError(
+            f"nothing was measured: no row of {asked} could run here (the reason column says why)",
+            "Choose a runtime this machine has, e.g. --runtimes ort-cpu",
+        )
     console.info(f"{ok} of {len(report.rows)} rows measured in {time.perf_counter() - started:.1f} s")
     best = _fastest(report.rows)
     if best is not None:

@@ -46,21 +46,27 @@ def build(
     """Build an index from embeddings (exact by default)."""
     from .. import console
     from ..embeddings import load_embeddings
-    from ..errors import InvedgeError
+    from ..errors import ConfigError
     from ..files import human_size
-    from ..index import KINDS, Index
+    from ..index import KINDS, Index, writing
 
     if kind not in KINDS:
-        raise InvedgeError(f"Invalid --kind {kind!r}. Only {', '.join(KINDS)} are supported")
-    if out.exists() and not overwrite:
-        raise InvedgeError(f"{out} already exists", "Pass --overwrite to replace it")
+        raise ConfigError(f"Invalid --kind {kind!r}. Only {', '.join(KINDS)} are supported")
+    for name, value in (("--nlist", nlist), ("--nprobe", nprobe), ("--m", m), ("--ef-search", ef_search)):
+        if value is not None and value < 1:
+            raise ConfigError(f"Invalid {name} {value}. It must be at least 1")
+    if threads < 0:
+        raise ConfigError(f"Invalid --threads {threads}. It must be at least 0 (0: all cores)")
+    _check_out(out, overwrite)  # before the work; again under the lock
     started = time.perf_counter()
     emb = load_embeddings(embeddings)
-    console.info(f"indexing {len(emb):,} embeddings ({emb.dim}-d) from {embeddings} as {kind}")
-    index = Index.from_embeddings(
-        emb, kind, nlist=nlist, nprobe=nprobe, m=m, ef_search=ef_search, threads=threads
-    )
-    size = index.save(out)
+    with writing(out):  # a second build of the same file waits here, then sees the first one's
+        _check_out(out, overwrite)
+        console.info(f"indexing {len(emb):,} embeddings ({emb.dim}-d) from {embeddings} as {kind}")
+        index = Index.from_embeddings(
+            emb, kind, nlist=nlist, nprobe=nprobe, m=m, ef_search=ef_search, threads=threads
+        )
+        size = index.save(out)  # atomic: the old file stays whole until the new one replaces it
     seconds = time.perf_counter() - started
     if json_out:
         console.print_json(
@@ -83,14 +89,17 @@ def add(
     from .. import console
     from ..embeddings import load_embeddings
     from ..files import human_size
-    from ..index import Index
+    from ..index import Index, writing
 
-    index = Index.load(index_path)
-    before = len(index)
-    for folder in embeddings:
-        emb = load_embeddings(folder)
-        index.add(emb.vectors, emb.ids, space_id=emb.space_id, locations=emb.locations())
-    size = index.save(index_path)
+    loaded = [load_embeddings(folder) for folder in embeddings]
+    with writing(index_path):  # from the read to the rename: no other add/remove in between
+        index = Index.load(index_path)
+        before = len(index)
+        for folder, emb in zip(embeddings, loaded, strict=True):
+            index.add(
+                emb.vectors, emb.ids, space_id=emb.space_id, locations=emb.locations(), source=str(folder)
+            )
+        size = index.save(index_path)
     if json_out:
         console.print_json(index.info() | {"path": str(index_path), "added": len(index) - before})
     console.success(
@@ -110,22 +119,55 @@ def remove(
 ) -> None:
     """Remove items from an index by id."""
     from .. import console
-    from ..errors import InvedgeError
-    from ..index import Index
+    from ..errors import ConfigError
+    from ..index import Index, writing
 
     wanted = list(ids or [])
     if ids_file is not None:
-        if not ids_file.is_file():
-            raise InvedgeError(f"ids file not found: {ids_file}")
-        wanted += [line.strip() for line in ids_file.read_text().splitlines() if line.strip()]
+        wanted += read_ids_file(ids_file)
     if not wanted:
-        raise InvedgeError("no ids to remove", "Pass ids or --ids-file FILE")
-    index = Index.load(index_path)
-    removed = index.remove(wanted)
-    index.save(index_path)
+        raise ConfigError("no ids to remove", "Pass ids or --ids-file FILE")
+    with writing(index_path):  # from the read to the rename
+        index = Index.load(index_path)
+        removed = index.remove(wanted)
+        index.save(index_path)  # the last item too: an empty gallery is a valid index
     if json_out:
         console.print_json(index.info() | {"path": str(index_path), "removed": removed})
     console.success(f"removed {removed:,} items → {index_path} now holds {len(index):,}")
+    if not len(index):
+        console.info(f"the gallery is empty; add items with: invedge index add {index_path} EMBEDDINGS")
+
+
+def read_ids_file(path: Path) -> list[str]:
+    """One id per line (UTF-8); blank lines are skipped."""
+    from ..errors import DataError
+
+    if path.is_dir():
+        raise DataError(f"ids file {path} is a folder", "Give a text file with one id per line")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise DataError(f"ids file not found: {path}", "Give a text file with one id per line") from exc
+    except OSError as exc:
+        raise DataError(f"cannot read ids file {path}: {exc.strerror or exc}") from exc
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"ids file {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line})",
+            "Save it as UTF-8, one id per line (ids are shown by 'invedge index info INDEX --ids')",
+        ) from exc
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    from ..errors import InvedgeError
+
+    if out.is_dir():
+        raise InvedgeError(f"{out} is a folder", "--out is the index file to write, e.g. photos.index")
+    if out.exists() and not overwrite:
+        raise InvedgeError(f"{out} already exists", "Pass --overwrite to replace it")
 
 
 def info(
@@ -150,7 +192,7 @@ def info(
     table = Table(show_header=False, box=None)
     table.add_row("file", f"{index_path} ({human_size(facts['size_bytes'])})")
     table.add_row("kind", index.kind + (f" ({_params(index.params)})" if index.params else ""))
-    table.add_row("items", f"{len(index):,} × {index.dim}")
+    table.add_row("items", f"{len(index):,} × {index.dim}" + (" (empty)" if not len(index) else ""))
     table.add_row("space", index.space_id)
     if index.model:
         table.add_row("model", f"{index.model.get('path', '?')} ({index.model.get('precision', '?')})")

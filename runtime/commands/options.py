@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import typer
@@ -19,12 +21,39 @@ BatchOpt = typer.Option(64, "--batch", help="Images per inference call.")
 OutDirOpt = typer.Option(..., "--out", "-o", help="Output path.")
 
 
-def existing(path: Path, what: str) -> Path:
+def existing(path: Path, what: str, hint: str = "Check the path") -> Path:
     from ..errors import InvedgeError
 
     if not path.exists():
-        raise InvedgeError(f"{what} not found: {path}")
+        raise InvedgeError(f"{what} not found: {path}", hint)
     return path
+
+
+def writable_output(path: Path, option: str) -> None:
+    """Raise the one-line error now when `path` (an output file) could not be written later.
+
+    Probes the nearest existing folder with a temporary file (removed at once): permissions,
+    a read-only file system and a file standing where a folder is expected all show up here.
+    """
+    from ..errors import InvedgeError
+
+    if path.is_dir():
+        raise InvedgeError(f"{option} {path} is a folder", f"Give {option} the path of a file")
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InvedgeError(
+            f"cannot write {option} {path}: {folder} is a file, not a folder", f"Choose another {option} path"
+        )
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".invedge-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InvedgeError(
+            f"cannot write {option} {path}: {exc.strerror or exc}", f"Choose a writable folder for {option}"
+        ) from exc
 
 
 # TensorRT engine build (build-engine, export --engine): one definition, one meaning.
@@ -34,3 +63,11 @@ OptBatchOpt = typer.Option(
 )
 MaxBatchOpt = typer.Option(64, "--max-batch", help="Engine: largest batch it accepts.")
 WorkspaceOpt = typer.Option(1024, "--workspace-mb", help="Engine: TensorRT workspace limit in MB.")
+# Verbs that load an engine file the user names (--engine): one without its sidecar is refused
+# unless this is given, because an engine is code that runs on the GPU (tensorrt.load.load_engine).
+TrustEngineOpt = typer.Option(
+    False,
+    "--trust-engine",
+    help="Load an --engine file that has no sidecar (.engine.json). Engines are code run on the GPU: "
+    "only for a file you built yourself.",
+)

@@ -37,15 +37,34 @@ def search(
 ) -> None:
     """Find the gallery items nearest to each query image (cosine similarity)."""
     from .. import console
-    from ..embed import Embedder, collect_images
-    from ..errors import DataError, InvedgeError
+    from ..embed import Embedder, find_images
+    from ..errors import ConfigError, DataError, IndexFileError, InvedgeError
     from ..index import Index
     from .embed import report_backend
 
     if k < 1:
-        raise InvedgeError(f"Invalid --k {k}. It must be at least 1")
+        raise ConfigError(f"Invalid --k {k}. It must be at least 1")
+    if threads < 0:
+        raise ConfigError(f"Invalid --threads {threads}. It must be at least 0 (0: all cores)")
+    for name, value in (("--nprobe", nprobe), ("--ef-search", ef_search)):
+        if value is not None and value < 1:
+            raise ConfigError(f"Invalid {name} {value}. It must be at least 1")
+    if grid is not None:  # before any work: a grid that cannot be written fails now
+        from .options import writable_output
+
+        writable_output(grid, "--grid")
     started = time.perf_counter()
     index = Index.load(index_path, threads=threads)
+    if not len(index):  # before the model is opened: nothing to search
+        raise IndexFileError(
+            f"the gallery {index_path} is empty",
+            f"Add items with 'invedge index add {index_path} EMBEDDINGS'",
+        )
+    if k > len(index):
+        raise ConfigError(
+            f"k = {k} but the gallery holds {len(index)} item{'s' * (len(index) != 1)}",
+            f"Use --k between 1 and {len(index)}",
+        )
     index.set_search_params(nprobe=nprobe, ef_search=ef_search)
     model_path = model or (Path(index.model["path"]) if index.model.get("path") else None)
     if model_path is None or not model_path.exists():
@@ -55,10 +74,13 @@ def search(
             else "no model known for this index",
             "Pass it with --model MODEL.onnx (or its export folder)",
         )
-    paths, _ = collect_images(queries)
+    found = find_images(queries)
+    paths = found.paths
+    if (note := found.note()) is not None:
+        console.warn(note)
     with Embedder(model_path, backend=backend, threads=threads, batch_size=64) as embedder:
+        index.check_space(embedder.space_id, model=str(embedder.info.model_path))  # before any work
         report_backend(embedder)
-        index.check_space(embedder.space_id)  # before any work on the queries
         kept, vectors, failed = [], [], []
         for batch in embedder.embed_batches(paths):
             kept.extend(batch.positions)
@@ -67,7 +89,10 @@ def search(
         if failed:
             console.warn(f"{len(failed)} unreadable query image(s) skipped: {failed[0][1]}")
         if not kept:
-            raise DataError("none of the query images could be read")
+            raise DataError(
+                f"none of the query images could be read ({failed[0][1]})" if failed else "no query images",
+                "Check the query files",
+            )
         why_not_gpu = index.follow_backend(embedder.info)
         if why_not_gpu and embedder.info.device.startswith("cuda"):
             console.info(f"  {why_not_gpu}; searching on the CPU")
@@ -76,6 +101,7 @@ def search(
         result = index.search(np.concatenate(vectors), k=k, space_id=embedder.space_id, exact=exact)
     names = [_shown(paths[i]) for i in kept]
     seconds = time.perf_counter() - started
+    records = result.records(names)
     if json_out:
         console.print_json(
             {
@@ -83,12 +109,15 @@ def search(
                 "k": k,
                 "searcher": result.searcher,
                 "backend": embedder.info.name,
-                "results": result.records(names),
+                "results": records,
                 "skipped": [{"query": _shown(paths[p]), "reason": r} for p, r in failed],
+                "warnings": list(result.notes),
             }
         )
     else:
-        console.out.print(_table(result, names))
+        console.out.print(_table(records))
+    for line in result.notes:
+        console.warn(line)
     if grid is not None:
         from ..grid import Tile, draw_grid
 
@@ -116,7 +145,7 @@ def _shown(path: Path) -> str:
     return str(path) if relative.startswith("..") else relative
 
 
-def _table(result, names: list[str]):
+def _table(records: list[dict]):
     from rich.table import Table
 
     table = Table(title=None, show_lines=False)
@@ -124,9 +153,11 @@ def _table(result, names: list[str]):
     table.add_column("rank", justify="right")
     table.add_column("score", justify="right")
     table.add_column("id", overflow="fold")
-    for q, name in enumerate(names):
-        for r, item in enumerate(result.ids[q]):
-            table.add_row(name if r == 0 else "", str(r + 1), f"{result.scores[q, r]:.4f}", item)
-        if q + 1 < len(names):
+    for q, record in enumerate(records):
+        for r, hit in enumerate(record["neighbours"]):
+            table.add_row(
+                record["query"] if r == 0 else "", str(hit["rank"]), f"{hit['score']:.4f}", hit["id"]
+            )
+        if q + 1 < len(records):
             table.add_section()
     return table

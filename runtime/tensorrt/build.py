@@ -124,6 +124,9 @@ def build_engine(
             "Try a smaller --max-batch or a larger --workspace-mb",
         )
     data = bytes(memoryview(plan))
+    from ..verify import verify_plan  # the engine runs the probe set before it is written (issue 12)
+
+    verified = verify_plan(trt, data, onnx_path, meta)  # VerifyFailed: nothing is written
     info = EngineInfo(
         engine_path=engine_path,
         key=key,
@@ -138,6 +141,7 @@ def build_engine(
         workspace_mb=workspace_mb,
         build_seconds=round(time.perf_counter() - started, 3),
         built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        extra={"verify": verified} if verified else {},
     )
     # The old sidecar goes first: an engine without a sidecar is rebuilt, never trusted.
     sidecar_path(engine_path).unlink(missing_ok=True)
@@ -164,6 +168,15 @@ def _check_io(network: Any, meta: ModelMeta, source: str) -> tuple[int, int, int
     if dims[0] > 0:
         raise ModelError(
             f"{source} has a fixed batch size {dims[0]}", "Re-export it with a dynamic batch axis"
+        )
+    output = network.get_output(0)
+    out_dims = tuple(int(d) for d in output.shape)
+    if output.name != meta.output_name:
+        raise ModelError(f"{source}: output is named {output.name!r}, its metadata says {meta.output_name!r}")
+    if len(out_dims) != 2 or out_dims[1] not in (-1, meta.embedding_dim):
+        raise ModelError(
+            f"{source}: output shape {out_dims} does not match (N, {meta.embedding_dim}) of its metadata",
+            "Re-export it with 'invedge export RUN_DIR'; a model's metadata must describe its own graph",
         )
     return expected
 

@@ -19,7 +19,14 @@ from ..files import sha256_bytes, sha256_file
 from ..metadata import read_model_meta
 from . import api, cuda
 from .build import build_engine, current_key, resolve_precision
-from .cache import BatchProfile, EngineInfo, cached_engine_path, default_cache_dir, read_sidecar
+from .cache import (
+    BatchProfile,
+    EngineInfo,
+    cached_engine_path,
+    default_cache_dir,
+    read_sidecar,
+    sidecar_path,
+)
 
 REBUILD_HINT = "Rebuild it on this device: invedge build-engine MODEL.onnx --out {path}"
 
@@ -37,19 +44,37 @@ class LoadedEngine:
 def load_engine(
     engine_path: str | os.PathLike[str],
     onnx_path: str | os.PathLike[str] | None = None,
+    *,
+    trust_engine: bool = False,
 ) -> LoadedEngine:
     """Load an engine the user named. Its sidecar must match this TensorRT and GPU (and `onnx_path`'s
-    content when given); otherwise EngineError saying why and how to rebuild. Never rebuilds."""
+    content when given); otherwise EngineError saying why and how to rebuild. Never rebuilds.
+
+    An engine without its sidecar is refused unless `trust_engine` (the CLI's --trust-engine): a
+    serialized engine is code that TensorRT runs on the GPU, and TensorRT's own guidance is never to
+    deserialise one from an untrusted source; the sidecar (written by our build, holding the
+    engine's sha256 and what it was built from) is what shows this one is ours.
+    """
     engine_path = Path(engine_path)
     if not engine_path.is_file():
         raise EngineError(f"engine file not found: {engine_path}")
-    trt = api.import_tensorrt()
-    gpu = cuda.CudaRuntime().gpu()
     hint = REBUILD_HINT.format(path=engine_path)
     info = read_sidecar(engine_path)
+    if info is None and not trust_engine:
+        raise EngineError(
+            f"{engine_path} has no sidecar ({sidecar_path(engine_path).name}), so nothing shows where it "
+            "came from; an engine is code run on the GPU, and TensorRT advises never to load one from an "
+            "untrusted source",
+            f"{hint}; or pass --trust-engine if you built this file yourself",
+        )
+    trt = api.import_tensorrt()
+    gpu = cuda.CudaRuntime().gpu()
     data = engine_path.read_bytes()
     if info is None:
-        console.warn(f"{engine_path} has no sidecar: cannot check it was built for this GPU and TensorRT")
+        console.warn(
+            f"{engine_path} has no sidecar: loaded because of --trust-engine, unchecked for this GPU, "
+            "TensorRT and model"
+        )
     else:
         reasons = _environment_mismatches(info, trt, gpu)
         if onnx_path is not None and (sha := sha256_file(onnx_path)) != info.key.onnx_sha256:

@@ -135,6 +135,28 @@ def test_out_of_device_memory_is_a_clear_error(rig, cudart, onnx_file, tmp_path)
     assert cudart.streams == set()  # the stream made before the failure was destroyed
 
 
+def test_engine_that_does_not_match_the_metadata_is_refused(rig, cudart, onnx_file, tmp_path):
+    rig.engine_dim = 64  # an engine of another model: (N, 64) out, the ONNX metadata says 32
+    with pytest.raises(
+        ModelError, match=r"does not match its model's metadata: output is \(N, 64\), not \(N, 32\)"
+    ):
+        open_backend(rig, onnx_file, tmp_path)
+    assert cudart.allocations == {} and cudart.streams == set()
+
+
+def test_explicit_engine_without_sidecar_needs_trust(rig, onnx_file, tmp_path):
+    from invspread_edge_runtime.tensorrt import build_engine
+    from invspread_edge_runtime.tensorrt.cache import sidecar_path
+
+    info = build_engine(onnx_file, tmp_path / "model.engine", max_batch=4)
+    sidecar_path(info.engine_path).unlink()
+    with pytest.raises(EngineError, match="no sidecar"):
+        open_backend(rig, onnx_file, tmp_path, engine_path=info.engine_path)
+    backend = open_backend(rig, onnx_file, tmp_path, engine_path=info.engine_path, trust_engine=True)
+    assert backend.loaded.status == "loaded" and backend.loaded.info is None
+    backend.close()
+
+
 def test_explicit_engine_is_used_as_is(rig, onnx_file, tmp_path):
     from invspread_edge_runtime.tensorrt import build_engine
 

@@ -239,11 +239,37 @@ def test_explicit_engine_from_other_onnx_refused(rig, onnx_file, tmp_path, make_
         load_engine(info.engine_path, onnx_path=other)
 
 
-def test_explicit_engine_without_sidecar_warns(rig, onnx_file, tmp_path, capsys):
+def test_explicit_engine_without_sidecar_is_refused_unless_trusted(rig, onnx_file, tmp_path, capsys):
     info = build_engine(onnx_file, tmp_path / "m.engine")
     sidecar_path(info.engine_path).unlink()
-    loaded = load_engine(info.engine_path)
-    assert loaded.info is None and "no sidecar" in capsys.readouterr().err
+    with pytest.raises(EngineError, match=r"no sidecar .*untrusted source") as exc:
+        load_engine(info.engine_path)
+    assert "--trust-engine" in exc.value.hint
+    rig.runtime.deserialize_cuda_engine.assert_not_called()  # refused before TensorRT saw a byte
+    loaded = load_engine(info.engine_path, trust_engine=True)
+    assert loaded.info is None and "loaded because of --trust-engine" in capsys.readouterr().err
+    rig.runtime.deserialize_cuda_engine.assert_called_once()
+
+
+@pytest.mark.parametrize(
+    ("tensor", "name", "shape", "message"),
+    [
+        ("output", "embeddings", (-1, 64), r"output shape \(-1, 64\) does not match \(N, 32\)"),
+        ("output", "features", (-1, 32), "output is named 'features'"),
+        ("input", "images", (-1, 1, 28, 28), r"input shape \(-1, 1, 28, 28\) does not match"),
+        ("input", "images", (-1, 3, 32, 32), r"input shape \(-1, 3, 32, 32\) does not match"),
+    ],
+)
+def test_graph_that_does_not_match_its_metadata_is_refused(
+    rig, onnx_file, tmp_path, tensor, name, shape, message
+):
+    double = rig.output_tensor if tensor == "output" else rig.input_tensor
+    rig.api.set_property(double, "name", name)
+    rig.api.set_property(double, "shape", rig.trt.Dims(shape))
+    with pytest.raises(ModelError, match=message):
+        build_engine(onnx_file, tmp_path / "m.engine")
+    rig.builder.build_serialized_network.assert_not_called()
+    assert not (tmp_path / "m.engine").exists()
 
 
 def test_real_cuda_runtime_identity(trt_real):

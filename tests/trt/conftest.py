@@ -111,6 +111,8 @@ class Rig:
         self.input_tensor = api.double("ITensor", name="images", shape=trt.Dims((-1, 3, 28, 28)))
         self.network = api.double("INetworkDefinition", num_inputs=1, num_outputs=1)
         self.network.get_input.return_value = self.input_tensor
+        self.output_tensor = api.double("ITensor", name="embeddings", shape=trt.Dims((-1, EMBED_DIM)))
+        self.network.get_output.return_value = self.output_tensor
         self.timing_cache = api.double("ITimingCache")
         self.timing_cache.serialize.return_value = TIMING  # IHostMemory stand-in: a buffer
         self.config = api.double("IBuilderConfig")
@@ -133,6 +135,7 @@ class Rig:
         self.shape: tuple[int, ...] | None = None
         self.profile_batches = (1, 64, 64)
         self.executions: list[int] = []  # the batch of each execute_async_v3
+        self.engine_dim = EMBED_DIM  # the simulated engine's output width
 
     @staticmethod
     def execute_ms(rows: int) -> float:
@@ -173,7 +176,7 @@ class Rig:
         self.engine.get_tensor_profile_shape.side_effect = lambda name, index: [
             trt.Dims((b, 3, 28, 28)) for b in self.profile_batches
         ]
-        self.engine.get_tensor_shape.side_effect = lambda n: trt.Dims((-1, EMBED_DIM))
+        self.engine.get_tensor_shape.side_effect = lambda n: trt.Dims((-1, self.engine_dim))
         self.engine.create_execution_context.return_value = self.context
         self.context.set_tensor_address.side_effect = self._set_address
         self.context.set_input_shape.side_effect = self._set_shape

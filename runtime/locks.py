@@ -1,0 +1,105 @@
+"""One exclusive lock per output (run folder, embeddings folder, index file), across processes.
+
+`fcntl.flock` on a hidden sibling file `.<name>.lock`: the kernel releases it when the holder
+exits, even after `kill -9`, so a stale lock never blocks a rerun. The lock file is never deleted
+(deleting a flock file lets two processes hold "the" lock on two different inodes); it holds the
+holder's pid and command so that a second writer can say who it is waiting for.
+
+    with exclusive_lock(out, "embeddings folder"):   # waits; LockedError after `timeout` seconds
+        ...read, modify, write atomically...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import LockedError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; the atomic renames still keep each file whole
+    fcntl = None  # type: ignore[assignment]
+
+DEFAULT_TIMEOUT_S = float(os.environ.get("INVEDGE_LOCK_TIMEOUT", "300"))
+POLL_S = 0.05
+
+
+def lock_path(target: str | os.PathLike[str]) -> Path:
+    target = Path(target).absolute()
+    return target.parent / f".{target.name}.lock"
+
+
+@contextlib.contextmanager
+def exclusive_lock(
+    target: str | os.PathLike[str], what: str = "output", timeout: float | None = None
+) -> Iterator[Path]:
+    """Hold the lock of `target` for the block. `timeout`: seconds to wait (0: fail at once).
+
+    Waiting is announced once on stderr; past the timeout, LockedError names the holder.
+    """
+    path = lock_path(target)
+    timeout = DEFAULT_TIMEOUT_S if timeout is None else timeout
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        from .files import os_error
+
+        raise os_error(exc, path) from exc
+    try:
+        _acquire(fd, Path(target), what, timeout)
+        _write_holder(fd)
+        yield path
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def _acquire(fd: int, target: Path, what: str, timeout: float) -> None:
+    if fcntl is None:
+        return
+    deadline = time.monotonic() + timeout
+    announced = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            holder = _holder(fd)
+            if time.monotonic() >= deadline:
+                raise LockedError(
+                    f"{target} is being written by another invedge process ({holder})",
+                    "Wait for it to finish, or write to another output",
+                ) from None
+            if not announced:
+                from . import console
+
+                console.info(f"waiting for {what} {target}: another process holds it ({holder})")
+                announced = True
+            time.sleep(POLL_S)
+
+
+def _write_holder(fd: int) -> None:
+    record = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300],
+        "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(record) + "\n").encode("utf-8"), 0)
+
+
+def _holder(fd: int) -> str:
+    try:
+        record = json.loads(os.pread(fd, 4096, 0).decode("utf-8") or "{}")
+        return f"pid {record['pid']}: {record['command']}, since {record['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown"

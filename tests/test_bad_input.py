@@ -1,0 +1,903 @@
+"""The bad-input corpus (issue 10): every verb fed every kind of wrong file, folder and option value.
+
+Each case builds its bad file or situation in `tmp_path` (copies of small good artifacts made once
+per module, then damaged), runs the CLI verb in-process, and checks the one voice of errors:
+
+- the exit code: 1 for what a command rejects (a damaged file, `--k 0`, an unknown `--backend`),
+  2 for what click rejects before the command runs (an unknown option, `--k abc`);
+- exactly one `error:` line on stderr, naming the file (or the option) and giving a next step
+  ("what is wrong. Next step"; for an option value, what is allowed); no traceback, no "internal error" (a library exception that is not
+  an `InvedgeError` is a bug); for cases marked `alone`, that line is all of stderr (the command
+  must reject the input before doing or printing anything);
+- every file in the case's folder is byte-for-byte as it was before, and no new file is left behind
+  (except the hidden `.NAME.lock` files of runtime/locks.py).
+
+A few cases accept either answer, refusing (exit 1, as above) or going on with a warning that
+names the file (exit 0): a damaged report.json of an export folder, a truncated artifact beside
+good ones, a damaged run.json (the checkpoint holds the run's config). Going on, nothing that
+existed may change either.
+
+The case ids say what each case is: `<verb>-<what is wrong>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")  # the training verbs; the runtime-only edge is in test_cli_errors.py
+
+from invspread_edge.cli import register_training_verbs
+from invspread_edge_runtime.cli import create_app, run
+
+TINY_TRAIN = [
+    "--width",
+    "8",
+    "--embedding-dim",
+    "16",
+    "--batch-size",
+    "32",
+    "--precision",
+    "fp32",
+    "--workers",
+    "0",
+    "--eval-every",
+    "0",
+    "-q",
+]
+UNWRITABLE = Path("/sys")  # not writable even by root (sysfs): EACCES / EPERM on create
+# "what is wrong. Next step"; for an option value, saying what is allowed is the next step.
+NEXT_STEP = re.compile(r"\.\s+\S|\b(must be|only|one of|at least|at most|use|pass|expected)\b", re.IGNORECASE)
+JPEG_HEAD = (
+    b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"  # a JPEG cut after its header
+)
+
+
+@dataclass(frozen=True)
+class Good:
+    """Small good artifacts, made once; cases copy what they use into their own folder."""
+
+    run: Path  # a trained run: checkpoint.safetensors, run.json, metrics.jsonl, curves.png
+    export: Path  # model.onnx, model.int8.onnx, model.int8-cpu.onnx, model.fp16.onnx, report.json
+    images: Path  # 40 images (PNG and JPEG) in 4 class folders
+    emb: Path  # embeddings of images/class0 with export/model.onnx
+    index: Path  # a flat index of emb
+    other_model: Path  # a valid model of another embedding space (same input size)
+    other_emb: Path  # embeddings of images/class1 with other_model
+
+
+def invedge(*argv: object) -> int:
+    return run(create_app(register_training_verbs), [str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory, tiny_export, image_folder, make_tiny_onnx) -> Good:
+    root = tmp_path_factory.mktemp("good")
+    run_dir = root / "run"
+    assert (
+        invedge(
+            "train",
+            "--data",
+            "fashion-mnist",
+            "--limit",
+            "64",
+            "--epochs",
+            "1",
+            "--out",
+            run_dir,
+            *TINY_TRAIN,
+        )
+        == 0
+    )
+    emb, index = root / "g.emb", root / "g.index"
+    assert invedge("embed", tiny_export / "model.onnx", image_folder / "class0", "--out", emb) == 0
+    assert invedge("index", "build", emb, "--out", index) == 0
+    other_model = make_tiny_onnx(root / "other" / "model.onnx")
+    other_emb = root / "other.emb"
+    assert invedge("embed", other_model, image_folder / "class1", "--out", other_emb) == 0
+    return Good(run_dir, tiny_export, image_folder, emb, index, other_model, other_emb)
+
+
+# --- helpers that make bad files -------------------------------------------------------------------
+
+
+def cp(src: Path, dst: Path) -> Path:
+    """Copy a file or folder (without hidden lock files)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_dir():
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".*.lock"))
+    else:
+        shutil.copy2(src, dst)
+    return dst
+
+
+def mkdir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
+def put(path: Path, data: bytes | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def truncate(path: Path, keep: float = 0.5) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+def flip(path: Path, at: float = 0.6) -> Path:
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * at)] ^= 0x5A
+    path.write_bytes(bytes(data))
+    return path
+
+
+def edit_json(path: Path, change: Callable[[dict], object]) -> Path:
+    obj = json.loads(path.read_text())
+    new = change(obj)
+    path.write_text(json.dumps(obj if new is None else new))
+    return path
+
+
+def png(path: Path, size: tuple[int, int] = (28, 28), mode: str = "L") -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, 128).save(path)
+    return path
+
+
+def bomb(path: Path) -> Path:
+    """A valid PNG header claiming 40000 × 40000 pixels: a decompression bomb (1.6 G pixels)."""
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 40001 * 8)  # a few rows; a decoder that trusts the header allocates all
+    return put(path, b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def bad_images(folder: Path) -> Path:
+    """A folder whose every image is unreadable: empty, truncated JPEG, text named .png."""
+    put(folder / "empty.png", b"")
+    put(folder / "cut.jpg", JPEG_HEAD)
+    put(folder / "text.png", "this is not an image\n")
+    return folder
+
+
+def non_utf8(folder: Path, data: bytes = b"junk") -> Path:
+    """A file whose name is not valid UTF-8 (bytes 0xff 0xfe)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = os.fsdecode(b"\xff\xfeimage.png")
+    (folder / name).write_bytes(data)
+    return folder
+
+
+def checkpoint_with(path: Path, metadata: dict[str, str]) -> Path:
+    """A real safetensors file with the given metadata (our format tag, a broken state, ...)."""
+    from safetensors.numpy import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"w": np.zeros((2, 2), np.float32)}, str(path), metadata=metadata)
+    return path
+
+
+def index_with_header(path: Path, header: object) -> Path:
+    """An index file with our magic bytes and a valid checksum around `header` (no sections)."""
+    blob = json.dumps(header).encode()
+    body = b"IVEIDX01" + struct.pack("<Q", len(blob)) + blob
+    return put(path, body + hashlib.sha256(body).digest())
+
+
+def onnx_meta_edit(src: Path, dst: Path, **props: str) -> Path:
+    """`src` with some invedge.* metadata values replaced (the graph no longer matches them)."""
+    import onnx
+
+    model = onnx.load(str(src))
+    for prop in model.metadata_props:
+        key = prop.key.removeprefix("invedge.")
+        if key in props:
+            prop.value = props[key]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def run_copy(t: Path, g: Good) -> Path:
+    return cp(g.run, t / "run")
+
+
+def model_copy(t: Path, g: Good) -> Path:
+    return cp(g.export / "model.onnx", t / "model.onnx")
+
+
+def query(t: Path, g: Good) -> Path:
+    return cp(next((g.images / "class2").glob("*.png")), t / "q.png")
+
+
+def idx(t: Path, g: Good) -> Path:
+    """A copy of the good index whose model path points at a copy of the model in `t`."""
+    return cp(g.index, t / "g.index")
+
+
+def tiny_train(t: Path, *extra: object) -> list[object]:
+    return [
+        "train",
+        "--data",
+        "fashion-mnist",
+        "--limit",
+        "64",
+        "--epochs",
+        "1",
+        "--out",
+        t / "new",
+        *TINY_TRAIN,
+        *extra,
+    ]
+
+
+# --- the cases ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    build: Callable[[Path, Good], list[object]]  # makes the bad situation in tmp, returns argv
+    names: tuple[str, ...] = ()  # fragments the error line must contain (a file name, an option)
+    code: int | tuple[int, ...] = 1  # (0, 1): refusing or going on are both right (see the case)
+    alone: bool = False  # the error line must be all of stderr (rejected before any work)
+    warned: bool = True  # with exit 0: a warning line must name `names`
+
+
+def C(
+    id: str,
+    build: Callable[[Path, Good], list[object]],
+    *names: str,
+    code: int | tuple[int, ...] = 1,
+    alone: bool = False,
+    warned: bool = True,
+) -> Case:
+    return Case(id, build, tuple(names), code, alone, warned)
+
+
+def _names(line: str, fragments: tuple[str, ...]) -> str | None:
+    """The first fragment ("a|b": either) that `line` does not contain, or None."""
+    for fragment in fragments:
+        if not any(f.lower() in line.lower() for f in fragment.split("|")):
+            return fragment
+    return None
+
+
+def _train_resume_damaged(change: Callable[[Path], object]) -> Callable[[Path, Good], list[object]]:
+    def build(t: Path, g: Good) -> list[object]:
+        run_dir = run_copy(t, g)
+        change(run_dir)
+        return ["train", "--resume", run_dir, "--epochs", "2"]
+
+    return build
+
+
+def _eval_damaged(change: Callable[[Path], object]) -> Callable[[Path, Good], list[object]]:
+    def build(t: Path, g: Good) -> list[object]:
+        run_dir = run_copy(t, g)
+        change(run_dir)
+        return ["eval", run_dir, "--limit", "100"]
+
+    return build
+
+
+def _export_damaged(change: Callable[[Path], object], *extra: object) -> Callable[[Path, Good], list[object]]:
+    def build(t: Path, g: Good) -> list[object]:
+        run_dir = run_copy(t, g)
+        change(run_dir)
+        return ["export", run_dir, "--out", t / "exp", "--accuracy-images", "50", *extra]
+
+    return build
+
+
+def _embed_model(change: Callable[[Path, Good], Path]) -> Callable[[Path, Good], list[object]]:
+    def build(t: Path, g: Good) -> list[object]:
+        return ["embed", change(t, g), cp(g.images / "class3", t / "imgs"), "--out", t / "new.emb"]
+
+    return build
+
+
+def _embed_images(make: Callable[[Path], Path]) -> Callable[[Path, Good], list[object]]:
+    def build(t: Path, g: Good) -> list[object]:
+        return ["embed", model_copy(t, g), make(t / "imgs"), "--out", t / "new.emb"]
+
+    return build
+
+
+def _embed_ok(*extra: object) -> Callable[[Path, Good], list[object]]:
+    """`embed` of good images with a good model, plus `extra` options."""
+
+    def build(t: Path, g: Good) -> list[object]:
+        return [
+            "embed",
+            model_copy(t, g),
+            cp(g.images / "class3", t / "imgs"),
+            "--out",
+            t / "new.emb",
+            *extra,
+        ]
+
+    return build
+
+
+def _emb_damaged(verb: str, change: Callable[[Path], object]) -> Callable[[Path, Good], list[object]]:
+    """`index build` / `index add` of a damaged copy of the good embeddings folder."""
+
+    def build(t: Path, g: Good) -> list[object]:
+        emb = cp(g.emb, t / "bad.emb")
+        change(emb)
+        if verb == "build":
+            return ["index", "build", emb, "--out", t / "new.index"]
+        return ["index", "add", idx(t, g), emb]
+
+    return build
+
+
+def _index_damaged(
+    verb: str, change: Callable[[Path], object], *extra: str
+) -> Callable[[Path, Good], list[object]]:
+    def build(t: Path, g: Good) -> list[object]:
+        index = idx(t, g)
+        change(index)
+        if verb == "search":
+            return ["search", index, query(t, g), *extra]
+        if verb == "add":
+            return ["index", "add", index, cp(g.emb, t / "more.emb")]
+        if verb == "remove":
+            return ["index", "remove", index, "img00000.png", *extra]
+        return ["index", "info", index, *extra]
+
+    return build
+
+
+def _search(*extra: object, model: Callable[[Path, Good], Path] | None = None):
+    def build(t: Path, g: Good) -> list[object]:
+        argv: list[object] = ["search", idx(t, g), query(t, g), *extra]
+        if model is not None:
+            argv += ["--model", model(t, g)]
+        return argv
+
+    return build
+
+
+def _bench(*extra: object, target: Callable[[Path, Good], Path] | None = None):
+    def build(t: Path, g: Good) -> list[object]:
+        where = target(t, g) if target is not None else model_copy(t, g)
+        count = [] if "--seconds" in extra else ["--iters", "2"]
+        return [
+            "bench",
+            where,
+            "--runtimes",
+            "ort-cpu",
+            "--batch",
+            "1",
+            "--images",
+            "20",
+            *count,
+            "--warmup",
+            "1",
+            "--no-accuracy",
+            *extra,
+        ]
+
+    return build
+
+
+def _engine(*extra: object, model: Callable[[Path, Good], Path] | None = None):
+    def build(t: Path, g: Good) -> list[object]:
+        return ["build-engine", (model or model_copy)(t, g), *extra]
+
+    return build
+
+
+def _engine_and_sidecar(t: Path, g: Good, sidecar: bool) -> Path:
+    export = cp(g.export, t / "exp")
+    put(export / "model.engine", b"not a serialized engine" * 10)
+    if sidecar:
+        put(export / "model.engine.json", "[]")
+    return export / "model.engine"
+
+
+def _ids(emb: Path, change: Callable[[list], object]) -> None:
+    edit_json(emb / "ids.json", change)
+
+
+def _swap(ids: list) -> None:
+    ids[0], ids[1] = ids[1], ids[0]
+
+
+# fmt: off
+CASES = [
+    # train: bad data
+    C("train-data-missing-folder", lambda t, g: tiny_train(t, "--data", t / "nope"), "nope", alone=True),
+    C("train-data-empty-folder", lambda t, g: tiny_train(t, "--data", (t / "empty").mkdir() or t / "empty"),
+      "empty"),
+    C("train-data-every-image-unreadable", lambda t, g: tiny_train(t, "--data", bad_images(t / "imgs")), "imgs"),
+    C("train-data-non-utf8-file-name", lambda t, g: tiny_train(t, "--data", non_utf8(t / "imgs")), "imgs"),
+    C("train-data-is-a-file", lambda t, g: tiny_train(t, "--data", put(t / "data.txt", "x")), "data.txt"),
+    C("train-overwrite-bad-data-keeps-run",
+      lambda t, g: ["train", "--data", t / "nope", "--out", run_copy(t, g), "--overwrite", *TINY_TRAIN], "nope"),
+    # train: bad option values
+    C("train-temperature-0", lambda t, g: tiny_train(t, "--temperature", "0"), "--temperature", alone=True),
+    C("train-temperature-negative", lambda t, g: tiny_train(t, "--temperature", "-0.1"), "--temperature",
+      alone=True),
+    C("train-lr-negative", lambda t, g: tiny_train(t, "--lr", "-1"), "--lr", alone=True),
+    C("train-epochs-0", lambda t, g: tiny_train(t, "--epochs", "0"), "--epochs", alone=True),
+    C("train-batch-size-0", lambda t, g: tiny_train(t, "--batch-size", "0"), "--batch-size", alone=True),
+    C("train-batch-size-1", lambda t, g: tiny_train(t, "--batch-size", "1"), "--batch-size", alone=True),
+    C("train-classes-reversed", lambda t, g: tiny_train(t, "--classes", "9-3"), "--classes", alone=True),
+    C("train-classes-not-numbers", lambda t, g: tiny_train(t, "--classes", "shoes"), "--classes", alone=True),
+    C("train-classes-out-of-range", lambda t, g: tiny_train(t, "--classes", "10-12"), "--classes|classes"),
+    C("train-precision-unknown", lambda t, g: tiny_train(t, "--precision", "fp8"), "fp8|--precision", alone=True),
+    C("train-arch-unknown", lambda t, g: tiny_train(t, "--arch", "vgg11"), "vgg11|--arch", alone=True),
+    C("train-schedule-unknown", lambda t, g: tiny_train(t, "--schedule", "linear"), "linear|--schedule|--protocol", alone=True),
+    C("train-device-unknown", lambda t, g: tiny_train(t, "--device", "tpu"), "tpu|--device|--backend|--runtimes", alone=True),
+    C("train-width-0", lambda t, g: tiny_train(t, "--width", "0"), "--width", alone=True),
+    C("train-embedding-dim-0", lambda t, g: tiny_train(t, "--embedding-dim", "0"), "--embedding-dim", alone=True),
+    C("train-image-size-0", lambda t, g: tiny_train(t, "--image-size", "0"), "--image-size", alone=True),
+    C("train-limit-negative", lambda t, g: tiny_train(t, "--limit", "-5"), "--limit", alone=True),
+    C("train-workers-negative", lambda t, g: tiny_train(t, "--workers", "-1"), "--workers", alone=True),
+    C("train-epochs-not-a-number", lambda t, g: tiny_train(t, "--epochs", "ten"), "--epochs", code=2, alone=True),
+    C("train-unknown-option", lambda t, g: tiny_train(t, "--learning-rate", "1"), "--learning-rate", code=2,
+      alone=True),
+    # train: bad output
+    C("train-out-is-a-file", lambda t, g: ["train", "--data", "fashion-mnist", "--out", put(t / "out.txt", "x"),
+                                          *TINY_TRAIN], "out.txt", alone=True),
+    C("train-out-parent-is-a-file", lambda t, g: ["train", "--data", "fashion-mnist", "--out",
+                                                 put(t / "f.txt", "x") / "run", *TINY_TRAIN], "f.txt", alone=True),
+    C("train-out-unwritable", lambda t, g: ["train", "--data", "fashion-mnist", "--limit", "64", "--out",
+                                           UNWRITABLE / "invedge-run", *TINY_TRAIN], "invedge-run", alone=True),
+    # train --resume: damaged run folders
+    C("train-resume-no-checkpoint", lambda t, g: ["train", "--resume", mkdir(t / "norun")], "norun", alone=True),
+    C("train-resume-checkpoint-zero-bytes",
+      _train_resume_damaged(lambda r: put(r / "checkpoint.safetensors", b"")), "checkpoint.safetensors"),
+    C("train-resume-checkpoint-truncated",
+      _train_resume_damaged(lambda r: truncate(r / "checkpoint.safetensors")), "checkpoint.safetensors"),
+    C("train-resume-checkpoint-foreign", _train_resume_damaged(
+        lambda r: checkpoint_with(r / "checkpoint.safetensors", {"format": "pytorch"})), "checkpoint.safetensors"),
+    C("train-resume-checkpoint-tag-without-config", _train_resume_damaged(
+        lambda r: checkpoint_with(r / "checkpoint.safetensors", {"format": "invspread-edge/checkpoint/1",
+                                                                 "state": "{}"})), "checkpoint.safetensors"),
+    C("train-resume-run-json-is-a-list", _train_resume_damaged(lambda r: put(r / "run.json", "[]")), "run.json"),
+    C("train-resume-run-json-not-json", _train_resume_damaged(lambda r: put(r / "run.json", "{oops")), "run.json"),
+    C("train-resume-metrics-not-json", _train_resume_damaged(lambda r: put(r / "metrics.jsonl", "{\n")),
+      "metrics.jsonl"),
+    C("train-resume-metrics-non-utf8", _train_resume_damaged(lambda r: put(r / "metrics.jsonl", b"\xff\xfe\n")),
+      "metrics.jsonl"),
+    C("train-resume-checkpoint-is-a-folder", _train_resume_damaged(
+        lambda r: ((r / "checkpoint.safetensors").unlink(), (r / "checkpoint.safetensors").mkdir())),
+      "checkpoint.safetensors"),
+    C("train-resume-epochs-0", lambda t, g: ["train", "--resume", run_copy(t, g), "--epochs", "0"], "--epochs",
+      alone=True),
+    C("train-resume-with-other-option", lambda t, g: ["train", "--resume", run_copy(t, g), "--lr", "1"], "--lr",
+      alone=True),
+    # eval
+    C("eval-no-checkpoint", lambda t, g: ["eval", mkdir(t / "norun")], "norun", alone=True),
+    C("eval-run-is-a-text-file", lambda t, g: ["eval", put(t / "run.txt", "hello")], "run.txt", alone=True),
+    C("eval-checkpoint-zero-bytes", _eval_damaged(lambda r: put(r / "checkpoint.safetensors", b"")),
+      "checkpoint.safetensors", alone=True),
+    C("eval-checkpoint-truncated", _eval_damaged(lambda r: truncate(r / "checkpoint.safetensors")),
+      "checkpoint.safetensors", alone=True),
+    C("eval-checkpoint-text", _eval_damaged(lambda r: put(r / "checkpoint.safetensors", "weights\n")),
+      "checkpoint.safetensors", alone=True),
+    C("eval-checkpoint-tag-without-config", _eval_damaged(
+        lambda r: checkpoint_with(r / "checkpoint.safetensors", {"format": "invspread-edge/checkpoint/1",
+                                                                 "state": "{}"})), "checkpoint.safetensors",
+      alone=True),
+    C("eval-checkpoint-state-is-a-list", _eval_damaged(
+        lambda r: checkpoint_with(r / "checkpoint.safetensors", {"format": "invspread-edge/checkpoint/1",
+                                                                 "state": "[1, 2]"})), "checkpoint.safetensors",
+      alone=True),
+    C("eval-run-json-is-a-list", _eval_damaged(lambda r: put(r / "run.json", "[]")), "run.json", alone=True, code=(0, 1), warned=False),
+    C("eval-run-json-not-json", _eval_damaged(lambda r: put(r / "run.json", "{oops")), "run.json", alone=True, code=(0, 1), warned=False),
+    C("eval-run-json-non-utf8", _eval_damaged(lambda r: put(r / "run.json", b'{"config": "\xff"}')), "run.json",
+      alone=True, code=(0, 1), warned=False),
+    C("eval-run-json-config-is-a-string", _eval_damaged(
+        lambda r: edit_json(r / "run.json", lambda j: j.update(config="fashion-mnist"))), "run.json", alone=True, code=(0, 1), warned=False),
+    C("eval-protocol-unknown", lambda t, g: ["eval", run_copy(t, g), "--protocol", "linear"], "linear|--schedule|--protocol", alone=True),
+    C("eval-classes-reversed", lambda t, g: ["eval", run_copy(t, g), "--classes", "9-3"], "--classes", alone=True),
+    C("eval-batch-0", lambda t, g: ["eval", run_copy(t, g), "--batch", "0"], "--batch", alone=True),
+    C("eval-limit-0", lambda t, g: ["eval", run_copy(t, g), "--limit", "0"], "--limit", alone=True),
+    C("eval-data-missing-folder", lambda t, g: ["eval", run_copy(t, g), "--data", t / "nope"], "nope", alone=True),
+    C("eval-data-every-image-unreadable", lambda t, g: ["eval", run_copy(t, g), "--data", bad_images(t / "imgs")],
+      "imgs"),
+    C("eval-precision-unknown", lambda t, g: ["eval", run_copy(t, g), "--precision", "fp8"], "fp8|--precision", alone=True),
+    C("eval-baseline-unknown", lambda t, g: ["eval", "--baseline", "noise"], "noise|--baseline", alone=True),
+    # export
+    C("export-no-checkpoint", lambda t, g: ["export", mkdir(t / "norun")], "norun", alone=True),
+    C("export-checkpoint-truncated", _export_damaged(lambda r: truncate(r / "checkpoint.safetensors")),
+      "checkpoint.safetensors", alone=True),
+    C("export-checkpoint-foreign", _export_damaged(
+        lambda r: checkpoint_with(r / "checkpoint.safetensors", {"format": "pytorch"})), "checkpoint.safetensors",
+      alone=True),
+    C("export-run-json-is-a-list", _export_damaged(lambda r: put(r / "run.json", "[]")), "run.json", code=(0, 1), warned=False),
+    C("export-calib-without-int8", _export_damaged(lambda r: None, "--calib", "somewhere"), "--calib", alone=True),
+    C("export-calib-missing-folder", lambda t, g: _export_damaged(lambda r: None, "--int8", "--calib",
+                                                                  t / "nope")(t, g), "nope", alone=True),
+    C("export-calib-empty-folder", lambda t, g: _export_damaged(
+        lambda r: None, "--int8", "--calib", (t / "calib").mkdir() or t / "calib")(t, g), "calib", alone=True),
+    C("export-calib-is-a-file", lambda t, g: _export_damaged(
+        lambda r: None, "--int8", "--calib", put(t / "calib.txt", "x"))(t, g), "calib.txt", alone=True),
+    C("export-calib-too-few-images", lambda t, g: _export_damaged(
+        lambda r: None, "--int8", "--calib", cp(g.images / "class0", t / "calib"))(t, g), "calib", alone=True),
+    C("export-calib-holds-a-broken-image", lambda t, g: _export_damaged(
+        lambda r: put(cp(g.images, t / "calib") / "class0" / "broken.jpg", b"\xff\xd8\xff"), "--int8", "--calib",
+        t / "calib", "--calib-count", "41")(t, g), "broken.jpg", alone=True),
+    C("export-calib-method-unknown", _export_damaged(lambda r: None, "--int8", "--calib-method", "kl"), "kl|--calib-method",
+      alone=True),
+    C("export-calib-count-0", _export_damaged(lambda r: None, "--int8", "--calib-count", "0"), "--calib-count",
+      alone=True),
+    C("export-accuracy-images-0", _export_damaged(lambda r: None, "--accuracy-images", "0"), "--accuracy-images",
+      alone=True),
+    C("export-opset-too-old", _export_damaged(lambda r: None, "--opset", "9"), "--opset", alone=True),
+    C("export-min-cosine-above-1", _export_damaged(lambda r: None, "--min-cosine", "2"), "--min-cosine",
+      alone=True),
+    C("export-max-accuracy-drop-negative", _export_damaged(lambda r: None, "--max-accuracy-drop", "-1"),
+      "--max-accuracy-drop", alone=True),
+    C("export-out-is-a-file", lambda t, g: ["export", run_copy(t, g), "--out", put(t / "exp.txt", "x")],
+      "exp.txt", alone=True),
+    C("export-out-unwritable", lambda t, g: ["export", run_copy(t, g), "--out", UNWRITABLE / "invedge-exp"],
+      "invedge-exp", alone=True),
+    C("export-over-good-export-with-truncated-checkpoint", lambda t, g: [
+        "export", truncate(cp(g.run, t / "run") / "checkpoint.safetensors"), "--out", cp(g.export, t / "exp")],
+      "checkpoint.safetensors", alone=True),
+    C("export-engine-without-tensorrt", _export_damaged(lambda r: None, "--engine"), "tensorrt|--engine", alone=True),
+    # embed: bad models and export folders
+    C("embed-model-missing", _embed_model(lambda t, g: t / "nope.onnx"), "nope.onnx", alone=True),
+    C("embed-model-zero-bytes", _embed_model(lambda t, g: put(t / "model.onnx", b"")), "model.onnx", alone=True),
+    C("embed-model-truncated", _embed_model(lambda t, g: truncate(model_copy(t, g))), "model.onnx", alone=True),
+    C("embed-model-text", _embed_model(lambda t, g: put(t / "model.onnx", "not onnx\n")), "model.onnx", alone=True),
+    C("embed-model-graph-differs-from-metadata", _embed_model(
+        lambda t, g: onnx_meta_edit(g.export / "model.onnx", t / "model.onnx", embedding_dim="64")), "model.onnx",
+      alone=True),
+    C("embed-model-metadata-strings-for-numbers", _embed_model(
+        lambda t, g: onnx_meta_edit(g.export / "model.onnx", t / "model.onnx", image_size="large")), "model.onnx",
+      alone=True),
+    C("embed-export-folder-empty", _embed_model(lambda t, g: (t / "exp").mkdir() or t / "exp"), "exp", alone=True),
+    C("embed-export-folder-report-json-is-a-list", _embed_model(lambda t, g: (put(cp(g.export, t / "exp") /
+                                                               "report.json", "[]")).parent), "report.json",
+      code=(0, 1)),
+    C("embed-export-folder-report-json-not-json", _embed_model(lambda t, g: (put(cp(g.export, t / "exp") /
+                                                              "report.json", "{")).parent), "report.json",
+      code=(0, 1)),
+    C("embed-export-folder-truncated-artifact", _embed_model(
+        lambda t, g: truncate(cp(g.export, t / "exp") / "model.int8-cpu.onnx").parent), "model.int8-cpu.onnx",
+      code=(0, 1)),
+    C("embed-export-folder-only-foreign-onnx", _embed_model(lambda t, g: put(t / "exp" / "model.onnx", "x").parent),
+      "exp", alone=True),
+    C("embed-engine-without-sidecar", _embed_model(lambda t, g: _engine_and_sidecar(t, g, sidecar=False)),
+      "model.engine", alone=True),
+    C("embed-engine-sidecar-is-a-list", _embed_model(lambda t, g: _engine_and_sidecar(t, g, sidecar=True)),
+      "model.engine", alone=True),
+    # embed: bad images
+    C("embed-images-missing", lambda t, g: ["embed", model_copy(t, g), t / "nope", "--out", t / "new.emb"], "nope",
+      alone=True),
+    C("embed-images-empty-folder", _embed_images(lambda f: f.mkdir() or f), "imgs", alone=True),
+    C("embed-images-every-one-unreadable", _embed_images(bad_images), "cut.jpg|empty.png|text.png"),
+    C("embed-image-zero-bytes-only", _embed_images(lambda f: put(f / "zero.png", b"").parent), "zero.png"),
+    C("embed-image-truncated-jpeg-only", _embed_images(lambda f: put(f / "cut.jpg", JPEG_HEAD).parent), "cut.jpg"),
+    C("embed-image-text-named-png-only", _embed_images(lambda f: put(f / "notes.png", "hello\n").parent),
+      "notes.png"),
+    C("embed-image-decompression-bomb-only", _embed_images(lambda f: bomb(f / "bomb.png").parent), "bomb.png"),
+    C("embed-image-non-utf8-name-only", _embed_images(lambda f: non_utf8(f)), "image.png"),
+    C("embed-images-folder-named-like-an-image", _embed_images(lambda f: ((f / "photo.png").mkdir(parents=True),
+                                                              f)[1]), "imgs", alone=True),
+    # embed: bad options and outputs
+    C("embed-batch-0", _embed_ok("--batch", "0"),
+      "--batch", alone=True),
+    C("embed-threads-negative", _embed_ok("--threads", "-1"), "--threads", alone=True),
+    C("embed-dtype-unknown", _embed_ok("--dtype", "int4"), "int4|--dtype", alone=True),
+    C("embed-backend-unknown", _embed_ok("--backend", "tpu"), "tpu|--device|--backend|--runtimes", alone=True),
+    C("embed-precision-unknown", _embed_ok("--precision", "fp8"), "fp8|--precision", alone=True),
+    C("embed-batch-not-a-number", _embed_ok("--batch", "many"), "--batch", code=2, alone=True),
+    C("embed-out-is-a-file", lambda t, g: ["embed", model_copy(t, g), cp(g.images / "class3", t / "imgs"), "--out",
+                                          put(t / "out.emb", "x")], "out.emb", alone=True),
+    C("embed-out-parent-is-a-file", lambda t, g: ["embed", model_copy(t, g), cp(g.images / "class3", t / "imgs"),
+                                                 "--out", put(t / "f.txt", "x") / "out.emb"], "f.txt",
+      alone=True),
+    C("embed-out-unwritable", lambda t, g: ["embed", model_copy(t, g), cp(g.images / "class3", t / "imgs"), "--out",
+                                           UNWRITABLE / "invedge.emb"], "invedge.emb", alone=True),
+    C("embed-out-holds-other-files", lambda t, g: ["embed", model_copy(t, g), cp(g.images / "class3", t / "imgs"),
+                                                  "--out", put(t / "mine" / "notes.txt", "x").parent], "mine",
+      alone=True),
+    C("embed-overwrite-missing-images-keeps-embeddings", lambda t, g: [
+        "embed", model_copy(t, g), t / "nope", "--out", cp(g.emb, t / "g.emb"), "--overwrite"], "nope",
+      alone=True),
+    C("embed-overwrite-unreadable-images-keeps-embeddings", lambda t, g: [
+        "embed", model_copy(t, g), bad_images(t / "imgs"), "--out", cp(g.emb, t / "g.emb"), "--overwrite"],
+      "cut.jpg|empty.png|text.png"),
+    C("embed-resume-with-other-model", lambda t, g: [
+        "embed", cp(g.other_model, t / "other.onnx"), cp(g.images / "class0", t / "imgs"), "--out",
+        cp(g.emb, t / "g.emb")], "g.emb", alone=True),
+    # index build: bad embeddings folders
+    C("index-build-embeddings-missing", lambda t, g: ["index", "build", t / "nope.emb", "--out", t / "n.index"],
+      "nope.emb", alone=True),
+    C("index-build-embeddings-is-a-file", lambda t, g: ["index", "build", put(t / "x.emb", "x"), "--out",
+                                                       t / "n.index"], "x.emb", alone=True),
+    C("index-build-no-manifest", _emb_damaged("build", lambda e: (e / "manifest.json").unlink()), "manifest.json",
+      alone=True),
+    C("index-build-manifest-is-a-list", _emb_damaged("build", lambda e: put(e / "manifest.json", "[]")),
+      "manifest.json", alone=True),
+    C("index-build-manifest-not-json", _emb_damaged("build", lambda e: put(e / "manifest.json", "{")),
+      "manifest.json", alone=True),
+    C("index-build-manifest-strings-for-numbers", _emb_damaged("build", lambda e: edit_json(
+        e / "manifest.json", lambda m: m.update(count="ten", dim="wide"))), "manifest.json", alone=True),
+    C("index-build-manifest-is-a-folder", _emb_damaged("build", lambda e: (
+        (e / "manifest.json").unlink(), (e / "manifest.json").mkdir())), "manifest.json", alone=True),
+    C("index-build-manifest-non-utf8", _emb_damaged("build", lambda e: put(e / "manifest.json", b'{"\xff": 1}')),
+      "manifest.json", alone=True),
+    C("index-build-vectors-truncated", _emb_damaged("build", lambda e: truncate(e / "embeddings.npy")),
+      "embeddings.npy", alone=True),
+    C("index-build-vectors-zero-bytes", _emb_damaged("build", lambda e: put(e / "embeddings.npy", b"")),
+      "embeddings.npy", alone=True),
+    C("index-build-vectors-flipped-byte", _emb_damaged("build", lambda e: flip(e / "embeddings.npy")),
+      "embeddings.npy", alone=True),
+    C("index-build-vectors-pickled-objects", _emb_damaged("build", lambda e: np.save(
+        e / "embeddings.npy", np.array([{"a": 1}] * 10, dtype=object), allow_pickle=True)), "embeddings.npy",
+      alone=True),
+    C("index-build-ids-non-utf8", _emb_damaged("build", lambda e: put(e / "ids.json", b'["\xff\xfe"]')),
+      "ids.json", alone=True),
+    C("index-build-ids-is-an-object", _emb_damaged("build", lambda e: put(e / "ids.json", '{"a": 1}')),
+      "ids.json", alone=True),
+    C("index-build-ids-numbers", _emb_damaged("build", lambda e: _ids(e, lambda ids: list(range(len(ids))))),
+      "ids.json", alone=True),
+    C("index-build-ids-one-missing", _emb_damaged("build", lambda e: _ids(e, lambda ids: ids[:-1])), "ids.json",
+      alone=True),
+    C("index-build-ids-swapped", _emb_damaged("build", lambda e: _ids(e, _swap)), "ids.json", alone=True),
+    C("index-build-ids-missing", _emb_damaged("build", lambda e: (e / "ids.json").unlink()), "ids.json",
+      alone=True),
+    # index build: bad options and outputs
+    C("index-build-kind-unknown", lambda t, g: ["index", "build", cp(g.emb, t / "g.emb"), "--out", t / "n.index",
+                                               "--kind", "lsh"], "lsh|--kind", alone=True),
+    C("index-build-ivf-nlist-0", lambda t, g: ["index", "build", cp(g.emb, t / "g.emb"), "--out", t / "n.index",
+                                              "--kind", "ivf", "--nlist", "0"], "--nlist", alone=True),
+    C("index-build-hnsw-m-0", lambda t, g: ["index", "build", cp(g.emb, t / "g.emb"), "--out", t / "n.index",
+                                           "--kind", "hnsw", "--m", "0"], "--m", alone=True),
+    C("index-build-threads-negative", lambda t, g: ["index", "build", cp(g.emb, t / "g.emb"), "--out",
+                                                   t / "n.index", "--threads", "-2"], "--threads", alone=True),
+    C("index-build-out-is-a-folder", lambda t, g: ["index", "build", cp(g.emb, t / "g.emb"), "--out",
+                                                  (t / "n.index").mkdir() or t / "n.index", "--overwrite"],
+      "n.index", alone=True),
+    C("index-build-out-parent-is-a-file", lambda t, g: ["index", "build", cp(g.emb, t / "g.emb"), "--out",
+                                                       put(t / "f.txt", "x") / "n.index"], "f.txt", alone=True),
+    C("index-build-out-unwritable", lambda t, g: ["index", "build", cp(g.emb, t / "g.emb"), "--out",
+                                                 UNWRITABLE / "invedge.index"], "invedge.index", alone=True),
+    C("index-build-overwrite-bad-embeddings-keeps-index", lambda t, g: [
+        "index", "build", truncate(cp(g.emb, t / "bad.emb") / "embeddings.npy").parent, "--out", idx(t, g),
+        "--overwrite"], "embeddings.npy", alone=True),
+    # index add
+    C("index-add-index-missing", lambda t, g: ["index", "add", t / "nope.index", cp(g.emb, t / "g.emb")],
+      "nope.index", alone=True),
+    C("index-add-index-zero-bytes", _index_damaged("add", lambda i: put(i, b"")), "g.index", alone=True),
+    C("index-add-index-truncated", _index_damaged("add", truncate), "g.index", alone=True),
+    C("index-add-index-text", _index_damaged("add", lambda i: put(i, "an index\n")), "g.index", alone=True),
+    C("index-add-damaged-embeddings-keeps-index", _emb_damaged("add", lambda e: truncate(e / "embeddings.npy")),
+      "embeddings.npy", alone=True),
+    C("index-add-ids-non-utf8-keeps-index", _emb_damaged("add", lambda e: put(e / "ids.json", b'["\xff"]')),
+      "ids.json", alone=True),
+    C("index-add-embeddings-of-another-model", lambda t, g: ["index", "add", idx(t, g),
+                                                            cp(g.other_emb, t / "other.emb")], "other.emb",
+      alone=True),
+    C("index-add-same-ids-again", lambda t, g: ["index", "add", idx(t, g), cp(g.emb, t / "g.emb")], "g.emb",
+      alone=True),
+    C("index-add-second-folder-bad-keeps-index", lambda t, g: [
+        "index", "add", idx(t, g), cp(g.other_emb, t / "ok.emb"), t / "nope.emb"], "nope.emb", alone=True),
+    C("index-add-index-is-a-folder", lambda t, g: ["index", "add", (t / "g.index").mkdir() or t / "g.index",
+                                                  cp(g.emb, t / "g.emb")], "g.index", alone=True),
+    # index remove / info
+    C("index-remove-unknown-id", _index_damaged("remove", lambda i: None, "no-such-id"), "no-such-id", alone=True),
+    C("index-remove-no-ids", lambda t, g: ["index", "remove", idx(t, g)], "--ids-file", alone=True),
+    C("index-remove-ids-file-missing", lambda t, g: ["index", "remove", idx(t, g), "--ids-file", t / "ids.txt"],
+      "ids.txt", alone=True),
+    C("index-remove-ids-file-non-utf8", lambda t, g: ["index", "remove", idx(t, g), "--ids-file",
+                                                     put(t / "ids.txt", b"\xff\xfe\n")], "ids.txt", alone=True),
+    C("index-remove-ids-file-is-a-folder", lambda t, g: ["index", "remove", idx(t, g), "--ids-file",
+                                                        mkdir(t / "idsdir")], "idsdir", alone=True),
+    C("index-remove-index-flipped-byte", _index_damaged("remove", flip), "g.index", alone=True),
+    C("index-info-missing", lambda t, g: ["index", "info", t / "nope.index"], "nope.index", alone=True),
+    C("index-info-flipped-byte", _index_damaged("info", flip), "g.index", alone=True),
+    C("index-info-truncated", _index_damaged("info", lambda i: truncate(i, 0.9)), "g.index", alone=True),
+    C("index-info-header-is-a-list", _index_damaged("info", lambda i: index_with_header(i, [])), "g.index",
+      alone=True),
+    C("index-info-header-strings-for-numbers", _index_damaged("info", lambda i: index_with_header(i, {
+        "format": "invspread-edge/index/1", "kind": "flat", "space": "x", "sections": {
+            "vectors": {"offset": "a", "nbytes": "b", "shape": ["n", "d"]}, "ids": {}, "locations": {}}})),
+      "g.index", alone=True),
+    C("index-info-is-a-folder", lambda t, g: ["index", "info", (t / "g.index").mkdir() or t / "g.index"],
+      "g.index", alone=True),
+    C("index-info-an-embeddings-folder", lambda t, g: ["index", "info", cp(g.emb, t / "g.emb")], "g.emb",
+      alone=True),
+    # search
+    C("search-index-missing", lambda t, g: ["search", t / "nope.index", query(t, g)], "nope.index", alone=True),
+    C("search-index-flipped-byte", _index_damaged("search", flip), "g.index", alone=True),
+    C("search-index-zero-bytes", _index_damaged("search", lambda i: put(i, b"")), "g.index", alone=True),
+    C("search-index-is-an-embeddings-folder", lambda t, g: ["search", cp(g.emb, t / "g.emb"), query(t, g)],
+      "g.emb", alone=True),
+    C("search-k-0", _search("--k", "0"), "--k", alone=True),
+    C("search-k-negative", _search("--k", "-1"), "--k", alone=True),
+    C("search-k-above-gallery-size", _search("--k", "11"), "--k", alone=True),
+    C("search-k-not-a-number", _search("--k", "five"), "--k", code=2, alone=True),
+    C("search-backend-unknown", _search("--backend", "tpu"), "tpu|--device|--backend|--runtimes", alone=True),
+    C("search-threads-negative", _search("--threads", "-1"), "--threads", alone=True),
+    C("search-nprobe-0", _search("--nprobe", "0"), "--nprobe", alone=True),
+    C("search-query-missing", lambda t, g: ["search", idx(t, g), t / "nope.png"], "nope.png", alone=True),
+    C("search-query-empty-folder", lambda t, g: ["search", idx(t, g), mkdir(t / "noqueries")], "noqueries",
+      alone=True),
+    C("search-query-zero-bytes", lambda t, g: ["search", idx(t, g), put(t / "q.png", b"")], "q.png"),
+    C("search-query-truncated-jpeg", lambda t, g: ["search", idx(t, g), put(t / "q.jpg", JPEG_HEAD)],
+      "q.jpg"),
+    C("search-query-text-named-png", lambda t, g: ["search", idx(t, g), put(t / "q.png", "hello")], "q.png"),
+    C("search-query-decompression-bomb", lambda t, g: ["search", idx(t, g), bomb(t / "q.png")], "q.png"),
+    C("search-model-missing", _search(model=lambda t, g: t / "nope.onnx"), "nope.onnx", alone=True),
+    C("search-model-text", _search(model=lambda t, g: put(t / "m.onnx", "text")), "m.onnx", alone=True),
+    C("search-model-of-another-space", _search(model=lambda t, g: cp(g.other_model, t / "other.onnx")),
+      "other.onnx", alone=True),
+    C("search-grid-parent-is-a-file", _search("--grid", "GRID"), "grid.png"),
+    C("search-grid-is-a-folder", lambda t, g: _search("--grid", (t / "grid.png").mkdir() or t / "grid.png")(t, g),
+      "grid.png", alone=True),
+    C("search-grid-unwritable", _search("--grid", UNWRITABLE / "invedge-grid.png"), "invedge-grid.png",
+      alone=True),
+    # bench
+    C("bench-batch-0", _bench("--batch", "0"), "--batch", alone=True),
+    C("bench-batch-negative", _bench("--batch", "1,-8"), "--batch", alone=True),
+    C("bench-batch-not-numbers", _bench("--batch", "a,b"), "--batch", alone=True),
+    C("bench-batch-empty", _bench("--batch", ","), "--batch", alone=True),
+    C("bench-runtimes-unknown", _bench("--runtimes", "tpu"), "tpu|--device|--backend|--runtimes", alone=True),
+    C("bench-precision-unknown", _bench("--precision", "fp8"), "fp8|--precision", alone=True),
+    C("bench-images-0", _bench("--images", "0"), "--images", alone=True),
+    C("bench-seconds-negative", _bench("--seconds", "-1"), "--seconds", alone=True),
+    C("bench-iters-0", _bench("--iters", "0"), "--iters", alone=True),
+    C("bench-warmup-garbage", _bench("--warmup", "soon"), "--warmup", alone=True),
+    C("bench-threads-negative", _bench("--threads", "-1"), "--threads", alone=True),
+    C("bench-target-missing", _bench(target=lambda t, g: t / "nope"), "nope", alone=True),
+    C("bench-target-text-onnx", _bench(target=lambda t, g: put(t / "m.onnx", "text")), "m.onnx", alone=True),
+    C("bench-run-folder-without-export", _bench(target=run_copy), "run", alone=True),
+    C("bench-data-missing-folder", _bench("--data", "NOPE"), "nope", alone=True),
+    C("bench-data-every-image-unreadable", lambda t, g: _bench("--data", bad_images(t / "imgs"))(t, g), "imgs",
+      alone=True),
+    C("bench-data-empty-folder", lambda t, g: _bench("--data", mkdir(t / "noimages"))(t, g), "noimages",
+      alone=True),
+    C("bench-md-parent-is-a-file", _bench("--md", "PARENTFILE"), "f.txt", alone=True),
+    C("bench-plot-is-a-folder", _bench("--plot", "FOLDER"), "plot.png", alone=True),
+    C("bench-json-unwritable", _bench("--json", UNWRITABLE / "invedge-bench.json"), "invedge-bench.json",
+      alone=True),
+    # build-engine
+    C("build-engine-model-missing", _engine(model=lambda t, g: t / "nope.onnx"), "nope.onnx", alone=True),
+    C("build-engine-model-text", _engine(model=lambda t, g: put(t / "m.onnx", "text")), "m.onnx", alone=True),
+    C("build-engine-min-batch-0", _engine("--min-batch", "0"), "--min-batch", alone=True),
+    C("build-engine-max-below-min", _engine("--min-batch", "8", "--max-batch", "4"), "--max-batch", alone=True),
+    C("build-engine-precision-unknown", _engine("--precision", "fp8"), "fp8|--precision", alone=True),
+    C("build-engine-workspace-0", _engine("--workspace-mb", "0"), "--workspace-mb", alone=True),
+    # one kind of file where another is expected
+    C("eval-run-is-an-export-folder", lambda t, g: ["eval", cp(g.export, t / "exp")], "exp", alone=True),
+    C("export-run-is-an-onnx-file", lambda t, g: ["export", model_copy(t, g), "--out", t / "exp"], "model.onnx",
+      alone=True),
+    C("train-resume-an-export-folder", lambda t, g: ["train", "--resume", cp(g.export, t / "exp")], "exp",
+      alone=True),
+    C("embed-model-is-a-checkpoint", _embed_model(lambda t, g: cp(g.run / "checkpoint.safetensors",
+                                                                  t / "checkpoint.safetensors")),
+      "checkpoint.safetensors", alone=True),
+    C("embed-model-is-an-index", _embed_model(lambda t, g: idx(t, g)), "g.index", alone=True),
+    C("index-build-from-an-export-folder", lambda t, g: ["index", "build", cp(g.export, t / "exp"), "--out",
+                                                        t / "n.index"], "exp", alone=True),
+    C("index-build-from-an-index-file", lambda t, g: ["index", "build", idx(t, g), "--out", t / "n.index"],
+      "g.index", alone=True),
+    C("index-add-an-index-file-as-embeddings", lambda t, g: ["index", "add", idx(t, g),
+                                                            cp(g.index, t / "other.index")], "other.index",
+      alone=True),
+    C("index-info-zero-bytes", _index_damaged("info", lambda i: put(i, b"")), "g.index", alone=True),
+    C("index-remove-ids-file-empty", lambda t, g: ["index", "remove", idx(t, g), "--ids-file",
+                                                  put(t / "ids.txt", "\n\n")], "ids", alone=True),
+    C("search-query-is-an-index-file", lambda t, g: ["search", idx(t, g), cp(g.index, t / "q.index")], "q.index"),
+    C("search-query-non-utf8-name-only", lambda t, g: ["search", idx(t, g), non_utf8(t / "queries")],
+      "image.png"),
+    C("search-model-is-an-index-file", _search(model=lambda t, g: cp(g.index, t / "m.index")), "m.index",
+      alone=True),
+    C("bench-target-is-an-embeddings-folder", _bench(target=lambda t, g: cp(g.emb, t / "g.emb")), "g.emb",
+      alone=True),
+    C("bench-target-is-a-checkpoint", _bench(target=lambda t, g: cp(g.run / "checkpoint.safetensors",
+                                                                    t / "checkpoint.safetensors")),
+      "checkpoint.safetensors", alone=True),
+    C("build-engine-model-is-a-folder", _engine(model=lambda t, g: mkdir(t / "models")), "models", alone=True),
+    C("train-data-one-image", lambda t, g: tiny_train(t, "--data", png(t / "one" / "a.png").parent), "one"),
+    C("eval-data-empty-folder", lambda t, g: ["eval", run_copy(t, g), "--data", mkdir(t / "noimages")],
+      "noimages", alone=True),
+    # the app itself
+    C("unknown-verb", lambda t, g: ["embedd", "x"], "embedd", code=2, alone=True),
+    C("index-unknown-subverb", lambda t, g: ["index", "merge", "x"], "merge", code=2, alone=True),
+    C("search-missing-argument", lambda t, g: ["search", idx(t, g)], "--help", code=2, alone=True),
+]
+# fmt: on
+
+
+def _placeholders(argv: list[object], t: Path) -> list[str]:
+    """Some options name a path that the case has to make first (kept out of the table for brevity)."""
+    out = []
+    for a in argv:
+        if a == "GRID":
+            a = put(t / "grid.png", "x") / "grid.png"  # grid.png is a file: its child cannot be written
+        elif a == "NOPE":
+            a = t / "nope"
+        elif a == "PARENTFILE":
+            a = put(t / "f.txt", "x") / "table.md"
+        elif a == "FOLDER":
+            (t / "plot.png").mkdir()
+            a = t / "plot.png"
+        out.append(str(a))
+    return out
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """relative path → sha256 of every file under `folder` (hidden ones too)."""
+    found = {}
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            path = Path(dirpath, name)
+            if path.is_file() and not path.is_symlink():
+                found[str(path.relative_to(folder))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def test_corpus_is_large_and_ids_are_unique():
+    ids = [c.id for c in CASES]
+    assert len(ids) == len(set(ids)) and len(ids) >= 80
+    verbs = {c.id.split("-")[0] for c in CASES}
+    assert {"train", "eval", "export", "embed", "index", "search", "bench", "build"} <= verbs
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_gives_one_line_and_keeps_every_file(case, good, tmp_path, capsys, monkeypatch):
+    work = tmp_path / "case"
+    work.mkdir()
+    monkeypatch.chdir(work)  # a command that picks a default output writes here, where it is checked
+    argv = _placeholders(case.build(work, good), work)
+    if any(a.startswith(f"{UNWRITABLE}/") for a in argv) and not UNWRITABLE.is_dir():
+        pytest.skip(f"needs {UNWRITABLE} (Linux) as a place nobody can write to")
+    before = snapshot(work)
+    capsys.readouterr()
+
+    code = invedge(*argv)
+    err = capsys.readouterr().err
+
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err and "internal error" not in err, err
+    allowed = case.code if isinstance(case.code, tuple) else (case.code,)
+    assert code in allowed, f"exit {code}, stderr:\n{err}"
+    after = snapshot(work)
+    changed = sorted(p for p in before if after.get(p) != before[p])
+    assert not changed, f"changed or removed: {changed}"
+    if code == 0:  # a case where going on is right: say so when something was left out
+        warnings = " ".join(line for line in lines if line.startswith("warning:"))
+        assert not case.warned or _names(warnings, case.names) is None, f"no warning names it:\n{err}"
+        return
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1, f"{len(errors)} error lines:\n{err}"
+    line = errors[0]
+    assert lines[-1] == line, f"the error is not the last line:\n{err}"
+    if case.alone:
+        assert lines == [line], f"the command printed before rejecting the input:\n{err}"
+    missing = _names(line, case.names)
+    assert missing is None, f"does not name {missing!r}: {line}"
+    assert NEXT_STEP.search(line.removeprefix("error:")), f"no next step after the problem: {line}"
+    left = sorted(p for p in set(after) - set(before) if not re.fullmatch(r"(.*/)?\.[^/]+\.lock", p))
+    assert not left, f"left behind: {left}"
