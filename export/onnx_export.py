@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,7 +71,13 @@ def to_onnx_proto(model: nn.Module, meta: ModelMeta, *, opset: int = DEFAULT_OPS
                 verbose=False,
             )
     except Exception as exc:  # the exporter raises many types; all mean "this model did not export"
-        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        cause: BaseException | None = exc
+        while cause is not None:  # torch.export wraps a Ctrl-C in its own error: it stays a Ctrl-C
+            if isinstance(cause, KeyboardInterrupt):
+                raise KeyboardInterrupt from exc
+            cause = cause.__cause__ or cause.__context__
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # the exporter colours its messages
+        first = (text.strip().splitlines() or [exc.__class__.__name__])[0]
         raise ModelError(f"the ONNX exporter failed on {meta.arch}: {first[:300]}") from exc
     if program is None:
         raise ModelError("the ONNX exporter returned no program")

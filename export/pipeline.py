@@ -114,9 +114,7 @@ def export_model(
         stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out))
         try:
             staged = replace(options, out_dir=stage, cache_dir=options.cache_dir or out / CACHE_DIR)
-            report = _export_staged(
-                model, meta, staged, data=data, checkpoint=checkpoint, log=log, calib_set=calib
-            )
+            report = _export_staged(model, meta, staged, calib, data=data, checkpoint=checkpoint, log=log)
             _move_into(stage, out, skip={REPORT_NAME})
         finally:
             shutil.rmtree(stage, ignore_errors=True)
@@ -133,17 +131,16 @@ def _export_staged(
     model: nn.Module,
     meta: ModelMeta,
     options: ExportOptions,
+    calib: calibration_set.CalibrationSet | None,
     *,
     data: str,
-    checkpoint: dict[str, Any] | None = None,
-    log: Log = lambda message: None,
-    calib_set: calibration_set.CalibrationSet | None = None,
+    checkpoint: dict[str, Any] | None,
+    log: Log,
 ) -> ExportReport:
-    """The export itself, into `options.out_dir` (the staging folder of `export_model`)."""
+    """The export itself, into `options.out_dir` (the staging folder `export_model` made and
+    checked), with the calibration set `export_model` already read (None without INT8)."""
     started = time.perf_counter()
     out = Path(options.out_dir)
-    calib = (calib_set or calibration_images(options, data)) if options.int8 else None
-    _check_writable(out)
     report = ExportReport(out_dir=out, checkpoint=checkpoint or {}, meta=meta.to_props())
 
     parity_inputs = _parity_inputs(data, meta, max(options.parity_images, max(options.parity_batch_sizes)))

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from invspread_edge_runtime.errors import ConfigError
+
 
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
@@ -40,16 +42,41 @@ class DistEnv:
         return self.world_size > 1
 
 
+def env_int(name: str, default: int) -> int:
+    """RANK, WORLD_SIZE or LOCAL_RANK from the environment; ConfigError for a value torchrun would
+    never set (the CLI shows it as one line, never a ValueError's traceback)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < (1 if name == "WORLD_SIZE" else 0):
+        raise ConfigError(
+            f"the environment variable {name}={raw!r} is not a valid {name.lower().replace('_', ' ')}",
+            "torchrun sets it: launch with torchrun, or unset it for a single-process run",
+        )
+    return value
+
+
 def init_distributed(device_type: str) -> DistEnv:
     """Join the process group torchrun describes in the environment; a plain run stays single."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    world = env_int("WORLD_SIZE", 1)
+    rank = env_int("RANK", 0)
+    local_rank = env_int("LOCAL_RANK", 0)
     if world > 1 and not is_distributed():
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+        try:
+            dist.init_process_group(backend=backend, rank=rank, world_size=world)
+        except ValueError as exc:  # torch's env:// rendezvous: MASTER_ADDR / MASTER_PORT missing or bad
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(
+                f"WORLD_SIZE={world} asks for a distributed run, but it cannot start ({first[:200]})",
+                "Launch with torchrun (it sets MASTER_ADDR, MASTER_PORT, RANK), or unset WORLD_SIZE",
+            ) from exc
     return DistEnv(rank=rank, world_size=world, local_rank=local_rank)
 
 

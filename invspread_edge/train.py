@@ -171,7 +171,7 @@ class TrainResult:
     data: str = ""
     train_images: int = 0
     main: bool = True  # rank 0 (the one that writes and reports)
-    kept_old: bool = False  # --overwrite stopped before its first step: the old run was kept
+    kept_old: bool = False  # --overwrite stopped before its first epoch ended: the old run was kept
 
     @property
     def final_loss(self) -> float | None:
@@ -368,10 +368,9 @@ def train(
       mean/std decoded, at least one batch), the kNN monitor's data, and that the folder is writable.
     - A new run in a folder that holds no run is written there directly. With `overwrite` over a
       run, the new run is built in the hidden sibling `.RUN.staging` and swapped in once it holds a
-      first real result: at the end of its first epoch (checkpoint, run.json, metrics, curves), or
-      earlier when Ctrl-C saves a checkpoint (so `--resume RUN` continues the new run). Until then
-      RUN is the old run, untouched: an error, a second Ctrl-C or a kill -9 before the swap leaves
-      it as it was. The swap exchanges the two folders atomically (Linux renameat2; elsewhere two
+      first real result: at the end of its first epoch (checkpoint, run.json, metrics, curves).
+      Until then RUN is the old run, untouched: an error, a Ctrl-C or a kill -9 before the swap
+      leaves it as it was (a Ctrl-C says so; a few steps of a new run are not worth a finished one). The swap exchanges the two folders atomically (Linux renameat2; elsewhere two
       renames), after hard-linking the files the user keeps in RUN (e.g. an export/ folder) into
       the new one; so at every moment RUN is the complete old run or the complete new one.
     - The next run on RUN (train or resume) first removes what a killed run left behind: a
@@ -396,7 +395,15 @@ def train(
         cfg.data = _absolute_folder(cfg.data)
         if run_dir.exists() and not run_dir.is_dir():
             raise InvedgeError(f"--out {run_dir} is a file, not a folder", "Choose another --out")
-    rank = int(os.environ.get("RANK", "0"))
+        data_dir = Path(cfg.data)
+        if data_dir.is_dir() and run_dir.resolve().is_relative_to(data_dir.resolve()):
+            # curves.png and the export's probe images would join the training images: the next
+            # run trains on them, and --resume refuses (the data's fingerprint changed)
+            raise InvedgeError(
+                f"--out {run_dir} is inside the training data {data_dir}",
+                "Choose an --out outside the image folder",
+            )
+    rank = dist_utils.env_int("RANK", 0)
     lock = exclusive_lock(run_dir, "run folder", timeout=0) if rank == 0 else contextlib.nullcontext()
     with lock:
         if rank == 0:
@@ -633,13 +640,12 @@ def _train_locked(
             global_step = epoch * steps_per_epoch + stats.steps
             if stats.interrupted:
                 interrupted = True
-                if write_dir != run_dir and global_step == 0:
-                    kept_old = True  # nothing trained yet: the old run stays, the staging goes
+                if write_dir != run_dir:
+                    # the first epoch of an --overwrite is not a result worth a finished run:
+                    # the old run stays, the staging goes (recover_run_folder removes it)
+                    kept_old = True
                     break
                 write_state(epoch, global_step, "interrupted", stats)
-                if main and write_dir != run_dir:
-                    swap_in(write_dir, run_dir)  # a saved checkpoint: --resume continues the new run
-                    write_dir = run_dir
                 break
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
@@ -1005,7 +1011,7 @@ def _read_metrics(run_dir: Path, epochs_done: int) -> list[dict[str, Any]]:
             continue
         try:
             rec = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             rec = None
         if not (isinstance(rec, dict) and _fits(rec.get("epoch"), "int") and _fits(rec.get("loss"), "float")):
             raise CheckpointError(

@@ -67,6 +67,20 @@ def warn(message: str) -> None:
     err.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
 
 
+def print_table(table: Any, min_width: int) -> None:
+    """A rich table on stdout: a terminal gets its own width; a pipe or a file gets at least
+    `min_width` columns, so that no column of a wide table is folded there."""
+    if out.is_terminal:
+        out.print(table)
+        return
+    width = out.width
+    out.width = max(width, min_width)
+    try:
+        out.print(table)
+    finally:
+        out.width = width
+
+
 def print_json(obj: Any) -> None:
     """Machine-readable output: plain JSON on stdout, nothing else there."""
     out.file.write(json.dumps(obj, indent=2, default=str) + "\n")
@@ -74,7 +88,11 @@ def print_json(obj: Any) -> None:
 
 
 def progress(*extra_columns: Any, transient: bool = False) -> Progress:
-    """The toolkit's progress bar (stderr), with any extra columns (loss, images/s) appended."""
+    """The toolkit's progress bar (stderr), with any extra columns (loss, images/s) appended.
+
+    A transient bar (erased when done) is not drawn at all when stderr is not a terminal: there it
+    would only leave an empty line before the command's next message (or its one error line).
+    """
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -84,4 +102,5 @@ def progress(*extra_columns: Any, transient: bool = False) -> Progress:
         *extra_columns,
         console=err,
         transient=transient,
+        disable=transient and not err.is_terminal,
     )

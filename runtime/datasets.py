@@ -111,7 +111,10 @@ def _fashion_mnist(split: str) -> ImageSet:
     if not images_path.is_file() or not labels_path.is_file():
         raise DataError(
             f"Fashion-MNIST not found in {FASHION_MNIST_DIR}",
-            "Install the Debian package: apt-get install dataset-fashion-mnist",
+            f"Point INVEDGE_FASHION_MNIST (now {os.environ['INVEDGE_FASHION_MNIST']!r}) at the folder of its "
+            "*-ubyte.gz files, or unset it"
+            if os.environ.get("INVEDGE_FASHION_MNIST")
+            else "Install the Debian package: apt-get install dataset-fashion-mnist",
         )
     images, labels = _read_fashion_mnist(images_path, labels_path, *_stamp(images_path), *_stamp(labels_path))
     return ImageSet(
@@ -153,7 +156,10 @@ def read_idx(path: Path) -> np.ndarray:
         body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
         return body.reshape(dims)
     except (OSError, EOFError, ValueError) as exc:
-        raise DataError(f"{path} is damaged or not an IDX file: {exc}") from exc
+        raise DataError(
+            f"{path} is damaged or not an IDX file: {exc}",
+            "Reinstall the data set (apt-get install --reinstall dataset-fashion-mnist) or use another --data",
+        ) from exc
 
 
 # --- binary releases of CIFAR-10/100 and STL-10 (no pickle) ---------------------------------------
@@ -212,7 +218,10 @@ def _find_folder(root: Path, marker: str, subfolder: str, what: str) -> Path:
     for folder in (root, root / subfolder):
         if (folder / marker).is_file():
             return folder
-    raise DataError(f"{what} not found under {root} (looked for {marker})")
+    raise DataError(
+        f"{what} not found under {root} (looked for {marker})",
+        "Give the folder that holds the extracted binary version of the data set",
+    )
 
 
 def _read_records(path: Path, record: int) -> np.ndarray:

@@ -37,11 +37,12 @@ from typing import Any
 
 import numpy as np
 
-from .errors import IndexFileError
+from .errors import IndexFileError, InvedgeError
 from .files import (
     atomic_path,
     atomic_write_bytes,
     atomic_write_json,
+    check_regular,
     leftovers,
     pause_for_test,
     read_json,
@@ -155,6 +156,11 @@ def load_embeddings(path: str | os.PathLike[str], verify: bool = True) -> Embedd
         raise IndexFileError(f"{path / MANIFEST} is not an invspread-edge embeddings manifest", REDO)
     count, dim, dtype = _check_manifest(path / MANIFEST, manifest)
     try:
+        for name in (VECTORS, IDS):
+            check_regular(path / name, "embeddings file")
+    except InvedgeError as exc:
+        raise IndexFileError(exc.message, REDO) from exc
+    try:
         vectors = np.load(path / VECTORS, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise IndexFileError(f"{path / VECTORS} is missing or damaged ({_short(exc)})", REDO) from exc
@@ -165,7 +171,7 @@ def load_embeddings(path: str | os.PathLike[str], verify: bool = True) -> Embedd
         raise IndexFileError(f"{path / IDS} is missing", REDO) from exc
     except OSError as exc:
         raise IndexFileError(f"cannot read {path / IDS}: {exc.strerror or exc}", REDO) from exc
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise IndexFileError(f"{path / IDS} is damaged (not valid JSON)", REDO) from exc
     expected_ids = manifest.get("ids_sha256")
     if expected_ids is not None and sha256_bytes(ids_bytes) != expected_ids:

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import stat
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -72,6 +73,7 @@ def atomic_write_json(target: str | os.PathLike[str], obj: Any) -> None:
 def read_json(path: str | os.PathLike[str], what: str = "file") -> Any:
     """Read JSON, raising one clear error for a missing, unreadable or damaged file."""
     path = Path(path)
+    check_regular(path, what)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -80,8 +82,22 @@ def read_json(path: str | os.PathLike[str], what: str = "file") -> Any:
         raise InvedgeError(f"{what} {path} is a folder, not a file") from exc
     except OSError as exc:
         raise InvedgeError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise InvedgeError(f"{what} is damaged (not valid JSON): {path}") from exc
+
+
+def check_regular(path: str | os.PathLike[str], what: str = "file") -> None:
+    """Refuse a FIFO, socket or device where a file is expected: reading one would wait forever.
+
+    A missing path or a folder passes (the caller's own read gives the right error for those).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket or device"
+        raise InvedgeError(f"{what} {path} is {kind}, not a regular file", "Give the path of a regular file")
 
 
 def write_npy(fh: BinaryIO, array: np.ndarray, digest: Any = None) -> None:

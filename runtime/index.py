@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .errors import IndexFileError, MissingDependency
-from .files import atomic_path, pause_for_test, remove_leftovers
+from .errors import IndexFileError, InvedgeError, MissingDependency
+from .files import atomic_path, check_regular, pause_for_test, remove_leftovers
 from .locks import exclusive_lock
 from .topk import exact_topk
 
@@ -353,6 +353,19 @@ class Index:
             raise IndexFileError(f"{len(ids)} ids for {len(vectors)} vectors")
         _check_unique(list(ids), f"repeated in {source}")
         _check_unique(list(self.ids) + list(ids), f"of {source} already in the gallery")
+        if locations is not None:  # one image file under two ids (two folders that overlap)
+            held = {os.path.normpath(loc): i for loc, i in zip(self.locations, self.ids, strict=True) if loc}
+            again = [
+                (new, held[os.path.normpath(loc)])
+                for new, loc in zip(ids, locations, strict=True)
+                if loc and os.path.normpath(loc) in held
+            ]
+            if again:
+                raise IndexFileError(
+                    f"{len(again)} image{'s' * (len(again) != 1)} of {source} already in the gallery under "
+                    f"another id ({again[0][0]} is the file of {again[0][1]}): each would be found twice",
+                    "Remove them first with 'invedge index remove', or embed only the new images",
+                )
         self.vectors = np.concatenate([self.vectors, vectors])
         self.ids.extend(ids)
         self.locations.extend(locations if locations is not None else [""] * len(ids))
@@ -491,6 +504,10 @@ class Index:
         path = Path(path)
         rebuild = "Build the index again with 'invedge index build EMBEDDINGS --out FILE --overwrite'"
         try:
+            check_regular(path, "index")
+        except InvedgeError as exc:
+            raise IndexFileError(exc.message, "Give the index file written by 'invedge index build'") from exc
+        try:
             data = path.read_bytes()
         except FileNotFoundError as exc:
             raise IndexFileError(
@@ -518,7 +535,7 @@ class Index:
         body = len(MAGIC) + 8 + header_len
         try:
             header, vectors, ids, locations = _parse(data, body)
-        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, RecursionError) as exc:
             raise IndexFileError(f"{path} has an unreadable header or sections ({exc})", rebuild) from exc
         index = cls(
             vectors=vectors,

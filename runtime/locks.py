@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import socket
 import sys
@@ -20,14 +21,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import LockedError
+from .errors import ConfigError, LockedError
 
 try:
     import fcntl
 except ImportError:  # Windows: no flock; the atomic renames still keep each file whole
     fcntl = None  # type: ignore[assignment]
 
-DEFAULT_TIMEOUT_S = float(os.environ.get("INVEDGE_LOCK_TIMEOUT", "300"))
+DEFAULT_TIMEOUT_S: float | None = None  # None: $INVEDGE_LOCK_TIMEOUT, else 300 s (tests may set a number)
 POLL_S = 0.05
 
 
@@ -45,7 +46,7 @@ def exclusive_lock(
     Waiting is announced once on stderr; past the timeout, LockedError names the holder.
     """
     path = lock_path(target)
-    timeout = DEFAULT_TIMEOUT_S if timeout is None else timeout
+    timeout = default_timeout() if timeout is None else timeout
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -59,6 +60,25 @@ def exclusive_lock(
         yield path
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def default_timeout() -> float:
+    """Seconds a writer waits for a lock: INVEDGE_LOCK_TIMEOUT (read when a lock is taken), else 300."""
+    if DEFAULT_TIMEOUT_S is not None:
+        return DEFAULT_TIMEOUT_S
+    raw = os.environ.get("INVEDGE_LOCK_TIMEOUT", "").strip()
+    if not raw:
+        return 300.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if math.isnan(value) or value < 0:
+        raise ConfigError(
+            f"INVEDGE_LOCK_TIMEOUT={raw!r} is not a number of seconds",
+            "Set it to seconds to wait for another writer (e.g. 300; 0: fail at once), or unset it",
+        )
+    return value
 
 
 def _acquire(fd: int, target: Path, what: str, timeout: float) -> None:

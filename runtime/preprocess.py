@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,11 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, EOFError)
 _ALPHA_MODES = ("RGBA", "LA", "La", "RGBa", "PA")
 _16_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+_MAX_RESIZED_SQUARES = 16  # aspect ratios past 16:1 are cropped before resizing (resize_center_crop)
+# Pillow warns (a Python warning, two lines of its own on stderr) between MAX_IMAGE_PIXELS and twice
+# that (89–179 M pixels: a 108 MP phone photo), and raises DecompressionBombError past it, which
+# load_image reports as an unreadable image. The warning tells a user nothing they can act on.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def load_image(path: str | os.PathLike[str]) -> Image.Image:
@@ -97,10 +103,16 @@ def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
             new_w, new_h = size, int(size * height / width)
         else:
             new_w, new_h = int(size * width / height), size
-        if (new_w, new_h) != (width, height):
-            img = img.resize((new_w, new_h), Image.BILINEAR)
         left = round((new_w - size) / 2.0)
         top = round((new_h - size) / 2.0)
+        if new_w * new_h > _MAX_RESIZED_SQUARES * size * size:
+            # A very long, thin image (a 1 × 200 000 PNG is a few hundred bytes) would be resized
+            # to gigapixels first: resize only the source region the centre crop keeps instead.
+            sx, sy = new_w / width, new_h / height
+            box = (left / sx, top / sy, (left + size) / sx, (top + size) / sy)
+            return img.resize((size, size), Image.BILINEAR, box=box)
+        if (new_w, new_h) != (width, height):
+            img = img.resize((new_w, new_h), Image.BILINEAR)
         img = img.crop((left, top, left + size, top + size))
     return img
 

@@ -42,7 +42,7 @@ from . import console
 from .accuracy import cosine_stats, nearest_neighbours
 from .backends.base import Backend
 from .errors import AccuracyError, DataError, InvedgeError, ModelError
-from .files import atomic_write_json, read_json, sha256_file
+from .files import _umask, atomic_write_json, read_json, sha256_file
 from .metadata import ModelMeta
 
 FORMAT = "invspread-edge/probes/1"
@@ -202,6 +202,7 @@ def write_probe_set(
             thresholds[p]["mean_cosine"] = float(min_mean_cosine)
     log(f"writing the probe set ({n} images and their FP32 embeddings) for 'invedge verify'")
     work = Path(tempfile.mkdtemp(prefix=f".{PROBE_DIR}-new-", dir=out_dir))
+    os.chmod(work, 0o777 & ~_umask())  # mkdtemp makes 0700: the probes stay readable like the models
     try:
         files: dict[str, str] = {}
         names = []

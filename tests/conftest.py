@@ -23,19 +23,30 @@ def fmnist_test():
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
+def make_tiny_run(tmp_path_factory):
+    """Factory: `make_tiny_run(seed)` writes a run folder holding a width-8 encoder's checkpoint,
+    randomly initialised from `seed` (no training), and returns it; another seed, other weights."""
+
+    def make(seed: int = 0) -> Path:
+        import torch
+
+        from invspread_edge.checkpoint import save_checkpoint
+        from invspread_edge.model import create_model
+
+        torch.manual_seed(seed)
+        cfg = tiny_config()
+        model = create_model(cfg["arch"], width=cfg["width"], embedding_dim=cfg["embedding_dim"])
+        run = tmp_path_factory.mktemp("tiny_run")
+        save_checkpoint(run / "checkpoint.safetensors", model, cfg, epoch=0, step=0)
+        return run
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_run(make_tiny_run) -> Path:
     """A run folder holding a randomly initialised width-8 encoder's checkpoint (no training)."""
-    import torch
-
-    from invspread_edge.checkpoint import save_checkpoint
-    from invspread_edge.model import create_model
-
-    torch.manual_seed(0)
-    cfg = tiny_config()
-    model = create_model(cfg["arch"], width=cfg["width"], embedding_dim=cfg["embedding_dim"])
-    run = tmp_path_factory.mktemp("tiny_run")
-    save_checkpoint(run / "checkpoint.safetensors", model, cfg, epoch=0, step=0)
-    return run
+    return make_tiny_run(seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -9,15 +9,25 @@ def _unit(x):
 
 
 def _literal_knn(memory, labels, queries, k, t, num_classes, exclude_self=False):
-    preds = []
+    """(predictions, decided): the literal vote in float64, and whether each query's prediction is
+    clear of float32 rounding. knn_predict sums its float32 similarities in another order (blocks
+    of queries, a matrix product, not a vector product): they may differ from these by ~1e-6. Where
+    the k-th and (k+1)-th neighbours are nearer than 1e-5, or the winning class's vote is within 1e-3
+    (relative) of the runner-up's (a 1e-5 change of a similarity moves a vote by 1e-4 relative at
+    t = 0.1), either answer is right."""
+    memory, queries = np.asarray(memory, np.float64), np.asarray(queries, np.float64)
+    preds, decided = [], []
     for qi, q in enumerate(queries):
         sims = memory @ q
-        order = [j for j in np.argsort(-sims, kind="stable") if not (exclude_self and j == qi)][:k]
+        order = [j for j in np.argsort(-sims, kind="stable") if not (exclude_self and j == qi)]
         votes = np.zeros(num_classes)
-        for j in order:
+        for j in order[:k]:
             votes[labels[j]] += np.exp(sims[j] / t)
+        first, second = np.sort(votes)[::-1][:2]
+        boundary_clear = k >= len(order) or sims[order[k - 1]] - sims[order[k]] > 1e-5
         preds.append(votes.argmax())
-    return np.array(preds)
+        decided.append(boundary_clear and first - second > 1e-3 * first)
+    return np.array(preds), np.array(decided)
 
 
 @pytest.mark.parametrize("k", [1, 5, 50])
@@ -30,8 +40,9 @@ def test_weighted_knn_matches_literal(k, exclude_self):
     got = acc.knn_predict(
         memory, labels, queries, k=k, temperature=0.1, num_classes=4, exclude_self=exclude_self, block=7
     )
-    want = _literal_knn(memory, labels, queries, k, 0.1, 4, exclude_self)
-    assert np.array_equal(got, want)
+    want, decided = _literal_knn(memory, labels, queries, k, 0.1, 4, exclude_self)
+    assert decided.sum() >= 38  # these seeds leave one near-tie at most: the comparison keeps its power
+    assert np.array_equal(got[decided], want[decided])
 
 
 def test_knn_accuracy_on_separable_clusters():

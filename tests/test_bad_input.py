@@ -34,27 +34,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import TINY_TRAIN_OPTIONS
 
 pytest.importorskip("torch")  # the training verbs; the runtime-only edge is in test_cli_errors.py
 
 from invspread_edge.cli import register_training_verbs
 from invspread_edge_runtime.cli import create_app, run
 
-TINY_TRAIN = [
-    "--width",
-    "8",
-    "--embedding-dim",
-    "16",
-    "--batch-size",
-    "32",
-    "--precision",
-    "fp32",
-    "--workers",
-    "0",
-    "--eval-every",
-    "0",
-    "-q",
-]
+TINY_TRAIN = [*TINY_TRAIN_OPTIONS, "--eval-every", "0", "-q"]
 UNWRITABLE = Path("/sys")  # not writable even by root (sysfs): EACCES / EPERM on create
 # "what is wrong. Next step"; for an option value, saying what is allowed is the next step.
 NEXT_STEP = re.compile(r"\.\s+\S|\b(must be|only|one of|at least|at most|use|pass|expected)\b", re.IGNORECASE)
@@ -84,21 +71,7 @@ def invedge(*argv: object) -> int:
 def good(tmp_path_factory, tiny_export, image_folder, make_tiny_onnx) -> Good:
     root = tmp_path_factory.mktemp("good")
     run_dir = root / "run"
-    assert (
-        invedge(
-            "train",
-            "--data",
-            "fashion-mnist",
-            "--limit",
-            "64",
-            "--epochs",
-            "1",
-            "--out",
-            run_dir,
-            *TINY_TRAIN,
-        )
-        == 0
-    )
+    assert invedge(*tiny_train(root, out=run_dir)) == 0
     emb, index = root / "g.emb", root / "g.index"
     assert invedge("embed", tiny_export / "model.onnx", image_folder / "class0", "--out", emb) == 0
     assert invedge("index", "build", emb, "--out", index) == 0
@@ -188,6 +161,24 @@ def non_utf8(folder: Path, data: bytes = b"junk") -> Path:
     return folder
 
 
+def fifo(path: Path) -> Path:
+    """A named pipe where a file is expected (replacing the file if there is one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+    return path
+
+
+def loop(path: Path) -> Path:
+    """A symbolic link that points at itself (every access: ELOOP)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(path.name)
+    return path
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # valid JSON, nested past Python's recursion limit
+
+
 def checkpoint_with(path: Path, metadata: dict[str, str]) -> Path:
     """A real safetensors file with the given metadata (our format tag, a broken state, ...)."""
     from safetensors.numpy import save_file
@@ -235,20 +226,10 @@ def idx(t: Path, g: Good) -> Path:
     return cp(g.index, t / "g.index")
 
 
-def tiny_train(t: Path, *extra: object) -> list[object]:
-    return [
-        "train",
-        "--data",
-        "fashion-mnist",
-        "--limit",
-        "64",
-        "--epochs",
-        "1",
-        "--out",
-        t / "new",
-        *TINY_TRAIN,
-        *extra,
-    ]
+def tiny_train(t: Path, *extra: object, out: Path | None = None) -> list[object]:
+    """`train` of 64 Fashion-MNIST images for one epoch into `out` (default: t/new), plus `extra`."""
+    return ["train", "--data", "fashion-mnist", "--limit", "64", "--epochs", "1", "--out", out or t / "new",
+            *TINY_TRAIN, *extra]  # fmt: skip
 
 
 # --- the cases ------------------------------------------------------------------------------------
@@ -416,6 +397,12 @@ def _engine_and_sidecar(t: Path, g: Good, sidecar: bool) -> Path:
     if sidecar:
         put(export / "model.engine.json", "[]")
     return export / "model.engine"
+
+
+def _embedded(model: Path, images: Path, out: Path) -> Path:
+    """A good embeddings folder of `images` (made by the CLI, before the case runs)."""
+    assert invedge("embed", model, images, "--out", out) == 0
+    return out
 
 
 def _ids(emb: Path, change: Callable[[list], object]) -> None:
@@ -826,6 +813,55 @@ CASES = [
     C("unknown-verb", lambda t, g: ["embedd", "x"], "embedd", code=2, alone=True),
     C("index-unknown-subverb", lambda t, g: ["index", "merge", "x"], "merge", code=2, alone=True),
     C("search-missing-argument", lambda t, g: ["search", idx(t, g)], "--help", code=2, alone=True),
+    # the next round (after issue 10): FIFOs where a file is expected (a read would wait forever)
+    C("index-info-a-fifo", lambda t, g: ["index", "info", fifo(t / "g.index")], "g.index", alone=True),
+    C("index-build-vectors-a-fifo", _emb_damaged("build", lambda e: fifo(e / "embeddings.npy")),
+      "embeddings.npy", alone=True),
+    C("index-build-ids-a-fifo", _emb_damaged("build", lambda e: fifo(e / "ids.json")), "ids.json", alone=True),
+    C("search-index-a-fifo", lambda t, g: ["search", fifo(t / "g.index"), query(t, g)], "g.index", alone=True),
+    C("embed-export-folder-report-json-a-fifo",
+      _embed_model(lambda t, g: fifo(cp(g.export, t / "exp") / "report.json").parent), "report.json", code=(0, 1)),
+    # ... JSON nested deeper than Python's recursion limit
+    C("index-build-manifest-deeply-nested", _emb_damaged("build", lambda e: put(e / "manifest.json", DEEP)),
+      "manifest.json", alone=True),
+    C("index-build-ids-deeply-nested", _emb_damaged("build", lambda e: put(e / "ids.json", DEEP)), "ids.json",
+      alone=True),
+    C("index-add-ids-deeply-nested-keeps-index", _emb_damaged("add", lambda e: put(e / "ids.json", DEEP)),
+      "ids.json"),
+    C("train-resume-run-json-deeply-nested", _train_resume_damaged(lambda r: put(r / "run.json", DEEP)),
+      "run.json"),
+    C("train-resume-metrics-deeply-nested", _train_resume_damaged(lambda r: put(r / "metrics.jsonl", DEEP + "\n")),
+      "metrics.jsonl"),
+    # ... a run folder inside its own training images (curves.png, probe images would join them)
+    C("train-out-inside-the-data-folder", lambda t, g: tiny_train(t, "--data", cp(g.images, t / "imgs"), "--out",
+                                                                  t / "imgs" / "run"), "--out", alone=True),
+    C("train-out-is-the-data-folder", lambda t, g: tiny_train(t, "--data", cp(g.images, t / "imgs"), "--out",
+                                                              t / "imgs", "--overwrite"), "--out", alone=True),
+    # ... an output that is one of the command's own inputs (it would be replaced)
+    C("search-grid-is-the-index-file", lambda t, g: ["search", idx(t, g), query(t, g), "--grid", t / "g.index"],
+      "--grid", alone=True),
+    C("search-grid-is-the-query-image", lambda t, g: ["search", idx(t, g), query(t, g), "--grid", t / "q.png"],
+      "--grid", alone=True),
+    C("index-info-a-symlink-loop", lambda t, g: ["index", "info", loop(t / "g.index")], "g.index", alone=True),
+    C("embed-images-a-symlink-loop", lambda t, g: ["embed", model_copy(t, g), loop(t / "imgs"), "--out",
+                                                   t / "new.emb"], "imgs", alone=True),
+    C("eval-run-a-symlink-loop", lambda t, g: ["eval", loop(t / "run")], "run", alone=True),
+    C("search-grid-inside-a-symlink-loop", lambda t, g: ["search", idx(t, g), query(t, g), "--grid",
+                                                         loop(t / "lp") / "g.png"], "lp", alone=True),
+    C("bench-json-is-the-model", lambda t, g: _bench("--json", t / "model.onnx")(t, g), "--json", alone=True),
+    C("bench-md-is-a-run-json", lambda t, g: _bench("--md", run_copy(t, g) / "run.json")(t, g), "--md",
+      alone=True),
+    # ... the gallery's own image files again, under other ids (a folder that overlaps the gallery's)
+    C("index-add-the-same-files-under-other-ids-keeps-index", lambda t, g: [
+        "index", "add", idx(t, g), _embedded(g.export / "model.onnx", g.images / "class0" / "..", t / "all.emb")],
+      "all.emb"),
+    # ... export --out into a folder that is not an export folder (its files would mix with the export's)
+    C("export-out-is-the-run-folder", lambda t, g: ["export", run_copy(t, g), "--out", t / "run"], "--out",
+      alone=True),
+    C("export-out-is-an-images-folder", lambda t, g: ["export", run_copy(t, g), "--out", cp(g.images, t / "imgs"),
+                                                      "--overwrite"], "imgs", alone=True),
+    C("export-out-is-an-embeddings-folder", lambda t, g: ["export", run_copy(t, g), "--out", cp(g.emb, t / "g.emb"),
+                                                          "--overwrite"], "g.emb", alone=True),
 ]
 # fmt: on
 
@@ -901,3 +937,13 @@ def test_bad_input_gives_one_line_and_keeps_every_file(case, good, tmp_path, cap
     assert NEXT_STEP.search(line.removeprefix("error:")), f"no next step after the problem: {line}"
     left = sorted(p for p in set(after) - set(before) if not re.fullmatch(r"(.*/)?\.[^/]+\.lock", p))
     assert not left, f"left behind: {left}"
+
+
+def test_the_error_line_is_all_of_stderr_not_even_a_blank_line_before_it(good, tmp_path, capsys):
+    """A transient progress bar started before the error (eval's) leaves nothing on a non-terminal
+    stderr: the one error line is the whole of it (the corpus above ignores blank lines)."""
+    capsys.readouterr()
+    code = invedge("eval", good.run, "--data", good.images, "--k", "0")
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("error:") and err.count("\n") == 1, repr(err)

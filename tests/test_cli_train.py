@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny import TINY_TRAIN_OPTIONS as TINY
 
 from invspread_edge.checkpoint import load_checkpoint
 from invspread_edge.cli import register_training_verbs
@@ -18,18 +19,6 @@ from invspread_edge.commands import train as train_cmd
 from invspread_edge_runtime.cli import create_app, run
 
 INVEDGE = str(Path(sys.executable).parent / "invedge")
-TINY = [
-    "--width",
-    "8",
-    "--embedding-dim",
-    "16",
-    "--batch-size",
-    "32",
-    "--precision",
-    "fp32",
-    "--workers",
-    "0",
-]
 
 
 def invedge(*argv: str) -> int:

@@ -37,7 +37,15 @@ def test_fashion_mnist_is_read_once_and_read_only():
 
 def test_fashion_mnist_missing_names_the_package(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "FASHION_MNIST_DIR", tmp_path)
+    monkeypatch.delenv("INVEDGE_FASHION_MNIST", raising=False)
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
+        open_dataset("fashion-mnist")
+
+
+def test_fashion_mnist_missing_where_the_variable_points_names_the_variable(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "FASHION_MNIST_DIR", tmp_path / "nope")
+    monkeypatch.setenv("INVEDGE_FASHION_MNIST", str(tmp_path / "nope"))
+    with pytest.raises(DataError, match="INVEDGE_FASHION_MNIST"):
         open_dataset("fashion-mnist")
 
 

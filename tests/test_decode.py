@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import shutil
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -227,6 +229,35 @@ def test_undecodable_files_name_the_file(tmp_path):
     for name in ("trunc.png", "text.jpg"):
         with pytest.raises(DataError, match=rf"unreadable image .*{name}"):
             load_image(tmp_path / name)
+
+
+def test_a_long_thin_image_is_cropped_before_it_is_resized():
+    """A 1 × 200 000 image (a few hundred bytes as PNG) resized first would be 224 × 44.8 M pixels
+    (30 GB); cropped first it costs nothing, and gives the same picture as resize-then-crop."""
+    thin = Image.new("RGB", (1, 200_000), (40, 80, 120))
+    out = to_uint8_chw(thin, 224)
+    assert out.shape == (3, 224, 224)
+    assert (out == np.array([40, 80, 120], np.uint8)[:, None, None]).all()
+    # past 16:1 the crop comes first: pixels match the resize-then-crop arithmetic to rounding
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (340, 20, 3), dtype=np.uint8))
+    full = img.resize((28, 476), Image.BILINEAR).crop((0, 224, 28, 252))
+    diff = np.abs(to_uint8_chw(img, 28).transpose(1, 2, 0).astype(int) - np.asarray(full, dtype=int))
+    assert diff.max() <= 2
+
+
+def test_a_large_image_below_pillows_bomb_limit_decodes_without_a_python_warning(tmp_path):
+    """Between Pillow's MAX_IMAGE_PIXELS and twice that, Pillow warns (two foreign lines on stderr);
+    such images (a 108 MP photo) decode without a word, in a fresh process as the CLI runs."""
+    path = tmp_path / "big.png"
+    side = int((Image.MAX_IMAGE_PIXELS * 1.2) ** 0.5) + 1
+    Image.new("L", (side, side), 7).save(path)
+    code = "import sys; from invspread_edge_runtime.preprocess import load_image; print(load_image(sys.argv[1]).size)"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == f"({side}, {side})", done.stderr
+    assert done.stderr == ""
 
 
 # --- one decoder for all: runtime, training, export calibration -------------------------------------

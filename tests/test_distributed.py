@@ -82,3 +82,27 @@ def test_helpers_without_process_group():
     assert distributed.all_reduce_mean(2.5) == 2.5
     env = distributed.init_distributed("cpu")
     assert not env.enabled and env.rank == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("WORLD_SIZE", "abc"), ("WORLD_SIZE", "0"), ("RANK", "x"), ("LOCAL_RANK", "-1")]
+)
+def test_a_garbage_torchrun_variable_is_one_clear_error(monkeypatch, name, value):
+    from invspread_edge.distributed import init_distributed
+    from invspread_edge_runtime.errors import ConfigError
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        init_distributed("cpu")
+
+
+def test_world_size_without_a_rendezvous_is_one_clear_error(monkeypatch):
+    from invspread_edge.distributed import init_distributed
+    from invspread_edge_runtime.errors import ConfigError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    with pytest.raises(ConfigError, match="torchrun"):
+        init_distributed("cpu")

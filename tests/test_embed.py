@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
+from tiny import EMBEDDING_ATOL
 
 from invspread_edge_runtime.accuracy import cosine_stats
 from invspread_edge_runtime.embed import Embedder, collect_images
@@ -43,11 +44,12 @@ def test_embeddings_are_unit_rows_in_input_order_whatever_the_batching(embedder,
     with Embedder(
         tiny_export / "model.onnx", backend="ort-cpu", threads=1, batch_size=7, decode_workers=3
     ) as other:
-        np.testing.assert_allclose(other.embed(paths), reference, atol=1e-5)
+        np.testing.assert_allclose(other.embed(paths), reference, rtol=0, atol=EMBEDDING_ATOL)
         pil = [Image.open(p) for p in paths[:5]]
-        np.testing.assert_allclose(other.embed(pil), reference[:5], atol=1e-5)
-    direct = embedder.backend.infer(embedder.preprocess(paths))
-    np.testing.assert_allclose(direct / np.linalg.norm(direct, axis=1, keepdims=True), reference, atol=1e-6)
+        np.testing.assert_allclose(other.embed(pil), reference[:5], rtol=0, atol=EMBEDDING_ATOL)
+    direct = embedder.backend.infer(embedder.preprocess(paths))  # one batch of all
+    direct /= np.linalg.norm(direct, axis=1, keepdims=True)
+    np.testing.assert_allclose(direct, reference, rtol=0, atol=EMBEDDING_ATOL)
 
 
 def test_equal_to_the_training_side_evaluation(tiny_run, tiny_export, mixed_folder):
@@ -142,8 +144,8 @@ def test_embedding_a_folder_resumes_after_an_interruption(embedder, mixed_folder
     order = {item: i for i, item in enumerate(a.ids)}
     assert sorted(b.ids) == sorted(a.ids)
     np.testing.assert_allclose(
-        np.asarray(b.vectors), np.asarray(a.vectors)[[order[i] for i in b.ids]], atol=1e-6
-    )
+        np.asarray(b.vectors), np.asarray(a.vectors)[[order[i] for i in b.ids]], rtol=0, atol=EMBEDDING_ATOL
+    )  # batches of 8 against batches of 64
 
 
 def test_each_image_file_is_found_once_however_often_it_is_given(image_folder, tmp_path):

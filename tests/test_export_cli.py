@@ -151,16 +151,9 @@ def test_bad_flags(tiny_run, tmp_path, capsys, args, needle):
 
 
 @pytest.fixture(scope="module")
-def other_run(tmp_path_factory):
+def other_run(make_tiny_run):
     """A second run (another checkpoint: other weights) to export over `tiny_run`'s export."""
-    import torch
-
-    torch.manual_seed(1)
-    cfg = tiny_config()
-    model = create_model(cfg["arch"], width=cfg["width"], embedding_dim=cfg["embedding_dim"])
-    run = tmp_path_factory.mktemp("other_run")
-    save_checkpoint(run / "checkpoint.safetensors", model, cfg, epoch=0, step=0)
-    return run
+    return make_tiny_run(seed=1)
 
 
 def _snapshot(folder):

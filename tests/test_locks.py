@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from invspread_edge_runtime.errors import LockedError
+from invspread_edge_runtime.errors import ConfigError, LockedError
 from invspread_edge_runtime.locks import exclusive_lock, lock_path
 
 HOLD = textwrap.dedent(
@@ -88,3 +88,22 @@ def test_unwritable_folder_is_one_clear_error(tmp_path):
 
     with pytest.raises(InvedgeError, match=r"cannot write|out\.index"), exclusive_lock(target, timeout=0):
         pass
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "-1"])
+def test_a_garbage_lock_timeout_variable_is_one_clear_error(tmp_path, monkeypatch, value):
+    monkeypatch.setenv("INVEDGE_LOCK_TIMEOUT", value)
+    with pytest.raises(ConfigError, match="INVEDGE_LOCK_TIMEOUT"), exclusive_lock(tmp_path / "out"):
+        pass
+
+
+def test_the_lock_timeout_variable_is_read_when_a_lock_is_taken(tmp_path, monkeypatch):
+    marker = tmp_path / "held"
+    holder = _hold(tmp_path / "out", marker, 30)
+    try:
+        monkeypatch.setenv("INVEDGE_LOCK_TIMEOUT", "0")
+        with pytest.raises(LockedError), exclusive_lock(tmp_path / "out"):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()

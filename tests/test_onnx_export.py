@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from tiny import EMBEDDING_ATOL
 
 from invspread_edge.checkpoint import build_model, load_checkpoint
 from invspread_edge_export.images import model_inputs, spread_indices
@@ -71,7 +72,7 @@ def test_batch_sizes_agree(tiny_export, fmnist_test):
     inputs = model_inputs(fmnist_test, meta, np.arange(9))
     session = ort_session(tiny_export / "model.onnx")
     one, nine = ort_embeddings(session, inputs, 1), ort_embeddings(session, inputs, 9)
-    np.testing.assert_allclose(one, nine, atol=1e-5)
+    np.testing.assert_allclose(one, nine, rtol=0, atol=EMBEDDING_ATOL)
     np.testing.assert_allclose(np.linalg.norm(nine, axis=1), 1.0, atol=1e-5)
 
 
@@ -83,6 +84,31 @@ def test_failed_export_leaves_nothing(tmp_path, tiny_run):
         export_onnx(build_model(ckpt), wrong, tmp_path / "model.onnx")
     assert list(tmp_path.iterdir()) == []
     assert meta.embedding_dim == 32
+
+
+def test_ctrl_c_inside_the_exporter_stays_a_ctrl_c(tmp_path, tiny_run, monkeypatch):
+    """torch.export wraps a KeyboardInterrupt in its own error: that is Ctrl-C, not "the exporter
+    failed" (which would tell the user the model cannot be exported)."""
+    import torch
+
+    def interrupted(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise RuntimeError("\x1b[96mThis is step 1/3\x1b[0m of exporting the model") from exc
+
+    monkeypatch.setattr(torch.onnx, "export", interrupted)
+    ckpt = load_checkpoint(tiny_run)
+    meta = meta_from_config(ckpt.config, ckpt.sha256)
+    with pytest.raises(KeyboardInterrupt):
+        export_onnx(build_model(ckpt), meta, tmp_path / "model.onnx")
+    monkeypatch.setattr(
+        torch.onnx, "export", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("\x1b[96mno\x1b[0m"))
+    )
+    with pytest.raises(ModelError) as failed:
+        export_onnx(build_model(ckpt), meta, tmp_path / "model.onnx")
+    assert "\x1b" not in str(failed.value) and "exporter failed" in str(failed.value)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_meta_from_incomplete_config():

@@ -226,6 +226,22 @@ def test_a_failing_overwrite_keeps_the_finished_embeddings(capsys, tmp_path, tin
     assert snapshot(out) == before
 
 
+def test_embed_out_dot_overwrite_from_inside_the_folder(capsys, tmp_path, tiny_model, monkeypatch):
+    """`--out . --overwrite` run inside the embeddings folder: the swap cannot rename "." (it
+    failed with EBUSY after all the work) and the working folder is replaced under the process."""
+    out = tmp_path / "here.emb"
+    assert invedge(capsys, "embed", tiny_model, pngs(tmp_path / "a", "a"), "--out", out)[0] == 0
+    monkeypatch.chdir(out)
+    code, _, err = invedge(
+        capsys, "embed", tiny_model, pngs(tmp_path / "b", "b"), "--out", ".", "--overwrite"
+    )
+    assert code == 0, err
+    monkeypatch.chdir(tmp_path)
+    ids = json.loads((out / "ids.json").read_text())
+    assert ids and all(i.startswith("b") for i in ids), ids
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".here")) == [".here.emb.lock"]
+
+
 def test_a_file_given_twice_is_embedded_once_with_a_note(capsys, tmp_path, tiny_model):
     folder = pngs(tmp_path / "a", "a")
     code, out, err = invedge(

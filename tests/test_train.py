@@ -377,16 +377,14 @@ def test_overwrite_swaps_in_the_new_run_after_its_first_epoch(old_run, monkeypat
     assert leftovers(old_run) == []
 
 
-def test_overwrite_interrupted_in_its_first_epoch_swaps_in_a_resumable_run(old_run, monkeypatch):
+def test_overwrite_interrupted_in_its_first_epoch_keeps_the_old_run(old_run, monkeypatch):
+    before = snapshot(old_run)
     monkeypatch.setattr(StopAfter, "checks", 3)
     monkeypatch.setattr(train_mod, "StopFlag", StopAfter)
     cut = train(tiny(old_run, epochs=1, eval_every=0, seed=5), overwrite=True, show_progress=False)
-    assert cut.interrupted and not cut.kept_old
-    ckpt = load_checkpoint(old_run)
-    assert ckpt.config["train"]["seed"] == 5 and ckpt.step == 3 and leftovers(old_run) == []
-    monkeypatch.setattr(StopAfter, "checks", 10**6)  # no more Ctrl-C
-    done = train(TrainConfig(out=str(old_run)), resume=True, show_progress=False)
-    assert done.epochs_done == 1 and load_checkpoint(old_run).step == 8
+    assert cut.interrupted and cut.kept_old
+    assert snapshot(old_run) == before and leftovers(old_run) == []
+    assert load_checkpoint(old_run).config["train"]["seed"] != 5  # still the finished old run
 
 
 def test_overwrite_interrupted_before_its_first_step_keeps_the_old_run(old_run, monkeypatch):
@@ -455,12 +453,14 @@ def test_out_is_a_file_and_resume_of_a_file(tmp_path, old_run):
 # --- --resume of damaged or foreign run folders: one error, nothing touched ----------------------
 
 
-def _rewrite_checkpoint(run, **changes):
-    """Save the run's checkpoint again with parts of its state replaced."""
+def _rewrite_checkpoint(run, train=None, **changes):
+    """Save the run's checkpoint again with parts of its state replaced (`train`: training settings)."""
     from invspread_edge.checkpoint import save_checkpoint
 
     ckpt = load_checkpoint(run)
     config = changes.pop("config", ckpt.config)
+    if train is not None:
+        config = dict(config, train=dict(config["train"], **train))
     extra = changes.pop("extra", ckpt.extra)
     model = changes.pop("model", build_model(ckpt))
     save_checkpoint(run / "checkpoint.safetensors", model, config, ckpt.epoch, ckpt.step, None, None, extra)
@@ -477,17 +477,13 @@ def _damage(kind, run):
     elif kind == "run-json-foreign":
         (run / "run.json").write_text('{"format": "another-tool/1", "name": "x"}\n')
     elif kind == "another-arch":
-        config = dict(ckpt.config, train=dict(ckpt.config["train"], arch="cifar_resnet34"))
-        _rewrite_checkpoint(run, config=config)
+        _rewrite_checkpoint(run, train={"arch": "cifar_resnet34"})
     elif kind == "another-width":
-        config = dict(ckpt.config, train=dict(ckpt.config["train"], width=16))
-        _rewrite_checkpoint(run, config=config)
+        _rewrite_checkpoint(run, train={"width": 16})
     elif kind == "setting-of-wrong-type":
-        config = dict(ckpt.config, train=dict(ckpt.config["train"], batch_size="32"))
-        _rewrite_checkpoint(run, config=config)
+        _rewrite_checkpoint(run, train={"batch_size": "32"})
     elif kind == "setting-rejected":
-        config = dict(ckpt.config, train=dict(ckpt.config["train"], temperature=0.0))
-        _rewrite_checkpoint(run, config=config)
+        _rewrite_checkpoint(run, train={"temperature": 0.0})
     elif kind == "partial-epoch":
         _rewrite_checkpoint(run, extra={"partial_epoch": {"steps": "three"}})
     elif kind == "no-train-settings":

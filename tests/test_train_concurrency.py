@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny import TINY_TRAIN_OPTIONS
 
 from invspread_edge.checkpoint import load_checkpoint
 from invspread_edge.train import replaced_path, staging_path
 
 INVEDGE = str(Path(sys.executable).parent / "invedge")
-TINY = ["--width", "8", "--embedding-dim", "16", "--batch-size", "32", "--precision", "fp32",
-        "--workers", "0", "--eval-every", "0", "-q"]  # fmt: skip
+TINY = [*TINY_TRAIN_OPTIONS, "--eval-every", "0", "-q"]
 TIMEOUT_S = 180
 
 

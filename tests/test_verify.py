@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import EMBEDDING_ATOL
 
 from invspread_edge_runtime import verify
 from invspread_edge_runtime.backends.base import Backend
@@ -103,14 +104,22 @@ def test_export_writes_the_probe_set_with_hashes(tiny_export):
     assert {p: c["status"] for p, c in manifest["export_check"].items()} == {p: "pass" for p in ARTIFACTS}
 
 
+def test_the_probe_folder_is_as_readable_as_the_models(tiny_export):
+    """Built in a mkdtemp folder (mode 0700) and renamed into place: it gets the umask's mode, like
+    model.onnx beside it, so another user (a service running 'invedge verify') can read it."""
+    probes = (tiny_export / verify.PROBE_DIR).stat().st_mode & 0o777
+    model = (tiny_export / "model.onnx").stat().st_mode & 0o777
+    assert probes & 0o444 == (model & 0o444), (oct(probes), oct(model))
+
+
 def test_the_fp32_embeddings_are_the_runtime_embedding_of_the_probe_files(tiny_export):
     """Decode + preprocessing as shipped: the Embedder on the PNG files gives the stored vectors."""
     from invspread_edge_runtime.embed import Embedder
 
     probes = verify.load_probe_set(tiny_export)
     with Embedder(tiny_export / "model.onnx", backend="ort-cpu") as embedder:
-        again = embedder.embed(list(probes.paths))
-    np.testing.assert_allclose(again, probes.embeddings, atol=1e-5)
+        again = embedder.embed(list(probes.paths))  # in other batches, on other threads than the export's
+    np.testing.assert_allclose(again, probes.embeddings, rtol=0, atol=EMBEDDING_ATOL)
 
 
 # --- every artifact passes on ort-cpu ---------------------------------------------------------------

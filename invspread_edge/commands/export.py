@@ -107,6 +107,8 @@ def export(
 
     if opset < MIN_OPSET:  # checked before the checkpoint loads, not after the export has begun
         raise InvedgeError(f"Invalid --opset {opset}. Only opset {MIN_OPSET} or newer is supported.")
+    if out is not None:
+        _check_out_folder(out, run)
     builder = _engine_builder() if engine else None  # fail now, not after minutes of export
 
     from invspread_edge_export.meta import meta_from_config
@@ -164,6 +166,32 @@ def export(
         console.print_json(report.to_dict())
         return
     _print_report(report)
+
+
+def _check_out_folder(out: Path, run: Path) -> None:
+    """--out is an export folder (new, empty or written by an export), never a run folder, an
+    embeddings folder or a folder of images: the export's files (model.onnx, report.json, probe
+    images) would mix with theirs, and `embed`/`train` on that folder would pick them up."""
+    from invspread_edge_runtime.errors import InvedgeError
+    from invspread_edge_runtime.preprocess import IMAGE_SUFFIXES
+
+    if not out.is_dir():
+        return
+    default = f"Leave --out out (the default is {run.parent if run.is_file() else run}/export) or choose a new folder"
+    if (out / "checkpoint.safetensors").exists():
+        raise InvedgeError(f"--out {out} is a run folder (it holds checkpoint.safetensors)", default)
+    if (out / "manifest.json").exists() or (out / "embeddings.npy").exists():
+        raise InvedgeError(f"--out {out} is an embeddings folder (it holds manifest.json)", default)
+    for path in out.rglob("*"):
+        inside = path.relative_to(out).parts
+        if inside[0] == "probes" or any(part.startswith(".") for part in inside):
+            continue  # an earlier export's probe set; staging folders and caches
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            raise InvedgeError(
+                f"--out {out} holds images ({path.relative_to(out)}): the export's probe images and "
+                "model files would mix with them",
+                default,
+            )
 
 
 def _engine_builder():

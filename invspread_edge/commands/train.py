@@ -130,8 +130,9 @@ def register(app: typer.Typer) -> None:
             from invspread_edge_runtime import console
 
             console.err.print(
-                f"[yellow]interrupted[/yellow] before the first step: nothing was trained and "
-                f"{result.run_dir} still holds the previous run",
+                f"[yellow]interrupted[/yellow] before the new run's first epoch ended: "
+                f"{result.run_dir} still holds the previous run, unchanged. Run the same command "
+                "again to start over",
                 highlight=False,
             )
         elif result.interrupted and result.main:

@@ -28,6 +28,7 @@ from typing import Any
 from .. import console
 from ..errors import InvedgeError
 from ..files import atomic_write_json, read_json, sha256_file
+from ..tensorrt.cache import engine_mismatches
 
 SIDECAR = "invedge-cache.json"
 SIDECAR_FORMAT = "invspread-edge-ort-trt-cache/1"
@@ -57,29 +58,18 @@ class OrtTrtKey:
 
     def mismatches(self, other: OrtTrtKey) -> list[str]:
         """Why a cache made for `other` cannot serve `self` ([] = reusable)."""
-        reasons = []
-        if other.onnx_sha256 != self.onnx_sha256:
-            reasons.append(f"made from another ONNX file (sha256 {other.onnx_sha256[:12]}…)")
+        reasons = engine_mismatches(self, other)
         if other.onnxruntime_version != self.onnxruntime_version:
             reasons.append(
-                f"made by onnxruntime {other.onnxruntime_version}, this is {self.onnxruntime_version}"
+                f"built by onnxruntime {other.onnxruntime_version}, this is {self.onnxruntime_version}"
             )
-        if other.tensorrt_version != self.tensorrt_version:
-            reasons.append(f"made with TensorRT {other.tensorrt_version}, this is {self.tensorrt_version}")
-        if (other.gpu_name, other.compute_capability) != (self.gpu_name, self.compute_capability):
-            reasons.append(
-                f"made for {other.gpu_name} (sm {other.compute_capability}), "
-                f"this GPU is {self.gpu_name} (sm {self.compute_capability})"
-            )
-        if other.precision != self.precision:
-            reasons.append(f"made for precision {other.precision}, {self.precision} wanted")
         if other.options != self.options:
             changed = sorted(
                 k
                 for k in set(other.options) | set(self.options)
                 if other.options.get(k) != self.options.get(k)
             )
-            reasons.append(f"made with other provider options ({', '.join(changed)})")
+            reasons.append(f"built with other provider options ({', '.join(changed)})")
         return reasons
 
 

@@ -131,10 +131,12 @@ def _report_checkpoint(folder: Path) -> tuple[str | None, str | None]:
     report = folder / "report.json"
     if not report.exists():
         return None, None
+    if not report.is_file():  # a folder, a FIFO (reading it would wait forever), ...
+        return None, "is not a regular file"
     try:
         doc = json.loads(report.read_text(encoding="utf-8"))
         sha = doc["metadata"][PREFIX + "checkpoint_sha256"]
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         return None, f"cannot be read ({exc.__class__.__name__})"
     except (KeyError, TypeError):
         return None, "does not name a checkpoint"

@@ -114,9 +114,8 @@ def bench(
 
     to_stdout = json_path == "-"
     if not to_stdout:
-        _print_table(
-            console.out, rich_table(report, compact=console.out.is_terminal and console.out.width < 170)
-        )
+        compact = console.out.is_terminal and console.out.width < 170
+        console.print_table(rich_table(report, compact=compact), min_width=200)
         for line in note_lines(report):
             console.out.print(line, highlight=False)
         for line in footer_lines(report):
@@ -148,19 +147,6 @@ def bench(
             f"fastest at batch {best.batch}: {best.runtime} {best.precision} ({best.throughput_ips:,.0f} img/s); "
             f"next: invedge embed {model} FOLDER --backend {best.runtime} --out photos.emb"
         )
-
-
-def _print_table(out, table) -> None:
-    """A terminal gets its own width; a pipe or file gets every column unfolded."""
-    if out.is_terminal:
-        out.print(table)
-        return
-    width = out.width
-    out.width = max(width, 200)
-    try:
-        out.print(table)
-    finally:
-        out.width = width
 
 
 def _fastest(rows):

@@ -62,6 +62,10 @@ def embed(
             "Pass --overwrite to embed everything again, or --retry-failed to keep what is done",
         )
     check_output(out, overwrite, retry_failed)  # before any work, and again under the lock
+    if Path.cwd().resolve().is_relative_to(out.resolve()):
+        # --out . (or ..): a swap cannot rename "." (EBUSY), and once the old folder is gone a
+        # relative path would point into the removed working folder
+        out = out.absolute().resolve()
     resume = resume_command(model, images, out, backend, precision, dtype, overwrite, retry_failed)
     started = time.perf_counter()
     try:
@@ -126,7 +130,8 @@ def embed(
         f"{manifest['count']:,} embeddings ({manifest['dim']}-d {dtype}) → {out} ({human_size(size)}) "
         f"in {seconds:.1f} s ({rate:,.0f} img/s with {info.name})"
     )
-    console.info(f"next: invedge index build {out} --out {out.with_suffix('.index')}")
+    named = out if out.name not in ("", "..") else out.absolute().resolve()  # --out . has no name to reuse
+    console.info(f"next: invedge index build {out} --out {named.with_suffix('.index')}")
 
 
 def _embed_locked(

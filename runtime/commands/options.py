@@ -29,6 +29,11 @@ def existing(path: Path, what: str, hint: str = "Check the path") -> Path:
     return path
 
 
+# files an output option (--json, --md, --plot, --grid) must never replace: what the toolkit reads
+PRECIOUS_SUFFIXES = (".onnx", ".engine", ".index", ".safetensors", ".npy", ".cache")
+PRECIOUS_NAMES = ("manifest.json", "ids.json", "report.json", "run.json", "calibration.json", "metrics.jsonl")
+
+
 def writable_output(path: Path, option: str) -> None:
     """Raise the one-line error now when `path` (an output file) could not be written later.
 
@@ -39,12 +44,20 @@ def writable_output(path: Path, option: str) -> None:
 
     if path.is_dir():
         raise InvedgeError(f"{option} {path} is a folder", f"Give {option} the path of a file")
+    if path.is_file() and (path.suffix.lower() in PRECIOUS_SUFFIXES or path.name in PRECIOUS_NAMES):
+        # a report or a picture over a model, an index, a checkpoint (`bench M.onnx --json M.onnx`)
+        raise InvedgeError(
+            f"{option} {path} is one of the toolkit's files (a model, index, checkpoint or manifest): "
+            "writing there would replace it",
+            f"Choose a new file for {option}",
+        )
     folder = path.absolute().parent
-    while not folder.exists() and folder != folder.parent:
+    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
+        what = "a broken or looping symbolic link" if folder.is_symlink() else "a file, not a folder"
         raise InvedgeError(
-            f"cannot write {option} {path}: {folder} is a file, not a folder", f"Choose another {option} path"
+            f"cannot write {option} {path}: {folder} is {what}", f"Choose another {option} path"
         )
     try:
         fd, probe = tempfile.mkstemp(prefix=".invedge-probe-", dir=folder)

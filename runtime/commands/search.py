@@ -76,6 +76,10 @@ def search(
         )
     found = find_images(queries)
     paths = found.paths
+    if grid is not None and (what := _an_input(grid, index_path, paths, index.locations)) is not None:
+        raise ConfigError(
+            f"--grid {grid} is {what}: drawing the grid there would replace it", "Choose a new --grid file"
+        )
     if (note := found.note()) is not None:
         console.warn(note)
     with Embedder(model_path, backend=backend, threads=threads, batch_size=64) as embedder:
@@ -135,6 +139,20 @@ def search(
         f"{len(names)} quer{'y' if len(names) == 1 else 'ies'} × top-{k} of {len(index):,} items "
         f"({result.searcher}, embedded with {embedder.info.name}) in {seconds:.2f} s"
     )
+
+
+def _an_input(grid: Path, index_path: Path, queries: list[Path], locations: list[str]) -> str | None:
+    """What `grid` would overwrite among the command's inputs (the index, a query or gallery image)."""
+    import os
+
+    names = {os.path.abspath(grid), os.path.realpath(grid)}
+    if os.path.realpath(index_path) in names:
+        return "the index file"
+    if any(os.path.realpath(query) in names for query in queries):
+        return "a query image"
+    if not names.isdisjoint(locations):
+        return "an image of the gallery"
+    return None
 
 
 def _shown(path: Path) -> str:

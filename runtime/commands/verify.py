@@ -89,7 +89,7 @@ def verify(
             }
         )
     else:
-        _print(console.out, _table(results, probes))
+        console.print_table(_table(results, probes), min_width=160)
         console.out.print(
             "mean/min cosine to the FP32 embeddings; top-1: probes whose nearest other probe agrees with FP32's "
             "(near-ties count as agreeing)",
@@ -158,16 +158,3 @@ def _table(results, probes):
             mark,
         )
     return table
-
-
-def _print(out, table) -> None:
-    """A terminal gets its own width; a pipe or a file gets every column unfolded."""
-    if out.is_terminal:
-        out.print(table)
-        return
-    width = out.width
-    out.width = max(width, 160)
-    try:
-        out.print(table)
-    finally:
-        out.width = width

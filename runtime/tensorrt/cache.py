@@ -59,25 +59,33 @@ class EngineKey:
 
     def mismatches(self, other: EngineKey) -> list[str]:
         """Why an engine built for `other` cannot serve `self`, one reason per line ([] = reusable)."""
-        reasons = []
-        if other.onnx_sha256 != self.onnx_sha256:
-            reasons.append(
-                f"built from another ONNX file (sha256 {other.onnx_sha256[:12]}…, this one {self.onnx_sha256[:12]}…)"
-            )
-        if other.tensorrt_version != self.tensorrt_version:
-            reasons.append(
-                f"built with TensorRT {other.tensorrt_version}, this is TensorRT {self.tensorrt_version}"
-            )
-        if (other.gpu_name, other.compute_capability) != (self.gpu_name, self.compute_capability):
-            reasons.append(
-                f"built for {other.gpu_name} (sm {other.compute_capability}), "
-                f"this GPU is {self.gpu_name} (sm {self.compute_capability})"
-            )
-        if other.precision != self.precision:
-            reasons.append(f"built for precision {other.precision}, {self.precision} wanted")
+        reasons = engine_mismatches(self, other)
         if other.profile != self.profile:
             reasons.append(f"built for batch profile {other.profile}, {self.profile} wanted")
         return reasons
+
+
+def engine_mismatches(here: Any, other: Any) -> list[str]:
+    """The reasons an engine built for key `other` cannot serve key `here` that hold for every
+    TensorRT engine, native or ONNX Runtime's (`backends/ort_cache.OrtTrtKey`): another ONNX file,
+    TensorRT version, GPU or precision. Each key type adds its own (batch profile, provider options)."""
+    reasons = []
+    if other.onnx_sha256 != here.onnx_sha256:
+        reasons.append(
+            f"built from another ONNX file (sha256 {other.onnx_sha256[:12]}…, this one {here.onnx_sha256[:12]}…)"
+        )
+    if other.tensorrt_version != here.tensorrt_version:
+        reasons.append(
+            f"built with TensorRT {other.tensorrt_version}, this is TensorRT {here.tensorrt_version}"
+        )
+    if (other.gpu_name, other.compute_capability) != (here.gpu_name, here.compute_capability):
+        reasons.append(
+            f"built for {other.gpu_name} (sm {other.compute_capability}), "
+            f"this GPU is {here.gpu_name} (sm {here.compute_capability})"
+        )
+    if other.precision != here.precision:
+        reasons.append(f"built for precision {other.precision}, {here.precision} wanted")
+    return reasons
 
 
 @dataclass(frozen=True)
