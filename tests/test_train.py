@@ -377,23 +377,15 @@ def test_overwrite_swaps_in_the_new_run_after_its_first_epoch(old_run, monkeypat
     assert leftovers(old_run) == []
 
 
-def test_overwrite_interrupted_in_its_first_epoch_keeps_the_old_run(old_run, monkeypatch):
+@pytest.mark.parametrize("steps", [0, 3], ids=["before-its-first-step", "in-its-first-epoch"])
+def test_overwrite_interrupted_before_its_first_epoch_ends_keeps_the_old_run(old_run, monkeypatch, steps):
     before = snapshot(old_run)
-    monkeypatch.setattr(StopAfter, "checks", 3)
+    monkeypatch.setattr(StopAfter, "checks", steps)
     monkeypatch.setattr(train_mod, "StopFlag", StopAfter)
     cut = train(tiny(old_run, epochs=1, eval_every=0, seed=5), overwrite=True, show_progress=False)
     assert cut.interrupted and cut.kept_old
     assert snapshot(old_run) == before and leftovers(old_run) == []
     assert load_checkpoint(old_run).config["train"]["seed"] != 5  # still the finished old run
-
-
-def test_overwrite_interrupted_before_its_first_step_keeps_the_old_run(old_run, monkeypatch):
-    before = snapshot(old_run)
-    monkeypatch.setattr(StopAfter, "checks", 0)
-    monkeypatch.setattr(train_mod, "StopFlag", StopAfter)
-    cut = train(tiny(old_run, epochs=1, eval_every=0, seed=5), overwrite=True, show_progress=False)
-    assert cut.interrupted and cut.kept_old
-    assert snapshot(old_run) == before and leftovers(old_run) == []
 
 
 def test_a_rerun_cleans_up_what_a_killed_run_left(old_run):
