@@ -81,7 +81,10 @@ def init_distributed(device_type: str) -> DistEnv:
 
 
 def cleanup_distributed() -> None:
+    """Tear the group down together: rank 0 writes the last files while the others are done, and a
+    gloo rank whose peer has already closed its pairs can abort (SIGABRT) instead of exiting."""
     if is_distributed():
+        dist.barrier()
         dist.destroy_process_group()
 
 
