@@ -30,6 +30,7 @@ from invspread_edge_runtime.errors import DataError, InvedgeError
 from invspread_edge_runtime.files import (
     atomic_path,
     atomic_write_json,
+    read_json,
     remove_leftovers,
     sha256_file,
 )
@@ -110,6 +111,7 @@ def export_model(
             )
         if previous:
             log(f"replacing the earlier export in {out} once the new one has passed its checks")
+        earlier = earlier_artifacts(out, meta.checkpoint_sha256)
         _clear_leftovers(out)
         stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out))
         try:
@@ -123,6 +125,7 @@ def export_model(
             artifact.path = out / artifact.path.name
         for removed in remove_stale(out, meta.checkpoint_sha256, report):
             log(f"removed {removed}")  # "NAME: why"
+        report.earlier = _still_there(earlier, out, {a.path.name for a in report.artifacts})
         report.write()  # last: it names the set of files that belong together
     return report
 
@@ -435,6 +438,30 @@ def previous_export(out: str | os.PathLike[str]) -> dict[str, list[str]]:
             continue  # not ours, or damaged: remove_stale deals with damaged artifacts of ours
         found.setdefault(meta.checkpoint_sha256, []).append(onnx.name)
     return found
+
+
+def earlier_artifacts(out: Path, checkpoint_sha256: str) -> list[dict[str, Any]]:
+    """The entries of `out`'s report.json for artifacts of this checkpoint (an export that adds
+    --fp16 to an --int8 one keeps those files, and its report must still describe them)."""
+    try:
+        previous = read_json(out / REPORT_NAME, "export report")
+        if previous["metadata"]["invedge.checkpoint_sha256"] != checkpoint_sha256:
+            return []
+        return [
+            dict(a) for a in previous["artifacts"] if isinstance(a, dict) and isinstance(a.get("file"), str)
+        ]
+    except (InvedgeError, KeyError, TypeError):
+        return []  # no report, or a damaged one: nothing to carry over
+
+
+def _still_there(entries: list[dict[str, Any]], out: Path, replaced: set[str]) -> list[dict[str, Any]]:
+    """Earlier entries whose file is still in `out`, unchanged, and not replaced by this export."""
+    kept = []
+    for entry in entries:
+        path = out / Path(entry["file"]).name
+        if path.name not in replaced and path.is_file() and sha256_file(path) == entry.get("sha256"):
+            kept.append(entry | {"from_earlier_export": True})
+    return kept
 
 
 def _clear_leftovers(out: Path) -> None:

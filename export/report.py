@@ -57,6 +57,7 @@ class ExportReport:
     engines: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    earlier: list[dict[str, Any]] = field(default_factory=list)  # kept from an earlier export
 
     def artifact(self, precision: str) -> Artifact | None:
         return next((a for a in self.artifacts if a.precision == precision), None)
@@ -68,7 +69,7 @@ class ExportReport:
             "out_dir": str(self.out_dir),
             "checkpoint": self.checkpoint,
             "metadata": self.meta,
-            "artifacts": [a.to_dict() for a in self.artifacts],
+            "artifacts": [a.to_dict() for a in self.artifacts] + self.earlier,
             "calibration": self.calibration,
             "engines": self.engines,
             "warnings": self.warnings,

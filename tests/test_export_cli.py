@@ -251,6 +251,21 @@ def test_reexport_of_the_same_run_needs_no_flag_and_leftovers_never_block(tiny_r
     assert not [p.name for p in out.iterdir() if p.name.startswith((".export-new-", ".model.onnx."))]
 
 
+def test_a_second_export_of_the_same_run_keeps_describing_the_artifacts_it_kept(tiny_run, tmp_path, capsys):
+    out = tmp_path / "export"
+    assert invedge("export", tiny_run, "--out", out, "--fp16") == 0
+    fp16 = (out / "model.fp16.onnx").read_bytes()
+    assert invedge("export", tiny_run, "--out", out) == 0  # fp32 only: the fp16 file stays
+    report = json.loads((out / "report.json").read_text())
+    files = {a["file"]: a for a in report["artifacts"]}
+    assert (
+        sorted(files) == ["model.fp16.onnx", "model.onnx"] and (out / "model.fp16.onnx").read_bytes() == fp16
+    )
+    assert (
+        files["model.fp16.onnx"]["from_earlier_export"] and "from_earlier_export" not in files["model.onnx"]
+    )
+
+
 def test_a_second_export_into_the_same_folder_waits_for_the_lock(tiny_run, tmp_path, capsys, monkeypatch):
     from invspread_edge_export.pipeline import export_lock
     from invspread_edge_runtime import locks
