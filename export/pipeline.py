@@ -32,6 +32,7 @@ from invspread_edge_runtime.files import (
     atomic_write_json,
     read_json,
     remove_leftovers,
+    replace_folder,
     sha256_file,
 )
 from invspread_edge_runtime.locks import exclusive_lock
@@ -485,10 +486,7 @@ def _move_into(stage: Path, out: Path, skip: set[str]) -> None:
                 continue
             target = out / entry.name
             if entry.is_dir() and target.is_dir():
-                aside = Path(tempfile.mkdtemp(prefix=f".{entry.name}-old-", dir=out))
-                os.replace(target, aside / entry.name)
-                os.replace(entry, target)
-                shutil.rmtree(aside, ignore_errors=True)
+                replace_folder(entry, target)
             else:
                 os.replace(entry, target)
     except OSError as exc:

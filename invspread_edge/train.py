@@ -36,10 +36,12 @@ from invspread_edge_runtime.errors import CheckpointError, ConfigError, DataErro
 from invspread_edge_runtime.files import (
     atomic_write_json,
     atomic_write_text,
+    fsync_dir,
     os_error,
     pause_for_test,
     read_json,
     remove_leftovers,
+    replace_folder,
 )
 from invspread_edge_runtime.locks import exclusive_lock
 
@@ -835,15 +837,11 @@ def swap_in(staging: Path, run_dir: Path) -> None:
         with contextlib.suppress(OSError):
             shutil.copymode(run_dir, staging)
         if _exchange(staging, run_dir):
-            _fsync_dir(run_dir.absolute().parent)
+            fsync_dir(run_dir.absolute().parent)
             pause_for_test("run-swapped")  # test hook: the new run in place, the old one not yet removed
             shutil.rmtree(staging)  # now the old run
         else:
-            replaced = replaced_path(run_dir)
-            os.rename(run_dir, replaced)
-            os.rename(staging, run_dir)
-            _fsync_dir(run_dir.absolute().parent)
-            shutil.rmtree(replaced)
+            replace_folder(staging, run_dir, replaced_path(run_dir))
     except OSError as exc:
         raise os_error(exc, run_dir) from exc
 
@@ -891,15 +889,6 @@ def _exchange(a: Path, b: Path) -> bool:
     if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV):
         return False
     raise OSError(err, os.strerror(err), str(b))
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 @contextlib.contextmanager

@@ -43,10 +43,12 @@ from .files import (
     atomic_write_bytes,
     atomic_write_json,
     check_regular,
+    fsync_dir,
     leftovers,
     pause_for_test,
     read_json,
     remove_leftovers,
+    replace_folder,
     sha256_bytes,
     sha256_file,
     write_npy,
@@ -389,7 +391,7 @@ class EmbeddingWriter:
         atomic_write_json(self.work / MANIFEST, manifest)  # the folder is complete from here
         shutil.rmtree(parts, ignore_errors=True)
         if self.staged:
-            _swap(self.work, self.out)
+            replace_folder(self.work, self.out, aside_path(self.out), pause_at="embed-swap")
         self.failures = failed
         return manifest
 
@@ -556,22 +558,6 @@ def failed_count(out: str | os.PathLike[str]) -> int:
     return 0
 
 
-def _swap(staging: Path, out: Path) -> None:
-    """Put the complete `staging` folder in place of `out`; the old one goes only after."""
-    aside = aside_path(out)
-    if aside.exists():
-        shutil.rmtree(aside)
-    moved = False
-    if out.exists():
-        os.rename(out, aside)
-        moved = True
-    pause_for_test("embed-swap")  # a kill here: old aside, new not yet in place (recover() fixes)
-    os.rename(staging, out)
-    _fsync_parent(out)
-    if moved:
-        shutil.rmtree(aside, ignore_errors=True)
-
-
 def recover(out: str | os.PathLike[str]) -> str | None:
     """Finish or undo a swap that a crash interrupted (call under the lock); say what was done.
 
@@ -592,25 +578,16 @@ def recover(out: str | os.PathLike[str]) -> str | None:
             if staged_done:
                 os.rename(staging, out)
                 shutil.rmtree(aside, ignore_errors=True)
-                _fsync_parent(out)
+                fsync_dir(out.absolute().parent)
                 return "completed an interrupted swap"
             os.rename(aside, out)
-            _fsync_parent(out)
+            fsync_dir(out.absolute().parent)
             return "restored the previous folder"
         return None
     if staged_done and out.is_dir():
-        _swap(staging, out)
+        replace_folder(staging, out, aside_path(out), pause_at="embed-swap")
         return "completed an interrupted swap"
     return None
-
-
-def _fsync_parent(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(Path(path).absolute().parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def check_output(out: str | os.PathLike[str], overwrite: bool = False, retry_failed: bool = False) -> None:

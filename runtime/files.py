@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import shutil
 import stat
 import tempfile
 import time
@@ -48,7 +49,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what a plain open() would
         os.replace(tmp, target)
-        _fsync_dir(folder)
+        fsync_dir(folder)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise os_error(exc, target) from exc
@@ -207,13 +208,36 @@ def _umask() -> int:
     return mask
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
+    """Make a rename in `folder` durable."""
     with contextlib.suppress(OSError):  # not every file system lets a folder be fsynced
         fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def replace_folder(new: Path, target: Path, aside: Path | None = None, pause_at: str | None = None) -> None:
+    """Put the complete folder `new` in place of `target`: the old one is renamed to `aside`
+    (default `.NAME.old` beside it) first and removed only after, so a crash leaves the old or the
+    new folder whole; the writer's recovery, under its lock, finishes or undoes the swap.
+
+    `pause_at`: a `pause_for_test` point between the two renames (the old folder aside, the new
+    one not yet in place).
+    """
+    aside = aside or target.parent / f".{target.name}.old"
+    if aside.exists():
+        shutil.rmtree(aside)
+    moved = target.exists()
+    if moved:
+        os.rename(target, aside)
+    if pause_at:
+        pause_for_test(pause_at)
+    os.rename(new, target)
+    fsync_dir(target.absolute().parent)
+    if moved:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def os_error(exc: OSError, target: Path) -> InvedgeError:

@@ -42,7 +42,7 @@ from . import console
 from .accuracy import cosine_stats, nearest_neighbours
 from .backends.base import Backend
 from .errors import AccuracyError, DataError, InvedgeError, ModelError
-from .files import _umask, atomic_write_json, read_json, sha256_file
+from .files import _umask, atomic_write_json, read_json, replace_folder, sha256_file
 from .metadata import ModelMeta
 
 FORMAT = "invspread-edge/probes/1"
@@ -239,22 +239,11 @@ def write_probe_set(
             "export_check": {},
         }
         atomic_write_json(work / MANIFEST, manifest)
-        _swap_in(work, out_dir / PROBE_DIR)
+        replace_folder(work, out_dir / PROBE_DIR)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     return load_probe_set(out_dir)
-
-
-def _swap_in(new: Path, target: Path) -> None:
-    """Replace `target` (a folder) with `new`: the old one is moved aside first, removed last."""
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
-        os.replace(target, old / target.name)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def check_exported(
