@@ -28,8 +28,10 @@ from invspread_edge_runtime import verify
 from invspread_edge_runtime.datasets import open_dataset
 from invspread_edge_runtime.errors import DataError, InvedgeError
 from invspread_edge_runtime.files import (
+    PROBE_PREFIX,
     atomic_path,
     atomic_write_json,
+    probe_write,
     read_json,
     remove_leftovers,
     replace_folder,
@@ -394,8 +396,7 @@ def _check_writable(out: Path) -> None:
         raise InvedgeError(f"output path {out} exists and is not a folder", "Choose another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
-            pass
+        probe_write(out)
     except OSError as exc:
         raise InvedgeError(
             f"cannot write to {out}: {exc.strerror or exc}", "Choose a writable --out folder"
@@ -471,7 +472,7 @@ def _clear_leftovers(out: Path) -> None:
     for entry in out.glob(f"{STAGE_PREFIX}*"):
         if entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)
-    for entry in out.glob(".write-test-*"):
+    for entry in out.glob(f"{PROBE_PREFIX}*"):
         with contextlib.suppress(OSError):
             entry.unlink()
     remove_leftovers(out, [*quantize.FILENAMES.values(), REPORT_NAME, CALIBRATION_RECORD])

@@ -39,6 +39,7 @@ from invspread_edge_runtime.files import (
     fsync_dir,
     os_error,
     pause_for_test,
+    probe_write,
     read_json,
     remove_leftovers,
     replace_folder,
@@ -819,12 +820,8 @@ def _make_target(run_dir: Path, replacing: bool) -> Path | None:
 def _check_writable(folder: Path, hint: str) -> None:
     """Create and remove a file in `folder`: permissions, a read-only or full file system show here,
     before any training, not at the first checkpoint."""
-    import tempfile
-
     try:
-        fd, name = tempfile.mkstemp(prefix=".invedge-probe.", dir=folder)
-        os.close(fd)
-        os.unlink(name)
+        probe_write(folder)
     except OSError as exc:
         raise InvedgeError(f"cannot write in {folder}: {exc.strerror or exc}", hint) from exc
 

@@ -218,6 +218,17 @@ def fsync_dir(folder: str | os.PathLike[str]) -> None:
             os.close(fd)
 
 
+PROBE_PREFIX = ".invedge-probe-"
+
+
+def probe_write(folder: str | os.PathLike[str]) -> None:
+    """Create and remove a file in `folder` (raises OSError): permissions, a read-only or full file
+    system show up before any work, not after minutes of it."""
+    fd, name = tempfile.mkstemp(prefix=PROBE_PREFIX, dir=folder)
+    os.close(fd)
+    os.unlink(name)
+
+
 def replace_folder(new: Path, target: Path, aside: Path | None = None, pause_at: str | None = None) -> None:
     """Put the complete folder `new` in place of `target`: the old one is renamed to `aside`
     (default `.NAME.old` beside it) first and removed only after, so a crash leaves the old or the

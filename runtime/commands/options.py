@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import typer
@@ -41,6 +39,7 @@ def writable_output(path: Path, option: str) -> None:
     a read-only file system and a file standing where a folder is expected all show up here.
     """
     from ..errors import InvedgeError
+    from ..files import probe_write
 
     if path.is_dir():
         raise InvedgeError(f"{option} {path} is a folder", f"Give {option} the path of a file")
@@ -60,9 +59,7 @@ def writable_output(path: Path, option: str) -> None:
             f"cannot write {option} {path}: {folder} is {what}", f"Choose another {option} path"
         )
     try:
-        fd, probe = tempfile.mkstemp(prefix=".invedge-probe-", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
+        probe_write(folder)
     except OSError as exc:
         raise InvedgeError(
             f"cannot write {option} {path}: {exc.strerror or exc}", f"Choose a writable folder for {option}"
