@@ -11,10 +11,10 @@ DEMO    ?= runs/demo
 # Idempotent: re-runs pip only when the project's install files change.
 install: $(STAMP)
 
-$(STAMP): pyproject.toml runtime/pyproject.toml
+$(STAMP): pyproject.toml runtime/pyproject.toml runtime/invspread_edge_runtime/VERSION
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e './runtime[cpu,search]' -e '.[dev]'
 	touch $(STAMP)
 
 # The default data set comes from Debian; nothing is downloaded at run time.
@@ -48,7 +48,7 @@ test-slow: install data
 
 # Our TensorRT code against the real TensorRT 10.3 and 11.x Python APIs (no GPU; downloads cached in .cache/).
 test-trt: install
-	$(BIN)/python -m pytest -q -rA tests/test_tensorrt_api.py tests/test_engine_cache.py
+	$(BIN)/python -m pytest -q -rA tests/runtime/tensorrt/test_tensorrt_api.py tests/runtime/tensorrt/test_engine_cache.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     import numpy as np
 
-    from invspread_edge_runtime.embed import Embedder, collect_images
+    from invspread_edge_runtime.embedder import Embedder, collect_images
     from invspread_edge_runtime.embeddings import embed_to_folder
     from invspread_edge_runtime.preprocess import load_image, to_uint8_chw
 

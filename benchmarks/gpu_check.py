@@ -238,12 +238,9 @@ def throughput(check: Check) -> dict[str, Any]:
 
 def cli(argv: list[str]) -> int:
     """The `invedge` CLI of the full toolkit, in this process (so CUDA memory stats see it)."""
-    from invspread_edge.cli import register_training_verbs
-    from invspread_edge.torch_backend import register_torch_runtimes
-    from invspread_edge_runtime.cli import create_app, run
+    from invspread_edge_runtime.cli import main
 
-    register_torch_runtimes()
-    return run(create_app(register_training_verbs), [str(a) for a in argv])
+    return main([str(a) for a in argv])
 
 
 def train_args(check: Check, out: Path, precision: str, epochs: int, eval_every: int) -> list[str]:

@@ -214,7 +214,7 @@ def real_embeddings(np, source: Path):
         vectors = np.asarray(load_embeddings(source).vectors, dtype=np.float32)
     else:
         from invspread_edge_runtime.datasets import open_dataset
-        from invspread_edge_runtime.embed import Embedder
+        from invspread_edge_runtime.embedder import Embedder
 
         with Embedder(source) as emb:
             print(f"real: embedding Fashion-MNIST with {emb.info.name} ({Path(emb.info.model_path).name})")

@@ -63,7 +63,7 @@ def bench_loop(args: argparse.Namespace) -> dict:
     from invspread_edge.loss import InvariantSpreadLoss
     from invspread_edge.model import create_model
     from invspread_edge.precision import Precision, prefers_channels_last, resolve_device, resolve_precision
-    from invspread_edge.train import (
+    from invspread_edge.training import (
         EpochStats,
         LoopState,
         StopFlag,

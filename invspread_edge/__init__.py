@@ -1,6 +1,41 @@
 """invspread-edge training: the Invariant and Spreading Instance Feature method (Ye et al., CVPR 2019).
 
-Heavy modules (torch) load inside the functions that need them, so the CLI starts instantly.
+Heavy modules (torch) load inside the functions that need them, so the CLI starts instantly:
+
+    from invspread_edge import TrainConfig, train, evaluate_run
+    result = train(TrainConfig(data="fashion-mnist", epochs=20, out="runs/fmnist"))
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from invspread_edge_runtime import __version__  # the project's one version (runtime/…/VERSION)
+from invspread_edge_runtime.lazy import lazy_getattr
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "__version__",
+    "build_model",
+    "evaluate_run",
+    "load_checkpoint",
+    "train",
+]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .checkpoint import build_model, load_checkpoint
+    from .evaluate import evaluate_run
+    from .training import TrainConfig, TrainResult, train
+
+__getattr__ = lazy_getattr(
+    __name__,
+    {
+        "TrainConfig": ".training",
+        "TrainResult": ".training",
+        "train": ".training",
+        "evaluate_run": ".evaluate",
+        "build_model": ".checkpoint",
+        "load_checkpoint": ".checkpoint",
+    },
+)

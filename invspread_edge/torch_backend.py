@@ -1,7 +1,7 @@
 """PyTorch runtimes for `invedge bench`: the checkpoint's own model, eager or `torch.compile`d.
 
 The runtime package never imports torch, so its benchmark learns about these runtimes from
-`register_torch_runtimes()`, which `invspread_edge.cli.main` calls before the CLI runs. Importing
+`register_torch_runtimes()`, the toolkit's "invedge.runtimes" entry point. Importing
 this module imports no torch either: `TorchBackend` does when it is opened.
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from invspread_edge_runtime.backends.base import Backend, BackendInfo
-from invspread_edge_runtime.bench.registry import NotPresent, OpenOptions, register_runtime
-from invspread_edge_runtime.bench.target import BenchTarget
+from invspread_edge_runtime.comparison.registry import NotPresent, OpenOptions, register_runtime
+from invspread_edge_runtime.comparison.target import BenchTarget
 from invspread_edge_runtime.files import sha256_file
 
 PRECISIONS = ("fp32", "bf16", "fp16")  # fp16 on CUDA only; bf16 with autocast on CPU and CUDA

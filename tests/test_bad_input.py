@@ -10,7 +10,7 @@ per module, then damaged), runs the CLI verb in-process, and checks the one voic
   an `InvedgeError` is a bug); for cases marked `alone`, that line is all of stderr (the command
   must reject the input before doing or printing anything);
 - every file in the case's folder is byte-for-byte as it was before, and no new file is left behind
-  (except the hidden `.NAME.lock` files of runtime/locks.py).
+  (except the hidden `.NAME.lock` files of invspread_edge_runtime/locks.py).
 
 A few cases accept either answer, refusing (exit 1, as above) or going on with a warning that
 names the file (exit 0): a damaged report.json of an export folder, a truncated artifact beside
@@ -38,7 +38,6 @@ from tiny import TINY_TRAIN_OPTIONS
 
 pytest.importorskip("torch")  # the training verbs; the runtime-only edge is in test_cli_errors.py
 
-from invspread_edge.cli import register_training_verbs
 from invspread_edge_runtime.cli import create_app, run
 
 TINY_TRAIN = [*TINY_TRAIN_OPTIONS, "--eval-every", "0", "-q"]
@@ -64,7 +63,7 @@ class Good:
 
 
 def invedge(*argv: object) -> int:
-    return run(create_app(register_training_verbs), [str(a) for a in argv])
+    return run(create_app(), [str(a) for a in argv])
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,8 @@ tests/trt/conftest.py instead, depending on which one a pytest worker imported f
 
 from __future__ import annotations
 
+from pathlib import Path
+
 FMNIST_MEAN = (0.2860, 0.2860, 0.2860)
 FMNIST_STD = (0.3530, 0.3530, 0.3530)
 # Two float32 computations of the tiny model's unit embeddings that sum in another order (another
@@ -29,3 +31,8 @@ def tiny_config(**overrides) -> dict:
     )
     cfg.update(overrides)
     return cfg
+
+
+TESTS = Path(__file__).resolve().parent  # tests/
+REPO = TESTS.parent
+TRT_API = TESTS / "trt"  # the per-version TensorRT API checks (run in their own process)

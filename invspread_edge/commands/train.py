@@ -1,4 +1,4 @@
-"""`invedge train`: check flags, call invspread_edge.train.train, print the summary and what to run next."""
+"""`invedge train`: check flags, call invspread_edge.training.train, print the summary and what to run next."""
 
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def register(app: typer.Typer) -> None:
             ).items()
             if v is not None
         }
-        from invspread_edge.train import TrainConfig, train
+        from invspread_edge.training import TrainConfig, train
 
         if resume is not None:
             others = sorted(k for k in given if k != "epochs") + (["out"] if out is not None else [])

@@ -252,11 +252,11 @@ def test_event_failure_at_setup_releases_everything(rig, cudart, onnx_file, tmp_
 
 def test_bench_rows_of_the_backend_get_cuda_event_device_times(rig, onnx_file, tmp_path):
     """`invedge bench` on this backend: device_* come from its events, labelled so, none from IO binding."""
-    from invspread_edge_runtime.bench.harness import TimingPlan
-    from invspread_edge_runtime.bench.images import load_bench_images
-    from invspread_edge_runtime.bench.registry import register_runtime, unregister_runtime
-    from invspread_edge_runtime.bench.runner import BenchSettings, run_bench
-    from invspread_edge_runtime.bench.target import resolve_target
+    from invspread_edge_runtime.comparison.harness import TimingPlan
+    from invspread_edge_runtime.comparison.images import load_bench_images
+    from invspread_edge_runtime.comparison.registry import register_runtime, unregister_runtime
+    from invspread_edge_runtime.comparison.runner import BenchSettings, run_bench
+    from invspread_edge_runtime.comparison.target import resolve_target
 
     def open_trt(target, precision, options):
         return open_backend(rig, onnx_file, tmp_path, max_batch=options.max_batch)

@@ -1,0 +1,277 @@
+"""Pick a backend and the model artifact that suits it.
+
+`backend="auto"` tries, in order, the native TensorRT backend, ONNX Runtime's TensorRT provider,
+its CUDA provider, then its CPU provider, keeping the first that starts; `backend.notes` says which
+was chosen and why the faster ones were not.
+
+Given an export folder (or a run folder holding `export/`), the artifact follows the backend:
+- CPU: `int8-cpu` (uint8 activations: the layout ONNX Runtime's CPU kernels are fast on), else fp32;
+  fp16 and the symmetric int8 model run slower than fp32 on a CPU.
+- TensorRT (native or provider): `int8` (symmetric Q/DQ) > fp16 > fp32; never `int8-cpu`
+  (TensorRT rejects non-zero zero-points).
+- ONNX Runtime CUDA: fp16 > fp32 > int8 (its Q/DQ kernels mostly dequantize to float).
+`precision=` overrides the preference.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+from pathlib import Path
+
+from .. import console
+from ..errors import EngineError, InvedgeError, MissingDependency, ModelError
+from ..metadata import PRECISIONS, PREFIX, ModelMeta, read_model_meta
+from .base import Backend
+
+BACKENDS = ("trt", "ort-trt", "ort-cuda", "ort-cpu")  # fastest first: the order of `auto`
+PREFERENCE = {
+    "ort-cpu": ("int8-cpu", "fp32", "fp16", "int8"),
+    "ort-cuda": ("fp16", "fp32", "int8", "int8-cpu"),
+    "ort-trt": ("int8", "fp16", "fp32"),
+    "trt": ("int8", "fp16", "fp32"),
+}
+# The file names `invedge export` gives its artifacts (invspread_edge_export/quantize.py FILENAMES).
+ARTIFACT_FILES = {
+    "fp32": "model.onnx",
+    "fp16": "model.fp16.onnx",
+    "int8": "model.int8.onnx",
+    "int8-cpu": "model.int8-cpu.onnx",
+}
+ARTIFACT_NAME = re.compile(r"^model([.-].*)?\.onnx$")
+
+
+def find_artifacts(model: str | os.PathLike[str]) -> dict[str, tuple[Path, ModelMeta]]:
+    """precision → (path, metadata) for one .onnx file, an export folder, or a run folder.
+
+    An export folder holds the artifacts of one checkpoint (each carries `invedge.checkpoint_sha256`),
+    and that is checked here, never mixed: files of another checkpoint beside the ones `report.json`
+    names are left out with a warning naming them; without a report to tell which set is current,
+    a folder of mixed checkpoints is refused. A file named like ours (`model*.onnx`) that cannot be
+    read is named in a warning (or in the error, when nothing usable is left), never skipped silently.
+    """
+    path = Path(model)
+    if path.is_file() and path.suffix == ".engine":
+        raise ModelError(
+            f"{path} is a TensorRT engine, not an ONNX model",
+            f"Pass the export folder or its .onnx file (engines are built from it and cached), or check "
+            f"this engine with: invedge verify {path.parent} --engine {path}",
+        )
+    if path.is_file():
+        meta = read_model_meta(path)
+        return {meta.precision: (path, meta)}
+    if path.is_dir():
+        folder = path / "export" if not list(path.glob("*.onnx")) and (path / "export").is_dir() else path
+        return _folder_artifacts(folder)
+    raise ModelError(f"model not found: {path}", "Pass an exported .onnx file or an export folder")
+
+
+def _folder_artifacts(folder: Path) -> dict[str, tuple[Path, ModelMeta]]:
+    ours: list[tuple[Path, ModelMeta]] = []
+    damaged: list[str] = []  # "NAME: why"
+    for onnx in sorted(folder.glob("*.onnx")):
+        try:
+            ours.append((onnx, read_model_meta(onnx)))
+        except ModelError as exc:
+            if ARTIFACT_NAME.match(onnx.name):  # named like an export's artifact: say it is broken
+                damaged.append(f"{onnx.name}: {exc.message.replace(str(onnx), 'it')}")
+            # other ONNX files (the search graph dump, a user's model) are not ours: no word needed
+    if not ours:
+        if damaged:
+            raise ModelError(
+                f"no usable invspread-edge model in {folder}: {'; '.join(damaged)}",
+                f"Export again: invedge export RUN_DIR --out {folder} --overwrite",
+            )
+        raise ModelError(
+            f"no invspread-edge model (.onnx with our metadata) in {folder}",
+            "Export one with 'invedge export RUN_DIR'",
+        )
+    for line in damaged:
+        console.warn(f"{folder}: skipping {line}; the other models are used")
+    ours = _one_checkpoint(folder, ours)
+    found: dict[str, tuple[Path, ModelMeta]] = {}
+    for onnx, meta in ours:
+        # two files of one checkpoint and precision: the export's own name wins, else the first
+        if meta.precision in found and onnx.name != ARTIFACT_FILES.get(meta.precision):
+            continue
+        found[meta.precision] = (onnx, meta)
+    return found
+
+
+def _one_checkpoint(folder: Path, ours: list[tuple[Path, ModelMeta]]) -> list[tuple[Path, ModelMeta]]:
+    """The artifacts of the folder's one checkpoint (see `find_artifacts`)."""
+    by_checkpoint: dict[str, list[Path]] = {}
+    for onnx, meta in ours:
+        by_checkpoint.setdefault(meta.checkpoint_sha256, []).append(onnx)
+    current, problem = _report_checkpoint(folder)
+    if len(by_checkpoint) == 1 and current in (None, *by_checkpoint):
+        if problem:  # nothing to choose between, so the models' own metadata is enough
+            console.warn(f"{folder / 'report.json'} {problem}; its models all come from one checkpoint")
+        return ours
+    fix = f"Delete the stale files, or export again: invedge export RUN_DIR --out {folder} --overwrite"
+    groups = "; ".join(
+        f"checkpoint {sha[:12]}…: {', '.join(p.name for p in paths)}" for sha, paths in by_checkpoint.items()
+    )
+    if current is None or current not in by_checkpoint:
+        said = "" if current is None else f" (its report.json names checkpoint {current[:12]}…)"
+        raise ModelError(f"{folder} mixes models of different checkpoints{said}: {groups}", fix)
+    stale = [p.name for sha, paths in by_checkpoint.items() if sha != current for p in paths]
+    console.warn(
+        f"{folder}: ignoring {', '.join(stale)}: exported from another checkpoint than report.json's "
+        f"({current[:12]}…). {fix}"
+    )
+    return [(onnx, meta) for onnx, meta in ours if meta.checkpoint_sha256 == current]
+
+
+def _report_checkpoint(folder: Path) -> tuple[str | None, str | None]:
+    """(the checkpoint sha256 that `report.json`, written last by an export, names; why it names
+    none when it is there but unusable)."""
+    report = folder / "report.json"
+    if not report.exists():
+        return None, None
+    if not report.is_file():  # a folder, a FIFO (reading it would wait forever), ...
+        return None, "is not a regular file"
+    try:
+        doc = json.loads(report.read_text(encoding="utf-8"))
+        sha = doc["metadata"][PREFIX + "checkpoint_sha256"]
+    except (OSError, ValueError, RecursionError) as exc:
+        return None, f"cannot be read ({exc.__class__.__name__})"
+    except (KeyError, TypeError):
+        return None, "does not name a checkpoint"
+    return (sha, None) if isinstance(sha, str) and sha else (None, "does not name a checkpoint")
+
+
+def pick_artifact(
+    artifacts: dict[str, tuple[Path, ModelMeta]], backend: str, precision: str | None = None
+) -> tuple[Path, ModelMeta]:
+    """The artifact `backend` should run (see the module docstring); ModelError when none fits."""
+    if precision is not None:
+        if precision not in PRECISIONS:
+            raise ModelError(f"Invalid precision {precision!r}. Only {', '.join(PRECISIONS)} are supported.")
+        if precision not in artifacts:
+            raise ModelError(
+                f"no {precision} artifact here (found: {', '.join(sorted(artifacts))})",
+                "Export it (invedge export RUN --int8 / --fp16) or choose another --precision",
+            )
+        order: tuple[str, ...] = (precision,)
+    else:
+        order = PREFERENCE[backend]
+    for wanted in order:
+        if wanted in artifacts:
+            if backend in ("trt", "ort-trt") and wanted == "int8-cpu":
+                break
+            return artifacts[wanted]
+    if set(artifacts) == {"int8-cpu"} or (precision == "int8-cpu" and backend in ("trt", "ort-trt")):
+        raise ModelError(
+            "the int8-cpu model (uint8 activations) cannot run on TensorRT",
+            "Use model.int8.onnx (symmetric INT8), fp16 or fp32 for TensorRT, or --backend ort-cpu",
+        )
+    raise ModelError(f"no artifact for {backend} among {', '.join(sorted(artifacts))}")
+
+
+def backend_status() -> dict[str, str | None]:
+    """backend → None when it looks usable here, else why not (cheap: nothing is loaded)."""
+    from .ort import available_providers
+
+    providers = available_providers()
+    status: dict[str, str | None] = {}
+    has_trt = importlib.util.find_spec("tensorrt") is not None
+    status["trt"] = None if has_trt else "the tensorrt Python package is not installed"
+    for name, provider in (
+        ("ort-trt", "TensorrtExecutionProvider"),
+        ("ort-cuda", "CUDAExecutionProvider"),
+        ("ort-cpu", "CPUExecutionProvider"),
+    ):
+        if not providers:
+            status[name] = "onnxruntime is not installed"
+        else:
+            status[name] = None if provider in providers else f"this onnxruntime has no {provider}"
+    return status
+
+
+def open_backend(
+    model: str | os.PathLike[str],
+    backend: str = "auto",
+    threads: int = 0,
+    precision: str | None = None,
+    max_batch: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    device_id: int = 0,
+    *,
+    engine_path: str | os.PathLike[str] | None = None,
+    trust_engine: bool = False,
+) -> Backend:
+    """Open `model` (file or export folder) on `backend` ("auto" or one of BACKENDS).
+
+    `engine_path`: a TensorRT engine file to run instead of building one (native backend only);
+    without its sidecar it is refused unless `trust_engine` (see tensorrt.load.load_engine).
+    The returned backend has `notes`: a list of lines saying what was chosen and why.
+    """
+    if backend != "auto" and backend not in BACKENDS:
+        raise EngineError(f"Invalid backend {backend!r}. Only auto, {', '.join(BACKENDS)} are supported.")
+    if engine_path is not None and backend not in ("auto", "trt"):
+        raise EngineError(
+            f"an engine file runs on the native TensorRT backend, not {backend}", "Use --backend trt"
+        )
+    artifacts = find_artifacts(model)
+    status = backend_status()
+    candidates = BACKENDS if backend == "auto" else (backend,)
+    if engine_path is not None:
+        candidates = ("trt",)
+    notes: list[str] = []
+    for name in candidates:
+        if backend == "auto" and status[name] is not None:
+            notes.append(f"{name}: skipped ({status[name]})")
+            continue
+        try:
+            path, meta = pick_artifact(artifacts, name, precision)
+            opened = _open(
+                name, path, meta, threads, max_batch, cache_dir, device_id, engine_path, trust_engine
+            )
+        except (InvedgeError, RuntimeError, OSError) as exc:
+            if backend != "auto" or (isinstance(exc, ModelError) and name == "ort-cpu"):
+                raise
+            notes.append(f"{name}: skipped ({exc})")
+            continue
+        picked = "auto-selected" if backend == "auto" else "as asked"
+        notes.append(f"{name}: {path.name} ({meta.precision}) on {opened.info.device}, {picked}")
+        opened.notes = notes  # type: ignore[attr-defined]
+        if getattr(opened, "meta", None) is None:
+            opened.meta = meta  # type: ignore[attr-defined]  # the Embedder preprocesses from it
+        return opened
+    raise EngineError("no backend could run this model:\n  " + "\n  ".join(notes))
+
+
+def _open(
+    name: str,
+    path: Path,
+    meta: ModelMeta,
+    threads: int,
+    max_batch: int | None,
+    cache_dir: str | os.PathLike[str] | None,
+    device_id: int,
+    engine_path: str | os.PathLike[str] | None = None,
+    trust_engine: bool = False,
+) -> Backend:
+    if name == "trt":
+        try:
+            from .trt import TensorRTBackend  # the native backend; needs tensorrt + cuda-python
+        except ImportError as exc:
+            raise MissingDependency(
+                "tensorrt",
+                "The native TensorRT backend",
+                "install JetPack's or NVIDIA's TensorRT Python bindings",
+            ) from exc
+        kwargs = {"precision": meta.precision, "max_batch": max_batch or 64}
+        if cache_dir is not None:
+            kwargs["cache_dir"] = cache_dir
+        if engine_path is not None:
+            kwargs.update(engine_path=engine_path, trust_engine=trust_engine)
+        return TensorRTBackend(path, **kwargs)
+    from .ort import OrtBackend
+
+    return OrtBackend(
+        path, name, threads=threads, device_id=device_id, max_batch=max_batch, cache_dir=cache_dir, meta=meta
+    )

@@ -1,0 +1,183 @@
+"""`invedge bench`: latency, throughput and accuracy of one model across every runtime present."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from .options import ThreadsOpt, writable_output
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench)
+
+
+def bench(
+    target: Path = typer.Argument(
+        ..., help="A run folder (uses RUN/export/), an export folder, or one .onnx file.", show_default=False
+    ),
+    runtimes: str = typer.Option(
+        "",
+        "--runtimes",
+        "-r",
+        help="Comma list of ort-cpu, ort-cuda, ort-trt, trt, torch, torch-compile (default: all).",
+    ),
+    precision: str = typer.Option(
+        "",
+        "--precision",
+        "-p",
+        help="Comma list of fp32, fp16, bf16, int8, int8-cpu (default: every artifact present).",
+    ),
+    batch: str = typer.Option("1,8,64", "--batch", help="Comma list of batch sizes."),
+    data: str = typer.Option(
+        "fashion-mnist", "--data", help="fashion-mnist (its test split) or a folder of images."
+    ),
+    images: int = typer.Option(1000, "--images", help="Images to time with and to measure accuracy on."),
+    warmup: str = typer.Option(
+        "5", "--warmup", help="Warm-up calls per row: a count (10) or a duration (2s)."
+    ),
+    iters: int | None = typer.Option(None, "--iters", help="Measured calls per row (instead of --seconds)."),
+    seconds: float | None = typer.Option(
+        None, "--seconds", help="Measure each row for this long (default: 3 s)."
+    ),
+    threads: int = ThreadsOpt,
+    accuracy: bool = typer.Option(
+        True, "--accuracy/--no-accuracy", help="Measure cosine, top-1 agreement, kNN."
+    ),
+    json_path: str | None = typer.Option(
+        None, "--json", help="Write the records as JSON to this file ('-': stdout)."
+    ),
+    md_path: Path | None = typer.Option(None, "--md", help="Write a markdown table to this file."),
+    plot_path: Path | None = typer.Option(None, "--plot", help="Write a latency-vs-batch PNG to this file."),
+) -> None:
+    """Compare latency, throughput and accuracy across runtimes, precisions and batch sizes.
+
+    Every runtime sees the same images, the same preprocessing and the same thread count.
+    A runtime this machine lacks is listed with the reason.
+    """
+    from .. import console
+    from ..comparison.environment import busy_warning, collect_environment
+    from ..comparison.harness import TimingPlan
+    from ..comparison.images import load_bench_images
+    from ..comparison.registry import ALL_PRECISIONS
+    from ..comparison.registry import runtimes as known_runtimes
+    from ..comparison.report import (
+        footer_lines,
+        note_lines,
+        rich_table,
+        write_json,
+        write_markdown,
+        write_plot,
+    )
+    from ..comparison.runner import BenchSettings, run_bench
+    from ..comparison.target import resolve_target
+    from ..errors import InvedgeError
+    from ..files import human_size
+
+    started = time.perf_counter()
+    names = _split(runtimes)
+    known = list(known_runtimes())
+    for name in names:
+        if name not in known:
+            raise InvedgeError(f"Invalid runtime {name!r}. Only {', '.join(known)} are supported")
+    precisions = _split(precision)
+    for p in precisions:
+        if p not in ALL_PRECISIONS:
+            raise InvedgeError(f"Invalid precision {p!r}. Only {', '.join(ALL_PRECISIONS)} are supported")
+    batches = _batches(batch)
+    if threads < 0:
+        raise InvedgeError(f"Invalid --threads {threads}. Use 0 (all cores) or a positive count")
+    if images < 2:
+        raise InvedgeError(f"Invalid --images {images}. Use at least 2 (accuracy needs neighbours)")
+    plan = TimingPlan.from_options(warmup, iters, seconds)
+    # Every input and output is checked before the first line is printed and before minutes of timing.
+    for option, path in (("--json", json_path), ("--md", md_path), ("--plot", plot_path)):
+        if path is not None and str(path) != "-":
+            writable_output(Path(path), option)
+    bench_target = resolve_target(target)
+    pics = load_bench_images(data, images)
+
+    found = ", ".join(
+        f"{p} ({bench_target.artifacts[p].name})" for p in ALL_PRECISIONS if p in bench_target.artifacts
+    )
+    console.info(f"bench {bench_target.kind} {bench_target.source}: {found}")
+    if pics.skipped:
+        console.warn(f"{pics.skipped} unreadable images skipped")
+    settings = BenchSettings(
+        runtimes=names or None,
+        precisions=precisions or None,
+        batches=batches,
+        plan=plan,
+        threads=threads,
+        accuracy=accuracy,
+    )
+    console.info(f"{len(pics)} images from {pics.name}; {plan.describe()} per row")
+    environment = collect_environment()
+    if busy := busy_warning(environment):
+        console.warn(f"load {busy}")
+    report = run_bench(bench_target, pics, settings, environment, log=console.info)
+
+    to_stdout = json_path == "-"
+    if not to_stdout:
+        compact = console.out.is_terminal and console.out.width < 170
+        console.print_table(rich_table(report, compact=compact), min_width=200)
+        for line in note_lines(report):
+            console.out.print(line, highlight=False)
+        for line in footer_lines(report):
+            console.out.print(line, highlight=False)
+    written: list[Path] = []
+    if json_path:
+        if to_stdout:
+            console.print_json(report.records())
+        else:
+            written.append(write_json(report, json_path))
+    if md_path:
+        written.append(write_markdown(report, md_path))
+    if plot_path:
+        written.append(write_plot(report, plot_path))
+    for path in written:
+        console.success(f"wrote {path} ({human_size(path.stat().st_size)})")
+    ok = sum(r.status == "ok" for r in report.rows)
+    if not ok:  # the table says why for each row; a script must not read "nothing" as success
+        asked = ", ".join(sorted({r.runtime for r in report.rows})) or "none"
+        raise InvedgeError(
+            f"nothing was measured: no row of {asked} could run here (the reason column says why)",
+            "Choose a runtime this machine has, e.g. --runtimes ort-cpu",
+        )
+    console.info(f"{ok} of {len(report.rows)} rows measured in {time.perf_counter() - started:.1f} s")
+    best = _fastest(report.rows)
+    if best is not None:
+        model = best.model_file or "MODEL"
+        console.info(
+            f"fastest at batch {best.batch}: {best.runtime} {best.precision} ({best.throughput_ips:,.0f} img/s); "
+            f"next: invedge embed {model} FOLDER --backend {best.runtime} --out photos.emb"
+        )
+
+
+def _fastest(rows):
+    """The highest-throughput ONNX row at the largest batch measured (torch rows cannot embed)."""
+    measured = [
+        r for r in rows if r.status == "ok" and r.throughput_ips and not r.runtime.startswith("torch")
+    ]
+    if not measured:
+        return None
+    top_batch = max(r.batch for r in measured)
+    return max((r for r in measured if r.batch == top_batch), key=lambda r: r.throughput_ips)
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _batches(text: str) -> list[int]:
+    from ..errors import InvedgeError
+
+    try:
+        values = [int(part) for part in _split(text)]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise InvedgeError(f"Invalid --batch {text!r}. Use positive whole numbers, e.g. 1,8,64")
+    return sorted(set(values))
