@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def bench_size(np, faiss, args, data: str, gallery, queries, limits: dict) -> list[dict]:
     from invspread_edge_runtime.index import Index
-    from invspread_edge_runtime.topk import exact_topk, naive_topk
+    from invspread_edge_runtime.index.topk import exact_topk, naive_topk
 
     n, d = gallery.shape
     k, q = args.k, len(queries)

@@ -59,19 +59,12 @@ def bench_loop(args: argparse.Namespace) -> dict:
 
     from invspread_edge import distributed
     from invspread_edge.augment import AugmentConfig, TwoViews
+    from invspread_edge.config import TrainConfig, check_compiler
     from invspread_edge.data import UInt8Source, load_split, mean_std
     from invspread_edge.loss import InvariantSpreadLoss
     from invspread_edge.model import create_model
     from invspread_edge.precision import Precision, prefers_channels_last, resolve_device, resolve_precision
-    from invspread_edge.training import (
-        EpochStats,
-        LoopState,
-        StopFlag,
-        TrainConfig,
-        check_compiler,
-        optimizer_step,
-        train_one_epoch,
-    )
+    from invspread_edge.training import EpochStats, LoopState, StopFlag, optimizer_step, train_one_epoch
 
     device = resolve_device(args.device)
     if args.precision == "fp16" and device.type == "cpu" and args.cpu_fp16:
@@ -136,7 +129,6 @@ def bench_loop(args: argparse.Namespace) -> dict:
         total_steps=steps_per_epoch,
         channels_last=channels_last,
         stop=StopFlag(),
-        save=lambda *a: None,
     )
 
     def loop(epoch: int, first_step: int) -> float:

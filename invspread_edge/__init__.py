@@ -25,13 +25,14 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from .checkpoint import build_model, load_checkpoint
+    from .config import TrainConfig
     from .evaluate import evaluate_run
-    from .training import TrainConfig, TrainResult, train
+    from .training import TrainResult, train
 
 __getattr__ = lazy_getattr(
     __name__,
     {
-        "TrainConfig": ".training",
+        "TrainConfig": ".config",
         "TrainResult": ".training",
         "train": ".training",
         "evaluate_run": ".evaluate",

@@ -12,61 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from invspread_edge_runtime.datasets import ImageSet, open_dataset
-from invspread_edge_runtime.errors import ConfigError, DataError, InvedgeError
+from invspread_edge_runtime.datasets import LIMIT_SEED, ImageSet, open_dataset, select
+from invspread_edge_runtime.errors import DataError
 
-LIMIT_SEED = 0  # --limit takes the first N of this fixed shuffle, whatever --seed is
 MEAN_STD_SAMPLE = 2000  # folders: images decoded to estimate the normalisation
-
-
-def parse_classes(spec: str | None) -> list[int] | None:
-    """'0-4' or '0,2,5-7' → sorted class ids; None stays None."""
-    if spec is None or spec == "":
-        return None
-    out: set[int] = set()
-    for part in spec.split(","):
-        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not m:
-            raise InvedgeError(f"invalid --classes {spec!r}", "Use class ids and ranges, e.g. 0-4 or 0,2,5-7")
-        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if hi < lo:
-            raise InvedgeError(f"invalid --classes range {part.strip()!r}", "Write ranges low-high, e.g. 0-4")
-        out.update(range(lo, hi + 1))
-    return sorted(out)
-
-
-def select(images: ImageSet, classes: list[int] | None = None, limit: int | None = None) -> ImageSet:
-    """Keep the given classes (labels used only for this split), then the first `limit` of a fixed shuffle."""
-    idx = np.arange(len(images))
-    if classes is not None:
-        if images.labels is None:
-            raise DataError(
-                f"--classes needs labels, and {images.name} has none",
-                "Use a folder with one sub-folder per class, or drop --classes",
-            )
-        known = set(np.unique(images.labels).tolist())
-        missing = [c for c in classes if c not in known]
-        if missing:
-            raise DataError(
-                f"classes {missing} are not in {images.name}",
-                f"It has classes {min(known)}-{max(known)}" if known else "It has no labelled images",
-            )
-        idx = idx[np.isin(images.labels, classes)]
-    if limit is not None:
-        if limit < 1:
-            raise ConfigError(f"--limit must be at least 1, got {limit}", "Drop --limit to use every image")
-        order = np.random.default_rng(LIMIT_SEED).permutation(len(idx))
-        idx = np.sort(idx[order[:limit]])
-    if len(idx) == len(images):
-        return images
-    return images.subset(idx)
 
 
 def load_split(spec: str, split: str, classes: list[int] | None, limit: int | None) -> ImageSet:

@@ -19,6 +19,7 @@ from invspread_edge_runtime.backends.base import Backend, BackendInfo
 from invspread_edge_runtime.comparison.registry import NotPresent, OpenOptions, register_runtime
 from invspread_edge_runtime.comparison.target import BenchTarget
 from invspread_edge_runtime.files import sha256_file
+from invspread_edge_runtime.metadata import ModelMeta
 
 PRECISIONS = ("fp32", "bf16", "fp16")  # fp16 on CUDA only; bf16 with autocast on CPU and CUDA
 
@@ -28,6 +29,8 @@ class TorchBackend(Backend):
 
     `precision`: fp32, or bf16/fp16 under autocast (the L2 normalisation stays in fp32, as in
     the FP16 export). On CUDA, `last_device_ms()` is the model's time between two CUDA events.
+    `meta`: the export's metadata of this checkpoint (the bench target's); default: made from the
+    checkpoint's config as the export makes it.
     """
 
     def __init__(
@@ -38,8 +41,11 @@ class TorchBackend(Backend):
         compile: bool = False,
         threads: int = 0,
         device: str | None = None,
+        meta: ModelMeta | None = None,
     ) -> None:
         import torch
+
+        from invspread_edge_export.meta import meta_from_config
 
         from .checkpoint import build_model, load_checkpoint
 
@@ -51,6 +57,7 @@ class TorchBackend(Backend):
         if precision == "fp16" and self.device.type != "cuda":
             raise NotPresent("fp16 in PyTorch needs a CUDA GPU (bf16 runs on the CPU)")
         ckpt = load_checkpoint(checkpoint)
+        self.meta = meta or meta_from_config(ckpt.config, ckpt.sha256)
         model = build_model(ckpt).to(self.device)
         self.model_size_bytes = sum(t.numel() * t.element_size() for t in ckpt.model_state.values())
         self.model: Any = torch.compile(model) if compile else model
@@ -133,7 +140,9 @@ def _opener(compile: bool):
     def open_torch(target: BenchTarget, precision: str, options: OpenOptions) -> Backend:
         if target.checkpoint is None:
             raise NotPresent(torch_unavailable(target) or "no checkpoint")
-        return TorchBackend(target.checkpoint, precision, compile=compile, threads=options.threads)
+        return TorchBackend(
+            target.checkpoint, precision, compile=compile, threads=options.threads, meta=target.meta
+        )
 
     return open_torch
 

@@ -100,6 +100,7 @@ def make_tiny_onnx():
         import onnx
         from onnx import TensorProto, helper, numpy_helper
 
+        from invspread_edge_runtime import __version__
         from invspread_edge_runtime.metadata import ModelMeta
 
         flat = 3 * image_size * image_size
@@ -122,7 +123,7 @@ def make_tiny_onnx():
             mean=FMNIST_MEAN,
             std=FMNIST_STD,
             checkpoint_sha256="c" * 64,
-            toolkit_version="0.1.0",
+            toolkit_version=__version__,
             precision=precision,
         )
         helper.set_model_props(model, meta.to_props())

@@ -1,5 +1,6 @@
-"""The tiny run every test shares. A module of its own: `from conftest import` can find
-tests/trt/conftest.py instead, depending on which one a pytest worker imported first."""
+"""The tiny run every test shares, and the in-process `invedge`. A module of its own: `from conftest
+import` can find tests/runtime/native_tensorrt/real_api/conftest.py instead, depending on which one a pytest
+worker imported first."""
 
 from __future__ import annotations
 
@@ -35,4 +36,11 @@ def tiny_config(**overrides) -> dict:
 
 TESTS = Path(__file__).resolve().parent  # tests/
 REPO = TESTS.parent
-TRT_API = TESTS / "trt"  # the per-version TensorRT API checks (run in their own process)
+TRT_API = TESTS / "runtime" / "native_tensorrt" / "real_api"  # the TensorRT API checks (own process)
+
+
+def invedge(*argv: object) -> int:
+    """`invedge ARGV...` in this process, as its console script runs it: the exit code."""
+    from invspread_edge_runtime.cli import create_app, run
+
+    return run(create_app(), [str(a) for a in argv])

@@ -7,6 +7,9 @@ labelled folder. The drop is in percentage points; past the bound the export fai
 up to an explicitly allowed drop. A mean cosine to FP32 below `min_mean_cosine` fails too, whatever
 the task metric says: galleries embedded by the FP32 model must stay searchable with the converted
 one (measured: entropy calibration gave a 0.65 mean cosine while kNN accuracy rose 2.8 points).
+
+The images, k, T and the metrics are the runtime's one evaluation protocol (`evaluation`), and
+every model is run by the runtime's own ONNX Runtime CPU backend, so the check tests what ships.
 """
 
 from __future__ import annotations
@@ -17,25 +20,26 @@ from pathlib import Path
 
 import numpy as np
 
-from invspread_edge_runtime.accuracy import cosine_stats, knn_accuracy, recall_at_k, top1_agreement
-from invspread_edge_runtime.datasets import open_dataset
+from invspread_edge_runtime.accuracy import cosine_stats, top1_agreement
+from invspread_edge_runtime.backends.base import Backend
+from invspread_edge_runtime.backends.select import open_backend
 from invspread_edge_runtime.errors import AccuracyError
+from invspread_edge_runtime.evaluation import Embedded, eval_data, knn_split, recalls
 from invspread_edge_runtime.metadata import ModelMeta
 from invspread_edge_runtime.preprocess import normalize
 
-from .images import spread_indices, uint8_batch
-from .parity import ort_embeddings, ort_session
+from .images import uint8_batch
 
 DEFAULT_BOUND = 1.0  # percentage points
 DEFAULT_MIN_MEAN_COSINE = 0.98  # below it the artifact embeds into another space than FP32
 DEFAULT_QUERIES = 1000
-DEFAULT_MEMORY = 2000
-KNN_K = 200
+DEFAULT_MEMORY = 2 * DEFAULT_QUERIES  # kNN memory: twice the queries, as `--accuracy-images` sets it
+BACKEND = "ort-cpu"  # the runtime's reference backend: what `invedge embed --backend ort-cpu` runs
 
 
 @dataclass
 class HeldOut:
-    """Held-out images as uint8 (normalised per batch when embedded) and how to score them."""
+    """Held-out images as uint8 (decoded once, normalised per batch when embedded) and how to score them."""
 
     name: str
     metric: str  # "knn", "recall@1" or "none" (unlabelled: agreement figures only)
@@ -43,6 +47,14 @@ class HeldOut:
     query_labels: np.ndarray | None
     memory: np.ndarray | None = None  # (Nm, 3, S, S) uint8, kNN only
     memory_labels: np.ndarray | None = None
+
+
+@dataclass
+class Embeddings:
+    """One model's embeddings of a held-out set: (Nq, d) queries, (Nm, d) memory (kNN only)."""
+
+    queries: np.ndarray
+    memory: np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -68,66 +80,59 @@ class AccuracyResult:
 
 
 def held_out_set(
-    data: str, meta: ModelMeta, queries: int = DEFAULT_QUERIES, memory: int = DEFAULT_MEMORY, seed: int = 0
+    data: str, meta: ModelMeta, queries: int = DEFAULT_QUERIES, memory: int = DEFAULT_MEMORY
 ) -> HeldOut:
-    """Fixed-seed subsets: test-split queries and train-split memory, or a folder's own images."""
-    size = meta.image_size
-    test = open_dataset(data, "test")
-    if test.paths is not None and Path(data).expanduser().is_dir():  # a folder: no split
-        idx = spread_indices(len(test), queries, seed)
-        labels = None if test.labels is None else test.labels[idx]
-        metric = "none" if labels is None or len(np.unique(labels)) < 2 else "recall@1"
-        return HeldOut(Path(data).name, metric, uint8_batch(test, size, idx), labels)
-    train = open_dataset(data, "train")
-    q_idx, m_idx = spread_indices(len(test), queries, seed), spread_indices(len(train), memory, seed + 1)
+    """The evaluation protocol's images (runtime `evaluation.eval_data`): test-split queries and
+    train-split memory, or a folder's own images, each the first N of the one fixed shuffle."""
+    sets = eval_data(data, "knn", queries=queries, memory=memory)
+    size, q = meta.image_size, sets.queries
+    if sets.memory is None:  # a folder: no split
+        metric = "none" if q.labels is None or len(np.unique(q.labels)) < 2 else "recall@1"
+        return HeldOut(Path(data).name, metric, uint8_batch(q, size), q.labels)
+    m = sets.memory
     return HeldOut(
         name=data,
-        metric="knn" if test.labels is not None and train.labels is not None else "none",
-        queries=uint8_batch(test, size, q_idx),
-        query_labels=None if test.labels is None else test.labels[q_idx],
-        memory=uint8_batch(train, size, m_idx),
-        memory_labels=None if train.labels is None else train.labels[m_idx],
+        metric="knn" if q.labels is not None and m.labels is not None else "none",
+        queries=uint8_batch(q, size),
+        query_labels=q.labels,
+        memory=uint8_batch(m, size),
+        memory_labels=m.labels,
     )
 
 
-def embed_onnx(
-    onnx_path: str | os.PathLike[str], images: np.ndarray, meta: ModelMeta, batch: int = 64
-) -> np.ndarray:
-    """(N, 3, S, S) uint8 → (N, d) embeddings with ONNX Runtime on the CPU."""
-    session = ort_session(onnx_path)
+def embed_held_out(
+    model_path: str | os.PathLike[str], held: HeldOut, meta: ModelMeta, batch: int = 64
+) -> Embeddings:
+    """`model_path`'s embeddings of `held`, through the runtime's own backend (what users run)."""
+    with open_backend(model_path, backend=BACKEND) as backend:
+        memory = None if held.memory is None else _embed(backend, held.memory, meta, batch)
+        return Embeddings(_embed(backend, held.queries, meta, batch), memory)
+
+
+def _embed(backend: Backend, images: np.ndarray, meta: ModelMeta, batch: int) -> np.ndarray:
+    """(N, 3, S, S) uint8 → (N, d) float32, normalised by the runtime's formula batch by batch."""
     outs = [
-        ort_embeddings(session, normalize(images[s : s + batch], meta.mean, meta.std), batch)
+        backend.infer(normalize(images[s : s + batch], meta.mean, meta.std))
         for s in range(0, len(images), batch)
     ]
-    return np.concatenate(outs)
+    return np.concatenate(outs).astype(np.float32)
 
 
-@dataclass
-class Embedded:
-    queries: np.ndarray
-    memory: np.ndarray | None
-
-
-def embed_held_out(onnx_path: str | os.PathLike[str], held: HeldOut, meta: ModelMeta) -> Embedded:
-    memory = None if held.memory is None else embed_onnx(onnx_path, held.memory, meta)
-    return Embedded(embed_onnx(onnx_path, held.queries, meta), memory)
-
-
-def score(held: HeldOut, emb: Embedded) -> float | None:
-    """The task metric in [0, 1], or None for unlabelled data."""
+def score(held: HeldOut, emb: Embeddings) -> float | None:
+    """The task metric in [0, 1] by the evaluation protocol, or None for unlabelled data."""
+    queries = Embedded(emb.queries, held.query_labels, 0)
     if held.metric == "knn":
-        assert emb.memory is not None and held.memory_labels is not None and held.query_labels is not None
-        return knn_accuracy(emb.memory, held.memory_labels, emb.queries, held.query_labels, k=KNN_K)
+        assert emb.memory is not None
+        return knn_split(Embedded(emb.memory, held.memory_labels, 0), queries, warn=False)
     if held.metric == "recall@1":
-        assert held.query_labels is not None
-        return recall_at_k(emb.queries, held.query_labels, ks=(1,))[1]
+        return recalls(queries, (1,))[1]
     return None
 
 
 def compare(
     held: HeldOut,
-    reference: Embedded,
-    candidate: Embedded,
+    reference: Embeddings,
+    candidate: Embeddings,
     precision: str,
     *,
     bound: float = DEFAULT_BOUND,

@@ -34,7 +34,7 @@ from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
 from invspread_edge_runtime.metadata import ModelMeta
 
-from .calibration_set import CalibrationSet
+from .calibration_set import METHOD_NAMES, CalibrationSet
 from .images import model_inputs
 
 METHODS = {
@@ -42,6 +42,7 @@ METHODS = {
     "entropy": CalibrationMethod.Entropy,
     "percentile": CalibrationMethod.Percentile,
 }
+assert tuple(METHODS) == METHOD_NAMES, "calibration_set.METHOD_NAMES lists the methods calibrate runs"
 DEFAULT_PERCENTILE = 99.999
 CALIBRATION_BATCH = 32
 HISTOGRAM_BINS = 2048

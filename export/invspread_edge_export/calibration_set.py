@@ -34,6 +34,10 @@ DEFAULT_MANIFESTS = {"fashion-mnist": "fashion-mnist-train-v1.json"}
 DEFAULT_COUNT = 512
 MIN_IMAGES = 32
 SEED = 0
+# How a set's activation ranges are computed (`calibrate.METHODS` maps each to ONNX Runtime's
+# calibrator). Named here, in a module without ONNX Runtime, so `invedge export --help` lists them.
+METHOD_NAMES = ("minmax", "entropy", "percentile")
+DEFAULT_METHOD = "minmax"
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,8 @@
-"""Does the exported graph compute what PyTorch computes? ONNX Runtime (CPU) vs the nn.Module.
+"""Does the exported graph compute what PyTorch computes? The runtime's ONNX Runtime CPU backend
+vs the nn.Module.
 
+The ONNX side is `invspread_edge_runtime`'s own backend (`open_backend(path, "ort-cpu")`, what
+`invedge embed --backend ort-cpu` runs), not a session of its own, so the check tests what ships.
 Run on real, preprocessed images at several batch sizes (1 exercises the dynamic axis' edge,
 7 an odd size no profile favours). Figures: max abs difference, mean and min cosine similarity.
 """
@@ -14,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from invspread_edge_runtime.accuracy import cosine_stats
+from invspread_edge_runtime.backends.base import Backend
 from invspread_edge_runtime.errors import ModelError
 
 if TYPE_CHECKING:
@@ -66,28 +70,20 @@ def torch_embeddings(model: nn.Module, inputs: np.ndarray, batch: int = 256) -> 
     return np.concatenate(outs).astype(np.float32)
 
 
-def ort_session(onnx_path: str | os.PathLike[str], threads: int = 0):
-    """A CPU-only ONNX Runtime session (threads 0: ONNX Runtime's default)."""
-    import onnxruntime as ort
+def ort_session(onnx_path: str | os.PathLike[str], threads: int = 0) -> Backend:
+    """The runtime's ONNX Runtime CPU backend on `onnx_path` (threads 0: ONNX Runtime's default):
+    the one `invedge embed --backend ort-cpu` opens, with its checks of the graph against the
+    model's metadata. Close it when done (`with`)."""
+    from invspread_edge_runtime.backends.select import open_backend
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    try:
-        return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
-        raise ModelError(f"ONNX Runtime cannot load {onnx_path}: {str(exc).splitlines()[0][:300]}") from exc
+    return open_backend(onnx_path, "ort-cpu", threads=threads)
 
 
-def ort_embeddings(session, inputs: np.ndarray, batch: int) -> np.ndarray:
-    """Run `inputs` through an ORT session in chunks of `batch` (the last chunk may be smaller)."""
-    name = session.get_inputs()[0].name
-    outs = [
-        session.run(None, {name: np.ascontiguousarray(inputs[s : s + batch])})[0]
-        for s in range(0, len(inputs), batch)
-    ]
-    return np.concatenate(outs).astype(np.float32)
+def ort_embeddings(backend: Backend, inputs: np.ndarray, batch: int) -> np.ndarray:
+    """Run `inputs` (N, 3, S, S) float32 through `backend` in calls of `batch` (the last may be
+    smaller) → (N, d) float32."""
+    outs = [backend.infer(inputs[s : s + batch]) for s in range(0, len(inputs), batch)]
+    return np.concatenate(outs).astype(np.float32, copy=False)
 
 
 def check_parity(
@@ -100,7 +96,8 @@ def check_parity(
     tolerance: Tolerance | None = None,
     reference: np.ndarray | None = None,
 ) -> ParityResult:
-    """Compare ORT CPU on `onnx_path` with `model` on `inputs` (N, 3, S, S) float32, per batch size.
+    """Compare the runtime's ort-cpu backend on `onnx_path` with `model` on `inputs` (N, 3, S, S)
+    float32, per batch size.
 
     `reference` (N, d): the torch embeddings when already computed. The result says whether it
     passed; `require_parity` turns a failure into an error.
@@ -108,17 +105,17 @@ def check_parity(
     if len(inputs) < max(batch_sizes):
         raise ValueError(f"parity needs at least {max(batch_sizes)} images, got {len(inputs)}")
     expected = torch_embeddings(model, inputs) if reference is None else reference
-    session = ort_session(onnx_path)
     max_abs, mean_cos, min_cos = 0.0, 1.0, 1.0
-    for batch in batch_sizes:
-        got = ort_embeddings(session, inputs, batch)
-        if got.shape != expected.shape:
-            raise ModelError(
-                f"{Path(onnx_path).name} gives shape {got.shape} at batch {batch}, torch {expected.shape}"
-            )
-        mean_b, min_b = cosine_stats(expected, got)
-        max_abs = max(max_abs, float(np.abs(got - expected).max()))
-        mean_cos, min_cos = min(mean_cos, mean_b), min(min_cos, min_b)
+    with ort_session(onnx_path) as backend:
+        for batch in batch_sizes:
+            got = ort_embeddings(backend, inputs, batch)
+            if got.shape != expected.shape:
+                raise ModelError(
+                    f"{Path(onnx_path).name} gives shape {got.shape} at batch {batch}, torch {expected.shape}"
+                )
+            mean_b, min_b = cosine_stats(expected, got)
+            max_abs = max(max_abs, float(np.abs(got - expected).max()))
+            mean_cos, min_cos = min(mean_cos, mean_b), min(min_cos, min_b)
     return ParityResult(
         precision=precision,
         images=len(inputs),

@@ -1,4 +1,5 @@
-"""The export, start to end: FP32 ONNX (+ parity), INT8 pair (+ calibration, accuracy), FP16.
+"""The export, start to end: FP32 ONNX (+ parity), INT8 pair (+ calibration, accuracy), FP16,
+and TensorRT engines when asked (`engines.py`).
 
     meta = meta_from_config(ckpt.config, ckpt.sha256)
     report = export_model(model, meta, ExportOptions(out_dir=run / "export", int8=True), data="fashion-mnist")
@@ -41,8 +42,9 @@ from invspread_edge_runtime.locks import exclusive_lock
 from invspread_edge_runtime.metadata import ModelMeta, read_model_meta
 
 from . import accuracy_check, calibrate, calibration_set, quantize
+from .engines import EngineOptions, build_engines
 from .images import model_inputs, spread_indices
-from .onnx_export import DEFAULT_OPSET, check_model, load_model, set_metadata, to_onnx_proto
+from .onnx_export import DEFAULT_OPSET, MIN_OPSET, check_model, load_model, set_metadata, to_onnx_proto
 from .parity import DEFAULT_BATCH_SIZES, check_parity, require_parity, torch_embeddings
 from .report import REPORT_NAME, Artifact, ExportReport
 
@@ -62,7 +64,7 @@ class ExportOptions:
     opset: int = DEFAULT_OPSET
     calib: Path | None = None  # a folder of images; None: the default set for the data
     calib_count: int = calibration_set.DEFAULT_COUNT
-    calib_method: str = "minmax"
+    calib_method: str = calibration_set.DEFAULT_METHOD
     calib_percentile: float = calibrate.DEFAULT_PERCENTILE
     keep_head_fp32: bool = True
     parity_images: int = 32
@@ -74,6 +76,33 @@ class ExportOptions:
     min_mean_cosine: float = accuracy_check.DEFAULT_MIN_MEAN_COSINE
     overwrite: bool = False  # replace an export of another checkpoint in out_dir
     cache_dir: Path | None = None  # calibration ranges cache (default: out_dir/.cache)
+    engine: EngineOptions | None = None  # also build TensorRT engines into out_dir (needs TensorRT)
+
+    def check(self) -> None:
+        """The one-line error for a setting `invedge export` refuses (named by its flag). The CLI
+        calls it before loading the checkpoint; `export_model` does not (a library caller may set a
+        negative bound on purpose) and checks only `engine` (`EngineOptions.check`)."""
+        if self.calib_method not in calibration_set.METHOD_NAMES:
+            raise InvedgeError(
+                f"Invalid --calib-method {self.calib_method!r}. "
+                f"Only {', '.join(calibration_set.METHOD_NAMES)} are supported."
+            )
+        if self.calib is not None and not self.int8:
+            raise InvedgeError("--calib is used only with --int8", "Add --int8")
+        if self.accuracy_queries < 10:
+            raise InvedgeError(f"Invalid --accuracy-images {self.accuracy_queries}. At least 10 are needed.")
+        for flag, points in (
+            ("--max-accuracy-drop", self.accuracy_bound),
+            ("--allow-accuracy-drop", self.allow_accuracy_drop),
+        ):
+            if points is not None and points < 0:
+                raise InvedgeError(f"Invalid {flag} {points:g}. It is in points and must be 0 or more.")
+        if not 0 < self.min_mean_cosine <= 1:
+            raise InvedgeError(
+                f"Invalid --min-cosine {self.min_mean_cosine:g}. It must be above 0 and at most 1."
+            )
+        if self.opset < MIN_OPSET:
+            raise InvedgeError(f"Invalid --opset {self.opset}. Only opset {MIN_OPSET} or newer is supported.")
 
 
 Log = Callable[[str], None]
@@ -99,6 +128,8 @@ def export_model(
     `report.json` is written last. A failed export leaves the folder as it was. A folder holding an
     export of another checkpoint is refused unless `options.overwrite`.
     """
+    if options.engine is not None:
+        options.engine.check()  # no TensorRT: fail now, not after minutes of export
     out = Path(options.out_dir)
     calib = calibration_images(options, data) if options.int8 else None  # bad --calib fails before any work
     _check_writable(out)
@@ -130,6 +161,9 @@ def export_model(
             log(f"removed {removed}")  # "NAME: why"
         report.earlier = _still_there(earlier, out, {a.path.name for a in report.artifacts})
         report.write()  # last: it names the set of files that belong together
+        if options.engine is not None:  # built from the files in place; the report then names them too
+            report.engines = build_engines(report, options.engine, log)
+            report.write()
     return report
 
 
@@ -221,7 +255,7 @@ def _export_int8(
     options: ExportOptions,
     calib: calibration_set.CalibrationSet,
     held: accuracy_check.HeldOut,
-    fp32_emb: accuracy_check.Embedded,
+    fp32_emb: accuracy_check.Embeddings,
     report: ExportReport,
     log: Log,
 ) -> dict[str, Any]:
@@ -308,7 +342,7 @@ def _export_fp16(
     inputs: np.ndarray,
     reference: np.ndarray,
     held: accuracy_check.HeldOut,
-    fp32_emb: accuracy_check.Embedded,
+    fp32_emb: accuracy_check.Embeddings,
     log: Log,
 ) -> Artifact:
     from .fp16 import convert_to_fp16
@@ -343,7 +377,7 @@ def _save_checked(
     target: Path,
     precision: str,
     held: accuracy_check.HeldOut,
-    fp32_emb: accuracy_check.Embedded,
+    fp32_emb: accuracy_check.Embeddings,
     meta: ModelMeta,
     options: ExportOptions,
     extra_check: Callable[[Path], None] | None = None,
@@ -388,6 +422,32 @@ def _parity_inputs(data: str, meta: ModelMeta, count: int) -> np.ndarray:
             f"{data} has {len(images)} images; the parity check needs {count}", "Pass --data with more images"
         )
     return model_inputs(images, meta, spread_indices(len(images), count, seed=0))
+
+
+def check_out_folder(out: Path, default: Path) -> None:
+    """`out` is an export folder (new, empty or written by an export), never a run folder, an
+    embeddings folder or a folder of images: the export's files (model.onnx, report.json, probe
+    images) would mix with theirs, and `embed`/`train` on that folder would pick them up.
+    `default`: the export folder the run would get, named in the error's hint."""
+    from invspread_edge_runtime.preprocess import IMAGE_SUFFIXES
+
+    if not out.is_dir():
+        return
+    hint = f"Leave --out out (the default is {default}) or choose a new folder"
+    if (out / "checkpoint.safetensors").exists():
+        raise InvedgeError(f"--out {out} is a run folder (it holds checkpoint.safetensors)", hint)
+    if (out / "manifest.json").exists() or (out / "embeddings.npy").exists():
+        raise InvedgeError(f"--out {out} is an embeddings folder (it holds manifest.json)", hint)
+    for path in out.rglob("*"):
+        inside = path.relative_to(out).parts
+        if inside[0] == "probes" or any(part.startswith(".") for part in inside):
+            continue  # an earlier export's probe set; staging folders and caches
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            raise InvedgeError(
+                f"--out {out} holds images ({path.relative_to(out)}): the export's probe images and "
+                "model files would mix with them",
+                hint,
+            )
 
 
 def _check_writable(out: Path) -> None:

@@ -32,16 +32,13 @@ import onnx
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
 from invspread_edge_runtime.errors import ModelError
+from invspread_edge_runtime.metadata import ARTIFACT_FILES
 
 from .calibrate import METHODS
+from .calibration_set import DEFAULT_METHOD
 
 TARGETS = ("int8", "int8-cpu")
-FILENAMES = {
-    "fp32": "model.onnx",
-    "fp16": "model.fp16.onnx",
-    "int8": "model.int8.onnx",
-    "int8-cpu": "model.int8-cpu.onnx",
-}
+FILENAMES = ARTIFACT_FILES  # the runtime finds the artifacts by these names
 
 
 @dataclass(frozen=True)
@@ -84,7 +81,7 @@ def quantize(
     target: str,
     cache_file: str | os.PathLike[str],
     *,
-    method: str = "minmax",
+    method: str = DEFAULT_METHOD,
     keep_head_fp32: bool = True,
 ) -> Path:
     """Quantize `prepared_path` for `target` into `out_path` (not atomic: callers write to a temp)

@@ -8,8 +8,10 @@ from typing import Any
 import typer
 
 from invspread_edge_runtime.commands.options import JsonOpt
+from invspread_edge_runtime.evaluation import KNN_K, PROTOCOLS, RECALL_KS
 
-HELP = """Measure a run's embedding: weighted kNN (k=200) or retrieval (Recall@1/2/4/8, NMI).
+RECALLS = "/".join(map(str, RECALL_KS))
+HELP = f"""Measure a run's embedding: weighted kNN (k={KNN_K}) or retrieval (Recall@{RECALLS}, NMI).
 
 Split data (fashion-mnist, cifar10:PATH, ...): train split as memory, test split as queries.
 A folder: leave-one-out (each image a query against all the others).
@@ -29,7 +31,7 @@ def register(app: typer.Typer) -> None:
         data: str = typer.Option(
             None, "--data", "-d", help="Data to measure on (default: the data the run was trained on)."
         ),
-        protocol: str = typer.Option("knn", "--protocol", "-p", help="knn or retrieval."),
+        protocol: str = typer.Option("knn", "--protocol", "-p", help=f"{' or '.join(PROTOCOLS)}."),
         classes: str = typer.Option(None, "--classes", help="Only these classes, e.g. 5-9 (unseen classes)."),
         limit: int = typer.Option(
             None, "--limit", help="At most N images per set (first N of a fixed shuffle)."
@@ -45,7 +47,7 @@ def register(app: typer.Typer) -> None:
         ),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
         k: int = typer.Option(
-            200, "--k", help="kNN neighbours (the paper's 200; fewer on small sets, with a warning)."
+            KNN_K, "--k", help=f"kNN neighbours (the paper's {KNN_K}; fewer on small sets, with a warning)."
         ),
         as_json: bool = JsonOpt,
     ) -> None:
@@ -99,7 +101,7 @@ def _table(result: dict[str, Any]) -> None:
         table.add_row("kNN accuracy", f"[green]{100 * result['knn_accuracy']:.2f}%[/green]")
     else:
         table.add_row("protocol", f"retrieval ({result['queries']} images, each a query against the others)")
-        for k in (1, 2, 4, 8):
+        for k in RECALL_KS:
             table.add_row(f"Recall@{k}", f"{100 * result[f'recall@{k}']:.2f}%")
         table.add_row("NMI", f"{result['nmi']:.4f}")
     if result.get("skipped_images"):

@@ -1,16 +1,20 @@
 """`invedge export`: a run's checkpoint → verified ONNX (FP32), INT8 pair, FP16, TensorRT engines.
 
-The body checks flags, loads the checkpoint, calls `invspread_edge_export.pipeline.export_model`
-and prints what was written. torch, onnx and onnxruntime are imported when the command runs.
+The body checks flags (`ExportOptions.check`), loads the checkpoint, calls
+`invspread_edge_export.pipeline.export_model` (which also builds the engines) and prints what was
+written. torch, onnx and onnxruntime are imported when the command runs.
 """
 
 from __future__ import annotations
 
-import contextlib
+from dataclasses import replace
 from pathlib import Path
 
 import typer
 
+from invspread_edge_export.accuracy_check import DEFAULT_BOUND, DEFAULT_MIN_MEAN_COSINE, DEFAULT_QUERIES
+from invspread_edge_export.calibration_set import DEFAULT_COUNT, DEFAULT_METHOD, METHOD_NAMES
+from invspread_edge_export.onnx_export import DEFAULT_OPSET, MIN_OPSET
 from invspread_edge_runtime.commands.options import (
     JsonOpt,
     MaxBatchOpt,
@@ -18,8 +22,6 @@ from invspread_edge_runtime.commands.options import (
     OptBatchOpt,
     WorkspaceOpt,
 )
-
-METHODS = ("minmax", "entropy", "percentile")
 
 
 def register(app: typer.Typer) -> None:
@@ -42,18 +44,22 @@ def export(
         "--calib",
         help="Calibrate INT8 on this folder of images (default: the shipped calibration set).",
     ),
-    calib_count: int = typer.Option(512, "--calib-count", help="Calibration images to use."),
-    calib_method: str = typer.Option("minmax", "--calib-method", help=f"One of: {', '.join(METHODS)}."),
+    calib_count: int = typer.Option(DEFAULT_COUNT, "--calib-count", help="Calibration images to use."),
+    calib_method: str = typer.Option(
+        DEFAULT_METHOD, "--calib-method", help=f"One of: {', '.join(METHOD_NAMES)}."
+    ),
     data: str = typer.Option(
         None, "--data", help="Images for the parity and accuracy checks (default: the run's training data)."
     ),
     accuracy_images: int = typer.Option(
-        1000,
+        DEFAULT_QUERIES,
         "--accuracy-images",
         help="Held-out query images for the accuracy check (kNN memory: twice as many).",
     ),
     max_accuracy_drop: float = typer.Option(
-        1.0, "--max-accuracy-drop", help="Largest accepted drop (points of kNN accuracy / Recall@1) vs FP32."
+        DEFAULT_BOUND,
+        "--max-accuracy-drop",
+        help="Largest accepted drop (points of kNN accuracy / Recall@1) vs FP32.",
     ),
     allow_accuracy_drop: float = typer.Option(
         None,
@@ -61,9 +67,11 @@ def export(
         help="Keep an artifact that drops up to this many points, with a warning.",
     ),
     min_cosine: float = typer.Option(
-        0.98, "--min-cosine", help="Smallest accepted mean cosine between converted and FP32 embeddings."
+        DEFAULT_MIN_MEAN_COSINE,
+        "--min-cosine",
+        help="Smallest accepted mean cosine between converted and FP32 embeddings.",
     ),
-    opset: int = typer.Option(18, "--opset", help="ONNX opset (18 or newer)."),
+    opset: int = typer.Option(DEFAULT_OPSET, "--opset", help=f"ONNX opset ({MIN_OPSET} or newer)."),
     engine: bool = typer.Option(
         False, "--engine", help="Also build a TensorRT engine for this GPU (needs TensorRT and a GPU)."
     ),
@@ -82,47 +90,15 @@ def export(
 
     Examples: invedge export runs/fmnist --int8 · invedge export runs/fmnist --int8 --calib ./calib_images
     """
-    from invspread_edge_runtime import console
-    from invspread_edge_runtime.errors import InvedgeError
-
-    if calib_method not in METHODS:
-        raise InvedgeError(
-            f"Invalid --calib-method {calib_method!r}. Only {', '.join(METHODS)} are supported."
-        )
-    if calib is not None and not int8:
-        raise InvedgeError("--calib is used only with --int8", "Add --int8")
-    if accuracy_images < 10:
-        raise InvedgeError(f"Invalid --accuracy-images {accuracy_images}. At least 10 are needed.")
-    if max_accuracy_drop < 0:
-        raise InvedgeError(
-            f"Invalid --max-accuracy-drop {max_accuracy_drop:g}. It is in points and must be 0 or more."
-        )
-    if allow_accuracy_drop is not None and allow_accuracy_drop < 0:
-        raise InvedgeError(
-            f"Invalid --allow-accuracy-drop {allow_accuracy_drop:g}. It is in points and must be 0 or more."
-        )
-    if not 0 < min_cosine <= 1:
-        raise InvedgeError(f"Invalid --min-cosine {min_cosine:g}. It must be above 0 and at most 1.")
-    from invspread_edge_export.onnx_export import MIN_OPSET
-
-    if opset < MIN_OPSET:  # checked before the checkpoint loads, not after the export has begun
-        raise InvedgeError(f"Invalid --opset {opset}. Only opset {MIN_OPSET} or newer is supported.")
-    if out is not None:
-        _check_out_folder(out, run)
-    builder = _engine_builder() if engine else None  # fail now, not after minutes of export
-
+    from invspread_edge_export.engines import EngineOptions
     from invspread_edge_export.meta import meta_from_config
-    from invspread_edge_export.pipeline import ExportOptions, export_lock, export_model
+    from invspread_edge_export.pipeline import ExportOptions, check_out_folder, export_model
+    from invspread_edge_runtime import console
 
     from ..checkpoint import build_model, load_checkpoint
 
-    ckpt = load_checkpoint(run)
-    model = build_model(ckpt)
-    meta = meta_from_config(ckpt.config, ckpt.sha256)
-    assert ckpt.path is not None
-    out_dir = out or ckpt.path.parent / "export"
     options = ExportOptions(
-        out_dir=out_dir,
+        out_dir=out or Path(),  # without --out: RUN/export, set once the checkpoint is loaded
         int8=int8,
         fp16=fp16,
         opset=opset,
@@ -135,30 +111,23 @@ def export(
         allow_accuracy_drop=allow_accuracy_drop,
         min_mean_cosine=min_cosine,
         overwrite=overwrite,
+        engine=EngineOptions(min_batch, opt_batch, max_batch, workspace_mb) if engine else None,
     )
+    options.check()  # every flag, the output folder and TensorRT: before the checkpoint loads
+    if out is not None:
+        check_out_folder(out, (run.parent if run.is_file() else run) / "export")
+    if options.engine is not None:
+        options.engine.check()
+
+    ckpt = load_checkpoint(run)
+    meta = meta_from_config(ckpt.config, ckpt.sha256)
+    assert ckpt.path is not None
+    options = replace(options, out_dir=out or ckpt.path.parent / "export")
     checkpoint = {"path": str(ckpt.path), "sha256": ckpt.sha256, "epoch": ckpt.epoch, "arch": meta.arch}
     source = data or str(ckpt.config.get("data", "fashion-mnist"))
-    # one writer of the folder across the export and the engines built into it (export_model takes
-    # the same lock itself, after checking its inputs; it is re-entrant)
-    with export_lock(out_dir) if builder is not None else contextlib.nullcontext():
-        report = export_model(model, meta, options, data=source, checkpoint=checkpoint, log=console.info)
-        if builder is not None:
-            for precision in [p for p in ("int8", "fp16") if report.artifact(p)] or ["fp32"]:
-                onnx_path = report.artifact(precision).path  # type: ignore[union-attr]
-                engine_path = onnx_path.with_name(onnx_path.name.removesuffix(".onnx") + ".engine")
-                console.info(f"building a TensorRT engine from {onnx_path.name} (minutes on a Jetson)")
-                info = builder(
-                    onnx_path,
-                    engine_path,
-                    precision=precision,
-                    min_batch=min_batch,
-                    opt_batch=opt_batch,
-                    max_batch=max_batch,
-                    workspace_mb=workspace_mb,
-                    timing_cache=out_dir / "timing.cache",
-                )
-                report.engines.append({"engine": str(info.engine_path), **info.to_json()})
-            report.write()
+    report = export_model(
+        build_model(ckpt), meta, options, data=source, checkpoint=checkpoint, log=console.info
+    )
 
     for warning in report.warnings:
         console.warn(warning)
@@ -166,44 +135,6 @@ def export(
         console.print_json(report.to_dict())
         return
     _print_report(report)
-
-
-def _check_out_folder(out: Path, run: Path) -> None:
-    """--out is an export folder (new, empty or written by an export), never a run folder, an
-    embeddings folder or a folder of images: the export's files (model.onnx, report.json, probe
-    images) would mix with theirs, and `embed`/`train` on that folder would pick them up."""
-    from invspread_edge_runtime.errors import InvedgeError
-    from invspread_edge_runtime.preprocess import IMAGE_SUFFIXES
-
-    if not out.is_dir():
-        return
-    default = f"Leave --out out (the default is {run.parent if run.is_file() else run}/export) or choose a new folder"
-    if (out / "checkpoint.safetensors").exists():
-        raise InvedgeError(f"--out {out} is a run folder (it holds checkpoint.safetensors)", default)
-    if (out / "manifest.json").exists() or (out / "embeddings.npy").exists():
-        raise InvedgeError(f"--out {out} is an embeddings folder (it holds manifest.json)", default)
-    for path in out.rglob("*"):
-        inside = path.relative_to(out).parts
-        if inside[0] == "probes" or any(part.startswith(".") for part in inside):
-            continue  # an earlier export's probe set; staging folders and caches
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            raise InvedgeError(
-                f"--out {out} holds images ({path.relative_to(out)}): the export's probe images and "
-                "model files would mix with them",
-                default,
-            )
-
-
-def _engine_builder():
-    """The runtime's TensorRT engine builder, or the one-line error saying what is missing."""
-    from invspread_edge_runtime.errors import MissingDependency
-
-    try:
-        from invspread_edge_runtime.tensorrt import api, build_engine
-    except ImportError as exc:  # a runtime without the TensorRT module
-        raise MissingDependency("invspread-edge-runtime[tensorrt]", "--engine") from exc
-    api.import_tensorrt()  # MissingDependency / EngineError when TensorRT is absent or broken
-    return build_engine
 
 
 def _print_report(report) -> None:

@@ -3,7 +3,8 @@
 - weighted kNN (Wu et al. 2018, used by Ye et al. 2019): k neighbours by cosine, votes exp(cos / T);
 - Recall@K and NMI for unseen-class retrieval;
 - agreement between two embeddings of the same images (after quantizing, after FP16).
-All inputs are L2-normalised float arrays (N, d).
+All inputs are L2-normalised float arrays (N, d). The kernels take k and T from their caller: the
+protocol's values (k = 200, T = 0.1, and the k clamp on small sets) are `evaluation`'s.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ def knn_predict(
     memory: np.ndarray,
     memory_labels: np.ndarray,
     queries: np.ndarray,
-    k: int = 200,
-    temperature: float = 0.1,
+    k: int,
+    temperature: float,
     num_classes: int | None = None,
     exclude_self: bool = False,
     block: int = 512,
@@ -51,8 +52,8 @@ def knn_accuracy(
     memory_labels: np.ndarray,
     queries: np.ndarray,
     query_labels: np.ndarray,
-    k: int = 200,
-    temperature: float = 0.1,
+    k: int,
+    temperature: float,
 ) -> float:
     """Top-1 weighted kNN accuracy in [0, 1]: train set as memory, test set as queries."""
     num_classes = int(max(memory_labels.max(), query_labels.max()) + 1)
@@ -75,9 +76,7 @@ def nearest_neighbours(embeddings: np.ndarray, k: int, block: int = 1024) -> np.
     return out
 
 
-def recall_at_k(
-    embeddings: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 2, 4, 8)
-) -> dict[int, float]:
+def recall_at_k(embeddings: np.ndarray, labels: np.ndarray, ks: tuple[int, ...]) -> dict[int, float]:
     """Fraction of queries with a same-class item among their K nearest others (each item a query)."""
     labels = np.asarray(labels)
     neighbours = nearest_neighbours(embeddings, max(ks))

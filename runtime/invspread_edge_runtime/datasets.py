@@ -2,6 +2,8 @@
 
 One reader for everybody: training wraps it in torch tensors, export draws calibration and
 held-out images from it, the benchmark measures accuracy on it. Labels are for evaluation only.
+One selection rule too (`select`: classes, then the first N of a fixed shuffle), so the images a
+run trained on and the images every evaluation measures on are chosen the same way.
 """
 
 from __future__ import annotations
@@ -9,15 +11,17 @@ from __future__ import annotations
 import functools
 import gzip
 import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .errors import DataError
+from .errors import ConfigError, DataError, InvedgeError
 from .preprocess import list_images, load_image, to_uint8_chw
 
+LIMIT_SEED = 0  # a limit takes the first N of this fixed shuffle, whatever the training seed is
 FASHION_MNIST_DIR = Path(os.environ.get("INVEDGE_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -99,6 +103,55 @@ def image_folder(folder: Path) -> ImageSet:
     lookup = {c: i for i, c in enumerate(classes)}
     labels = np.array([lookup[p.relative_to(folder).parts[0]] for p in paths], dtype=np.int64)
     return ImageSet(name=folder.name, classes=classes, labels=labels, paths=paths)
+
+
+# --- which images: classes, then the first N of a fixed shuffle ---------------------------------
+
+
+def parse_classes(spec: str | None) -> list[int] | None:
+    """'0-4' or '0,2,5-7' → sorted class ids; None stays None."""
+    if spec is None or spec == "":
+        return None
+    out: set[int] = set()
+    for part in spec.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m:
+            raise InvedgeError(f"invalid --classes {spec!r}", "Use class ids and ranges, e.g. 0-4 or 0,2,5-7")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise InvedgeError(f"invalid --classes range {part.strip()!r}", "Write ranges low-high, e.g. 0-4")
+        out.update(range(lo, hi + 1))
+    return sorted(out)
+
+
+def select(images: ImageSet, classes: list[int] | None = None, limit: int | None = None) -> ImageSet:
+    """Keep the given classes (labels used only for this split), then the first `limit` of a fixed shuffle.
+
+    The first N of one shuffle: a larger limit keeps every image of a smaller one.
+    """
+    idx = np.arange(len(images))
+    if classes is not None:
+        if images.labels is None:
+            raise DataError(
+                f"--classes needs labels, and {images.name} has none",
+                "Use a folder with one sub-folder per class, or drop --classes",
+            )
+        known = set(np.unique(images.labels).tolist())
+        missing = [c for c in classes if c not in known]
+        if missing:
+            raise DataError(
+                f"classes {missing} are not in {images.name}",
+                f"It has classes {min(known)}-{max(known)}" if known else "It has no labelled images",
+            )
+        idx = idx[np.isin(images.labels, classes)]
+    if limit is not None:
+        if limit < 1:
+            raise ConfigError(f"--limit must be at least 1, got {limit}", "Drop --limit to use every image")
+        order = np.random.default_rng(LIMIT_SEED).permutation(len(idx))
+        idx = np.sort(idx[order[:limit]])
+    if len(idx) == len(images):
+        return images
+    return images.subset(idx)
 
 
 # --- Fashion-MNIST (gzipped IDX, Debian package dataset-fashion-mnist) ----------------------------

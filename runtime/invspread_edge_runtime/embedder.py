@@ -21,12 +21,14 @@ import numpy as np
 from PIL import Image
 
 from .backends.base import Backend, BackendInfo
+from .backends.select import DEFAULT_BACKEND
 from .errors import DataError, InvedgeError
-from .metadata import ModelMeta, read_model_meta
+from .metadata import ModelMeta
 from .preprocess import load_image, normalize, to_rgb, to_uint8_chw
 
 ImageLike = str | os.PathLike[str] | Image.Image
 PREFETCH_BATCHES = 2  # batches decoded ahead of the one the model is running
+DEFAULT_BATCH_SIZE = 64  # images per inference call
 
 
 @dataclass
@@ -44,8 +46,8 @@ class Embedder:
     def __init__(
         self,
         model: str | os.PathLike[str] | Backend,
-        backend: str = "auto",
-        batch_size: int = 64,
+        backend: str = DEFAULT_BACKEND,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         threads: int = 0,
         decode_workers: int = 0,
         precision: str | None = None,
@@ -70,9 +72,7 @@ class Embedder:
                 engine_path=engine_path,
                 trust_engine=trust_engine,
             )
-        self.meta: ModelMeta = getattr(self.backend, "meta", None) or read_model_meta(
-            self.backend.info.model_path
-        )
+        self.meta: ModelMeta = self.backend.meta  # the ONNX file's, also when an engine file runs
         self.batch_size = batch_size
         self.decode_workers = decode_workers or max(1, min(4, os.cpu_count() or 1))
         self._pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="invedge-decode")
@@ -84,7 +84,7 @@ class Embedder:
     @property
     def notes(self) -> list[str]:
         """How the backend was chosen (see backends.select.open_backend)."""
-        return list(getattr(self.backend, "notes", []))
+        return list(self.backend.notes)
 
     @property
     def space_id(self) -> str:

@@ -34,7 +34,11 @@ class ModelError(InvedgeError):
 
 
 class IndexFileError(InvedgeError):
-    """A gallery index or embedding file that is damaged, foreign or incompatible."""
+    """A gallery index (file or search) that is damaged, foreign or incompatible."""
+
+
+class EmbeddingsError(InvedgeError):
+    """An embeddings folder that is missing, unfinished, damaged, foreign or incompatible."""
 
 
 class EngineError(InvedgeError):

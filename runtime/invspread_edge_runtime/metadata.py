@@ -18,6 +18,13 @@ from .errors import ModelError
 FORMAT = "invspread-edge/1"
 PREFIX = "invedge."
 PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
+# The file names `invedge export` gives its artifacts, by precision.
+ARTIFACT_FILES = {
+    "fp32": "model.onnx",
+    "fp16": "model.fp16.onnx",
+    "int8": "model.int8.onnx",
+    "int8-cpu": "model.int8-cpu.onnx",
+}
 RESIZE_POLICIES = ("shorter_side_center_crop",)
 
 

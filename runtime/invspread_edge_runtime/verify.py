@@ -7,7 +7,7 @@ artifact can be compared with them where it runs:
 
     probes = load_probe_set("runs/fmnist/export")             # every file checked against its sha256
     with open_backend("runs/fmnist/export", "trt") as backend:
-        result = verify_backend(backend, probes, read_model_meta("runs/fmnist/export/model.int8.onnx"))
+        result = verify_backend(backend, probes)               # preprocessing from backend.meta
     require_pass(result)                                       # VerifyFailed with the figures
 
 Layout, in the export folder:
@@ -183,6 +183,7 @@ def write_probe_set(
     `min_mean_cosine`: the export's `--min-cosine`, which becomes the INT8 mean-cosine threshold.
     The folder is built beside the old one and swapped in at the end: a failure leaves the old set.
     """
+    from .backends.ort import OrtBackend
     from .embedder import Embedder
     from .metadata import read_model_meta
     from .preprocess import resize_center_crop, to_rgb
@@ -213,7 +214,7 @@ def write_probe_set(
             pil.save(work / name, format="PNG")
             files[name] = sha256_file(work / name)
             names.append(name)
-        with Embedder(fp32_model, backend="ort-cpu", batch_size=n) as embedder:
+        with Embedder(OrtBackend(fp32_model, "ort-cpu", meta=meta), batch_size=n) as embedder:
             emb = embedder.embed([work / name for name in names])
         if emb.shape != (n, meta.embedding_dim) or not np.isfinite(emb).all():
             raise ModelError(f"the FP32 model gave unusable probe embeddings (shape {emb.shape})")
@@ -252,16 +253,14 @@ def check_exported(
     """Verify each exported artifact on ort-cpu against the probe set and store the figures in
     probes.json (`export_check`); returns one warning per artifact that does not pass."""
     from .backends.select import open_backend
-    from .metadata import read_model_meta
 
     probes = load_probe_set(out_dir)
     figures: dict[str, Any] = {}
     warnings = []
     for artifact in artifacts:
-        meta = read_model_meta(artifact)
-        with open_backend(artifact, "ort-cpu", precision=meta.precision) as backend:
-            result = verify_backend(backend, probes, meta)
-        figures[meta.precision] = {"file": Path(artifact).name, **result.to_dict()}
+        with open_backend(artifact, "ort-cpu") as backend:  # one file: its own precision
+            result = verify_backend(backend, probes)
+        figures[result.precision] = {"file": Path(artifact).name, **result.to_dict()}
         log(f"probe check of {Path(artifact).name} on ort-cpu: {result.status} ({result.summary()})")
         if not result.passed:
             warnings.append(
@@ -426,7 +425,7 @@ class _Borrowed(Backend):
     """The caller's backend, lent to an Embedder that must not close it."""
 
     def __init__(self, inner: Backend, meta: ModelMeta) -> None:
-        self.inner, self.meta, self.info = inner, meta, inner.info
+        self.inner, self.meta, self.info, self.notes = inner, meta, inner.info, inner.notes
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         return self.inner.infer(batch)
@@ -442,10 +441,12 @@ def embed_probes(backend: Backend, probes: ProbeSet, meta: ModelMeta) -> np.ndar
 
 
 def verify_backend(
-    backend: Backend, probes: ProbeSet, meta: ModelMeta, precision: str | None = None
+    backend: Backend, probes: ProbeSet, meta: ModelMeta | None = None, precision: str | None = None
 ) -> VerifyResult:
-    """Embed the probes with `backend` (running a model with metadata `meta`) and judge the figures
-    against the thresholds of `precision` (default: the backend's)."""
+    """Embed the probes with `backend` and judge the figures against the thresholds of `precision`
+    (default: the backend's). `meta` defaults to the backend's own (`Backend.meta`, the ONNX
+    file's); a wrapper that runs another model's outputs may pass the one it stands for."""
+    meta = meta or backend.meta
     precision = precision or backend.info.precision or meta.precision
     check_space(probes, meta, Path(backend.info.model_path).name or "the model")
     emb = embed_probes(backend, probes, meta)
@@ -488,7 +489,7 @@ def suggestion(precision: str) -> str:
 
 
 def verify_new_engine(
-    backend: Backend, meta: ModelMeta, onnx_path: str | os.PathLike[str], what: str, kept: str
+    backend: Backend, onnx_path: str | os.PathLike[str], what: str, kept: str
 ) -> VerifyResult | None:
     """Check a freshly built engine against the probe set beside `onnx_path`.
 
@@ -500,7 +501,7 @@ def verify_new_engine(
         _warn_unchecked(onnx_path, what)
         return None
     probes = load_probe_set(folder.parent)
-    result = verify_backend(backend, probes, meta)
+    result = verify_backend(backend, probes)
     require_pass(result, f"the {what} built from {Path(onnx_path).name}", kept)
     return result
 
@@ -529,9 +530,9 @@ def verify_plan(trt: Any, plan: bytes, onnx_path: str | os.PathLike[str], meta: 
     engine = runtime.deserialize_cuda_engine(plan)
     if engine is None:
         raise AccuracyError(f"TensorRT could not deserialise the engine it just built from {onnx_path}")
-    backend = TensorRTBackend(onnx_path, loaded=LoadedEngine(engine, runtime, None, "built"))
+    backend = TensorRTBackend(onnx_path, loaded=LoadedEngine(engine, runtime, None, "built"), meta=meta)
     try:
-        result = verify_new_engine(backend, meta, onnx_path, "TensorRT engine", "the engine was not written")
+        result = verify_new_engine(backend, onnx_path, "TensorRT engine", "the engine was not written")
     finally:
         backend.close()
     return None if result is None else result.to_dict()
@@ -546,7 +547,6 @@ def cache_listing(cache_dir: str | os.PathLike[str] | None) -> dict[str, int]:
 
 def verify_ort_trt_session(
     backend: Backend,
-    meta: ModelMeta,
     onnx_path: str | os.PathLike[str],
     cache_dir: Path,
     before: dict[str, int],
@@ -557,7 +557,7 @@ def verify_ort_trt_session(
     the slot is emptied, so no engine of it is ever reused, and VerifyFailed is raised."""
     try:
         return verify_new_engine(
-            backend, meta, onnx_path, "ONNX Runtime TensorRT engine", "its cache folder was emptied"
+            backend, onnx_path, "ONNX Runtime TensorRT engine", "its cache folder was emptied"
         )
     except VerifyFailed:
         backend.close()
@@ -575,15 +575,13 @@ def verify_ort_trt_session(
 # --- invedge bench ----------------------------------------------------------------------------------
 
 
-def bench_verdict(
-    backend: Backend, source: str | os.PathLike[str], meta: ModelMeta, precision: str
-) -> str | None:
+def bench_verdict(backend: Backend, source: str | os.PathLike[str], precision: str) -> str | None:
     """'pass 0.99991' / 'fail 0.93120' (mean cosine) for one bench row; None without a probe set."""
     if find_probe_set(source) is None:
         return None
     try:
         probes = load_probe_set(source)
-        result = verify_backend(backend, probes, meta, precision)
+        result = verify_backend(backend, probes, precision=precision)
     except Exception as exc:  # a bench row never dies of its probe check
         return f"error: {str(exc).splitlines()[0][:80] if str(exc) else exc.__class__.__name__}"
     return f"{result.status} {result.mean_cosine:.5f}"

@@ -26,7 +26,7 @@ def _held(rng):
     held = ac.HeldOut(
         "toy", "knn", np.zeros((40, 3, 2, 2), np.uint8), ql, np.zeros((80, 3, 2, 2), np.uint8), ml
     )
-    return held, ac.Embedded(q, m)
+    return held, ac.Embeddings(q, m)
 
 
 def test_identical_embeddings_pass():
@@ -40,7 +40,7 @@ def test_identical_embeddings_pass():
 def test_a_large_drop_fails_or_warns_when_allowed():
     rng = np.random.default_rng(0)
     held, ref = _held(rng)
-    broken = ac.Embedded(_unit(rng.standard_normal(ref.queries.shape)), ref.memory)  # queries scrambled
+    broken = ac.Embeddings(_unit(rng.standard_normal(ref.queries.shape)), ref.memory)  # queries scrambled
     failed = ac.compare(held, ref, broken, "int8", min_mean_cosine=-1.0)
     assert failed.status == "fail" and failed.drop_points > 20
     with pytest.raises(AccuracyError, match="--allow-accuracy-drop"):
@@ -55,7 +55,7 @@ def test_embeddings_that_drift_fail_even_when_knn_holds():
     rng = np.random.default_rng(0)
     held, ref = _held(rng)
     rotation = np.linalg.qr(rng.standard_normal((8, 8)))[0].astype(np.float32)  # same neighbours, other space
-    rotated = ac.Embedded(ref.queries @ rotation, ref.memory @ rotation)
+    rotated = ac.Embeddings(ref.queries @ rotation, ref.memory @ rotation)
     result = ac.compare(held, ref, rotated, "int8", allowed=100.0)
     assert result.drop_points == pytest.approx(0.0) and result.status == "fail"
     with pytest.raises(AccuracyError, match="drift from FP32"):
@@ -93,3 +93,30 @@ def test_fashion_mnist_held_out_is_test_queries_and_train_memory(tiny_export):
         and held.memory.shape == (50, 3, 28, 28)
     )
     assert held.queries.dtype == np.uint8
+
+
+def test_held_out_images_follow_the_evaluation_protocol(fmnist_test, tiny_export):
+    from invspread_edge_runtime.evaluation import eval_data
+
+    meta = read_model_meta(tiny_export / "model.onnx")
+    held = ac.held_out_set("fashion-mnist", meta, queries=30, memory=50)
+    sets = eval_data("fashion-mnist", "knn", queries=30, memory=50)
+    assert np.array_equal(held.queries, sets.queries.images) and np.array_equal(
+        held.memory, sets.memory.images
+    )
+    assert np.array_equal(held.query_labels, sets.queries.labels)
+
+
+def test_models_run_on_the_runtimes_own_backend(monkeypatch, tiny_export):
+    opened = []
+    real = ac.open_backend
+
+    def spy(path, **kwargs):
+        opened.append(kwargs)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(ac, "open_backend", spy)
+    meta = read_model_meta(tiny_export / "model.onnx")
+    held = ac.held_out_set("fashion-mnist", meta, queries=20, memory=40)
+    emb = ac.embed_held_out(tiny_export / "model.int8-cpu.onnx", held, meta)
+    assert opened == [{"backend": "ort-cpu"}] and emb.queries.shape[0] == 20 and emb.memory.shape[0] == 40

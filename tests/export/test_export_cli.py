@@ -7,16 +7,10 @@ import json
 
 import pytest
 from PIL import Image
-from tiny import tiny_config
+from tiny import invedge, tiny_config
 
 from invspread_edge.checkpoint import save_checkpoint
 from invspread_edge.model import create_model
-
-
-def invedge(*argv: str) -> int:
-    from invspread_edge_runtime.cli import create_app, run
-
-    return run(create_app(), [str(a) for a in argv])
 
 
 def _one_line_error(capsys, *needles: str) -> None:

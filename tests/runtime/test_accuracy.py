@@ -50,9 +50,9 @@ def test_knn_accuracy_on_separable_clusters():
     centers = _unit(rng.normal(size=(3, 32)))
     labels = rng.integers(0, 3, 500)
     x = _unit(centers[labels] + 0.05 * rng.normal(size=(500, 32)))
-    assert acc.knn_accuracy(x[:400], labels[:400], x[400:], labels[400:], k=20) == 1.0
+    assert acc.knn_accuracy(x[:400], labels[:400], x[400:], labels[400:], k=20, temperature=0.1) == 1.0
     noise = _unit(rng.normal(size=(500, 32)))
-    assert acc.knn_accuracy(noise[:400], labels[:400], noise[400:], labels[400:], k=20) < 0.6
+    assert acc.knn_accuracy(noise[:400], labels[:400], noise[400:], labels[400:], k=20, temperature=0.1) < 0.6
 
 
 def test_recall_at_k_matches_literal():

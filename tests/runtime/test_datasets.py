@@ -1,4 +1,5 @@
-"""The torch-free readers: Fashion-MNIST IDX, folders of images, CIFAR-10/100 and STL-10 binaries."""
+"""The torch-free readers (Fashion-MNIST IDX, folders of images, CIFAR-10/100 and STL-10 binaries)
+and the one rule choosing which of their images a run or an evaluation uses."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from PIL import Image
 
 from invspread_edge_runtime import datasets
 from invspread_edge_runtime.datasets import open_dataset, read_idx
-from invspread_edge_runtime.errors import DataError
+from invspread_edge_runtime.errors import DataError, InvedgeError
 
 
 def test_fashion_mnist_splits(fmnist_test):
@@ -154,3 +155,49 @@ def test_binary_errors(tmp_path):
     (tmp_path / "test.bin").write_bytes(b"\x00" * 100)
     with pytest.raises(DataError, match="damaged"):
         open_dataset(f"cifar100:{tmp_path}", "test")
+
+
+@pytest.mark.parametrize(
+    ("spec", "want"),
+    [
+        ("0-4", [0, 1, 2, 3, 4]),
+        ("7", [7]),
+        ("0,2,5-7", [0, 2, 5, 6, 7]),
+        (" 3 - 4 ,1", [1, 3, 4]),
+        (None, None),
+    ],
+)
+def test_parse_classes(spec, want):
+    assert datasets.parse_classes(spec) == want
+
+
+@pytest.mark.parametrize("spec", ["a-b", "4-1", "1,,2", "-3"])
+def test_parse_classes_rejects(spec):
+    with pytest.raises(InvedgeError, match="--classes"):
+        datasets.parse_classes(spec)
+
+
+def test_select_classes_then_fixed_limit(fmnist_test):
+    five = datasets.select(fmnist_test, [5, 6, 7, 8, 9])
+    assert len(five) == 5000 and set(np.unique(five.labels)) == {5, 6, 7, 8, 9}
+    a = datasets.select(fmnist_test, [0, 1], limit=50)
+    b = datasets.select(fmnist_test, [0, 1], limit=50)
+    assert len(a) == 50 and np.array_equal(a.images, b.images) and set(np.unique(a.labels)) <= {0, 1}
+    first = datasets.select(fmnist_test, None, limit=100)
+    more = datasets.select(fmnist_test, None, limit=200)
+    assert len(np.unique(first.labels)) > 5  # a shuffle, not the first 100 files
+    # the first N of one fixed shuffle: a larger limit contains the smaller one
+    small = {bytes(x) for x in first.images.reshape(100, -1)}
+    big = {bytes(x) for x in more.images.reshape(200, -1)}
+    assert small <= big
+    assert datasets.select(fmnist_test) is fmnist_test
+
+
+def test_select_errors(fmnist_test, image_folder, tmp_path):
+    with pytest.raises(DataError, match="not in fashion-mnist"):
+        datasets.select(fmnist_test, [10])
+    with pytest.raises(InvedgeError, match="--limit must be at least 1"):
+        datasets.select(fmnist_test, None, 0)
+    (tmp_path / "a.png").write_bytes((image_folder / "class0").glob("*.png").__next__().read_bytes())
+    with pytest.raises(DataError, match="needs labels"):
+        datasets.select(open_dataset(str(tmp_path)), [0])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from invspread_edge_runtime.embeddings import EmbeddingWriter, load_embeddings
-from invspread_edge_runtime.errors import IndexFileError
+from invspread_edge_runtime.errors import EmbeddingsError
 
 SPACE = {"space_id": "0123456789abcdef/8", "checkpoint_sha256": "0123456789abcdef" * 4, "embedding_dim": 8}
 MODEL = {"path": "/models/model.onnx", "sha256": "aa" * 32, "precision": "fp32"}
@@ -49,7 +49,7 @@ def test_interrupted_run_resumes_from_its_parts(tmp_path):
         first.add([f"img{i}"], x[i : i + 1])
     first.add_failure("bad", "unreadable")
     del first
-    with pytest.raises(IndexFileError, match="unfinished"):
+    with pytest.raises(EmbeddingsError, match="unfinished"):
         load_embeddings(out)
     second = writer(out, tmp_path, part_size=8)
     assert second.resumed and second.done_ids == {f"img{i}" for i in range(16)}
@@ -66,9 +66,9 @@ def test_resume_with_another_model_or_dtype_is_refused(tmp_path):
     out = tmp_path / "e.emb"
     w = writer(out, tmp_path, part_size=2)
     w.add(["a", "b"], vectors(2))
-    with pytest.raises(IndexFileError, match="another model file"):
+    with pytest.raises(EmbeddingsError, match="another model file"):
         EmbeddingWriter(out, space=SPACE, model=MODEL | {"sha256": "bb" * 32}, root=tmp_path)
-    with pytest.raises(IndexFileError, match="another dtype"):
+    with pytest.raises(EmbeddingsError, match="another dtype"):
         writer(out, tmp_path, dtype="float16")
     fresh = writer(out, tmp_path, dtype="float16", overwrite=True)
     assert not fresh.resumed
@@ -79,12 +79,12 @@ def test_finished_folder_needs_overwrite_and_foreign_folders_are_left_alone(tmp_
     w = writer(out, tmp_path)
     w.add(["a"], vectors(1))
     w.finish()
-    with pytest.raises(IndexFileError, match="--overwrite"):
+    with pytest.raises(EmbeddingsError, match="--overwrite"):
         writer(out, tmp_path)
     other = tmp_path / "holiday"
     other.mkdir()
     (other / "photo.jpg").write_bytes(b"x")
-    with pytest.raises(IndexFileError, match="other files"):
+    with pytest.raises(EmbeddingsError, match="other files"):
         writer(other, tmp_path, overwrite=True)
     assert (other / "photo.jpg").exists()
 
@@ -97,20 +97,20 @@ def test_damaged_or_inconsistent_folders_are_rejected(tmp_path):
     data = bytearray((out / "embeddings.npy").read_bytes())
     data[-1] ^= 0xFF
     (out / "embeddings.npy").write_bytes(bytes(data))
-    with pytest.raises(IndexFileError, match="damaged"):
+    with pytest.raises(EmbeddingsError, match="damaged"):
         load_embeddings(out)
     load_embeddings(out, verify=False)  # the checksum is the only thing that catches this one
     (out / "ids.json").write_text(json.dumps(["a", "b"]))
-    with pytest.raises(IndexFileError, match="inconsistent"):
+    with pytest.raises(EmbeddingsError, match="inconsistent"):
         load_embeddings(out, verify=False)
-    with pytest.raises(IndexFileError, match="not found"):
+    with pytest.raises(EmbeddingsError, match="not found"):
         load_embeddings(tmp_path / "missing.emb")
 
 
 def test_nothing_embedded_is_an_error(tmp_path):
     w = writer(tmp_path / "e.emb", tmp_path)
     w.add_failure("a.jpg", "unreadable")
-    with pytest.raises(IndexFileError, match="no image could be embedded"):
+    with pytest.raises(EmbeddingsError, match="no image could be embedded"):
         w.finish()
 
 
@@ -143,7 +143,7 @@ def test_an_overwrite_that_fails_leaves_the_old_folder_whole(tmp_path):
     before = contents(out)
     w = writer(out, tmp_path, overwrite=True)
     w.add_failure("bad.jpg", "unreadable image /x/bad.jpg: cannot identify image file")
-    with pytest.raises(IndexFileError, match="no image could be embedded"):
+    with pytest.raises(EmbeddingsError, match="no image could be embedded"):
         w.finish()
     assert contents(out) == before and load_embeddings(out).ids == ["old0"]
 
@@ -199,7 +199,7 @@ def test_edited_ids_are_refused_not_trusted(tmp_path):
     ids = json.loads((out / "ids.json").read_text())
     ids[0], ids[1] = ids[1], ids[0]  # the same ids, two swapped: every count still matches
     (out / "ids.json").write_text(json.dumps(ids))
-    with pytest.raises(IndexFileError, match="does not match its manifest"):
+    with pytest.raises(EmbeddingsError, match="does not match its manifest"):
         load_embeddings(out, verify=False)
 
 
@@ -263,14 +263,14 @@ def test_every_kind_of_wrong_file_is_one_clear_error(tmp_path, what):
     out = tmp_path / "e.emb"
     finished(out, tmp_path, ["a", "b", "c"])
     _damage(out, what)
-    with pytest.raises(IndexFileError) as caught:
+    with pytest.raises(EmbeddingsError) as caught:
         load_embeddings(out, verify=False)
     assert str(out) in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_a_file_where_the_folder_should_be_is_named_as_such(tmp_path):
     (tmp_path / "e.emb").write_text("x")
-    with pytest.raises(IndexFileError, match="is a file, not an embeddings folder"):
+    with pytest.raises(EmbeddingsError, match="is a file, not an embeddings folder"):
         load_embeddings(tmp_path / "e.emb")
 
 
@@ -306,7 +306,7 @@ def test_retry_failed_keeps_a_finished_folder_and_adds_what_was_missing(tmp_path
         {"id": "d", "reason": "unreadable image d: truncated"}
     ]
     np.testing.assert_array_equal(np.asarray(new.vectors)[:2], old_vectors)
-    with pytest.raises(IndexFileError, match="another model file"):
+    with pytest.raises(EmbeddingsError, match="another model file"):
         EmbeddingWriter(
             out, space=SPACE, model=MODEL | {"sha256": "bb" * 32}, root=tmp_path, retry_failed=True
         )
@@ -316,7 +316,7 @@ def test_no_image_embedded_names_the_first_file_and_why(tmp_path):
     w = writer(tmp_path / "e.emb", tmp_path)
     w.add_failure("a.jpg", "unreadable image /photos/a.jpg: cannot identify image file")
     w.add_failure("b.jpg", "unreadable image /photos/b.jpg: truncated")
-    with pytest.raises(IndexFileError) as caught:
+    with pytest.raises(EmbeddingsError) as caught:
         w.finish()
     assert "2 unreadable; first: unreadable image /photos/a.jpg: cannot identify image file" in str(
         caught.value

@@ -7,8 +7,8 @@ import pytest
 
 from invspread_edge_runtime import index as index_module
 from invspread_edge_runtime.errors import IndexFileError
-from invspread_edge_runtime.index import Index
-from invspread_edge_runtime.topk import exact_topk, naive_topk
+from invspread_edge_runtime.index import Index, faiss_engines
+from invspread_edge_runtime.index.topk import exact_topk, naive_topk
 
 SPACE = {"space_id": "0123456789abcdef/16", "checkpoint_sha256": "0123456789abcdef" * 4, "embedding_dim": 16}
 # A score of two unit vectors in d = 16 is a float32 sum of 16 products: within 16 · 2^-24 ≈ 1e-6 of
@@ -55,7 +55,7 @@ def assert_same_ranking(
 
 @pytest.fixture
 def no_faiss(monkeypatch):
-    monkeypatch.setattr(index_module, "_faiss", lambda: None)
+    monkeypatch.setattr(faiss_engines, "faiss_module", lambda: None)
 
 
 @pytest.mark.parametrize("n, k, block", [(5000, 10, 256), (777, 1, 64), (300, 300, 2048), (1000, 17, 999)])
@@ -78,7 +78,7 @@ def test_exact_topk_rejects_bad_k():
 
 def test_search_graph_is_valid_onnx_and_exact():
     onnx = pytest.importorskip("onnx")
-    from invspread_edge_runtime.search_graph import OrtTopK, search_graph_bytes
+    from invspread_edge_runtime.index.search_graph import OrtTopK, search_graph_bytes
 
     onnx.checker.check_model(onnx.load_from_string(search_graph_bytes(16)), full_check=True)
     rng = np.random.default_rng(1)
@@ -133,7 +133,7 @@ def test_approximate_index_without_faiss_searches_exactly(tmp_path, monkeypatch)
     rng = np.random.default_rng(4)
     gallery = clustered(rng, 500)
     Index.build(gallery, ids_for(500), SPACE, "hnsw").save(tmp_path / "h.index")
-    monkeypatch.setattr(index_module, "_faiss", lambda: None)
+    monkeypatch.setattr(faiss_engines, "faiss_module", lambda: None)
     loaded = Index.load(tmp_path / "h.index")
     result = loaded.search(gallery[:3], k=4)
     assert result.searcher == "numpy"

@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from invspread_edge import run_folder
 from invspread_edge import training as train_mod
 from invspread_edge.checkpoint import build_model, load_checkpoint
+from invspread_edge.config import TrainConfig
 from invspread_edge.model import create_model
-from invspread_edge.training import TrainConfig, learning_rate, train
+from invspread_edge.training import learning_rate, train
 from invspread_edge_runtime.errors import DataError, InvedgeError
 
 
@@ -285,7 +287,7 @@ def test_compiled_run_trains_the_same_model(tmp_path):
 
 
 def test_compile_without_a_compiler_says_so(tmp_path, monkeypatch):
-    monkeypatch.setattr(train_mod.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     monkeypatch.setattr(train_mod.torch.cuda, "is_available", lambda: False)
     with pytest.raises(InvedgeError, match="--compile needs a C\\+\\+ compiler"):
         train(tiny(tmp_path / "run", compile=True), show_progress=False)
@@ -346,7 +348,7 @@ def test_overwrite_failing_in_its_first_epoch_keeps_the_old_run(old_run, monkeyp
     before = snapshot(old_run)
 
     def broken(*args, **kwargs):
-        assert train_mod.staging_path(old_run).is_dir()  # the new run is being built beside the old
+        assert run_folder.staging_path(old_run).is_dir()  # the new run is being built beside the old
         raise RuntimeError("a bug in the first epoch")
 
     monkeypatch.setattr(train_mod, "train_one_epoch", broken)
@@ -358,16 +360,16 @@ def test_overwrite_failing_in_its_first_epoch_keeps_the_old_run(old_run, monkeyp
 @pytest.mark.parametrize("atomic_exchange", [True, False], ids=["renameat2", "two-renames"])
 def test_overwrite_swaps_in_the_new_run_after_its_first_epoch(old_run, monkeypatch, atomic_exchange):
     if not atomic_exchange:
-        monkeypatch.setattr(train_mod, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(run_folder, "_exchange", lambda a, b: False)
     seen = []
-    real_swap = train_mod.swap_in
+    real_swap = run_folder.swap_in
 
     def swap(staging, run_dir):
         seen.append((snapshot(run_dir) == before, sorted(p.name for p in staging.iterdir())))
         real_swap(staging, run_dir)
 
     before = snapshot(old_run)
-    monkeypatch.setattr(train_mod, "swap_in", swap)
+    monkeypatch.setattr(run_folder, "swap_in", swap)
     result = train(tiny(old_run, epochs=2, eval_every=0, seed=5), overwrite=True, show_progress=False)
     # once, at the end of the first epoch, with the old run untouched until then
     assert seen == [(True, ["checkpoint.safetensors", "curves.png", "metrics.jsonl", "run.json"])]
@@ -390,14 +392,14 @@ def test_overwrite_interrupted_before_its_first_epoch_ends_keeps_the_old_run(old
 
 def test_a_rerun_cleans_up_what_a_killed_run_left(old_run):
     """The states a kill -9 can leave (see recover_run_folder), each followed by a rerun."""
-    staging, replaced = train_mod.staging_path(old_run), train_mod.replaced_path(old_run)
+    staging, replaced = run_folder.staging_path(old_run), run_folder.replaced_path(old_run)
     before = snapshot(old_run)
     # killed while building the new run: a staging folder and temporary files of atomic writes
     staging.mkdir()
     (staging / "checkpoint.safetensors").write_bytes(b"half")
     (old_run / ".checkpoint.safetensors.abc123.tmp").write_bytes(b"half")
     (old_run / ".run.json.x7.tmp").write_text("{")
-    train_mod.recover_run_folder(old_run)
+    run_folder.recover_run_folder(old_run)
     assert snapshot(old_run) == before and leftovers(old_run) == []
     # killed between the two renames of a non-atomic swap: RUN gone, the complete new run staged
     new_files = snapshot(old_run)
@@ -406,11 +408,11 @@ def test_a_rerun_cleans_up_what_a_killed_run_left(old_run):
     for name, data in new_files.items():
         (staging / name).parent.mkdir(parents=True, exist_ok=True)
         (staging / name).write_bytes(data)
-    train_mod.recover_run_folder(old_run)
+    run_folder.recover_run_folder(old_run)
     assert snapshot(old_run) == new_files and leftovers(old_run) == []
     # and with no staged run at all, the old one goes back
     old_run.rename(replaced)
-    train_mod.recover_run_folder(old_run)
+    run_folder.recover_run_folder(old_run)
     assert snapshot(old_run) == new_files and leftovers(old_run) == []
     # a real rerun after a kill: it starts over cleanly and succeeds
     staging.mkdir()

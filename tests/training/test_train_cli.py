@@ -12,16 +12,12 @@ from pathlib import Path
 
 import pytest
 from tiny import TINY_TRAIN_OPTIONS as TINY
+from tiny import invedge
 
 from invspread_edge.checkpoint import load_checkpoint
 from invspread_edge.commands import train as train_cmd
-from invspread_edge_runtime.cli import create_app, run
 
 INVEDGE = str(Path(sys.executable).parent / "invedge")
-
-
-def invedge(*argv: str) -> int:
-    return run(create_app(), [str(a) for a in argv])
 
 
 def test_train_then_eval(tmp_path, capsys):

@@ -23,7 +23,7 @@ import pytest
 from tiny import TINY_TRAIN_OPTIONS
 
 from invspread_edge.checkpoint import load_checkpoint
-from invspread_edge.training import replaced_path, staging_path
+from invspread_edge.run_folder import replaced_path, staging_path
 
 INVEDGE = str(Path(sys.executable).parent / "invedge")
 TINY = [*TINY_TRAIN_OPTIONS, "--eval-every", "0", "-q"]

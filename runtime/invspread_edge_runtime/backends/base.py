@@ -1,7 +1,10 @@
 """The one interface every inference backend implements.
 
 A backend owns a loaded model and turns a preprocessed batch into embeddings. It knows nothing
-of files, images or galleries: `embed.Embedder` does that on top.
+of files, images or galleries: `embedder.Embedder` does that on top, preprocessing with the
+backend's `meta`. The metadata is read once, from the ONNX file (`metadata.read_model_meta`), and
+handed to the backend: `open_backend` passes what it read while choosing the artifact, and a
+backend opened directly reads its own ONNX file once. An engine file never stands in for it.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..metadata import ModelMeta
 
 
 @dataclass(frozen=True)
@@ -24,7 +29,9 @@ class BackendInfo:
 class Backend(ABC):
     """(N, 3, H, W) float32 → (N, d) float32. Inputs larger than the backend's profile are split."""
 
+    meta: ModelMeta  # the ONNX model's metadata: preprocessing, embedding space, I/O names
     info: BackendInfo
+    notes: tuple[str, ...] = ()  # how `open_backend` chose this backend and artifact; () when opened directly
 
     @abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray: ...

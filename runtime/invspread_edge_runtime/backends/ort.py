@@ -29,6 +29,7 @@ import numpy as np
 from ..errors import EngineError, MissingDependency, ModelError
 from ..locks import exclusive_lock
 from ..metadata import ModelMeta, read_model_meta
+from ..tensorrt.cache import DEFAULT_MAX_BATCH
 from ..verify import cache_listing, verify_ort_trt_session
 from . import ort_cache
 from .base import Backend, BackendInfo
@@ -38,7 +39,6 @@ PROVIDERS = {
     "ort-cuda": "CUDAExecutionProvider",
     "ort-trt": "TensorrtExecutionProvider",
 }
-DEFAULT_TRT_MAX_BATCH = 64
 
 
 def import_ort() -> Any:
@@ -73,7 +73,7 @@ def default_cache_dir(model_path: Path) -> Path:
 def trt_provider_options(
     meta: ModelMeta,
     cache_dir: Path,
-    max_batch: int = DEFAULT_TRT_MAX_BATCH,
+    max_batch: int = DEFAULT_MAX_BATCH,
     opt_batch: int | None = None,
     device_id: int = 0,
     workspace_bytes: int = 2 << 30,
@@ -133,7 +133,11 @@ def _shape(dims: list[Any]) -> str:
 
 
 class OrtBackend(Backend):
-    """One ONNX Runtime session for one of our exported models."""
+    """One ONNX Runtime session for one of our exported models.
+
+    `meta`: the model's metadata when the caller has read it (`open_backend` has), else read from
+    `model_path` here, once.
+    """
 
     def __init__(
         self,
@@ -188,7 +192,7 @@ class OrtBackend(Backend):
         providers: list[Any]
         self._cache_dir: Path | None = None
         if kind == "ort-trt":
-            max_batch = max_batch or DEFAULT_TRT_MAX_BATCH
+            max_batch = max_batch or DEFAULT_MAX_BATCH
             base = Path(cache_dir) if cache_dir else default_cache_dir(path)
             keyed = trt_provider_options(self.meta, base, max_batch, device_id=device_id)
             self._cache_key = ort_cache.current_key(
@@ -232,7 +236,7 @@ class OrtBackend(Backend):
             max_batch=self._max_batch,
         )
         if kind == "ort-trt" and self._cache_dir is not None:  # the engine runs the probe set first
-            verify_ort_trt_session(self, self.meta, path, self._cache_dir, cache_before)
+            verify_ort_trt_session(self, path, self._cache_dir, cache_before)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, S, S) float32 → (N, d) float32; batches beyond the profile's maximum are split."""

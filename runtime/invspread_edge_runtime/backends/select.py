@@ -23,22 +23,18 @@ from pathlib import Path
 
 from .. import console
 from ..errors import EngineError, InvedgeError, MissingDependency, ModelError
-from ..metadata import PRECISIONS, PREFIX, ModelMeta, read_model_meta
+from ..metadata import ARTIFACT_FILES, PRECISIONS, PREFIX, ModelMeta, read_model_meta
+from ..tensorrt.cache import DEFAULT_MAX_BATCH
 from .base import Backend
 
 BACKENDS = ("trt", "ort-trt", "ort-cuda", "ort-cpu")  # fastest first: the order of `auto`
+BACKEND_CHOICES = ("auto", *BACKENDS)  # what --backend accepts
+DEFAULT_BACKEND = "auto"
 PREFERENCE = {
     "ort-cpu": ("int8-cpu", "fp32", "fp16", "int8"),
     "ort-cuda": ("fp16", "fp32", "int8", "int8-cpu"),
     "ort-trt": ("int8", "fp16", "fp32"),
     "trt": ("int8", "fp16", "fp32"),
-}
-# The file names `invedge export` gives its artifacts (invspread_edge_export/quantize.py FILENAMES).
-ARTIFACT_FILES = {
-    "fp32": "model.onnx",
-    "fp16": "model.fp16.onnx",
-    "int8": "model.int8.onnx",
-    "int8-cpu": "model.int8-cpu.onnx",
 }
 ARTIFACT_NAME = re.compile(r"^model([.-].*)?\.onnx$")
 
@@ -207,10 +203,11 @@ def open_backend(
 
     `engine_path`: a TensorRT engine file to run instead of building one (native backend only);
     without its sidecar it is refused unless `trust_engine` (see tensorrt.load.load_engine).
-    The returned backend has `notes`: a list of lines saying what was chosen and why.
+    The metadata read here while choosing the artifact is the backend's `meta` (read once, from the
+    ONNX file); its `notes` are lines saying what was chosen and why.
     """
-    if backend != "auto" and backend not in BACKENDS:
-        raise EngineError(f"Invalid backend {backend!r}. Only auto, {', '.join(BACKENDS)} are supported.")
+    if backend not in BACKEND_CHOICES:
+        raise EngineError(f"Invalid backend {backend!r}. Only {', '.join(BACKEND_CHOICES)} are supported.")
     if engine_path is not None and backend not in ("auto", "trt"):
         raise EngineError(
             f"an engine file runs on the native TensorRT backend, not {backend}", "Use --backend trt"
@@ -237,9 +234,7 @@ def open_backend(
             continue
         picked = "auto-selected" if backend == "auto" else "as asked"
         notes.append(f"{name}: {path.name} ({meta.precision}) on {opened.info.device}, {picked}")
-        opened.notes = notes  # type: ignore[attr-defined]
-        if getattr(opened, "meta", None) is None:
-            opened.meta = meta  # type: ignore[attr-defined]  # the Embedder preprocesses from it
+        opened.notes = tuple(notes)
         return opened
     raise EngineError("no backend could run this model:\n  " + "\n  ".join(notes))
 
@@ -264,12 +259,15 @@ def _open(
                 "The native TensorRT backend",
                 "install JetPack's or NVIDIA's TensorRT Python bindings",
             ) from exc
-        kwargs = {"precision": meta.precision, "max_batch": max_batch or 64}
-        if cache_dir is not None:
-            kwargs["cache_dir"] = cache_dir
-        if engine_path is not None:
-            kwargs.update(engine_path=engine_path, trust_engine=trust_engine)
-        return TensorRTBackend(path, **kwargs)
+        return TensorRTBackend(
+            path,
+            meta.precision,
+            max_batch or DEFAULT_MAX_BATCH,
+            cache_dir,
+            engine_path=engine_path,
+            trust_engine=trust_engine,
+            meta=meta,
+        )
     from .ort import OrtBackend
 
     return OrtBackend(

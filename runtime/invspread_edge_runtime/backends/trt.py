@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import EngineError, ModelError
-from ..metadata import read_model_meta
+from ..metadata import ModelMeta, read_model_meta
 from ..tensorrt import api
+from ..tensorrt.cache import DEFAULT_MAX_BATCH, DEFAULT_MIN_BATCH, DEFAULT_WORKSPACE_MB
 from ..tensorrt.cuda import CudaRuntime
 from ..tensorrt.load import LoadedEngine, get_or_build_engine, load_engine
 from .base import Backend, BackendInfo
@@ -30,21 +31,24 @@ class TensorRTBackend(Backend):
     (default: $INVEDGE_ENGINE_CACHE or ~/.cache/invspread-edge/engines). `engine_path` runs an
     explicit engine instead (checked against its sidecar, never rebuilt); one without a sidecar is
     refused unless `trust_engine` (see `tensorrt.load.load_engine`: engines are code for the GPU).
+    `meta`: the ONNX file's metadata when the caller has read it (`open_backend` has), else read
+    here, once; it is always the ONNX file's, also when an engine file runs.
     """
 
     def __init__(
         self,
         onnx_path: str | os.PathLike[str],
         precision: str | None = None,
-        max_batch: int = 64,
+        max_batch: int = DEFAULT_MAX_BATCH,
         cache_dir: str | os.PathLike[str] | None = None,
         *,
-        min_batch: int = 1,
+        min_batch: int = DEFAULT_MIN_BATCH,
         opt_batch: int | None = None,
-        workspace_mb: int = 1024,
+        workspace_mb: int = DEFAULT_WORKSPACE_MB,
         engine_path: str | os.PathLike[str] | None = None,
         loaded: LoadedEngine | None = None,  # an engine already deserialised (the build's probe check)
         trust_engine: bool = False,
+        meta: ModelMeta | None = None,
     ) -> None:
         self._buffers: list[int] = []
         self._stream: Any = None
@@ -52,7 +56,7 @@ class TensorRTBackend(Backend):
         self._device_ms: float | None = None
         self.context: Any = None
         self.cuda = CudaRuntime()
-        meta = read_model_meta(onnx_path)
+        self.meta = meta = meta or read_model_meta(onnx_path)
         trt = api.import_tensorrt()
         self.gpu = self.cuda.gpu()
         if loaded is not None:
@@ -61,7 +65,7 @@ class TensorRTBackend(Backend):
             self.loaded = load_engine(engine_path, onnx_path=onnx_path, trust_engine=trust_engine)
         else:
             self.loaded = get_or_build_engine(
-                onnx_path, cache_dir, precision, min_batch, opt_batch, max_batch, workspace_mb
+                onnx_path, cache_dir, precision, min_batch, opt_batch, max_batch, workspace_mb, meta=meta
             )
         engine = self.loaded.engine
         try:
@@ -173,7 +177,7 @@ def _io_names(trt: Any, engine: Any) -> tuple[str, str]:
     return inputs[0], outputs[0]
 
 
-def _check_engine_io(backend: TensorRTBackend, meta: Any, source: Path) -> None:
+def _check_engine_io(backend: TensorRTBackend, meta: ModelMeta, source: Path) -> None:
     """The engine's tensors must be what the ONNX file's metadata says (name, (N, 3, S, S), (N, d)):
     an engine of another model, or a model whose metadata lies, is refused with one line."""
     size, dim = meta.image_size, meta.embedding_dim

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import typer
 
+from ..comparison.harness import DEFAULT_WARMUP
+from ..comparison.images import DEFAULT_COUNT, DEFAULT_DATA
+from ..comparison.registry import ALL_PRECISIONS, BUILTIN_RUNTIMES, TOOLKIT_RUNTIMES
+from ..comparison.runner import DEFAULT_BATCHES
 from .options import ThreadsOpt, writable_output
 
 
@@ -22,21 +26,25 @@ def bench(
         "",
         "--runtimes",
         "-r",
-        help="Comma list of ort-cpu, ort-cuda, ort-trt, trt, torch, torch-compile (default: all).",
+        help=f"Comma list of {', '.join((*BUILTIN_RUNTIMES, *TOOLKIT_RUNTIMES))} (default: all).",
     ),
     precision: str = typer.Option(
         "",
         "--precision",
         "-p",
-        help="Comma list of fp32, fp16, bf16, int8, int8-cpu (default: every artifact present).",
+        help=f"Comma list of {', '.join(ALL_PRECISIONS)} (default: every artifact present).",
     ),
-    batch: str = typer.Option("1,8,64", "--batch", help="Comma list of batch sizes."),
+    batch: str = typer.Option(
+        ",".join(map(str, DEFAULT_BATCHES)), "--batch", help="Comma list of batch sizes."
+    ),
     data: str = typer.Option(
-        "fashion-mnist", "--data", help="fashion-mnist (its test split) or a folder of images."
+        DEFAULT_DATA, "--data", help="fashion-mnist (its test split) or a folder of images."
     ),
-    images: int = typer.Option(1000, "--images", help="Images to time with and to measure accuracy on."),
+    images: int = typer.Option(
+        DEFAULT_COUNT, "--images", help="Images to time with and to measure accuracy on."
+    ),
     warmup: str = typer.Option(
-        "5", "--warmup", help="Warm-up calls per row: a count (10) or a duration (2s)."
+        DEFAULT_WARMUP, "--warmup", help="Warm-up calls per row: a count (10) or a duration (2s)."
     ),
     iters: int | None = typer.Option(None, "--iters", help="Measured calls per row (instead of --seconds)."),
     seconds: float | None = typer.Option(
@@ -60,38 +68,21 @@ def bench(
     from .. import console
     from ..comparison.environment import busy_warning, collect_environment
     from ..comparison.harness import TimingPlan
-    from ..comparison.images import load_bench_images
-    from ..comparison.registry import ALL_PRECISIONS
-    from ..comparison.registry import runtimes as known_runtimes
-    from ..comparison.report import (
-        footer_lines,
-        note_lines,
-        rich_table,
-        write_json,
-        write_markdown,
-        write_plot,
-    )
+    from ..comparison.images import check_count, load_bench_images
     from ..comparison.runner import BenchSettings, run_bench
     from ..comparison.target import resolve_target
-    from ..errors import InvedgeError
-    from ..files import human_size
 
     started = time.perf_counter()
-    names = _split(runtimes)
-    known = list(known_runtimes())
-    for name in names:
-        if name not in known:
-            raise InvedgeError(f"Invalid runtime {name!r}. Only {', '.join(known)} are supported")
-    precisions = _split(precision)
-    for p in precisions:
-        if p not in ALL_PRECISIONS:
-            raise InvedgeError(f"Invalid precision {p!r}. Only {', '.join(ALL_PRECISIONS)} are supported")
-    batches = _batches(batch)
-    if threads < 0:
-        raise InvedgeError(f"Invalid --threads {threads}. Use 0 (all cores) or a positive count")
-    if images < 2:
-        raise InvedgeError(f"Invalid --images {images}. Use at least 2 (accuracy needs neighbours)")
-    plan = TimingPlan.from_options(warmup, iters, seconds)
+    settings = BenchSettings(
+        runtimes=_split(runtimes) or None,
+        precisions=_split(precision) or None,
+        batches=_batches(batch),
+        threads=threads,
+        accuracy=accuracy,
+    )
+    settings.check()
+    check_count(images)
+    settings.plan = TimingPlan.from_options(warmup, iters, seconds)
     # Every input and output is checked before the first line is printed and before minutes of timing.
     for option, path in (("--json", json_path), ("--md", md_path), ("--plot", plot_path)):
         if path is not None and str(path) != "-":
@@ -105,27 +96,33 @@ def bench(
     console.info(f"bench {bench_target.kind} {bench_target.source}: {found}")
     if pics.skipped:
         console.warn(f"{pics.skipped} unreadable images skipped")
-    settings = BenchSettings(
-        runtimes=names or None,
-        precisions=precisions or None,
-        batches=batches,
-        plan=plan,
-        threads=threads,
-        accuracy=accuracy,
-    )
-    console.info(f"{len(pics)} images from {pics.name}; {plan.describe()} per row")
+    console.info(f"{len(pics)} images from {pics.name}; {settings.plan.describe()} per row")
     environment = collect_environment()
     if busy := busy_warning(environment):
         console.warn(f"load {busy}")
     report = run_bench(bench_target, pics, settings, environment, log=console.info)
+    _print_report(report, json_path, md_path, plot_path)
+    _summary(report, started)
+
+
+def _print_report(report, json_path: str | None, md_path: Path | None, plot_path: Path | None) -> None:
+    """The table on the terminal (unless the JSON goes to stdout) and the files asked for."""
+    from .. import console
+    from ..comparison.report import (
+        footer_lines,
+        note_lines,
+        rich_table,
+        write_json,
+        write_markdown,
+        write_plot,
+    )
+    from ..files import human_size
 
     to_stdout = json_path == "-"
     if not to_stdout:
         compact = console.out.is_terminal and console.out.width < 170
         console.print_table(rich_table(report, compact=compact), min_width=200)
-        for line in note_lines(report):
-            console.out.print(line, highlight=False)
-        for line in footer_lines(report):
+        for line in [*note_lines(report), *footer_lines(report)]:
             console.out.print(line, highlight=False)
     written: list[Path] = []
     if json_path:
@@ -139,6 +136,14 @@ def bench(
         written.append(write_plot(report, plot_path))
     for path in written:
         console.success(f"wrote {path} ({human_size(path.stat().st_size)})")
+
+
+def _summary(report, started: float) -> None:
+    """How many rows ran, and the fastest one as the next command; an error when none ran."""
+    from .. import console
+    from ..comparison.report import fastest
+    from ..errors import InvedgeError
+
     ok = sum(r.status == "ok" for r in report.rows)
     if not ok:  # the table says why for each row; a script must not read "nothing" as success
         asked = ", ".join(sorted({r.runtime for r in report.rows})) or "none"
@@ -147,24 +152,13 @@ def bench(
             "Choose a runtime this machine has, e.g. --runtimes ort-cpu",
         )
     console.info(f"{ok} of {len(report.rows)} rows measured in {time.perf_counter() - started:.1f} s")
-    best = _fastest(report.rows)
+    best = fastest(report.rows)
     if best is not None:
         model = best.model_file or "MODEL"
         console.info(
             f"fastest at batch {best.batch}: {best.runtime} {best.precision} ({best.throughput_ips:,.0f} img/s); "
             f"next: invedge embed {model} FOLDER --backend {best.runtime} --out photos.emb"
         )
-
-
-def _fastest(rows):
-    """The highest-throughput ONNX row at the largest batch measured (torch rows cannot embed)."""
-    measured = [
-        r for r in rows if r.status == "ok" and r.throughput_ips and not r.runtime.startswith("torch")
-    ]
-    if not measured:
-        return None
-    top_batch = max(r.batch for r in measured)
-    return max((r for r in measured if r.batch == top_batch), key=lambda r: r.throughput_ips)
 
 
 def _split(text: str) -> list[str]:

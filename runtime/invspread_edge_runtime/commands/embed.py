@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import typer
 
+from ..embeddings.layout import DEFAULT_DTYPE, DTYPES
 from .options import BackendOpt, BatchOpt, JsonOpt, ModelArg, ThreadsOpt
 
 
@@ -29,7 +29,7 @@ def embed(
         None, "--precision", help="Artifact to use from an export folder (default: the best for the backend)."
     ),
     dtype: str = typer.Option(
-        "float32", "--dtype", help="Stored precision: float32 or float16 (half the size)."
+        DEFAULT_DTYPE, "--dtype", help=f"Stored precision: {' or '.join(DTYPES)} (half the size)."
     ),
     overwrite: bool = typer.Option(
         False,
@@ -46,11 +46,10 @@ def embed(
 ) -> None:
     """Embed images into an embeddings folder; run it again to resume after an interruption."""
     from .. import console
-    from ..embedder import find_images
-    from ..embeddings import DTYPES, MANIFEST, VECTORS, EmbeddingInterrupted, check_output
+    from ..embeddings import MANIFEST, VECTORS, EmbeddingInterrupted, embed_images
+    from ..embeddings.corpus import embeddings_out
     from ..errors import ConfigError, Interrupted
     from ..files import human_size
-    from ..locks import exclusive_lock
 
     if dtype not in DTYPES:
         raise ConfigError(f"Invalid --dtype {dtype!r}. Only {', '.join(DTYPES)} are supported")
@@ -61,34 +60,41 @@ def embed(
             "--overwrite and --retry-failed contradict each other",
             "Pass --overwrite to embed everything again, or --retry-failed to keep what is done",
         )
-    check_output(out, overwrite, retry_failed)  # before any work, and again under the lock
-    if Path.cwd().resolve().is_relative_to(out.resolve()):
-        # --out . (or ..): a swap cannot rename "." (EBUSY), and once the old folder is gone a
-        # relative path would point into the removed working folder
-        out = out.absolute().resolve()
+    out = embeddings_out(out)
     resume = resume_command(model, images, out, backend, precision, dtype, overwrite, retry_failed)
-    started = time.perf_counter()
+    bar, task = console.progress(), None
+
+    def started(embedder, found) -> None:
+        nonlocal task
+        report_backend(embedder)
+        if (note := found.note()) is not None:
+            console.warn(note)
+        info = embedder.info
+        console.info(
+            f"embedding {len(found.paths):,} images from {found.root} with {info.name} "
+            f"({Path(info.model_path).name})"
+        )
+        bar.start()
+        task = bar.add_task("embed", total=len(found.paths))
+
+    def advance(done: int, total: int) -> None:
+        bar.update(task, completed=done)
+
     try:
-        found = find_images(images)
-        paths, root = found.paths, found.root
-        # the lock (which also proves --out writable) before the model opens; a second writer of
-        # the same folder waits here, then finds the first one's result and refuses
-        with exclusive_lock(out, "embeddings folder"):
-            check_output(out, overwrite, retry_failed)
-            manifest, info = _embed_locked(
-                model,
-                paths,
-                root,
-                out,
-                backend,
-                batch,
-                threads,
-                precision,
-                dtype,
-                overwrite,
-                retry_failed,
-                found.note(),
-            )
+        run = embed_images(
+            model,
+            images,
+            out,
+            backend=backend,
+            batch_size=batch,
+            threads=threads,
+            precision=precision,
+            dtype=dtype,
+            overwrite=overwrite,
+            retry_failed=retry_failed,
+            on_start=started,
+            on_progress=advance,
+        )
     except EmbeddingInterrupted as exc:
         kept = f"{exc.saved:,} of {exc.total:,} images are embedded and saved in {exc.work / 'parts'}"
         if overwrite and exc.work != exc.out:
@@ -99,7 +105,9 @@ def embed(
             f"stopped by Ctrl-C before any image was embedded; {out} is unchanged",
             f"Run again with: {resume}",
         ) from exc
-    seconds = time.perf_counter() - started
+    finally:
+        bar.stop()
+    manifest, seconds = run.manifest, run.seconds
     size = (out / VECTORS).stat().st_size + (out / MANIFEST).stat().st_size
     rate = (manifest["count"] + manifest["failed_count"] - manifest["resumed"]) / max(
         manifest["seconds"], 1e-9
@@ -110,7 +118,7 @@ def embed(
             | {
                 "path": str(out),
                 "total_seconds": round(seconds, 3),
-                "duplicates_skipped": len(found.duplicates),
+                "duplicates_skipped": len(run.images.duplicates),
             }
         )
     if manifest["failed_count"]:
@@ -128,57 +136,10 @@ def embed(
         console.info(f"nothing to retry: every image given is already in {out}")
     console.success(
         f"{manifest['count']:,} embeddings ({manifest['dim']}-d {dtype}) → {out} ({human_size(size)}) "
-        f"in {seconds:.1f} s ({rate:,.0f} img/s with {info.name})"
+        f"in {seconds:.1f} s ({rate:,.0f} img/s with {run.backend.name})"
     )
     named = out if out.name not in ("", "..") else out.absolute().resolve()  # --out . has no name to reuse
     console.info(f"next: invedge index build {out} --out {named.with_suffix('.index')}")
-
-
-def _embed_locked(
-    model: Path,
-    paths: list[Path],
-    root: Path,
-    out: Path,
-    backend: str,
-    batch: int,
-    threads: int,
-    precision: str | None,
-    dtype: str,
-    overwrite: bool,
-    retry_failed: bool,
-    note: str | None,
-):
-    """Open the model and embed into `out` (whose lock the caller holds); (manifest, backend info)."""
-    from .. import console
-    from ..embedder import Embedder
-    from ..embeddings import embed_to_folder
-
-    with Embedder(model, backend=backend, batch_size=batch, threads=threads, precision=precision) as embedder:
-        report_backend(embedder)
-        if note is not None:
-            console.warn(note)
-        info = embedder.info
-        console.info(
-            f"embedding {len(paths):,} images from {root} with {info.name} ({Path(info.model_path).name})"
-        )
-        with console.progress() as bar:
-            task = bar.add_task("embed", total=len(paths))
-
-            def advance(done: int, total: int) -> None:
-                bar.update(task, completed=done)
-
-            manifest = embed_to_folder(
-                embedder,
-                paths,
-                root,
-                out,
-                dtype=dtype,
-                overwrite=overwrite,
-                retry_failed=retry_failed,
-                on_progress=advance,
-                lock=False,
-            )
-    return manifest, info
 
 
 def resume_command(
@@ -199,7 +160,7 @@ def resume_command(
         argv += ["--backend", backend]
     if precision:
         argv += ["--precision", precision]
-    if dtype != "float32":
+    if dtype != DEFAULT_DTYPE:
         argv += ["--dtype", dtype]
     if overwrite:
         argv.append("--overwrite")

@@ -32,12 +32,12 @@ def build_engine_command(
 ) -> None:
     """Build a TensorRT engine (strongly typed: precision comes from the ONNX graph) with its sidecar."""
     from .. import console
-    from ..errors import EngineError, ModelError
+    from ..errors import ModelError
     from ..files import human_size
     from ..metadata import read_model_meta
     from ..tensorrt import build_engine
-    from ..tensorrt.build import resolve_precision
-    from ..tensorrt.cache import BatchProfile
+    from ..tensorrt.build import check_settings, engine_path_for
+    from ..tensorrt.cache import TIMING_CACHE_NAME
 
     existing(model, "model")
     if model.is_dir():
@@ -45,18 +45,13 @@ def build_engine_command(
             f"{model} is a folder; build-engine takes one exported .onnx file",
             f"Pass one of its models, e.g. {model / 'model.int8.onnx'}",
         )
-    # a wrong file or flag: one line, before any work or output
-    resolve_precision(read_model_meta(model), precision, str(model))
-    BatchProfile(min_batch, max_batch if opt_batch is None else opt_batch, max_batch)  # raises if invalid
-    if workspace_mb <= 0:
-        raise EngineError(
-            f"Invalid --workspace-mb {workspace_mb}. It must be a positive size in MB",
-            "Pass e.g. --workspace-mb 1024",
-        )
-    engine_path = out or model.with_name(model.name.removesuffix(".onnx") + ".engine")
-    timing = timing_cache or engine_path.with_name("timing.cache")
+    meta = read_model_meta(model)
+    settings = (precision, min_batch, opt_batch, max_batch, workspace_mb)
+    check_settings(meta, str(model), *settings)  # a wrong file or flag: one line, before any output
+    engine_path = out or engine_path_for(model)
+    timing = timing_cache or engine_path.with_name(TIMING_CACHE_NAME)
     console.info(f"building a TensorRT engine from {model} (takes minutes on a Jetson)…")
-    info = build_engine(model, engine_path, precision, min_batch, opt_batch, max_batch, workspace_mb, timing)
+    info = build_engine(model, engine_path, *settings, timing, meta=meta)
     if json_out:
         console.print_json(
             {"engine": str(info.engine_path), "sidecar": str(info.sidecar_path), **info.to_json()}

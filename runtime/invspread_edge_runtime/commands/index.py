@@ -7,10 +7,11 @@ from pathlib import Path
 
 import typer
 
+from ..index.settings import EF_SEARCH, HNSW_M, KINDS, TARGET_RECALL
 from .options import JsonOpt, ThreadsOpt
 
 KindOpt = typer.Option(
-    "flat", "--kind", help="flat (exact), ivf or hnsw (approximate, faiss; for large galleries)."
+    KINDS[0], "--kind", help="flat (exact), ivf or hnsw (approximate, faiss; for large galleries)."
 )
 
 
@@ -33,11 +34,11 @@ def build(
     kind: str = KindOpt,
     nlist: int | None = typer.Option(None, "--nlist", help="IVF: number of lists (default ≈ 4·√N)."),
     nprobe: int | None = typer.Option(
-        None, "--nprobe", help="IVF: lists searched (default: tuned to recall@10 ≥ 0.95)."
+        None, "--nprobe", help=f"IVF: lists searched (default: tuned to recall@10 ≥ {TARGET_RECALL})."
     ),
-    m: int = typer.Option(32, "--m", help="HNSW: links per node."),
+    m: int = typer.Option(HNSW_M, "--m", help="HNSW: links per node."),
     ef_search: int = typer.Option(
-        64, "--ef-search", help="HNSW: search breadth (raised until recall@10 ≥ 0.95)."
+        EF_SEARCH, "--ef-search", help=f"HNSW: search breadth (raised until recall@10 ≥ {TARGET_RECALL})."
     ),
     threads: int = ThreadsOpt,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index file."),
@@ -48,7 +49,7 @@ def build(
     from ..embeddings import load_embeddings
     from ..errors import ConfigError
     from ..files import human_size
-    from ..index import KINDS, Index, writing
+    from ..index import Index, writing
 
     if kind not in KINDS:
         raise ConfigError(f"Invalid --kind {kind!r}. Only {', '.join(KINDS)} are supported")

@@ -6,16 +6,18 @@ from pathlib import Path
 
 import typer
 
-BACKENDS = ("auto", "ort-cpu", "ort-cuda", "ort-trt", "trt")
+from ..backends.select import BACKEND_CHOICES, DEFAULT_BACKEND
+from ..embedder import DEFAULT_BATCH_SIZE
+from ..tensorrt.cache import DEFAULT_MAX_BATCH, DEFAULT_MIN_BATCH, DEFAULT_WORKSPACE_MB
 
 ModelArg = typer.Argument(
     ...,
     help="An exported model (.onnx), or an export folder (the runtime picks the artifact for the backend).",
 )
-BackendOpt = typer.Option("auto", "--backend", "-b", help=f"One of: {', '.join(BACKENDS)}.")
+BackendOpt = typer.Option(DEFAULT_BACKEND, "--backend", "-b", help=f"One of: {', '.join(BACKEND_CHOICES)}.")
 ThreadsOpt = typer.Option(0, "--threads", help="CPU threads for inference (0: all cores).")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout instead of a table.")
-BatchOpt = typer.Option(64, "--batch", help="Images per inference call.")
+BatchOpt = typer.Option(DEFAULT_BATCH_SIZE, "--batch", help="Images per inference call.")
 OutDirOpt = typer.Option(..., "--out", "-o", help="Output path.")
 
 
@@ -67,12 +69,14 @@ def writable_output(path: Path, option: str) -> None:
 
 
 # TensorRT engine build (build-engine, export --engine): one definition, one meaning.
-MinBatchOpt = typer.Option(1, "--min-batch", help="Engine: smallest batch it accepts.")
+MinBatchOpt = typer.Option(DEFAULT_MIN_BATCH, "--min-batch", help="Engine: smallest batch it accepts.")
 OptBatchOpt = typer.Option(
     None, "--opt-batch", help="Engine: batch TensorRT tunes for (default: --max-batch)."
 )
-MaxBatchOpt = typer.Option(64, "--max-batch", help="Engine: largest batch it accepts.")
-WorkspaceOpt = typer.Option(1024, "--workspace-mb", help="Engine: TensorRT workspace limit in MB.")
+MaxBatchOpt = typer.Option(DEFAULT_MAX_BATCH, "--max-batch", help="Engine: largest batch it accepts.")
+WorkspaceOpt = typer.Option(
+    DEFAULT_WORKSPACE_MB, "--workspace-mb", help="Engine: TensorRT workspace limit in MB."
+)
 # Verbs that load an engine file the user names (--engine): one without its sidecar is refused
 # unless this is given, because an engine is code that runs on the GPU (tensorrt.load.load_engine).
 TrustEngineOpt = typer.Option(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import typer
 
+from ..index.settings import DEFAULT_K
 from .options import BackendOpt, JsonOpt, ThreadsOpt
 
 
@@ -21,7 +21,7 @@ def search(
     queries: list[Path] = typer.Argument(
         ..., help="Query images and/or folders of them.", show_default=False
     ),
-    k: int = typer.Option(5, "--k", "-k", help="Neighbours per query."),
+    k: int = typer.Option(DEFAULT_K, "--k", "-k", help="Neighbours per query."),
     model: Path | None = typer.Option(
         None, "--model", "-m", help="Model to embed the queries (default: the one that embedded the gallery)."
     ),
@@ -37,9 +37,8 @@ def search(
 ) -> None:
     """Find the gallery items nearest to each query image (cosine similarity)."""
     from .. import console
-    from ..embedder import Embedder, find_images
-    from ..errors import ConfigError, DataError, IndexFileError, InvedgeError
-    from ..index import Index
+    from ..errors import ConfigError
+    from ..image_search import search_images
     from .embed import report_backend
 
     if k < 1:
@@ -53,58 +52,30 @@ def search(
         from .options import writable_output
 
         writable_output(grid, "--grid")
-    started = time.perf_counter()
-    index = Index.load(index_path, threads=threads)
-    if not len(index):  # before the model is opened: nothing to search
-        raise IndexFileError(
-            f"the gallery {index_path} is empty",
-            f"Add items with 'invedge index add {index_path} EMBEDDINGS'",
-        )
-    if k > len(index):
-        raise ConfigError(
-            f"k = {k} but the gallery holds {len(index)} item{'s' * (len(index) != 1)}",
-            f"Use --k between 1 and {len(index)}",
-        )
-    index.set_search_params(nprobe=nprobe, ef_search=ef_search)
-    model_path = model or (Path(index.model["path"]) if index.model.get("path") else None)
-    if model_path is None or not model_path.exists():
-        raise InvedgeError(
-            f"the model that embedded this gallery is not at {model_path}"
-            if model_path
-            else "no model known for this index",
-            "Pass it with --model MODEL.onnx (or its export folder)",
-        )
-    found = find_images(queries)
-    paths = found.paths
-    if grid is not None and (what := _an_input(grid, index_path, paths, index.locations)) is not None:
-        raise ConfigError(
-            f"--grid {grid} is {what}: drawing the grid there would replace it", "Choose a new --grid file"
-        )
-    if (note := found.note()) is not None:
-        console.warn(note)
-    with Embedder(model_path, backend=backend, threads=threads, batch_size=64) as embedder:
-        index.check_space(embedder.space_id, model=str(embedder.info.model_path))  # before any work
-        report_backend(embedder)
-        kept, vectors, failed = [], [], []
-        for batch in embedder.embed_batches(paths):
-            kept.extend(batch.positions)
-            vectors.append(batch.vectors)
-            failed.extend(batch.failures)
-        if failed:
-            console.warn(f"{len(failed)} unreadable query image(s) skipped: {failed[0][1]}")
-        if not kept:
-            raise DataError(
-                f"none of the query images could be read ({failed[0][1]})" if failed else "no query images",
-                "Check the query files",
-            )
-        why_not_gpu = index.follow_backend(embedder.info)
-        if why_not_gpu and embedder.info.device.startswith("cuda"):
-            console.info(f"  {why_not_gpu}; searching on the CPU")
-        import numpy as np
 
-        result = index.search(np.concatenate(vectors), k=k, space_id=embedder.space_id, exact=exact)
-    names = [_shown(paths[i]) for i in kept]
-    seconds = time.perf_counter() - started
+    def started(embedder, found) -> None:
+        if (note := found.note()) is not None:
+            console.warn(note)
+        report_backend(embedder)
+
+    found = search_images(
+        index_path,
+        queries,
+        k,
+        model=model,
+        backend=backend,
+        threads=threads,
+        exact=exact,
+        nprobe=nprobe,
+        ef_search=ef_search,
+        grid=grid,
+        on_start=started,
+    )
+    if found.skipped:
+        console.warn(f"{len(found.skipped)} unreadable query image(s) skipped: {found.skipped[0][1]}")
+    if found.device_note:
+        console.info(f"  {found.device_note}; searching on the CPU")
+    result, names = found.result, [_shown(path) for path in found.queries]
     records = result.records(names)
     if json_out:
         console.print_json(
@@ -112,9 +83,9 @@ def search(
                 "index": str(index_path),
                 "k": k,
                 "searcher": result.searcher,
-                "backend": embedder.info.name,
+                "backend": found.backend.name,
                 "results": records,
-                "skipped": [{"query": _shown(paths[p]), "reason": r} for p, r in failed],
+                "skipped": [{"query": _shown(path), "reason": reason} for path, reason in found.skipped],
                 "warnings": list(result.notes),
             }
         )
@@ -122,37 +93,12 @@ def search(
         console.out.print(_table(records))
     for line in result.notes:
         console.warn(line)
-    if grid is not None:
-        from ..grid import Tile, draw_grid
-
-        rows = [
-            [Tile(paths[kept[q]], "query", Path(names[q]).name)]
-            + [
-                Tile(result.locations[q][r] or None, f"{result.scores[q, r]:.3f}", result.ids[q][r])
-                for r in range(len(result.ids[q]))
-            ]
-            for q in range(len(names))
-        ]
-        draw_grid(rows, grid)
-        console.success(f"wrote {grid}")
+    if found.grid is not None:
+        console.success(f"wrote {found.grid}")
     console.info(
-        f"{len(names)} quer{'y' if len(names) == 1 else 'ies'} × top-{k} of {len(index):,} items "
-        f"({result.searcher}, embedded with {embedder.info.name}) in {seconds:.2f} s"
+        f"{len(names)} quer{'y' if len(names) == 1 else 'ies'} × top-{k} of {len(found.index):,} items "
+        f"({result.searcher}, embedded with {found.backend.name}) in {found.seconds:.2f} s"
     )
-
-
-def _an_input(grid: Path, index_path: Path, queries: list[Path], locations: list[str]) -> str | None:
-    """What `grid` would overwrite among the command's inputs (the index, a query or gallery image)."""
-    import os
-
-    names = {os.path.abspath(grid), os.path.realpath(grid)}
-    if os.path.realpath(index_path) in names:
-        return "the index file"
-    if any(os.path.realpath(query) in names for query in queries):
-        return "a query image"
-    if not names.isdisjoint(locations):
-        return "an image of the gallery"
-    return None
 
 
 def _shown(path: Path) -> str:

@@ -28,14 +28,18 @@ from .stats import LatencyStats
 Clock = Callable[[], float]
 
 
+DEFAULT_WARMUP = "5"  # warm-up calls per row (--warmup: a count, or a duration such as "2s")
+DEFAULT_SECONDS = 3.0  # measured time per row when no --iters is given
+
+
 @dataclass(frozen=True)
 class TimingPlan:
     """How long to warm up and how long to measure."""
 
-    warmup_iters: int = 5
+    warmup_iters: int = int(DEFAULT_WARMUP)
     warmup_seconds: float = 0.0
     iters: int | None = None  # measure by count ...
-    seconds: float | None = 3.0  # ... or by time (exactly one of the two is set)
+    seconds: float | None = DEFAULT_SECONDS  # ... or by time (exactly one of the two is set)
     min_iters: int = 5
     max_iters: int = 1_000_000
 
@@ -54,12 +58,12 @@ class TimingPlan:
 
     @classmethod
     def from_options(
-        cls, warmup: str = "5", iters: int | None = None, seconds: float | None = None
+        cls, warmup: str = DEFAULT_WARMUP, iters: int | None = None, seconds: float | None = None
     ) -> TimingPlan:
         """`warmup` is a count ("10") or a duration ("2s", "500ms"); default measurement: 3 s."""
         count, duration = parse_warmup(warmup)
         if iters is None and seconds is None:
-            seconds = 3.0
+            seconds = DEFAULT_SECONDS
         return cls(warmup_iters=count, warmup_seconds=duration, iters=iters, seconds=seconds)
 
     def describe(self) -> str:

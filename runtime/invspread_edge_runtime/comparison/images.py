@@ -38,6 +38,16 @@ class BenchImages:
             yield preprocess_images(self.images[start : start + chunk], meta)
 
 
+DEFAULT_DATA = "fashion-mnist"
+DEFAULT_COUNT = 1000  # images timed and measured
+
+
+def check_count(count: int) -> None:
+    """At least two images: accuracy compares each with its neighbours."""
+    if count < 2:
+        raise DataError(f"Invalid --images {count}. Use at least 2 (accuracy needs neighbours)")
+
+
 def load_bench_images(data: str, count: int, seed: int = 0, max_side: int = 1024) -> BenchImages:
     """`count` images drawn with a fixed seed from `data` (Fashion-MNIST: the test split).
 
@@ -45,8 +55,7 @@ def load_bench_images(data: str, count: int, seed: int = 0, max_side: int = 1024
     by an integer factor (so 1 000 camera photos fit in memory); the timed preprocessing still
     resizes and crops every image.
     """
-    if count < 2:
-        raise DataError(f"Invalid --images {count}. Use at least 2 (accuracy needs neighbours)")
+    check_count(count)
     dataset = open_dataset(data, "test")
     total = len(dataset)
     if total == 0:

@@ -49,7 +49,7 @@ class RuntimeSpec:
         return self.probe(target) if self.probe else None
 
 
-_BUILTIN_ORDER = ("ort-cpu", "ort-cuda", "ort-trt", "trt")
+BUILTIN_RUNTIMES = ("ort-cpu", "ort-cuda", "ort-trt", "trt")
 _EXTRA: dict[str, RuntimeSpec] = {}
 
 
@@ -67,7 +67,7 @@ def register_runtime(
     `factory(target, precision, options)` returns an open `Backend` or raises `NotPresent`;
     `probe(target)` says cheaply why the runtime cannot run at all (None: it can).
     """
-    if name in _BUILTIN_ORDER:
+    if name in BUILTIN_RUNTIMES:
         raise ValueError(f"{name!r} is a built-in runtime")
     unknown = set(precisions) - set(ALL_PRECISIONS)
     if unknown:
@@ -90,7 +90,7 @@ def runtimes() -> dict[str, RuntimeSpec]:
     from ..plugins import load_runtimes
 
     load_runtimes()
-    specs = {name: _builtin(name) for name in _BUILTIN_ORDER}
+    specs = {name: _builtin(name) for name in BUILTIN_RUNTIMES}
     for name in TOOLKIT_RUNTIMES:
         specs[name] = _EXTRA.get(name) or _toolkit_placeholder(name)
     specs.update(_EXTRA)

@@ -129,6 +129,17 @@ def footer_lines(report: BenchReport) -> list[str]:
     return lines
 
 
+def fastest(rows: list[BenchRow]) -> BenchRow | None:
+    """The highest-throughput ONNX row at the largest batch measured (torch rows cannot embed)."""
+    measured = [
+        r for r in rows if r.status == "ok" and r.throughput_ips and not r.runtime.startswith("torch")
+    ]
+    if not measured:
+        return None
+    top_batch = max(r.batch for r in measured if r.batch is not None)
+    return max((r for r in measured if r.batch == top_batch), key=lambda r: r.throughput_ips or 0.0)
+
+
 def markdown(report: BenchReport) -> str:
     """A table to paste into a README or an issue, with the settings underneath."""
     headers = [h for h, _ in COLUMNS]

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import accuracy
+from .. import accuracy, evaluation
 from ..backends.base import Backend
 from ..errors import InvedgeError, MissingDependency
 from ..preprocess import preprocess_images
@@ -30,18 +30,35 @@ from .stats import LatencyStats, throughput
 from .target import BenchTarget
 
 OK, NOT_PRESENT, FAILED = "ok", "not present", "failed"
-KNN_K, KNN_T = 200, 0.1  # the paper's weighted-kNN protocol (k clipped to the bench set)
 REFERENCE_RUNTIME = "ort-cpu"
+
+
+DEFAULT_BATCHES = (1, 8, 64)
 
 
 @dataclass
 class BenchSettings:
     runtimes: list[str] | None = None  # None: every known runtime
     precisions: list[str] | None = None  # None: what each runtime can run from the target
-    batches: list[int] = field(default_factory=lambda: [1, 8, 64])
+    batches: list[int] = field(default_factory=lambda: list(DEFAULT_BATCHES))
     plan: TimingPlan = field(default_factory=TimingPlan)
     threads: int = 0  # 0: every usable core
     accuracy: bool = True
+
+    def check(self) -> None:
+        """The one-line error for a runtime, precision, batch or thread count this bench cannot use:
+        raised before any work, not after minutes of timing."""
+        known = list(runtimes())
+        for name in self.runtimes or ():
+            if name not in known:
+                raise InvedgeError(f"Invalid runtime {name!r}. Only {', '.join(known)} are supported")
+        for p in self.precisions or ():
+            if p not in ALL_PRECISIONS:
+                raise InvedgeError(f"Invalid precision {p!r}. Only {', '.join(ALL_PRECISIONS)} are supported")
+        if not self.batches or min(self.batches) < 1:
+            raise InvedgeError(f"Invalid batch sizes {self.batches}. Use positive whole numbers, e.g. 1,8,64")
+        if self.threads < 0:
+            raise InvedgeError(f"Invalid --threads {self.threads}. Use 0 (all cores) or a positive count")
 
     def resolved_threads(self) -> int:
         if self.threads > 0:
@@ -127,11 +144,9 @@ def run_bench(
 ) -> BenchReport:
     """Measure every requested runtime × precision × batch on `images`."""
     log = log or (lambda message: None)
+    settings.check()
     specs = runtimes()
     names = settings.runtimes or list(specs)
-    unknown = [n for n in names if n not in specs]
-    if unknown:
-        raise InvedgeError(f"Invalid runtime {unknown[0]!r}. Only {', '.join(specs)} are supported")
     threads = settings.resolved_threads()
     options = OpenOptions(threads=threads, max_batch=max(settings.batches))
     rows: list[BenchRow] = []
@@ -246,7 +261,7 @@ def _bench_one(
                 f"{row.throughput_ips:.0f} img/s, cold start {row.cold_start_ms:.0f} ms"
             )
         if any(r.status == OK for r in rows):  # the export's probe set, where it has one (issue 12)
-            verdict = bench_verdict(backend, target.source, target.meta, precision)
+            verdict = bench_verdict(backend, target.source, precision)
             for row in rows:
                 row.verify = verdict
         if settings.accuracy and any(r.status == OK for r in rows):
@@ -335,10 +350,9 @@ def _fill_accuracy(
             metrics["cosine_mean"], metrics["cosine_min"] = accuracy.cosine_stats(reference, emb)
             metrics["top1_agreement"] = accuracy.top1_agreement(reference, emb)
         if labels is not None and len(np.unique(labels)) > 1:
-            k = min(KNN_K, len(emb) - 1)
-            preds = accuracy.knn_predict(emb, labels, emb, k=k, temperature=KNN_T, exclude_self=True)
-            metrics["knn_acc"] = float((preds == labels).mean())
-            metrics["recall_at_1"] = accuracy.recall_at_k(emb, labels, (1,))[1]
+            items = evaluation.Embedded(emb, labels, 0)
+            metrics["knn_acc"] = evaluation.knn_leave_one_out(items, warn=False)  # the k in the notes
+            metrics["recall_at_1"] = evaluation.recalls(items, (1,))[1]
         per_model[key] = metrics
     for row in rows:
         if row.status == OK and row.precision is not None:
@@ -346,9 +360,8 @@ def _fill_accuracy(
                 setattr(row, field_name, value)
     notes: dict[str, Any] = {"reference": ref_name}
     if labels is not None:
-        notes["knn"] = (
-            f"weighted kNN, leave-one-out over the bench images, k={min(KNN_K, len(images) - 1)}, T={KNN_T}"
-        )
+        k = evaluation.knn_k(labels, exclude_self=True)
+        notes["knn"] = f"weighted kNN, leave-one-out over the bench images, k={k}, T={evaluation.KNN_T}"
     return notes
 
 

@@ -12,17 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InvedgeError, ModelError
-from ..metadata import ModelMeta, read_model_meta
+from ..metadata import ARTIFACT_FILES, ModelMeta, read_model_meta
 
 CHECKPOINT_NAME = "checkpoint.safetensors"  # the run folder's checkpoint (invspread_edge.checkpoint)
 EXPORT_DIR = "export"
-# What `invedge export` writes for each precision, for hints when one is missing.
-ARTIFACT_NAMES = {
-    "fp32": "model.onnx",
-    "fp16": "model.fp16.onnx",
-    "int8": "model.int8.onnx",
-    "int8-cpu": "model.int8-cpu.onnx",
-}
 EXPORT_FLAGS = {"fp32": "", "fp16": " --fp16", "int8": " --int8", "int8-cpu": " --int8"}
 
 
@@ -44,7 +37,7 @@ class BenchTarget:
         return "ONNX file" if self.source.suffix == ".onnx" else "export folder"
 
     def missing_artifact_reason(self, precision: str) -> str:
-        name = ARTIFACT_NAMES.get(precision, f"a {precision} model")
+        name = ARTIFACT_FILES.get(precision, f"a {precision} model")
         where = self.source.parent if self.source.suffix == ".onnx" else self.source
         run = self.run_dir or "RUN_DIR"
         return f"no {precision} artifact ({name}) in {where}; make it with 'invedge export {run}{EXPORT_FLAGS.get(precision, '')}'"
@@ -65,7 +58,7 @@ def resolve_target(path: str | os.PathLike[str]) -> BenchTarget:
             )
         files = [path]
         # A single non-FP32 file is compared against its FP32 sibling when one exists in the same space.
-        sibling = path.parent / ARTIFACT_NAMES["fp32"]
+        sibling = path.parent / ARTIFACT_FILES["fp32"]
         siblings = [sibling] if sibling.is_file() and sibling != path else []
     else:
         if (path / CHECKPOINT_NAME).is_file():

@@ -16,11 +16,19 @@ from typing import Any
 from .. import console
 from ..errors import EngineError, ModelError
 from ..files import atomic_write_bytes, sha256_bytes, sha256_file
-from ..metadata import ModelMeta, read_model_meta
+from ..metadata import ARTIFACT_FILES, ModelMeta, read_model_meta
 from . import api, cuda
-from .cache import BatchProfile, EngineInfo, EngineKey, check_precision, sidecar_path, write_sidecar
-
-ARTIFACT_FOR = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+from .cache import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MIN_BATCH,
+    DEFAULT_WORKSPACE_MB,
+    BatchProfile,
+    EngineInfo,
+    EngineKey,
+    check_precision,
+    sidecar_path,
+    write_sidecar,
+)
 
 
 def resolve_precision(meta: ModelMeta, requested: str | None, source: str) -> str:
@@ -37,11 +45,48 @@ def resolve_precision(meta: ModelMeta, requested: str | None, source: str) -> st
         raise EngineError(
             f"{source} is a {meta.precision} model; TensorRT takes the precision from the ONNX graph, "
             f"so a {requested} engine needs the {requested} artifact",
-            f"Build from {ARTIFACT_FOR[requested]} ('invedge export RUN --{requested}' writes it)"
+            f"Build from {ARTIFACT_FILES[requested]} ('invedge export RUN --{requested}' writes it)"
             if requested != "fp32"
             else f"Pass --precision {meta.precision}, or build from model.onnx",
         )
     return requested
+
+
+def check_settings(
+    meta: ModelMeta,
+    source: str,
+    precision: str | None = None,
+    min_batch: int = DEFAULT_MIN_BATCH,
+    opt_batch: int | None = None,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    workspace_mb: int = DEFAULT_WORKSPACE_MB,
+) -> tuple[str, BatchProfile]:
+    """(the engine's precision, its batch profile) for a build of the model `meta` describes, or the
+    one-line error a wrong file or setting gets: checked before TensorRT loads and minutes go by."""
+    precision = resolve_precision(meta, precision, source)
+    return precision, check_profile(min_batch, opt_batch, max_batch, workspace_mb)
+
+
+def check_profile(
+    min_batch: int = DEFAULT_MIN_BATCH,
+    opt_batch: int | None = None,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    workspace_mb: int = DEFAULT_WORKSPACE_MB,
+) -> BatchProfile:
+    """The batch profile of these settings, or the one-line error for a bad range or workspace."""
+    profile = BatchProfile.of(min_batch, opt_batch, max_batch)
+    if workspace_mb <= 0:
+        raise EngineError(
+            f"Invalid --workspace-mb {workspace_mb}. It must be a positive size in MB",
+            "Pass e.g. --workspace-mb 1024",
+        )
+    return profile
+
+
+def engine_path_for(onnx_path: str | os.PathLike[str]) -> Path:
+    """Where an engine built from `onnx_path` goes by default: beside it, `.onnx` → `.engine`."""
+    onnx_path = Path(onnx_path)
+    return onnx_path.with_name(onnx_path.name.removesuffix(".onnx") + ".engine")
 
 
 def current_key(
@@ -63,25 +108,26 @@ def build_engine(
     onnx_path: str | os.PathLike[str],
     engine_path: str | os.PathLike[str],
     precision: str | None = None,
-    min_batch: int = 1,
+    min_batch: int = DEFAULT_MIN_BATCH,
     opt_batch: int | None = None,
-    max_batch: int = 64,
-    workspace_mb: int = 1024,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    workspace_mb: int = DEFAULT_WORKSPACE_MB,
     timing_cache: str | os.PathLike[str] | None = None,
     *,
     verbose: bool = False,
+    meta: ModelMeta | None = None,
 ) -> EngineInfo:
     """Build a TensorRT engine for this GPU from an exported ONNX file and write it atomically with
     its sidecar (`<engine>.json`). `precision` defaults to the ONNX file's own (from its metadata)
     and must match it. `opt_batch` defaults to `max_batch`. `timing_cache`: a file read if present
-    and written back after the build. Raises EngineError / ModelError / MissingDependency.
+    and written back after the build. `meta`: the ONNX file's metadata when the caller has read it
+    already (else it is read here, once). Raises EngineError / ModelError / MissingDependency.
     """
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
-    meta = read_model_meta(onnx_path)
-    precision = resolve_precision(meta, precision, str(onnx_path))
-    profile = BatchProfile(min_batch, max_batch if opt_batch is None else opt_batch, max_batch)
-    if workspace_mb <= 0:
-        raise EngineError(f"invalid workspace {workspace_mb} MB", "Pass --workspace-mb with a positive size")
+    meta = meta or read_model_meta(onnx_path)
+    precision, profile = check_settings(
+        meta, str(onnx_path), precision, min_batch, opt_batch, max_batch, workspace_mb
+    )
 
     trt = api.import_tensorrt()
     gpu = cuda.CudaRuntime().gpu()

@@ -19,6 +19,11 @@ from ..files import atomic_write_json, read_json
 SIDECAR_FORMAT = "invspread-edge-engine/1"
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_CACHE_ENV = "INVEDGE_ENGINE_CACHE"
+# An engine's build settings when none are given (the CLI's --min-batch/--max-batch/--workspace-mb).
+DEFAULT_MIN_BATCH = 1
+DEFAULT_MAX_BATCH = 64
+DEFAULT_WORKSPACE_MB = 1024
+TIMING_CACHE_NAME = "timing.cache"  # beside the engines an explicit build writes
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,11 @@ class BatchProfile:
                 f"invalid batch profile min={self.min} opt={self.opt} max={self.max}",
                 "It needs 1 <= --min-batch <= --opt-batch <= --max-batch",
             )
+
+    @classmethod
+    def of(cls, min_batch: int, opt_batch: int | None, max_batch: int) -> BatchProfile:
+        """The profile of the CLI's --min-batch/--opt-batch/--max-batch: opt defaults to max."""
+        return cls(min_batch, max_batch if opt_batch is None else opt_batch, max_batch)
 
     def __str__(self) -> str:
         return f"{self.min}/{self.opt}/{self.max}"

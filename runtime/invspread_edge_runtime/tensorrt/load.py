@@ -16,10 +16,13 @@ from typing import Any
 from .. import console
 from ..errors import EngineError, InvedgeError
 from ..files import sha256_bytes, sha256_file
-from ..metadata import read_model_meta
+from ..metadata import ModelMeta, read_model_meta
 from . import api, cuda
 from .build import build_engine, current_key, resolve_precision
 from .cache import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MIN_BATCH,
+    DEFAULT_WORKSPACE_MB,
     BatchProfile,
     EngineInfo,
     cached_engine_path,
@@ -93,17 +96,20 @@ def get_or_build_engine(
     onnx_path: str | os.PathLike[str],
     cache_dir: str | os.PathLike[str] | None = None,
     precision: str | None = None,
-    min_batch: int = 1,
+    min_batch: int = DEFAULT_MIN_BATCH,
     opt_batch: int | None = None,
-    max_batch: int = 64,
-    workspace_mb: int = 1024,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    workspace_mb: int = DEFAULT_WORKSPACE_MB,
+    *,
+    meta: ModelMeta | None = None,
 ) -> LoadedEngine:
     """The engine for `onnx_path` on this device: from the cache when its key matches and it
-    deserialises, else (re)built into the cache, saying why."""
+    deserialises, else (re)built into the cache, saying why. `meta`: the ONNX file's metadata when
+    the caller has read it (the backend has), else read here, once."""
     onnx_path = Path(onnx_path)
-    meta = read_model_meta(onnx_path)
+    meta = meta or read_model_meta(onnx_path)
     precision = resolve_precision(meta, precision, str(onnx_path))
-    profile = BatchProfile(min_batch, max_batch if opt_batch is None else opt_batch, max_batch)
+    profile = BatchProfile.of(min_batch, opt_batch, max_batch)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     trt = api.import_tensorrt()
     gpu = cuda.CudaRuntime().gpu()
@@ -118,7 +124,7 @@ def get_or_build_engine(
     console.info(f"TensorRT engine {path.name}: {reason}; building it (this takes a while, once)")
     timing = cache_dir / f"timing-{_slug(key.tensorrt_version)}-{_slug(gpu.name)}.cache"
     info = build_engine(
-        onnx_path, path, precision, profile.min, profile.opt, profile.max, workspace_mb, timing
+        onnx_path, path, precision, profile.min, profile.opt, profile.max, workspace_mb, timing, meta=meta
     )
     runtime, engine = _deserialize(trt, path.read_bytes())
     if engine is None:

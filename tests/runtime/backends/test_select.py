@@ -82,11 +82,15 @@ class FakeTensorRT(Backend):
     fail: ClassVar[str | None] = None
     opened: ClassVar[list] = []
 
-    def __init__(self, onnx_path, precision=None, max_batch=64, cache_dir=None):
+    def __init__(
+        self, onnx_path, precision=None, max_batch=64, cache_dir=None, *, meta, engine_path=None, **kw
+    ):
         if self.fail:
             raise EngineError(self.fail)
         FakeTensorRT.opened.append((onnx_path.name, precision, max_batch))
-        self.info = BackendInfo("trt", "cuda:0 (fake)", precision, str(onnx_path), max_batch)
+        self.meta = meta  # the interface: open_backend hands over the ONNX file's metadata it read
+        model_path = engine_path or onnx_path  # as the real one: the engine file when one runs
+        self.info = BackendInfo("trt", "cuda:0 (fake)", precision, str(model_path), max_batch)
 
     def infer(self, batch):
         return np.zeros((len(batch), 32), np.float32)
@@ -106,6 +110,24 @@ def test_auto_prefers_native_tensorrt_with_the_symmetric_int8_model(tiny_export,
     backend = open_backend(tiny_export, max_batch=16)
     assert backend.info.name == "trt"
     assert fake_trt.opened == [("model.int8.onnx", "int8", 16)]
+
+
+def test_the_backend_gets_the_onnx_files_metadata_even_when_an_engine_file_runs(
+    tiny_export, fake_trt, tmp_path
+):
+    """The metadata is read once, from the ONNX file, and passed in: the Embedder preprocesses from
+    `backend.meta`, never from `info.model_path` (the .engine file here, which has no metadata)."""
+    from invspread_edge_runtime.embedder import Embedder
+    from invspread_edge_runtime.metadata import read_model_meta
+
+    engine = tmp_path / "model.int8.engine"
+    engine.write_bytes(b"not read by the fake")
+    backend = open_backend(tiny_export, "trt", engine_path=engine)
+    assert backend.info.model_path == str(engine)
+    assert backend.meta == read_model_meta(tiny_export / "model.int8.onnx")
+    with Embedder(backend) as embedder:
+        assert embedder.meta == backend.meta and embedder.space_id == backend.meta.space_id
+        assert embedder.notes == list(backend.notes) and embedder.notes[-1].startswith("trt: model.int8.onnx")
 
 
 def test_auto_moves_on_when_a_faster_backend_fails_to_start(tiny_export, fake_trt):

@@ -47,13 +47,14 @@ def bench(app, *args: str) -> int:
 
 
 def check_ok_row(row: dict, model_bytes: int | None = None) -> None:
-    assert row["p50_ms"] > 0 and row["std_ms"] >= 0 and row["samples"] == 5
+    assert row["samples"] == 5
     assert row["min_ms"] <= row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] <= row["max_ms"]
     assert row["min_ms"] <= row["mean_ms"] <= row["max_ms"]
+    assert row["std_ms"] <= row["max_ms"] - row["min_ms"] + 1e-9  # these samples' spread, no other
     assert row["throughput_ips"] == pytest.approx(row["batch"] * 1000 / row["mean_ms"], rel=1e-9)
-    assert row["e2e_mean_ms"] >= row["mean_ms"] and row["e2e_p50_ms"] > 0
+    assert row["e2e_p50_ms"] <= row["e2e_p90_ms"] <= row["e2e_p99_ms"]
+    assert row["e2e_throughput_ips"] == pytest.approx(row["batch"] * 1000 / row["e2e_mean_ms"], rel=1e-9)
     assert row["cold_start_ms"] == pytest.approx(row["load_ms"] + row["first_infer_ms"])
-    assert row["cold_start_ms"] > 0
     if model_bytes is not None:
         assert row["size_mb"] == pytest.approx(model_bytes / 1e6)
     assert 0.0 <= row["top1_agreement"] <= 1.0 and 0.0 <= row["knn_acc"] <= 1.0
@@ -70,7 +71,7 @@ def test_bench_export_folder_writes_json_md_plot(tmp_path, tiny_export, full_too
     assert code == 0, captured.err
     records = json.loads((out / "bench.json").read_text())
     env, rows = records[0], records[1:]
-    assert env["record"] == "environment" and env["cpu"]["logical_cores"] >= 1
+    assert env["record"] == "environment" and env["cpu"]["model"]
     assert env["bench"]["threads"] == 1 and env["bench"]["images"] == 64
     assert "threads: 1 intra-op threads for every runtime" in captured.out  # the settings line is printed
     for row in rows:

@@ -1,6 +1,7 @@
 """The timing harness's bookkeeping, on a fake backend driven by a fake clock (known delays).
 
-Only one test uses real time, and it asserts ordering and consistency, never durations.
+Only one test uses real time, and it asserts the unit (milliseconds: at least the 1 ms sleep), never
+an upper bound.
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ def test_first_call_timed_separately():
     assert out.shape == (3, 4) and backend.calls == 1
 
 
-def test_real_sleeps_give_ordered_consistent_statistics():
+def test_real_clock_samples_are_milliseconds():
     class Sleepy(FakeBackend):
         def infer(self, batch):
             time.sleep(0.001)
@@ -156,11 +157,7 @@ def test_real_sleeps_give_ordered_consistent_statistics():
     step = backend_iteration(backend, [np.zeros((4, 3, 8, 8), np.float32)], lambda x: x * 2)
     result = measure(step, TimingPlan(warmup_iters=2, iters=20, seconds=None))
     assert result.count == 20 and backend.calls == 22
-    for kind in ("infer", "e2e"):
-        s = result.stats()[kind]
-        assert s.min <= s.p50 <= s.p90 <= s.p99 <= s.max
-        assert s.min <= s.mean <= s.max and s.std >= 0
-    assert all(e >= i for e, i in zip(result.e2e_ms, result.infer_ms, strict=True))
+    assert min(result.infer_ms) > 0.99 and min(result.e2e_ms) > 0.99  # each call sleeps 1 ms (not 0.001: s)
 
 
 def test_latency_stats_from_known_samples():

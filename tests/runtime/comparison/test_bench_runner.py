@@ -116,7 +116,8 @@ def test_rows_for_every_status(fakes, pics):
     for row in ok:
         assert row.samples == 6 and row.warmup == 2
         assert row.min_ms <= row.p50_ms <= row.p90_ms <= row.p99_ms <= row.max_ms
-        assert row.e2e_p50_ms is not None and row.e2e_mean_ms >= row.mean_ms
+        assert row.e2e_p50_ms <= row.e2e_p90_ms <= row.e2e_p99_ms
+        assert row.e2e_throughput_ips == pytest.approx(row.batch * 1000 / row.e2e_mean_ms)
         assert row.device_p50_ms is None  # a CPU backend records no device time
         assert row.cold_start_ms == pytest.approx(row.load_ms + row.first_infer_ms)
         assert row.throughput_ips == pytest.approx(row.batch * 1000 / row.mean_ms)

@@ -103,10 +103,10 @@ def test_not_a_jetson(tmp_path):
 
 def test_this_machine():
     env = collect_environment()
-    assert env["cpu"]["logical_cores"] >= 1 and env["cpu"]["model"]
+    assert env["cpu"]["usable_cores"] <= env["cpu"]["logical_cores"] and env["cpu"]["model"]
     assert env["python"] == ".".join(map(str, sys.version_info[:3]))
     assert "numpy" in env["packages"] and "onnxruntime" in env["packages"]
-    assert env["threads"]["affinity_cores"] >= 1
+    assert env["threads"]["affinity_cores"] == env["cpu"]["usable_cores"]  # the report's two places agree
     json.dumps(env)  # the report writes it as JSON
     assert any(line.startswith("CPU:") for line in summary_lines(env))
     assert len(env["load_average"]) == 3

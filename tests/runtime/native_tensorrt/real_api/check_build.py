@@ -1,5 +1,5 @@
 """Engine build, cache and load against the real TensorRT API of one version (run per version by
-tests/test_tensorrt_api.py). Proves API conformance and the call sequence of OUR code; TensorRT's
+tests/runtime/native_tensorrt/test_tensorrt_api.py). Proves API conformance and the call sequence of OUR code; TensorRT's
 GPU-bound classes are autospec doubles of the real ones, so no engine is built or run here.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import PLAN, TIMING
+from engine_rig import PLAN, TIMING
 
 from invspread_edge_runtime.errors import EngineError, ModelError
 from invspread_edge_runtime.files import sha256_bytes, sha256_file

@@ -1,25 +1,16 @@
-"""Embedding files: a folder holding `embeddings.npy` + `ids.json` + `manifest.json`.
+"""Writing an embeddings folder (layout.py): streamed part by part, resumable, swapped in whole.
 
-- `embeddings.npy`: (N, d) float32 or float16, L2-normalised rows, loaded memory-mapped and never
-  with pickle;
-- `ids.json`: N ids, the images' paths relative to `manifest["root"]` (POSIX separators);
-- `manifest.json`: the embedding space (checkpoint sha256, dimension), the model file's sha256,
-  N, the images that could not be read, and the sha256 of `embeddings.npy` and of `ids.json`
-  (checked on load: an edited or damaged file is refused, never half-trusted). Written last: a
-  folder without it is unfinished.
-
-Streaming: `EmbeddingWriter` keeps at most one part (`part_size` rows) in memory and writes each
-part atomically under `parts/`; a killed run resumes from the parts already written (and retries
-the images that could not be read); `finish()` joins them into `embeddings.npy` with ordinary
-buffered writes (a full disk is an error naming the file, not a SIGBUS), so folders larger than
-memory work.
+`EmbeddingWriter` keeps at most one part (`part_size` rows) in memory and writes each part
+atomically under `parts/`; a killed run resumes from the parts already written (and retries the
+images that could not be read); `finish()` joins them into `embeddings.npy` with ordinary buffered
+writes (a full disk is an error naming the file, not a SIGBUS), so folders larger than memory work.
 
 Replacing (`overwrite`) or extending (`retry_failed`) a folder never touches it until the new one
 is complete: the new folder is built beside it in the hidden sibling `.NAME.staging`, then swapped
 in (old → `.NAME.old`, staging → NAME, old deleted). A crash at any moment leaves the old or the
-new complete folder; the next run (under the lock) finishes or undoes a half-done swap and removes
-the temporary files of dead writers. The caller holds `locks.exclusive_lock(out)` (as
-`embed_to_folder` does).
+new complete folder; the next run (under the lock) finishes or undoes a half-done swap (`recover`)
+and removes the temporary files of dead writers. The caller holds `locks.exclusive_lock(out)` (as
+`corpus.embed_to_folder` does).
 """
 
 from __future__ import annotations
@@ -30,19 +21,16 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import IndexFileError, InvedgeError
-from .files import (
+from ..errors import EmbeddingsError
+from ..files import (
     atomic_path,
     atomic_write_bytes,
     atomic_write_json,
-    check_regular,
     fsync_dir,
     leftovers,
     pause_for_test,
@@ -50,16 +38,25 @@ from .files import (
     remove_leftovers,
     replace_folder,
     sha256_bytes,
-    sha256_file,
     write_npy,
     write_npy_header,
     write_rows,
 )
+from .layout import (
+    DEFAULT_DTYPE,
+    DTYPES,
+    FORMAT,
+    IDS,
+    MANIFEST,
+    OURS,
+    PART_SIZE,
+    PARTS,
+    VECTORS,
+    aside_path,
+    staging_path,
+)
+from .reader import EmbeddingSet, failed_count, load_embeddings
 
-FORMAT = "invspread-edge-embeddings/1"
-DTYPES = ("float32", "float16")
-VECTORS, IDS, MANIFEST, PARTS = "embeddings.npy", "ids.json", "manifest.json", "parts"
-OURS = frozenset({VECTORS, IDS, MANIFEST, PARTS})
 STATE = "state.json"
 STATE_KEYS = ("space_id", "model_sha256", "root", "dtype", "mode", "base")
 LABELS = {  # how a state key is named in messages
@@ -70,178 +67,6 @@ LABELS = {  # how a state key is named in messages
     "mode": "kind of run",
     "base": "base folder",
 }
-REDO = "Embed again with 'invedge embed MODEL IMAGES --out DIR --overwrite'"
-
-
-def staging_path(out: str | os.PathLike[str]) -> Path:
-    """Where `--overwrite` / `--retry-failed` build the new folder: a hidden sibling of `out`."""
-    out = Path(out).absolute()
-    return out.parent / f".{out.name}.staging"
-
-
-def aside_path(out: str | os.PathLike[str]) -> Path:
-    """Where the old folder waits during a swap."""
-    out = Path(out).absolute()
-    return out.parent / f".{out.name}.old"
-
-
-@dataclass
-class EmbeddingSet:
-    """Embeddings read back from disk. `vectors` is memory-mapped (read-only)."""
-
-    path: Path
-    vectors: np.ndarray
-    ids: list[str]
-    manifest: dict[str, Any]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @property
-    def space(self) -> dict[str, Any]:
-        return self.manifest["space"]
-
-    @property
-    def space_id(self) -> str:
-        return self.manifest["space"]["space_id"]
-
-    @property
-    def dim(self) -> int:
-        return int(self.manifest["dim"])
-
-    @property
-    def failed(self) -> list[dict[str, str]]:
-        return list(self.manifest.get("failed") or [])
-
-    def locations(self) -> list[str]:
-        """Each item's image file (absolute), for drawing results."""
-        root = Path(self.manifest.get("root") or ".")
-        return [str(root / item) for item in self.ids]
-
-
-def load_embeddings(path: str | os.PathLike[str], verify: bool = True) -> EmbeddingSet:
-    """Open an embeddings folder; `verify` also checks the vectors' sha256 against the manifest.
-
-    The ids are always checked against the manifest's sha256 (cheap; an edited ids.json would
-    silently give every vector another image's name).
-    """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise IndexFileError(
-            f"{path} is a file, not an embeddings folder",
-            "Give the folder written by 'invedge embed MODEL IMAGES --out DIR'",
-        )
-    if not path.is_dir():
-        if aside_path(path).is_dir():
-            raise IndexFileError(
-                f"embeddings not found: {path} (an interrupted 'invedge embed --overwrite' left the "
-                f"previous folder at {aside_path(path)})",
-                "Run that 'invedge embed' command again: it puts the old or the new folder in place",
-            )
-        raise IndexFileError(
-            f"embeddings not found: {path}", "Create them with 'invedge embed MODEL IMAGES --out DIR'"
-        )
-    if not (path / MANIFEST).is_file():
-        hint = (
-            "It is unfinished: run the same 'invedge embed' command again to resume"
-            if (path / PARTS).is_dir()
-            else "Create embeddings with 'invedge embed MODEL IMAGES --out DIR'"
-        )
-        raise IndexFileError(f"{path} is not a finished embeddings folder (no {MANIFEST})", hint)
-    try:
-        manifest = read_json(path / MANIFEST, "embeddings manifest")
-    except IndexFileError:
-        raise
-    except Exception as exc:  # InvedgeError from read_json: keep its words, give the next step
-        raise IndexFileError(str(exc), REDO) from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise IndexFileError(f"{path / MANIFEST} is not an invspread-edge embeddings manifest", REDO)
-    count, dim, dtype = _check_manifest(path / MANIFEST, manifest)
-    try:
-        for name in (VECTORS, IDS):
-            check_regular(path / name, "embeddings file")
-    except InvedgeError as exc:
-        raise IndexFileError(exc.message, REDO) from exc
-    try:
-        vectors = np.load(path / VECTORS, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise IndexFileError(f"{path / VECTORS} is missing or damaged ({_short(exc)})", REDO) from exc
-    try:
-        ids_bytes = (path / IDS).read_bytes()
-        ids = json.loads(ids_bytes.decode("utf-8"))
-    except FileNotFoundError as exc:
-        raise IndexFileError(f"{path / IDS} is missing", REDO) from exc
-    except OSError as exc:
-        raise IndexFileError(f"cannot read {path / IDS}: {exc.strerror or exc}", REDO) from exc
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise IndexFileError(f"{path / IDS} is damaged (not valid JSON)", REDO) from exc
-    expected_ids = manifest.get("ids_sha256")
-    if expected_ids is not None and sha256_bytes(ids_bytes) != expected_ids:
-        raise IndexFileError(
-            f"{path / IDS} does not match its manifest (sha256 differs): it was edited or damaged, "
-            "so its ids may name the wrong images",
-            REDO + " (never edit ids.json by hand)",
-        )
-    if (
-        not isinstance(vectors, np.ndarray)
-        or vectors.ndim != 2
-        or vectors.shape != (count, dim)
-        or str(vectors.dtype) != dtype
-        or not isinstance(ids, list)
-        or len(ids) != count
-    ):
-        shape = getattr(vectors, "shape", "?")
-        raise IndexFileError(
-            f"{path} is inconsistent: manifest says {count} × {dim} {dtype}, "
-            f"found {shape} {getattr(vectors, 'dtype', '?')} and "
-            f"{len(ids) if isinstance(ids, list) else 'no list of'} ids",
-            REDO,
-        )
-    if not all(isinstance(item, str) for item in ids):
-        raise IndexFileError(f"{path / IDS} holds ids that are not strings", REDO)
-    if len(set(ids)) != len(ids):
-        raise IndexFileError(f"{path / IDS} holds repeated ids", REDO)
-    if verify and sha256_file(path / VECTORS) != manifest.get("embeddings_sha256"):
-        raise IndexFileError(f"{path / VECTORS} is damaged (sha256 differs from the manifest)", REDO)
-    return EmbeddingSet(path=path, vectors=vectors, ids=ids, manifest=manifest)
-
-
-def _check_manifest(path: Path, manifest: dict[str, Any]) -> tuple[int, int, str]:
-    """The fields every reader relies on, with their types: (count, dim, dtype)."""
-
-    def bad(field: str) -> IndexFileError:
-        return IndexFileError(f"{path} is damaged: '{field}' is missing or invalid", REDO)
-
-    count, dim, dtype = manifest.get("count"), manifest.get("dim"), manifest.get("dtype")
-    if not _is_int(count) or count < 0:
-        raise bad("count")
-    if not _is_int(dim) or dim < 1:
-        raise bad("dim")
-    if dtype not in DTYPES:
-        raise bad("dtype")
-    space = manifest.get("space")
-    if not isinstance(space, dict) or not isinstance(space.get("space_id"), str):
-        raise bad("space")
-    if not isinstance(manifest.get("root", ""), str | None):
-        raise bad("root")
-    if not isinstance(manifest.get("model", {}), dict):
-        raise bad("model")
-    failed = manifest.get("failed", [])
-    if not isinstance(failed, list) or not all(isinstance(f, dict) for f in failed):
-        raise bad("failed")
-    for key in ("embeddings_sha256", "ids_sha256"):
-        if not isinstance(manifest.get(key, ""), str):
-            raise bad(key)
-    return int(count), int(dim), str(dtype)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:200]
 
 
 class EmbeddingWriter:
@@ -261,8 +86,8 @@ class EmbeddingWriter:
         space: dict[str, Any],
         model: dict[str, Any],
         root: str | os.PathLike[str],
-        dtype: str = "float32",
-        part_size: int = 4096,
+        dtype: str = DEFAULT_DTYPE,
+        part_size: int = PART_SIZE,
         overwrite: bool = False,
         retry_failed: bool = False,
     ) -> None:
@@ -357,7 +182,7 @@ class EmbeddingWriter:
                 with contextlib.suppress(OSError):
                     self.work.rmdir()  # only if empty: a folder this run made
             first = f"; first: {failed[0][1]}" if failed else ""
-            raise IndexFileError(
+            raise EmbeddingsError(
                 f"no image could be embedded ({len(failed)} unreadable{first})",
                 "Fix or remove the unreadable images, then run the same command again",
             )
@@ -400,13 +225,13 @@ class EmbeddingWriter:
     def _prepare(self, overwrite: bool, retry_failed: bool) -> None:
         out = self.out
         if out.exists() and not out.is_dir():
-            raise IndexFileError(f"{out} exists and is not a folder", "Choose another --out")
+            raise EmbeddingsError(f"{out} exists and is not a folder", "Choose another --out")
         recover(out)
         if out.is_dir():
             remove_leftovers(out, OURS)  # temporary files of a writer that died (we hold the lock)
         present = {p.name for p in out.iterdir()} if out.is_dir() else set()
         if present - OURS:
-            raise IndexFileError(
+            raise EmbeddingsError(
                 f"{out} already holds other files; refusing to write embeddings into it",
                 "Choose a new or empty --out folder",
             )
@@ -421,7 +246,7 @@ class EmbeddingWriter:
         elif finished and not overwrite:
             failed = int(failed_count(out))
             retry = f", or --retry-failed to retry its {failed} unreadable images" if failed else ""
-            raise IndexFileError(
+            raise EmbeddingsError(
                 f"{out} already holds finished embeddings",
                 f"Pass --overwrite to embed again (the old ones are replaced only once the new ones exist){retry}",
             )
@@ -454,7 +279,7 @@ class EmbeddingWriter:
             if discard_mismatch:
                 shutil.rmtree(work)
             else:
-                raise IndexFileError(
+                raise EmbeddingsError(
                     f"{self.out} holds an unfinished run with {mismatch}",
                     "Pass --overwrite to start over, or resume with the same model, images and dtype",
                 )
@@ -484,7 +309,7 @@ class EmbeddingWriter:
         }
         for key, value in facts.items():
             if value != self._state[key]:
-                raise IndexFileError(
+                raise EmbeddingsError(
                     f"{self.out} was embedded with another {LABELS[key]} "
                     f"({value!r}, now {self._state[key]!r}); --retry-failed only adds to it with the same one",
                     "Pass the same model, images and --dtype, or --overwrite to embed everything again",
@@ -518,7 +343,7 @@ class EmbeddingWriter:
                 header = np.load(folder / f"part-{number:06d}.npy", mmap_mode="r", allow_pickle=False)
                 if header.shape != (len(record["ids"]), self.dim):
                     break
-            except (OSError, ValueError, IndexFileError):
+            except (OSError, ValueError, EmbeddingsError):
                 break  # a damaged tail part: redo from here
             done.update(record["ids"])
             failures.extend(record["failed"])
@@ -536,7 +361,7 @@ def _read_part_record(path: Path) -> dict[str, Any]:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise IndexFileError(f"{path} is damaged", "Run the same command again") from exc
+        raise EmbeddingsError(f"{path} is damaged", "Run the same command again") from exc
     ok = (
         isinstance(record, dict)
         and isinstance(record.get("ids"), list)
@@ -545,17 +370,8 @@ def _read_part_record(path: Path) -> dict[str, Any]:
         and all(isinstance(f, list) and len(f) == 2 for f in record["failed"])
     )
     if not ok:
-        raise IndexFileError(f"{path} is damaged", "Run the same command again")
+        raise EmbeddingsError(f"{path} is damaged", "Run the same command again")
     return record
-
-
-def failed_count(out: str | os.PathLike[str]) -> int:
-    """How many images the finished folder `out` could not read (0 if its manifest is odd)."""
-    out = Path(out)
-    with contextlib.suppress(Exception):
-        value = read_json(out / MANIFEST, "embeddings manifest").get("failed_count", 0)
-        return int(value) if _is_int(value) else 0
-    return 0
 
 
 def recover(out: str | os.PathLike[str]) -> str | None:
@@ -598,130 +414,20 @@ def check_output(out: str | os.PathLike[str], overwrite: bool = False, retry_fai
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise IndexFileError(f"{out} exists and is not a folder", "Choose another --out")
+        raise EmbeddingsError(f"{out} exists and is not a folder", "Choose another --out")
     if not out.is_dir():
         return
     leftover = {p.name for p in leftovers(out, OURS)}
     present = {p.name for p in out.iterdir()} - leftover
     if present - OURS:
-        raise IndexFileError(
+        raise EmbeddingsError(
             f"{out} already holds other files; refusing to write embeddings into it",
             "Choose a new or empty --out folder",
         )
     if MANIFEST in present and not (overwrite or retry_failed):
         failed = failed_count(out)
         retry = f", or --retry-failed to retry its {failed} unreadable images" if failed else ""
-        raise IndexFileError(
+        raise EmbeddingsError(
             f"{out} already holds finished embeddings",
             f"Pass --overwrite to embed again (the old ones are replaced only once the new ones exist){retry}",
         )
-
-
-class EmbeddingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during `embed_to_folder`, after the embedded images were saved as parts."""
-
-    def __init__(self, out: Path, work: Path, saved: int, total: int) -> None:
-        super().__init__(f"{saved} of {total} images saved in {work / PARTS}")
-        self.out, self.work, self.saved, self.total = out, work, saved, total
-
-
-def iter_new(paths: Iterable[Path], root: Path, done: set[str]) -> list[tuple[str, Path]]:
-    """(id, path) for the paths not already in `done`; ids are POSIX paths relative to `root`."""
-    pending = []
-    for path in paths:
-        item = relative_id(path, root)
-        if item not in done:
-            pending.append((item, path))
-    return pending
-
-
-def relative_id(path: Path, root: Path) -> str:
-    """`path` relative to `root` (lexically when it can: no file-system calls), else absolute."""
-    try:
-        return Path(path).relative_to(root).as_posix()
-    except ValueError:
-        pass
-    try:
-        return Path(path).resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return Path(path).resolve().as_posix()
-
-
-def embed_to_folder(
-    embedder: Any,
-    paths: list[Path],
-    root: Path,
-    out: str | os.PathLike[str],
-    dtype: str = "float32",
-    overwrite: bool = False,
-    on_progress: Any = None,
-    part_size: int = 4096,
-    retry_failed: bool = False,
-    lock: bool = True,
-) -> dict[str, Any]:
-    """Embed `paths` with an `embed.Embedder` into an embeddings folder; resumes an unfinished one.
-
-    Holds the lock of `out` throughout (a second writer waits, then sees the finished folder);
-    `lock=False` when the caller holds it already (as `invedge embed` does, to check `out` before
-    it opens the model).
-    `on_progress(done, total)` is called after each batch (`done` counts resumed images too).
-    Unreadable images are skipped and listed in the manifest; a rerun of an unfinished folder, or
-    `retry_failed` on a finished one, tries them again. Ctrl-C raises `EmbeddingInterrupted`
-    after saving what was embedded. Returns the manifest.
-    """
-    from .locks import exclusive_lock
-
-    meta = embedder.meta
-    model_path = Path(embedder.info.model_path).resolve()
-    model_sha = sha256_file(model_path)
-    with exclusive_lock(out, "embeddings folder") if lock else contextlib.nullcontext():
-        writer = EmbeddingWriter(
-            out,
-            space={
-                "space_id": meta.space_id,
-                "checkpoint_sha256": meta.checkpoint_sha256,
-                "embedding_dim": meta.embedding_dim,
-            },
-            model={
-                "path": str(model_path),
-                "sha256": model_sha,
-                "precision": meta.precision,
-                "arch": meta.arch,
-                "image_size": meta.image_size,
-            },
-            root=root,
-            dtype=dtype,
-            part_size=part_size,
-            overwrite=overwrite,
-            retry_failed=retry_failed,
-        )
-        pending = iter_new(paths, Path(writer.root), writer.done_ids)
-        total = len(paths)
-        if writer.base is not None and not pending and not writer.base.failed:
-            shutil.rmtree(writer.work, ignore_errors=True)  # --retry-failed with nothing to retry
-            return writer.base.manifest | {"resumed": len(writer.base), "seconds": 0.0}
-        done = total - len(pending)
-        resumed = writer.count
-        started = time.perf_counter()
-        if on_progress is not None:
-            on_progress(done, total)
-        try:
-            for batch in embedder.embed_batches([p for _, p in pending]):
-                writer.add([pending[i][0] for i in batch.positions], batch.vectors)
-                for position, reason in batch.failures:
-                    writer.add_failure(pending[position][0], reason)
-                done += len(batch.positions) + len(batch.failures)
-                if on_progress is not None:
-                    on_progress(done, total)
-                pause_for_test("embed-batch")
-            seconds = time.perf_counter() - started
-            return writer.finish(
-                {
-                    "backend": embedder.info.name,
-                    "resumed": resumed,
-                    "seconds": round(seconds, 3),
-                }
-            )
-        except KeyboardInterrupt as exc:  # in the loop or the join
-            writer.flush()  # Ctrl-C: keep what was embedded, the next run resumes after it
-            raise EmbeddingInterrupted(Path(out), writer.work, writer.count, total) from exc

@@ -1,5 +1,5 @@
 """TensorRTBackend against the real TensorRT and cuda-python APIs of one version (run per version
-by tests/test_tensorrt_api.py). The engine and context are autospec doubles of the real classes; a
+by tests/runtime/native_tensorrt/test_tensorrt_api.py). The engine and context are autospec doubles of the real classes; a
 simulated engine reads its input from simulated device memory and writes x @ W back, so these tests
 prove our call sequence (shapes, tensor addresses, execute_async_v3, copies, splitting, padding)
 and data plumbing; they do not prove that TensorRT ran.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import EMBED_DIM
+from engine_rig import EMBED_DIM
 
 from invspread_edge_runtime.backends.trt import TensorRTBackend
 from invspread_edge_runtime.errors import EngineError, ModelError
@@ -165,6 +165,29 @@ def test_explicit_engine_is_used_as_is(rig, onnx_file, tmp_path):
     assert backend.loaded.status == "loaded" and backend.info.model_path == str(info.engine_path)
     assert rig.builder.build_serialized_network.call_count == 1
     backend.close()
+
+
+def test_embedder_on_an_explicit_engine_preprocesses_from_the_onnx_metadata(rig, onnx_file, tmp_path):
+    """`Embedder(TensorRTBackend(onnx, engine_path=...))`: the model's metadata is the ONNX file's
+    (read once, `backend.meta`), never read from `info.model_path`, which is the engine file."""
+    from PIL import Image
+
+    from invspread_edge_runtime.embedder import Embedder
+    from invspread_edge_runtime.metadata import read_model_meta
+    from invspread_edge_runtime.preprocess import normalize, to_uint8_chw
+    from invspread_edge_runtime.tensorrt import build_engine
+
+    info = build_engine(onnx_file, tmp_path / "model.engine", max_batch=4)
+    meta = read_model_meta(onnx_file)
+    picture = Image.fromarray(np.random.default_rng(5).integers(0, 256, (40, 36, 3), dtype=np.uint8))
+    with Embedder(open_backend(rig, onnx_file, tmp_path, engine_path=info.engine_path)) as embedder:
+        assert embedder.info.model_path == str(info.engine_path)
+        assert embedder.meta == meta == embedder.backend.meta
+        vectors = embedder.embed([picture, picture])
+    x = normalize(to_uint8_chw(picture, meta.image_size)[None], meta.mean, meta.std)
+    expected = rig.reference(x)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(vectors, np.repeat(expected, 2, axis=0), rtol=1e-5, atol=1e-5)
 
 
 # --- device time: CUDA events around execute_async_v3 -----------------------------------------------

@@ -6,14 +6,44 @@ partition. Here the gallery is scanned in blocks that stay in cache; each block'
 compared against every query's current k-th best score (one vectorised pass), and only the few
 candidates that beat it are merged. After the first block almost nothing passes, so the cost is
 the matrix product plus one comparison per score: on par with faiss `IndexFlatIP`.
+
+`NumpyExact` serves the kernel as a search engine (engine.py) of the gallery.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+from .engine import Rows
 
 GALLERY_BLOCK = 2048  # gallery rows per block: (block × query chunk) float32 scores stay in L2/L3
 QUERY_CHUNK = 4096  # queries per pass: bounds the score buffer to block × chunk × 4 bytes (32 MB)
+
+
+class NumpyExact:
+    """Exact search with `exact_topk` over the gallery's own vectors (no copy)."""
+
+    name = "numpy"
+
+    def __init__(self) -> None:
+        self._vectors = np.zeros((0, 0), np.float32)
+
+    def build(self, gallery: Rows) -> None:
+        self._vectors = gallery.vectors
+
+    def add(self, gallery: Rows, start: int) -> None:
+        self.build(gallery)  # the gallery's new array; nothing else to update
+
+    def remove(self, gallery: Rows, keep: np.ndarray) -> None:
+        self.build(gallery)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return exact_topk(queries, self._vectors, k)
+
+    def describe(self) -> dict[str, Any]:
+        return {}
 
 
 def exact_topk(

@@ -1,5 +1,5 @@
 """The probe check of a freshly built native TensorRT engine, against the real TensorRT API of one
-version (run by tests/test_verify.py in the API-only install's process, like check_build.py).
+version (run by tests/runtime/test_verify.py in the API-only install's process, like check_build.py).
 
 The simulated engine computes x @ W from simulated device memory. With W the ONNX model's own
 weight it is a faithful engine; with W perturbed it stands in for the engine that TensorRT's issue

@@ -7,13 +7,17 @@ the (Q, N) score matrix stays within `score_budget_bytes` (Jetsons share memory 
 
 faiss-gpu has no Jetson wheel; this runs wherever onnxruntime-gpu does, and on the CPU provider
 for tests (where it is only a correctness check: the numpy/faiss paths are faster there).
+`OnnxExact` serves it as a search engine (engine.py) of the gallery.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from .errors import EngineError, MissingDependency
+from ..errors import EngineError, MissingDependency
+from .engine import Rows
 
 OPSET = 17
 IR_VERSION = 8
@@ -51,6 +55,35 @@ def search_graph_bytes(dim: int) -> bytes:
             _field_bytes(8, opset),
         ]
     )
+
+
+class OnnxExact:
+    """Exact search on an ONNX Runtime device; the gallery is uploaded again after each change."""
+
+    def __init__(self, device: str = "cuda", device_id: int = 0) -> None:
+        self.device, self.device_id = device, device_id
+        self._topk: OrtTopK | None = None
+
+    @property
+    def name(self) -> str:
+        return f"onnx-topk:{self.device}"
+
+    def build(self, gallery: Rows) -> None:
+        self._topk = OrtTopK(gallery.vectors, device=self.device, device_id=self.device_id)
+
+    def add(self, gallery: Rows, start: int) -> None:
+        self.build(gallery)
+
+    def remove(self, gallery: Rows, keep: np.ndarray) -> None:
+        self.build(gallery)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._topk is None:
+            raise RuntimeError("OnnxExact.search before build")
+        return self._topk.search(queries, k)
+
+    def describe(self) -> dict[str, Any]:
+        return {"device": f"{self.device}:{self.device_id}"}
 
 
 class OrtTopK:

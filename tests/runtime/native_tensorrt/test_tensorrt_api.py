@@ -1,8 +1,10 @@
 """Our TensorRT code against the real Python API of each supported TensorRT version, without a GPU.
 
-For each version, tests/trt/prepare.py makes an API-only install (the real bindings wheel from the
-package registry, a stub libnvinfer built with gcc; cached in .cache/tensorrt-api/), then the checks
-in tests/trt/check_*.py run in their own Python process against it. What passes here: every
+For each version, `make test-trt` makes an API-only install once (real_api/prepare.py: the real
+bindings wheel from the package registry, a stub libnvinfer built with gcc; cached in the git-ignored
+.cache/tensorrt-api/), then the checks in real_api/check_*.py run in their own Python process against
+it. The default run uses that cache and never downloads: without it, these tests skip and say to run
+`make test-trt`. What passes here: every
 TensorRT attribute our engine builder, engine cache and TensorRT backend use exists in that
 version, every call fits the real signatures, and the call sequence is as intended. What it does
 not show: that an engine builds or runs (that needs a GPU: the `hardware` tests).

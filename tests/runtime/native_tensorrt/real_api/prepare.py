@@ -1,13 +1,16 @@
 """API-only TensorRT installs for tests: the real Python bindings of each supported version, no GPU.
 
-For each version, in `.cache/tensorrt-api/<version>/` (git-ignored), once:
+The one place the tests download: `make test-trt` runs this file (`prepare(v, download=True)`), which
+makes, for each version, in `.cache/tensorrt-api/<version>/` (git-ignored):
   1. `pip download --no-deps` the real `tensorrt-cu12-bindings` wheel, a `cuda-bindings` wheel and
      `cuda-pathfinder` (cuda-python's runtime module, which imports without a driver);
   2. unpack them into `site/` and add NVIDIA's two-line `tensorrt` package (what `tensorrt-cu12`
      installs: `from tensorrt_bindings import *`);
   3. build `stub.c` with gcc under the sonames the bindings link against, into `lib/`;
   4. check that `import tensorrt` works with `PYTHONPATH=site LD_LIBRARY_PATH=lib`.
-`prepare()` raises `Unavailable` (the caller skips) when gcc, pip's registry or a wheel is missing.
+The tests call `prepare(version)`, which only reads that cache: it raises `Unavailable` (the caller
+skips, with the reason) when the install is not there yet, naming `make test-trt`; with `download=True`
+it raises `Unavailable` when gcc, pip's registry or a wheel is missing.
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
+REPO = HERE.parents[3]  # tests/runtime/native_tensorrt/real_api -> the repository
 CACHE = REPO / ".cache" / "tensorrt-api"
 STUB = HERE / "stub.c"
 LIBS = ("nvinfer", "nvonnxparser", "nvinfer_plugin")
+PREPARE_COMMAND = "make test-trt"  # what makes the installs (the default test run never downloads)
 
 # TensorRT version -> the wheels of its API-only install. The cuda-bindings majors differ on purpose:
 # 12.x (with `cuda.cudart` still present) beside TensorRT 10.3, 13.x (only `cuda.bindings`) beside 11.x,
@@ -67,8 +71,11 @@ class ApiInstall:
         return env
 
 
-def prepare(version: str, cache: Path = CACHE) -> ApiInstall:
-    """The API-only install of `version`, made on first use (seconds afterwards)."""
+def prepare(version: str, cache: Path = CACHE, download: bool = False) -> ApiInstall:
+    """The API-only install of `version` from the cache; `download=True` makes it first if needed.
+
+    Tests never download: whether they run must not depend on the network or the package index.
+    """
     specs = VERSIONS[version]
     install = ApiInstall(version, cache / version)
     stamp = json.dumps(
@@ -77,6 +84,12 @@ def prepare(version: str, cache: Path = CACHE) -> ApiInstall:
     ready = install.root / ".ready"
     if ready.exists() and ready.read_text() == stamp:
         return install
+    if not download:
+        state = "is for other wheels or stub" if ready.exists() else "is not prepared"
+        raise Unavailable(
+            f"the API-only install in {install.root} {state}; "
+            f"run `{PREPARE_COMMAND}` (downloads the bindings wheels once)"
+        )
     if platform.system() != "Linux" or platform.machine() != "x86_64" or sys.implementation.name != "cpython":
         raise Unavailable(
             f"TensorRT's bindings wheels are used on CPython x86-64 Linux only, not {platform.platform()}"
@@ -173,6 +186,9 @@ def _locked(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-if __name__ == "__main__":  # python tests/trt/prepare.py: prepare every version now
+if __name__ == "__main__":  # `make test-trt` runs this first: prepare every version now
     for v in VERSIONS:
-        print(v, prepare(v).root)
+        try:
+            print(v, prepare(v, download=True).root)
+        except Unavailable as exc:
+            sys.exit(f"TensorRT {v}: cannot prepare the API-only install: {exc}")

@@ -1,0 +1,75 @@
+"""TensorRT engines for an export's artifacts, built into the export folder (`invedge export --engine`).
+
+One engine is built from each of the int8 and fp16 artifacts the export wrote (from fp32 when it
+wrote neither), beside its ONNX file (`model.int8.engine`, ...), all sharing one timing cache in
+the folder. The build is the runtime's own (`tensorrt.build_engine`:
+its probe check runs before anything is written). It lives here, not in the runtime, because it
+reads and extends the export's report; it runs inside `export_model`, under the folder's lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from invspread_edge_runtime.errors import MissingDependency
+from invspread_edge_runtime.tensorrt.cache import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MIN_BATCH,
+    DEFAULT_WORKSPACE_MB,
+    TIMING_CACHE_NAME,
+)
+
+from .report import ExportReport
+
+ENGINE_SOURCES = ("int8", "fp16")  # built from each of these the export wrote; fp32 when neither
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """The batch profile and workspace of the engines (the CLI's --min/--opt/--max-batch, --workspace-mb)."""
+
+    min_batch: int = DEFAULT_MIN_BATCH
+    opt_batch: int | None = None  # None: max_batch
+    max_batch: int = DEFAULT_MAX_BATCH
+    workspace_mb: int = DEFAULT_WORKSPACE_MB
+
+    def check(self) -> None:
+        """The one-line error for a bad profile or workspace, and for a machine without TensorRT:
+        raised before the export starts, not after minutes of it."""
+        try:
+            from invspread_edge_runtime.tensorrt import api
+            from invspread_edge_runtime.tensorrt.build import check_profile
+        except ImportError as exc:  # a runtime without the TensorRT module
+            raise MissingDependency("invspread-edge-runtime[tensorrt]", "--engine") from exc
+        check_profile(self.min_batch, self.opt_batch, self.max_batch, self.workspace_mb)
+        api.import_tensorrt()  # MissingDependency / EngineError when TensorRT is absent or broken
+
+
+def build_engines(
+    report: ExportReport, options: EngineOptions, log: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """Build an engine beside each source artifact of `report` (see the module docstring); returns
+    the report's entries for them ({"engine": path, **sidecar})."""
+    from invspread_edge_runtime.tensorrt import build_engine
+    from invspread_edge_runtime.tensorrt.build import engine_path_for
+
+    entries = []
+    for precision in [p for p in ENGINE_SOURCES if report.artifact(p)] or ["fp32"]:
+        artifact = report.artifact(precision)
+        assert artifact is not None  # fp32 is always exported
+        onnx_path = artifact.path
+        log(f"building a TensorRT engine from {onnx_path.name} (minutes on a Jetson)")
+        info = build_engine(
+            onnx_path,
+            engine_path_for(onnx_path),
+            precision,
+            options.min_batch,
+            options.opt_batch,
+            options.max_batch,
+            options.workspace_mb,
+            report.out_dir / TIMING_CACHE_NAME,
+        )
+        entries.append({"engine": str(info.engine_path), **info.to_json()})
+    return entries

@@ -1,0 +1,44 @@
+"""A gallery of embeddings searched by inner product (= cosine on L2-normalised rows).
+
+Kinds:
+- `flat` (default): exact. faiss `IndexFlatIP` when faiss is installed, else the blocked numpy
+  kernel of `topk.py` (on par with faiss here), or on a GPU backend the Gemm + TopK ONNX graph of
+  `search_graph.py` (`Index.use_device`).
+- `ivf`, `hnsw`: faiss approximate indexes for large galleries; recall@10 against exact search is
+  measured when they are built and stored with them.
+
+One job per module:
+- `gallery.py`: `Index`, the items and which engine answers (build, load, save, add, remove, search);
+- `engine.py`: the interface every engine implements, and how a remote store (Milvus) plugs in;
+- `topk.py` (numpy), `faiss_engines.py` (faiss flat, ivf, hnsw and their tuning), `search_graph.py`
+  (ONNX on a GPU): the engines;
+- `index_file.py`: the file format (checksummed, atomic) and the writers' lock (`writing`);
+- `result.py`: `SearchResult`; `settings.py`: kinds and defaults (numpy-free, for the CLI).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_getattr
+from .settings import KINDS, RECALL_QUERIES
+
+__all__ = ["FORMAT", "KINDS", "MAGIC", "RECALL_QUERIES", "Index", "SearchEngine", "SearchResult", "writing"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .engine import SearchEngine
+    from .gallery import Index
+    from .index_file import FORMAT, MAGIC, writing
+    from .result import SearchResult
+
+__getattr__ = lazy_getattr(
+    __name__,
+    {
+        "Index": ".gallery",
+        "SearchResult": ".result",
+        "SearchEngine": ".engine",
+        "FORMAT": ".index_file",
+        "MAGIC": ".index_file",
+        "writing": ".index_file",
+    },
+)
