@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 DEMO    ?= runs/demo
 
-.PHONY: install data demo test test-slow test-trt lint clean
+.PHONY: install data demo test test-slow trt-api test-trt lint clean
 
 # Idempotent: re-runs pip only when the project's install files change.
 install: $(STAMP)
@@ -49,8 +49,10 @@ test-slow: install data
 # Our TensorRT code against the real TensorRT 10.3 and 11.x Python APIs (no GPU). The one target that
 # downloads: the API-only installs (bindings wheels from the package index, ~25 MB once) go to the ignored
 # .cache/tensorrt-api/; `make test` runs these checks from that cache, or skips them naming this target.
-test-trt: install
+trt-api: install
 	$(BIN)/python tests/runtime/native_tensorrt/real_api/prepare.py
+
+test-trt: trt-api
 	$(BIN)/python -m pytest -q -rA tests/runtime/native_tensorrt/ \
 		tests/runtime/test_verify.py::test_native_tensorrt_build_runs_the_probe_check
 
