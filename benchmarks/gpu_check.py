@@ -388,7 +388,8 @@ def cifar10_estimate(check: Check) -> dict[str, Any]:
 
 def export_and_verify(check: Check) -> dict[str, Any]:
     from invspread_edge_runtime.backends.select import find_artifacts, open_backend
-    from invspread_edge_runtime.verify import load_probe_set, verify_backend
+    from invspread_edge_runtime.probes import load_probe_set
+    from invspread_edge_runtime.verify import verify_backend
 
     run = Path(check.report["steps"]["long_run"]["run"])
     rc = cli(["export", run])
@@ -396,9 +397,9 @@ def export_and_verify(check: Check) -> dict[str, Any]:
         raise RuntimeError(f"invedge export exited {rc}")
     probes = load_probe_set(run / "export")
     results = []
-    for precision, (path, meta) in sorted(find_artifacts(run / "export").items()):
+    for precision, (path, _) in sorted(find_artifacts(run / "export").items()):
         with open_backend(path, "ort-cpu", precision=precision) as backend:
-            results.append(verify_backend(backend, probes, meta).to_dict())
+            results.append(verify_backend(backend, probes).to_dict())
     if any(r["status"] != "pass" for r in results):
         raise RuntimeError(f"probe check failed on ort-cpu: {results}")
     return {"export": str(run / "export"), "verify": results}

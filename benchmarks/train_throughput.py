@@ -64,7 +64,8 @@ def bench_loop(args: argparse.Namespace) -> dict:
     from invspread_edge.loss import InvariantSpreadLoss
     from invspread_edge.model import create_model
     from invspread_edge.precision import Precision, prefers_channels_last, resolve_device, resolve_precision
-    from invspread_edge.training import EpochStats, LoopState, StopFlag, optimizer_step, train_one_epoch
+    from invspread_edge.train_events import EpochStats, StopFlag
+    from invspread_edge.training import LoopState, optimizer_step, train_one_epoch
 
     device = resolve_device(args.device)
     if args.precision == "fp16" and device.type == "cpu" and args.cpu_fp16:

@@ -27,13 +27,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from .checkpoint import build_model, load_checkpoint
     from .config import TrainConfig
     from .evaluate import evaluate_run
-    from .training import TrainResult, train
+    from .train_events import TrainResult
+    from .training import train
 
 __getattr__ = lazy_getattr(
     __name__,
     {
         "TrainConfig": ".config",
-        "TrainResult": ".training",
+        "TrainResult": ".train_events",
         "train": ".training",
         "evaluate_run": ".evaluate",
         "build_model": ".checkpoint",

@@ -6,6 +6,10 @@ Layout of `checkpoint.safetensors` (no pickle anywhere):
 - tensors `rng.<name>`: random generator states, so a resumed run continues the same stream;
 - metadata `format` = FORMAT and `state` = JSON of config, epoch, step, optimizer param_groups and
   `extra` (small JSON values the training loop needs to resume mid-epoch: running sums, scaler state).
+
+`save_checkpoint` / `load_checkpoint` read and write the file; `Checkpointer` (rank 0's writer of a
+run's resume state, with run.json) and `restore_training_state` (its reader) are the one place
+that knows which parts of `extra` and `rng` the training loop keeps.
 """
 
 from __future__ import annotations
@@ -13,15 +17,21 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from invspread_edge_runtime.errors import CheckpointError
 from invspread_edge_runtime.files import atomic_path, pause_for_test, sha256_file
+
+from .config import fits
+from .train_events import EpochStats
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .run_folder import RunFolder  # run_folder imports this module
 
 FORMAT = "invspread-edge/checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -232,3 +242,78 @@ def build_model(ckpt: Checkpoint) -> nn.Module:
             "Use an intact checkpoint written by 'invedge train'",
         ) from exc
     return model.eval()
+
+
+# --- the training loop's state: written by rank 0, read back by a resume -------------------------
+
+
+@dataclass
+class Checkpointer:
+    """Rank 0's writer of everything a resume needs: checkpoint.safetensors, then run.json (so
+    run.json never names a step the checkpoint does not hold)."""
+
+    folder: RunFolder
+    model: nn.Module  # the plain model: no DDP wrapper, not compiled
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+
+    def save(self, epochs_done: int, step: int, status: str, partial: EpochStats | None = None) -> None:
+        """`partial`: the running totals of an epoch cut at `step` (a mid-epoch save or a Ctrl-C)."""
+        extra: dict[str, Any] = {"partial_epoch": {}}
+        if partial is not None:
+            extra["partial_epoch"] = {k: v for k, v in asdict(partial).items() if k != "interrupted"}
+        if self.scaler is not None:
+            extra["scaler"] = self.scaler.state_dict()
+        rng = {"torch_cpu": torch.get_rng_state()}
+        config = self.folder.info["config"]
+        with self.folder.write_errors():
+            save_checkpoint(
+                self.folder.target / CHECKPOINT_NAME,
+                self.model,
+                config,
+                epochs_done,
+                step,
+                self.optimizer,
+                rng,
+                extra,
+            )
+            self.folder.write_info(epochs_done, step, status, partial.skipped if partial else 0)
+
+
+def restore_training_state(
+    ckpt: Checkpoint,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    steps_per_epoch: int,
+    run_dir: Path,
+) -> tuple[int, int, EpochStats]:
+    """Load what `Checkpointer.save` kept into the optimizer, the scaler and the generator;
+    (start epoch, global step, the cut epoch's totals)."""
+    try:
+        if ckpt.optimizer_state is not None:
+            optimizer.load_state_dict(ckpt.optimizer_state)
+        partial = restore_partial_epoch(ckpt.extra.get("partial_epoch", {}))
+        if scaler is not None and "scaler" in ckpt.extra:
+            scaler.load_state_dict(ckpt.extra["scaler"])
+        if "torch_cpu" in ckpt.rng:
+            torch.set_rng_state(ckpt.rng["torch_cpu"])
+    except (ValueError, TypeError, KeyError, RuntimeError, IndexError) as exc:
+        raise CheckpointError(
+            f"{ckpt.path}: the saved training state does not fit the model "
+            f"({str(exc).splitlines()[0][:160] if str(exc) else exc.__class__.__name__})",
+            "Use an intact checkpoint written by 'invedge train'",
+        ) from exc
+    if partial.steps != ckpt.step - ckpt.epoch * steps_per_epoch:
+        raise CheckpointError(
+            f"{run_dir}: checkpoint step {ckpt.step} does not fit its epoch {ckpt.epoch}",
+            "Use an intact checkpoint written by 'invedge train'",
+        )
+    return ckpt.epoch, ckpt.step, partial
+
+
+def restore_partial_epoch(stored: Any) -> EpochStats:
+    """The running totals of a cut epoch, validated (a checkpoint's `extra.partial_epoch`)."""
+    names = {f.name: str(f.type) for f in fields(EpochStats) if f.name != "interrupted"}
+    if not isinstance(stored, dict) or not all(k in names and fits(v, names[k]) for k, v in stored.items()):
+        raise ValueError(f"partial_epoch is malformed: {stored!r}"[:160])
+    return EpochStats(**{k: float(v) if names[k] == "float" else v for k, v in stored.items()})

@@ -5,7 +5,7 @@ writes them, each atomically. The folder is never left half-replaced, and nothin
 before the new run can start:
 - The folder is locked (`exclusive_lock`, timeout 0) for the whole run (`locked`): a second
   `invedge train --out RUN` or `--resume RUN` fails at once, naming the process that trains.
-- Everything is checked first (training.train): the options, the checkpoint (resume), the data,
+- Everything is checked first (run_setup.py): the options, the checkpoint (resume), the data,
   the kNN monitor's data, and that the folder is writable (`check_writable`).
 - A new run in a folder that holds no run is written there directly. With `--overwrite` over a
   run, the new run is built in the hidden sibling `.RUN.staging` and swapped in (`swap_in`) once
@@ -45,6 +45,7 @@ from invspread_edge_runtime.files import (
     pause_for_test,
     probe_write,
     read_json,
+    recover_swap,
     remove_leftovers,
     replace_folder,
 )
@@ -151,11 +152,10 @@ def recover_run_folder(run_dir: Path, warn: Warn = _silent) -> None:
     run_dir = Path(run_dir)
     staging, replaced = staging_path(run_dir), replaced_path(run_dir)
     try:
-        if replaced.exists():
-            if not run_dir.exists():
-                os.rename(staging if staging.is_dir() else replaced, run_dir)
-                warn(f"{run_dir}: finished the swap of a run that was cut short")
-            shutil.rmtree(replaced, ignore_errors=True)
+        was_there = run_dir.exists()
+        done = recover_swap(run_dir, replaced, staging)  # the same rule as the runtime's folders
+        if done and not was_there:
+            warn(f"{run_dir}: {done} of a run that was cut short")
         if staging.exists():
             shutil.rmtree(staging)
         if run_dir.is_dir():
@@ -242,7 +242,7 @@ class RunFolder:
     new run's first epoch is complete and `swap_in` puts it in RUN's place.
 
     `info` is run.json's content and `metrics` metrics.jsonl's records; the checkpoint itself is
-    written by training's `Checkpointer` into `target`.
+    written by checkpoint.py's `Checkpointer` into `target`.
     """
 
     def __init__(self, path: Path, info: dict[str, Any], metrics: list[dict[str, Any]]) -> None:

@@ -70,7 +70,7 @@ def torch_embeddings(model: nn.Module, inputs: np.ndarray, batch: int = 256) -> 
     return np.concatenate(outs).astype(np.float32)
 
 
-def ort_session(onnx_path: str | os.PathLike[str], threads: int = 0) -> Backend:
+def cpu_backend(onnx_path: str | os.PathLike[str], threads: int = 0) -> Backend:
     """The runtime's ONNX Runtime CPU backend on `onnx_path` (threads 0: ONNX Runtime's default):
     the one `invedge embed --backend ort-cpu` opens, with its checks of the graph against the
     model's metadata. Close it when done (`with`)."""
@@ -79,7 +79,7 @@ def ort_session(onnx_path: str | os.PathLike[str], threads: int = 0) -> Backend:
     return open_backend(onnx_path, "ort-cpu", threads=threads)
 
 
-def ort_embeddings(backend: Backend, inputs: np.ndarray, batch: int) -> np.ndarray:
+def infer_in_batches(backend: Backend, inputs: np.ndarray, batch: int) -> np.ndarray:
     """Run `inputs` (N, 3, S, S) float32 through `backend` in calls of `batch` (the last may be
     smaller) → (N, d) float32."""
     outs = [backend.infer(inputs[s : s + batch]) for s in range(0, len(inputs), batch)]
@@ -106,9 +106,9 @@ def check_parity(
         raise ValueError(f"parity needs at least {max(batch_sizes)} images, got {len(inputs)}")
     expected = torch_embeddings(model, inputs) if reference is None else reference
     max_abs, mean_cos, min_cos = 0.0, 1.0, 1.0
-    with ort_session(onnx_path) as backend:
+    with cpu_backend(onnx_path) as backend:
         for batch in batch_sizes:
-            got = ort_embeddings(backend, inputs, batch)
+            got = infer_in_batches(backend, inputs, batch)
             if got.shape != expected.shape:
                 raise ModelError(
                     f"{Path(onnx_path).name} gives shape {got.shape} at batch {batch}, torch {expected.shape}"

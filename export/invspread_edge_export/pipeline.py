@@ -7,53 +7,47 @@ and TensorRT engines when asked (`engines.py`).
 Each artifact is written to a temporary file beside its target, verified there (parity, accuracy,
 zero-points) and only then renamed into place: a failed check leaves no file behind. The whole
 export is staged in a hidden folder inside the output folder, under its lock, and moved into place
-only when every artifact passed; the files of another checkpoint are removed after that, and
-report.json, written last, names the set that belongs together (see `export_model`).
+only when every artifact passed (`export_folder.py`: the folder's lock, staging and clean-up);
+report.json, written last, names the set that belongs together.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from invspread_edge_runtime import verify
 from invspread_edge_runtime.datasets import open_dataset
 from invspread_edge_runtime.errors import DataError, InvedgeError
-from invspread_edge_runtime.files import (
-    PROBE_PREFIX,
-    atomic_path,
-    atomic_write_json,
-    probe_write,
-    read_json,
-    remove_leftovers,
-    replace_folder,
-    sha256_file,
-)
-from invspread_edge_runtime.locks import exclusive_lock
-from invspread_edge_runtime.metadata import ModelMeta, read_model_meta
+from invspread_edge_runtime.files import atomic_path, atomic_write_json, sha256_file
+from invspread_edge_runtime.metadata import ModelMeta
+from invspread_edge_runtime.probes import DEFAULT_COUNT as PROBE_COUNT
+from invspread_edge_runtime.probes import write_probe_set
+from invspread_edge_runtime.verify_export import check_exported
 
 from . import accuracy_check, calibrate, calibration_set, quantize
 from .engines import EngineOptions, build_engines
+from .export_folder import (
+    CACHE_DIR,
+    CALIBRATION_RECORD,
+    check_writable,
+    claim,
+    export_lock,
+    move_into_place,
+    staging_folder,
+)
 from .images import model_inputs, spread_indices
 from .onnx_export import DEFAULT_OPSET, MIN_OPSET, check_model, load_model, set_metadata, to_onnx_proto
 from .parity import DEFAULT_BATCH_SIZES, check_parity, require_parity, torch_embeddings
-from .report import REPORT_NAME, Artifact, ExportReport
+from .report import Artifact, ExportReport
 
 if TYPE_CHECKING:
     from torch import nn
-
-CACHE_DIR = ".cache"
-STAGE_PREFIX = ".export-new-"  # the staging folder inside the export folder (see export_model)
-CALIBRATION_RECORD = "calibration.json"
 
 
 @dataclass(frozen=True)
@@ -122,44 +116,23 @@ def export_model(
     `data`: where parity and held-out accuracy images come from (the run's data set, or a folder).
     Raises ModelError (parity), AccuracyError (accuracy past the bound), DataError (images).
 
-    The folder is held under an exclusive lock (`export_lock`) for the whole export. Everything is
-    written into a staging folder inside it and moved into place only once every check passed; then
-    the files of an earlier export that do not belong to this checkpoint are removed, and
-    `report.json` is written last. A failed export leaves the folder as it was. A folder holding an
-    export of another checkpoint is refused unless `options.overwrite`.
+    The folder's lifecycle is `export_folder`'s: held under its exclusive lock for the whole export,
+    everything written into a staging folder inside it and moved into place only once every check
+    passed; then the files of an earlier export that do not belong to this checkpoint are removed,
+    and `report.json` is written last. A failed export leaves the folder as it was. A folder holding
+    an export of another checkpoint is refused unless `options.overwrite`.
     """
     if options.engine is not None:
         options.engine.check()  # no TensorRT: fail now, not after minutes of export
     out = Path(options.out_dir)
     calib = calibration_images(options, data) if options.int8 else None  # bad --calib fails before any work
-    _check_writable(out)
+    check_writable(out)
     with export_lock(out):
-        previous = previous_export(out)
-        others = {sha: names for sha, names in previous.items() if sha != meta.checkpoint_sha256}
-        if others and not options.overwrite:
-            listed = "; ".join(f"checkpoint {sha[:12]}…: {', '.join(names)}" for sha, names in others.items())
-            raise InvedgeError(
-                f"{out} holds an export of another checkpoint ({listed})",
-                "Pass --overwrite to replace it (the old files go only once the new export has passed "
-                "its checks), or choose another --out",
-            )
-        if previous:
-            log(f"replacing the earlier export in {out} once the new one has passed its checks")
-        earlier = earlier_artifacts(out, meta.checkpoint_sha256)
-        _clear_leftovers(out)
-        stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out))
-        try:
+        earlier = claim(out, meta.checkpoint_sha256, overwrite=options.overwrite, log=log)
+        with staging_folder(out) as stage:
             staged = replace(options, out_dir=stage, cache_dir=options.cache_dir or out / CACHE_DIR)
             report = _export_staged(model, meta, staged, calib, data=data, checkpoint=checkpoint, log=log)
-            _move_into(stage, out, skip={REPORT_NAME})
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
-        report.out_dir = out
-        for artifact in report.artifacts:
-            artifact.path = out / artifact.path.name
-        for removed in remove_stale(out, meta.checkpoint_sha256, report):
-            log(f"removed {removed}")  # "NAME: why"
-        report.earlier = _still_there(earlier, out, {a.path.name for a in report.artifacts})
+            move_into_place(stage, out, report, earlier, meta.checkpoint_sha256, log)
         report.write()  # last: it names the set of files that belong together
         if options.engine is not None:  # built from the files in place; the report then names them too
             report.engines = build_engines(report, options.engine, log)
@@ -188,14 +161,13 @@ def _export_staged(
 
     fp32 = _export_fp32(model, meta, options, parity_inputs, reference, log)
     report.artifacts.append(fp32)
-    probe_source = (
-        calib
-        if calib is not None
-        else calibration_images(replace(options, calib_count=verify.DEFAULT_COUNT), data)
-    )
     # fixed images + their FP32 embeddings, for `invedge verify` and the engine builds (issue 12)
-    probes = probe_source.images, probe_source.ids
-    verify.write_probe_set(out, fp32.path, *probes, min_mean_cosine=options.min_mean_cosine, log=log)
+    probes = (
+        calib if calib is not None else calibration_images(replace(options, calib_count=PROBE_COUNT), data)
+    )
+    write_probe_set(
+        out, fp32.path, probes.images, probes.ids, min_mean_cosine=options.min_mean_cosine, log=log
+    )
 
     if options.int8 or options.fp16:
         log(f"embedding held-out images from {data} with the FP32 model (accuracy reference)")
@@ -214,7 +186,7 @@ def _export_staged(
                 f"{artifact.precision}: {artifact.accuracy.drop_points:.2f}-point {artifact.accuracy.metric} drop, "
                 f"above the {artifact.accuracy.bound_points:g}-point bound (allowed by --allow-accuracy-drop)"
             )
-    report.warnings.extend(verify.check_exported(out, [a.path for a in report.artifacts], log))
+    report.warnings.extend(check_exported(out, [a.path for a in report.artifacts], log))
     report.seconds = time.perf_counter() - started
     report.write()
     return report
@@ -422,188 +394,3 @@ def _parity_inputs(data: str, meta: ModelMeta, count: int) -> np.ndarray:
             f"{data} has {len(images)} images; the parity check needs {count}", "Pass --data with more images"
         )
     return model_inputs(images, meta, spread_indices(len(images), count, seed=0))
-
-
-def check_out_folder(out: Path, default: Path) -> None:
-    """`out` is an export folder (new, empty or written by an export), never a run folder, an
-    embeddings folder or a folder of images: the export's files (model.onnx, report.json, probe
-    images) would mix with theirs, and `embed`/`train` on that folder would pick them up.
-    `default`: the export folder the run would get, named in the error's hint."""
-    from invspread_edge_runtime.preprocess import IMAGE_SUFFIXES
-
-    if not out.is_dir():
-        return
-    hint = f"Leave --out out (the default is {default}) or choose a new folder"
-    if (out / "checkpoint.safetensors").exists():
-        raise InvedgeError(f"--out {out} is a run folder (it holds checkpoint.safetensors)", hint)
-    if (out / "manifest.json").exists() or (out / "embeddings.npy").exists():
-        raise InvedgeError(f"--out {out} is an embeddings folder (it holds manifest.json)", hint)
-    for path in out.rglob("*"):
-        inside = path.relative_to(out).parts
-        if inside[0] == "probes" or any(part.startswith(".") for part in inside):
-            continue  # an earlier export's probe set; staging folders and caches
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            raise InvedgeError(
-                f"--out {out} holds images ({path.relative_to(out)}): the export's probe images and "
-                "model files would mix with them",
-                hint,
-            )
-
-
-def _check_writable(out: Path) -> None:
-    """Fail before any work when the output folder cannot be written (not after minutes of it)."""
-    if out.exists() and not out.is_dir():
-        raise InvedgeError(f"output path {out} exists and is not a folder", "Choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe_write(out)
-    except OSError as exc:
-        raise InvedgeError(
-            f"cannot write to {out}: {exc.strerror or exc}", "Choose a writable --out folder"
-        ) from exc
-    if not os.access(out, os.W_OK):
-        raise InvedgeError(f"cannot write to {out}", "Choose a writable --out folder")
-
-
-# --- the export folder: one lock, one checkpoint, no leftovers ------------------------------------
-
-_HELD: set[Path] = set()  # export folders whose lock this process holds (export_lock is re-entrant)
-
-
-@contextlib.contextmanager
-def export_lock(out: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold the export folder's exclusive lock (invspread_edge_runtime/locks.py) for the block.
-
-    Re-entrant within this process: `invedge export` holds it across `export_model` and the engine
-    builds that follow, so no other writer gets in between. A second process waits, or gets
-    LockedError naming the holder.
-    """
-    key = Path(out).absolute()
-    if key in _HELD:
-        yield
-        return
-    with exclusive_lock(key, "export folder"):
-        _HELD.add(key)
-        try:
-            yield
-        finally:
-            _HELD.discard(key)
-
-
-def previous_export(out: str | os.PathLike[str]) -> dict[str, list[str]]:
-    """checkpoint sha256 → names of the readable artifacts of ours already in `out`."""
-    found: dict[str, list[str]] = {}
-    for onnx in sorted(Path(out).glob("*.onnx")):
-        try:
-            meta = read_model_meta(onnx)
-        except InvedgeError:
-            continue  # not ours, or damaged: remove_stale deals with damaged artifacts of ours
-        found.setdefault(meta.checkpoint_sha256, []).append(onnx.name)
-    return found
-
-
-def earlier_artifacts(out: Path, checkpoint_sha256: str) -> list[dict[str, Any]]:
-    """The entries of `out`'s report.json for artifacts of this checkpoint (an export that adds
-    --fp16 to an --int8 one keeps those files, and its report must still describe them)."""
-    try:
-        previous = read_json(out / REPORT_NAME, "export report")
-        if previous["metadata"]["invedge.checkpoint_sha256"] != checkpoint_sha256:
-            return []
-        return [
-            dict(a) for a in previous["artifacts"] if isinstance(a, dict) and isinstance(a.get("file"), str)
-        ]
-    except (InvedgeError, KeyError, TypeError):
-        return []  # no report, or a damaged one: nothing to carry over
-
-
-def _still_there(entries: list[dict[str, Any]], out: Path, replaced: set[str]) -> list[dict[str, Any]]:
-    """Earlier entries whose file is still in `out`, unchanged, and not replaced by this export."""
-    kept = []
-    for entry in entries:
-        path = out / Path(entry["file"]).name
-        if path.name not in replaced and path.is_file() and sha256_file(path) == entry.get("sha256"):
-            kept.append(entry | {"from_earlier_export": True})
-    return kept
-
-
-def _clear_leftovers(out: Path) -> None:
-    """What killed exports left (their staging folders, atomic writes' temporary files): ours, and
-    removed under the folder's lock, so that no leftover ever blocks or confuses a rerun."""
-    for entry in out.glob(f"{STAGE_PREFIX}*"):
-        if entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-    for entry in out.glob(f"{PROBE_PREFIX}*"):
-        with contextlib.suppress(OSError):
-            entry.unlink()
-    remove_leftovers(out, [*quantize.FILENAMES.values(), REPORT_NAME, CALIBRATION_RECORD])
-
-
-def _move_into(stage: Path, out: Path, skip: set[str]) -> None:
-    """Move every staged file and folder into `out`, replacing what is there (a folder is moved
-    aside first and removed after). Hidden entries (caches, temporary files) stay behind."""
-    try:
-        for entry in sorted(stage.iterdir()):
-            if entry.name in skip or entry.name.startswith("."):
-                continue
-            target = out / entry.name
-            if entry.is_dir() and target.is_dir():
-                replace_folder(entry, target)
-            else:
-                os.replace(entry, target)
-    except OSError as exc:
-        from invspread_edge_runtime.files import os_error
-
-        raise os_error(exc, out) from exc
-
-
-def remove_stale(out: str | os.PathLike[str], checkpoint_sha256: str, report: ExportReport) -> list[str]:
-    """Remove from `out` what does not belong with this export; returns "NAME: why" per file.
-
-    - models of ours (our metadata) exported from another checkpoint;
-    - a file with an artifact's name (model.onnx, ...) that cannot be read as one;
-    - engines whose sidecar names another checkpoint, or an ONNX file this export replaced;
-    - calibration.json, when no INT8 artifact is left for it to describe.
-    Files that are not ours are left alone.
-    """
-    from invspread_edge_runtime.tensorrt.cache import read_sidecar, sidecar_path
-
-    out = Path(out)
-    new = {a.path.name: a.sha256 for a in report.artifacts}
-    removed: list[str] = []
-
-    def remove(path: Path, why: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-            removed.append(f"{path.name}: {why}")
-
-    for onnx in sorted(out.glob("*.onnx")):
-        if onnx.name in new:
-            continue
-        try:
-            meta = read_model_meta(onnx)
-        except InvedgeError:
-            if onnx.name in quantize.FILENAMES.values():
-                remove(onnx, "damaged, and not part of this export")
-            continue
-        if meta.checkpoint_sha256 != checkpoint_sha256:
-            remove(onnx, f"exported from another checkpoint ({meta.checkpoint_sha256[:12]}…)")
-    for engine in sorted(out.glob("*.engine")):
-        try:
-            info = read_sidecar(engine)
-        except InvedgeError:
-            continue  # a damaged sidecar: the engine is refused when used, with its own message
-        if info is None:
-            continue
-        built_from = Path(info.onnx_path).name
-        if info.checkpoint_sha256 and info.checkpoint_sha256 != checkpoint_sha256:
-            why = "built from a model of another checkpoint"
-        elif built_from in new and info.key.onnx_sha256 != new[built_from]:
-            why = f"built from the {built_from} this export replaced"
-        else:
-            continue
-        remove(engine, why)
-        sidecar_path(engine).unlink(missing_ok=True)
-    record = out / CALIBRATION_RECORD
-    if report.calibration is None and record.exists() and not list(out.glob("model.int8*.onnx")):
-        remove(record, "it described INT8 models that are gone")
-    return removed

@@ -91,8 +91,9 @@ def export(
     Examples: invedge export runs/fmnist --int8 · invedge export runs/fmnist --int8 --calib ./calib_images
     """
     from invspread_edge_export.engines import EngineOptions
+    from invspread_edge_export.export_folder import check_out_folder
     from invspread_edge_export.meta import meta_from_config
-    from invspread_edge_export.pipeline import ExportOptions, check_out_folder, export_model
+    from invspread_edge_export.pipeline import ExportOptions, export_model
     from invspread_edge_runtime import console
 
     from ..checkpoint import build_model, load_checkpoint

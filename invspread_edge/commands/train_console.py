@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from invspread_edge_runtime import console
 
-from ..training import RunStart, TrainEvents
+from ..train_events import RunStart, TrainEvents
 
 if TYPE_CHECKING:  # pragma: no cover
     from contextlib import AbstractContextManager
 
-    from ..training import Progress, TrainResult
+    from ..train_events import Progress, TrainResult
 
 
 class TrainConsole(TrainEvents):

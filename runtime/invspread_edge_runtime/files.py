@@ -16,7 +16,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -249,6 +249,38 @@ def replace_folder(new: Path, target: Path, aside: Path | None = None, pause_at:
     fsync_dir(target.absolute().parent)
     if moved:
         shutil.rmtree(aside, ignore_errors=True)
+
+
+def recover_swap(
+    target: Path, aside: Path, staging: Path, complete: Callable[[Path], bool] = Path.is_dir
+) -> str | None:
+    """Finish or undo a `replace_folder` swap that a kill cut short (call under `target`'s lock).
+
+    `aside` exists only during a swap: the old folder, moved out of the way of the new one, which
+    was built in `staging`. `complete(folder)`: whether a folder holds a whole result (e.g. its
+    manifest, written last).
+    - `aside` and a complete `target`: the swap was done; the old copy goes;
+    - `aside` and no `target`: the complete `staging` moves in if there is one, else `aside` back;
+    - no `aside`, or a `target` that is there but not complete: nothing is touched.
+    What a `staging` folder means when no swap was begun (an unfinished result to drop, or a
+    finished one to swap in) is the caller's to decide. Returns what was done, or None.
+    """
+    if not aside.exists():
+        return None
+    if complete(target):
+        shutil.rmtree(aside, ignore_errors=True)
+        return "removed the old folder of a finished swap"
+    if target.exists():
+        return None
+    if complete(staging):
+        os.rename(staging, target)
+        shutil.rmtree(aside, ignore_errors=True)
+        done = "completed an interrupted swap"
+    else:
+        os.rename(aside, target)
+        done = "restored the previous folder"
+    fsync_dir(target.absolute().parent)
+    return done
 
 
 def os_error(exc: OSError, target: Path) -> InvedgeError:

@@ -1,32 +1,27 @@
-"""`invedge verify`: an export's artifacts checked against its probe set on one backend.
+"""An export's artifacts checked against its probe set: `invedge verify`, and the export's own check.
 
     check = verify_export("runs/fmnist/export", backend="trt")   # every artifact TensorRT runs
     require_all_pass(check)                                      # VerifyFailed naming the failures
 
-The probe set and its figures are `verify.py`'s; this module picks the artifacts (or an engine
-file), opens each on the backend and collects the results.
+The probe set is `probes.py`'s, the figures and verdict `verify.py`'s; this module picks the
+artifacts (or an engine file), opens each on the backend and collects the results.
+`check_exported` is the export's last step: every artifact on ort-cpu, figures kept in probes.json.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import console
 from .backends.base import Backend
 from .errors import EngineError, InvedgeError
 from .metadata import ModelMeta
-from .verify import (
-    Log,
-    ProbeSet,
-    VerifyFailed,
-    VerifyResult,
-    load_probe_set,
-    require_pass,
-    suggestion,
-    verify_backend,
-)
+from .probes import Log, ProbeSet, load_probe_set, record_export_check
+from .verify import VerifyFailed, VerifyResult, require_pass, suggestion, verify_backend
 
 
 @dataclass
@@ -109,6 +104,29 @@ def require_all_pass(check: ExportCheck) -> None:
     if check.errors:
         (precision, error), n = check.errors[0], len(check.errors)
         raise InvedgeError(f"{n} artifact(s) could not be verified: {precision}: {error}")
+
+
+def check_exported(
+    out_dir: str | os.PathLike[str], artifacts: Sequence[str | os.PathLike[str]], log: Log = lambda m: None
+) -> list[str]:
+    """Verify each exported artifact on ort-cpu against the probe set and store the figures in
+    probes.json (`export_check`); returns one warning per artifact that does not pass."""
+    from .backends.select import open_backend
+
+    probes = load_probe_set(out_dir)
+    figures: dict[str, Any] = {}
+    warnings = []
+    for artifact in artifacts:
+        with open_backend(artifact, "ort-cpu") as backend:  # one file: its own precision
+            result = verify_backend(backend, probes)
+        figures[result.precision] = {"file": Path(artifact).name, **result.to_dict()}
+        log(f"probe check of {Path(artifact).name} on ort-cpu: {result.status} ({result.summary()})")
+        if not result.passed:
+            warnings.append(
+                f"{Path(artifact).name} does not pass its probe check on ort-cpu: {'; '.join(result.failures)}"
+            )
+    record_export_check(probes, figures)
+    return warnings
 
 
 def _runs(backend: str, precision: str) -> bool:

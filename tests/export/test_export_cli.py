@@ -260,7 +260,7 @@ def test_a_second_export_of_the_same_run_keeps_describing_the_artifacts_it_kept(
 
 
 def test_a_second_export_into_the_same_folder_waits_for_the_lock(tiny_run, tmp_path, capsys, monkeypatch):
-    from invspread_edge_export.pipeline import export_lock
+    from invspread_edge_export.export_folder import export_lock
     from invspread_edge_runtime import locks
 
     out = tmp_path / "export"

@@ -11,7 +11,9 @@ from invspread_edge.checkpoint import build_model, load_checkpoint
 from invspread_edge_export.images import model_inputs, spread_indices
 from invspread_edge_export.meta import meta_from_config
 from invspread_edge_export.onnx_export import export_onnx
-from invspread_edge_export.parity import check_parity, ort_embeddings, ort_session, require_parity
+from invspread_edge_export.parity import check_parity, require_parity
+from invspread_edge_export.parity import cpu_backend as ort_session
+from invspread_edge_export.parity import infer_in_batches as ort_embeddings
 from invspread_edge_runtime.errors import CheckpointError, InvedgeError, ModelError
 from invspread_edge_runtime.metadata import read_model_meta
 

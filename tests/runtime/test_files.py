@@ -5,7 +5,7 @@ import os
 import pytest
 
 from invspread_edge_runtime.errors import InvedgeError
-from invspread_edge_runtime.files import atomic_path, atomic_write_json, read_json, sha256_file
+from invspread_edge_runtime.files import atomic_path, atomic_write_json, read_json, recover_swap, sha256_file
 
 
 def test_atomic_write_replaces_whole_file(tmp_path):
@@ -144,3 +144,43 @@ def test_the_pause_hook_does_nothing_unless_asked(tmp_path, monkeypatch):
     assert not (tmp_path / "marker").exists()
     pause_for_test("embed-join")
     assert (tmp_path / "marker").read_text().split()[1] == "embed-join"
+
+
+def _folder(path, text):
+    path.mkdir()
+    (path / "done").write_text(text)
+    return path
+
+
+def _done(folder):
+    return (folder / "done").is_file()
+
+
+@pytest.mark.parametrize(
+    "present, expected, left",
+    [
+        # killed between the two renames of replace_folder: the new folder moves in
+        ({"aside": "old", "staging": "new"}, "completed an interrupted swap", "new"),
+        # the same, with no finished new folder: the old one comes back
+        ({"aside": "old"}, "restored the previous folder", "old"),
+        # killed after the second rename: only the old copy is left to delete
+        ({"aside": "old", "target": "new"}, "removed the old folder of a finished swap", "new"),
+        # no swap begun: nothing is touched (the staging folder is the caller's)
+        ({"target": "old", "staging": "new"}, None, "old"),
+    ],
+)
+def test_recover_swap_finishes_or_undoes_a_killed_swap(tmp_path, present, expected, left):
+    paths = {"target": tmp_path / "out", "aside": tmp_path / ".out.old", "staging": tmp_path / ".out.staging"}
+    for name, text in present.items():
+        _folder(paths[name], text)
+    assert recover_swap(paths["target"], paths["aside"], paths["staging"], _done) == expected
+    assert (paths["target"] / "done").read_text() == left
+    assert not paths["aside"].exists()
+    assert paths["staging"].exists() == (expected is None and "staging" in present)
+
+
+def test_recover_swap_leaves_an_unfinished_target_and_its_aside_alone(tmp_path):
+    target, aside = tmp_path / "out", _folder(tmp_path / ".out.old", "old")
+    target.mkdir()  # there, but without the mark of a whole result: not ours to judge
+    assert recover_swap(target, aside, tmp_path / ".out.staging", _done) is None
+    assert (aside / "done").read_text() == "old" and target.is_dir()

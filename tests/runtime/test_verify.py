@@ -1,10 +1,10 @@
-"""The probe set (invspread_edge_runtime/verify.py) and `invedge verify`: written at export, checked on every backend.
+"""The probe set (invspread_edge_runtime/probes.py, verify.py) and `invedge verify`: written at export, checked on every backend.
 
 What these show on the CPU: export writes the probe files with their hashes; every artifact of a
 small export passes on ort-cpu; a backend whose outputs are perturbed (a double: it stands in for a
 bad engine) fails with its figures; damaged probe files are refused in one line; ONNX Runtime's
 TensorRT provider (a double of its session) keeps no cached engine after a failed check; the
-native TensorRT build does the same against the real TensorRT API (tests/trt/check_verify.py).
+native TensorRT build does the same against the real TensorRT API (native_tensorrt/real_api/check_verify.py).
 """
 
 from __future__ import annotations
@@ -27,6 +27,16 @@ from invspread_edge_runtime.cli import create_app, run
 from invspread_edge_runtime.errors import DataError, ModelError
 from invspread_edge_runtime.files import sha256_file
 from invspread_edge_runtime.metadata import read_model_meta
+from invspread_edge_runtime.probes import (
+    DEFAULT_COUNT,
+    EMBEDDINGS,
+    FORMAT,
+    MANIFEST,
+    PROBE_DIR,
+    THRESHOLDS,
+    load_probe_set,
+    write_probe_set,
+)
 
 ARTIFACTS = {
     "fp32": "model.onnx",
@@ -78,16 +88,16 @@ class Perturbed(Backend):
 
 
 def test_export_writes_the_probe_set_with_hashes(tiny_export):
-    folder = tiny_export / verify.PROBE_DIR
-    manifest = json.loads((folder / verify.MANIFEST).read_text())
-    assert manifest["format"] == verify.FORMAT and manifest["count"] == verify.DEFAULT_COUNT
+    folder = tiny_export / PROBE_DIR
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["format"] == FORMAT and manifest["count"] == DEFAULT_COUNT
     pngs = sorted(folder.glob("*.png"))
     assert [p.name for p in pngs] == [e["file"] for e in manifest["images"]]
     for entry in manifest["images"]:
         assert sha256_file(folder / entry["file"]) == entry["sha256"]
         assert entry["id"].startswith("fashion-mnist:train:")  # the calibration manifest's images
-    assert sha256_file(folder / verify.EMBEDDINGS) == manifest["embeddings"]["sha256"]
-    emb = np.load(folder / verify.EMBEDDINGS, allow_pickle=False)
+    assert sha256_file(folder / EMBEDDINGS) == manifest["embeddings"]["sha256"]
+    emb = np.load(folder / EMBEDDINGS, allow_pickle=False)
     assert emb.shape == (32, 32) and emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     fp32 = read_model_meta(tiny_export / "model.onnx")
@@ -107,7 +117,7 @@ def test_export_writes_the_probe_set_with_hashes(tiny_export):
 def test_the_probe_folder_is_as_readable_as_the_models(tiny_export):
     """Built in a mkdtemp folder (mode 0700) and renamed into place: it gets the umask's mode, like
     model.onnx beside it, so another user (a service running 'invedge verify') can read it."""
-    probes = (tiny_export / verify.PROBE_DIR).stat().st_mode & 0o777
+    probes = (tiny_export / PROBE_DIR).stat().st_mode & 0o777
     model = (tiny_export / "model.onnx").stat().st_mode & 0o777
     assert probes & 0o444 == (model & 0o444), (oct(probes), oct(model))
 
@@ -116,7 +126,7 @@ def test_the_fp32_embeddings_are_the_runtime_embedding_of_the_probe_files(tiny_e
     """Decode + preprocessing as shipped: the Embedder on the PNG files gives the stored vectors."""
     from invspread_edge_runtime.embedder import Embedder
 
-    probes = verify.load_probe_set(tiny_export)
+    probes = load_probe_set(tiny_export)
     with Embedder(tiny_export / "model.onnx", backend="ort-cpu") as embedder:
         again = embedder.embed(list(probes.paths))  # in other batches, on other threads than the export's
     np.testing.assert_allclose(again, probes.embeddings, rtol=0, atol=EMBEDDING_ATOL)
@@ -149,11 +159,10 @@ def test_the_table_names_each_artifact(capsys, tiny_export):
 
 
 def test_a_perturbed_backend_fails_with_the_figures(tiny_export):
-    probes = verify.load_probe_set(tiny_export)
+    probes = load_probe_set(tiny_export)
     path = tiny_export / "model.int8.onnx"
-    meta = read_model_meta(path)
     with Perturbed(open_backend(path, "ort-cpu", precision="int8"), scale=1.0) as bad:
-        result = verify.verify_backend(bad, probes, meta)
+        result = verify.verify_backend(bad, probes)
     assert not result.passed and result.mean_cosine < 0.98
     assert any(f.startswith("mean cosine") for f in result.failures)
     with pytest.raises(verify.VerifyFailed) as exc:
@@ -181,11 +190,11 @@ def test_verify_exits_1_for_a_bad_backend(capsys, tiny_export, monkeypatch):
 
 
 def test_nan_outputs_fail(tiny_export):
-    probes = verify.load_probe_set(tiny_export)
+    probes = load_probe_set(tiny_export)
     result = verify.measure(
         probes.embeddings,
         np.full_like(probes.embeddings, np.nan),
-        verify.THRESHOLDS["fp32"],
+        THRESHOLDS["fp32"],
         precision="fp32",
     )
     assert not result.passed and len(result.failures) == 3
@@ -223,25 +232,21 @@ def _delete_an_image(folder: Path) -> str:
 
 
 def _rewrite_manifest(folder: Path, edit) -> None:
-    path = folder / verify.MANIFEST
+    path = folder / MANIFEST
     manifest = json.loads(path.read_text())
     edit(manifest)
     path.write_text(json.dumps(manifest))
 
 
 def _wrong_shape(folder: Path) -> str:
-    np.save(folder / verify.EMBEDDINGS, np.zeros((32, 7), np.float32), allow_pickle=False)
-    _rewrite_manifest(
-        folder, lambda m: m["embeddings"].update(sha256=sha256_file(folder / verify.EMBEDDINGS))
-    )
+    np.save(folder / EMBEDDINGS, np.zeros((32, 7), np.float32), allow_pickle=False)
+    _rewrite_manifest(folder, lambda m: m["embeddings"].update(sha256=sha256_file(folder / EMBEDDINGS)))
     return "(32, 7); (32, 32) finite float32 expected"
 
 
 def _pickled(folder: Path) -> str:
-    np.save(folder / verify.EMBEDDINGS, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    _rewrite_manifest(
-        folder, lambda m: m["embeddings"].update(sha256=sha256_file(folder / verify.EMBEDDINGS))
-    )
+    np.save(folder / EMBEDDINGS, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    _rewrite_manifest(folder, lambda m: m["embeddings"].update(sha256=sha256_file(folder / EMBEDDINGS)))
     return "not a readable .npy file"
 
 
@@ -254,7 +259,7 @@ def _wrong_image_size(folder: Path) -> str:
 
 
 def _manifest_not_json(folder: Path) -> str:
-    (folder / verify.MANIFEST).write_text("{truncated")
+    (folder / MANIFEST).write_text("{truncated")
     return "not valid JSON"
 
 
@@ -282,9 +287,9 @@ def _no_probe_set(folder: Path) -> str:
     ],
 )
 def test_damaged_probe_files_are_refused_in_one_line(capsys, export_copy, damage):
-    fragment = damage(export_copy / verify.PROBE_DIR)
+    fragment = damage(export_copy / PROBE_DIR)
     with pytest.raises(DataError, match=None) as exc:
-        verify.load_probe_set(export_copy)
+        load_probe_set(export_copy)
     assert fragment in str(exc.value)
     code, out, err = invedge(capsys, "verify", export_copy, "--backend", "ort-cpu")
     assert code == 1 and out == ""
@@ -293,33 +298,33 @@ def test_damaged_probe_files_are_refused_in_one_line(capsys, export_copy, damage
 
 def test_a_probe_set_of_another_model_is_refused(tmp_path, tiny_export, make_tiny_onnx):
     other = make_tiny_onnx(tmp_path / "other" / "model.onnx", embedding_dim=32)
-    shutil.copytree(tiny_export / verify.PROBE_DIR, tmp_path / "other" / verify.PROBE_DIR)
-    probes = verify.load_probe_set(other)
+    shutil.copytree(tiny_export / PROBE_DIR, tmp_path / "other" / PROBE_DIR)
+    probes = load_probe_set(other)
     with (
         open_backend(other, "ort-cpu") as backend,
         pytest.raises(ModelError, match="made from another model"),
     ):
-        verify.verify_backend(backend, probes, read_model_meta(other))
+        verify.verify_backend(backend, probes)
 
 
 def test_a_failed_write_keeps_the_old_probe_set(export_copy, monkeypatch):
     import invspread_edge_runtime.embedder as embed
 
-    before = sha256_file(export_copy / verify.PROBE_DIR / verify.EMBEDDINGS)
+    before = sha256_file(export_copy / PROBE_DIR / EMBEDDINGS)
 
     class Broken(embed.Embedder):
         def embed(self, images, skip_unreadable=False):
             raise DataError("decoder exploded")
 
     monkeypatch.setattr(embed, "Embedder", Broken)
-    images = verify.load_probe_set(export_copy).paths
+    images = load_probe_set(export_copy).paths
     from PIL import Image
 
     with pytest.raises(DataError, match="decoder exploded"):
-        verify.write_probe_set(
+        write_probe_set(
             export_copy, export_copy / "model.onnx", [Image.open(p) for p in images], list(map(str, images))
         )
-    assert sha256_file(export_copy / verify.PROBE_DIR / verify.EMBEDDINGS) == before
+    assert sha256_file(export_copy / PROBE_DIR / EMBEDDINGS) == before
     assert [p.name for p in export_copy.iterdir() if p.name.startswith(".probes")] == []
 
 

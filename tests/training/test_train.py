@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from invspread_edge import run_folder
+from invspread_edge import checkpoint, run_folder
 from invspread_edge import training as train_mod
 from invspread_edge.checkpoint import build_model, load_checkpoint
 from invspread_edge.config import TrainConfig
@@ -529,7 +529,7 @@ def test_disk_full_at_a_checkpoint_keeps_the_last_one(tmp_path, monkeypatch):
 
     run = tmp_path / "run"
     calls = []
-    real_save = train_mod.save_checkpoint
+    real_save = checkpoint.save_checkpoint
 
     def save(path, *args, **kwargs):
         calls.append(path)
@@ -537,12 +537,12 @@ def test_disk_full_at_a_checkpoint_keeps_the_last_one(tmp_path, monkeypatch):
             raise os_error(OSError(errno.ENOSPC, "No space left on device"), path)
         real_save(path, *args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "save_checkpoint", save)
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save)
     with pytest.raises(InvedgeError, match="disk full while writing") as info:
         train(tiny(run, epochs=2, eval_every=0), show_progress=False)
     assert f"invedge train --resume {run}" in str(info.value)
     assert load_checkpoint(run).epoch == 1
-    monkeypatch.setattr(train_mod, "save_checkpoint", real_save)
+    monkeypatch.setattr(checkpoint, "save_checkpoint", real_save)
     assert train(TrainConfig(out=str(run)), resume=True, show_progress=False).epochs_done == 2
 
 

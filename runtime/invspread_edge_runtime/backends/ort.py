@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from ..engine_checks import cache_listing, verify_ort_trt_session
 from ..errors import EngineError, MissingDependency, ModelError
 from ..locks import exclusive_lock
 from ..metadata import ModelMeta, read_model_meta
 from ..tensorrt.cache import DEFAULT_MAX_BATCH
-from ..verify import cache_listing, verify_ort_trt_session
 from . import ort_cache
 from .base import Backend, BackendInfo
 

@@ -19,7 +19,6 @@ from ..errors import EngineError, ModelError
 from ..metadata import ModelMeta, read_model_meta
 from ..tensorrt import api
 from ..tensorrt.cache import DEFAULT_MAX_BATCH, DEFAULT_MIN_BATCH, DEFAULT_WORKSPACE_MB
-from ..tensorrt.cuda import CudaRuntime
 from ..tensorrt.load import LoadedEngine, get_or_build_engine, load_engine
 from .base import Backend, BackendInfo
 
@@ -55,10 +54,8 @@ class TensorRTBackend(Backend):
         self._events: list[Any] = []  # [start, stop], reused by every chunk
         self._device_ms: float | None = None
         self.context: Any = None
-        self.cuda = CudaRuntime()
         self.meta = meta = meta or read_model_meta(onnx_path)
-        trt = api.import_tensorrt()
-        self.gpu = self.cuda.gpu()
+        trt, self.cuda, self.gpu = api.open_device()  # the missing tensorrt package is named first
         if loaded is not None:
             self.loaded: LoadedEngine = loaded
         elif engine_path is not None:

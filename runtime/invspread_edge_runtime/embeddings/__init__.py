@@ -1,5 +1,7 @@
 """Embeddings folders: what one holds (`layout`), reading it back (`reader`), writing it part by part
-(`writer`), and the job that embeds a corpus of images into one (`corpus`).
+(`writer`, over `parts` on disk), the folder as a whole (`folder`: where a run may write, the
+manifest and swap that finish it, recovery of a killed swap), and the job that embeds a corpus of
+images into one (`corpus`).
 
 Folder problems raise `errors.EmbeddingsError`.
 """
@@ -35,8 +37,9 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from .corpus import EmbeddingInterrupted, EmbedRun, embed_images, embed_to_folder
+    from .folder import check_output, recover
     from .reader import EmbeddingSet, failed_count, load_embeddings
-    from .writer import EmbeddingWriter, check_output, recover
+    from .writer import EmbeddingWriter
 
 __getattr__ = lazy_getattr(
     __name__,
@@ -45,8 +48,8 @@ __getattr__ = lazy_getattr(
         "load_embeddings": ".reader",
         "failed_count": ".reader",
         "EmbeddingWriter": ".writer",
-        "check_output": ".writer",
-        "recover": ".writer",
+        "check_output": ".folder",
+        "recover": ".folder",
         "EmbedRun": ".corpus",
         "EmbeddingInterrupted": ".corpus",
         "embed_images": ".corpus",

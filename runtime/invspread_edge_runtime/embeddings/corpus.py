@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from ..files import pause_for_test, sha256_file
+from .folder import check_output
 from .layout import DEFAULT_DTYPE, PART_SIZE, PARTS
-from .writer import EmbeddingWriter, check_output
+from .writer import EmbeddingWriter
 
 
 class EmbeddingInterrupted(KeyboardInterrupt):

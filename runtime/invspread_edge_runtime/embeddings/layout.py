@@ -8,7 +8,7 @@ A folder holding `embeddings.npy` + `ids.json` + `manifest.json`:
   N, the images that could not be read, and the sha256 of `embeddings.npy` and of `ids.json`
   (checked on load: an edited or damaged file is refused, never half-trusted). Written last: a
   folder without it is unfinished.
-- `parts/` while a run is unfinished (see writer.py); `.NAME.staging` and `.NAME.old` beside it
+- `parts/` while a run is unfinished (see parts.py); `.NAME.staging` and `.NAME.old` beside it
   while a replacement is built and swapped in.
 """
 

@@ -8,7 +8,10 @@ Kinds:
   measured when they are built and stored with them.
 
 One job per module:
-- `gallery.py`: `Index`, the items and which engine answers (build, load, save, add, remove, search);
+- `gallery.py`: `Index`, the one object callers hold (build, load, save, add, remove, search);
+- `items.py`: the gallery's vectors, ids, image files and space, and the checks of queries and changes;
+- `dispatch.py`: which engine answers, and keeping every engine in step with the changes;
+- `build.py`: building a new index, measuring its recall@10 and tuning it;
 - `engine.py`: the interface every engine implements, and how a remote store (Milvus) plugs in;
 - `topk.py` (numpy), `faiss_engines.py` (faiss flat, ivf, hnsw and their tuning), `search_graph.py`
   (ONNX on a GPU): the engines;

@@ -50,7 +50,7 @@ class FaissFlat:
     def add(self, gallery: Rows, start: int) -> None:
         self.build(gallery)
 
-    def remove(self, gallery: Rows, keep: np.ndarray) -> None:
+    def remove(self, gallery: Rows, removed: list[str]) -> None:
         self.build(gallery)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +127,7 @@ class FaissAnn:
         if self._ann is not None:  # IVF: the trained coarse quantizer still applies; HNSW inserts
             self._ann.add(gallery.vectors[start:])
 
-    def remove(self, gallery: Rows, keep: np.ndarray) -> None:
+    def remove(self, gallery: Rows, removed: list[str]) -> None:
         if self._ann is None:
             return
         if self.kind == "ivf":

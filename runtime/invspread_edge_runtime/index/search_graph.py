@@ -74,7 +74,7 @@ class OnnxExact:
     def add(self, gallery: Rows, start: int) -> None:
         self.build(gallery)
 
-    def remove(self, gallery: Rows, keep: np.ndarray) -> None:
+    def remove(self, gallery: Rows, removed: list[str]) -> None:
         self.build(gallery)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

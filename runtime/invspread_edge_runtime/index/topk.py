@@ -36,7 +36,7 @@ class NumpyExact:
     def add(self, gallery: Rows, start: int) -> None:
         self.build(gallery)  # the gallery's new array; nothing else to update
 
-    def remove(self, gallery: Rows, keep: np.ndarray) -> None:
+    def remove(self, gallery: Rows, removed: list[str]) -> None:
         self.build(gallery)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

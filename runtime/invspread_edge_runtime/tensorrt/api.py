@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import EngineError, MissingDependency
+from .cuda import CudaRuntime, GpuIdentity
 
 INSTALL_HINT = (
     "pip install tensorrt-cu12 (x86 servers); on a Jetson, JetPack ships the TensorRT Python bindings "
@@ -29,6 +30,16 @@ def import_tensorrt() -> ModuleType:
             f"TensorRT is installed but its libraries cannot be loaded ({exc})", INSTALL_HINT
         ) from exc
     return tensorrt
+
+
+def open_device() -> tuple[ModuleType, CudaRuntime, GpuIdentity]:
+    """(tensorrt, the CUDA runtime, the current GPU), each checked in that order, so the error names
+    the first thing missing that the user can act on: the tensorrt package (MissingDependency with
+    how to install it), then cuda-python, then a GPU and its driver (EngineError). cuda-python alone
+    proves little (torch's CUDA wheels bring it to machines without a GPU or TensorRT)."""
+    trt = import_tensorrt()
+    cuda = CudaRuntime()
+    return trt, cuda, cuda.gpu()
 
 
 def version(trt: ModuleType) -> str:

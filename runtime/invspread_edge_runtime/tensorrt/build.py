@@ -129,8 +129,7 @@ def build_engine(
         meta, str(onnx_path), precision, min_batch, opt_batch, max_batch, workspace_mb
     )
 
-    trt = api.import_tensorrt()
-    gpu = cuda.CudaRuntime().gpu()
+    trt, _, gpu = api.open_device()
     key = current_key(onnx_path, precision, profile, trt, gpu)
     started = time.perf_counter()
 
@@ -170,7 +169,7 @@ def build_engine(
             "Try a smaller --max-batch or a larger --workspace-mb",
         )
     data = bytes(memoryview(plan))
-    from ..verify import verify_plan  # the engine runs the probe set before it is written (issue 12)
+    from ..engine_checks import verify_plan  # the engine runs the probe set before it is written (issue 12)
 
     verified = verify_plan(trt, data, onnx_path, meta)  # VerifyFailed: nothing is written
     info = EngineInfo(

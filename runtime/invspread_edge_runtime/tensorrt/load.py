@@ -70,8 +70,7 @@ def load_engine(
             "untrusted source",
             f"{hint}; or pass --trust-engine if you built this file yourself",
         )
-    trt = api.import_tensorrt()
-    gpu = cuda.CudaRuntime().gpu()
+    trt, _, gpu = api.open_device()
     data = engine_path.read_bytes()
     if info is None:
         console.warn(
@@ -111,8 +110,7 @@ def get_or_build_engine(
     precision = resolve_precision(meta, precision, str(onnx_path))
     profile = BatchProfile.of(min_batch, opt_batch, max_batch)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    trt = api.import_tensorrt()
-    gpu = cuda.CudaRuntime().gpu()
+    trt, _, gpu = api.open_device()
     key = current_key(onnx_path, precision, profile, trt, gpu)
     path = cached_engine_path(cache_dir, onnx_path, key)
 

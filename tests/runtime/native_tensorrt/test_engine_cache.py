@@ -149,8 +149,48 @@ def test_without_tensorrt_build_says_how_to_install(tmp_path, make_tiny_onnx):
 def test_without_tensorrt_backend_is_a_missing_dependency(tmp_path, make_tiny_onnx):
     from invspread_edge_runtime.backends.trt import TensorRTBackend
 
-    with pytest.raises(MissingDependency):
+    with pytest.raises(MissingDependency, match="'tensorrt'") as exc:
         TensorRTBackend(make_tiny_onnx(tmp_path / "model.onnx"), cache_dir=tmp_path)
+    assert "pip install tensorrt" in exc.value.hint
+
+
+class _CudaWithoutDriver:
+    """cuda-python on a machine with no GPU or driver (torch's CUDA wheels bring it anywhere): every
+    call answers cudaErrorInsufficientDriver."""
+
+    class cudaError_t:
+        cudaSuccess = 0
+
+    def __getattr__(self, name):
+        return lambda *args: (35,)
+
+
+def _no_cuda_python():
+    raise MissingDependency("cuda-python", "The native TensorRT backend (device memory and streams)")
+
+
+@pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here")
+@pytest.mark.parametrize(
+    "cudart", [lambda: _CudaWithoutDriver(), _no_cuda_python], ids=["cuda-without-driver", "no-cuda-python"]
+)
+@pytest.mark.parametrize("entry", ["build_engine", "TensorRTBackend"])
+def test_without_tensorrt_the_package_is_named_before_the_gpu(
+    tmp_path, make_tiny_onnx, monkeypatch, cudart, entry
+):
+    """The build and the backend agree: without TensorRT, whatever CUDA looks like, the error says to
+    install TensorRT (not "no usable NVIDIA GPU", nor cuda-python, which is not the missing piece)."""
+    from invspread_edge_runtime.backends.trt import TensorRTBackend
+    from invspread_edge_runtime.tensorrt import build_engine, cuda
+
+    monkeypatch.setattr(cuda, "import_cudart", cudart)
+    onnx = make_tiny_onnx(tmp_path / "model.onnx")
+    with pytest.raises(MissingDependency, match="'tensorrt'") as exc:
+        if entry == "build_engine":
+            build_engine(onnx, tmp_path / "model.engine")
+        else:
+            TensorRTBackend(onnx, cache_dir=tmp_path)
+    assert "pip install tensorrt" in exc.value.hint
+    assert not (tmp_path / "model.engine").exists()
 
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here")

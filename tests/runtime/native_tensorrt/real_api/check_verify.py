@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from invspread_edge_runtime import verify
+from invspread_edge_runtime.probes import write_probe_set
 from invspread_edge_runtime.tensorrt import build_engine, get_or_build_engine, read_sidecar
 
 
@@ -26,7 +27,7 @@ def export(tmp_path, make_tiny_onnx):
     make_tiny_onnx(folder / "model.int8.onnx", precision="int8")
     rng = np.random.default_rng(7)
     images = [Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)) for _ in range(32)]
-    verify.write_probe_set(folder, fp32, images, [f"random:{i}" for i in range(32)])
+    write_probe_set(folder, fp32, images, [f"random:{i}" for i in range(32)])
     return folder
 
 
