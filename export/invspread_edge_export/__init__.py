@@ -1,9 +1,11 @@
 """invspread-edge export: checkpoint → verified ONNX, INT8 (QDQ), FP16 and TensorRT engines.
 
-One job per module: `onnx_export` (dynamo exporter, metadata), `parity` (ONNX Runtime vs PyTorch),
-`calibration_set` (which images calibrate), `calibrate` (the reader and the range cache), `quantize`
-(the two INT8 artifacts), `fp16`, `accuracy_check` (converted vs FP32 on held-out images),
-`report`, and `pipeline`, which runs them in order:
+One job per module: `onnx_export` (dynamo exporter, metadata), `parity` (the runtime's ort-cpu
+backend vs PyTorch), `calibration_set` (which images calibrate; the sets in `calibration/`),
+`calibrate` (the reader and the range cache), `quantize` (the two INT8 artifacts), `fp16`,
+`accuracy_check` (converted vs FP32 on held-out images), `engines` (TensorRT engines at export),
+`export_folder` (the folder's lock, staging and stale artifacts), `report`, and `pipeline`, which
+runs them in order:
 
     from invspread_edge import build_model, load_checkpoint
     from invspread_edge_export import ExportOptions, export_model, meta_from_config
