@@ -4,9 +4,10 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+CHROMIUM := /usr/bin/chromium
 DEMO    ?= runs/demo
 
-.PHONY: install data demo test test-slow trt-api test-trt lint clean
+.PHONY: install data browser demo serve test test-slow trt-api test-trt lint clean
 
 # Idempotent: re-runs pip only when the project's install files change.
 install: $(STAMP)
@@ -24,6 +25,14 @@ $(FMNIST):
 	@command -v apt-get >/dev/null || { echo "install the Debian package dataset-fashion-mnist"; exit 1; }
 	(apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist))
 
+# The page test of `invedge serve` drives Debian's Chromium with Playwright (whose own browser download
+# cannot run here): the browser comes from apt, like the data.
+browser: $(CHROMIUM)
+
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "install the Debian package chromium"; exit 1; }
+	(apt-get install -y -qq chromium || (apt-get update -qq && apt-get install -y -qq chromium))
+
 # A short run (about 2 minutes of training on 2 cores), then the paper's kNN on the full split.
 # The main job end to end on the default data (about 6 minutes on 2 cores): train, evaluate, export
 # (ONNX + INT8 pair + FP16, each checked), then the runtime: embed a gallery, index it, search it, bench.
@@ -39,8 +48,14 @@ demo: install data
 	$(BIN)/invedge search $(DEMO)/gallery.index $(DEMO)/queries --k 5 --grid $(DEMO)/search.png
 	$(BIN)/invedge bench $(DEMO) --runtimes ort-cpu,torch --batch 1,64 --images 500 --seconds 1 \
 		--md $(DEMO)/bench.md --plot $(DEMO)/bench.png --json $(DEMO)/bench.json
+	@echo "serve the demo gallery (a web page and an HTTP API): make serve, or"
+	@echo "  $(BIN)/invedge serve $(DEMO)/export --index $(DEMO)/gallery.index"
 
-test: install data
+# The demo gallery as a service on http://127.0.0.1:8000 (after make demo); Ctrl-C stops it.
+serve: install
+	$(BIN)/invedge serve $(DEMO)/export --index $(DEMO)/gallery.index
+
+test: install data browser
 	$(BIN)/python -m pytest -n 2 -q
 
 test-slow: install data

@@ -34,7 +34,7 @@ def create_app(register_extra: Callable[[typer.Typer], None] | None = None) -> t
     `register_extra` adds more verbs (tests use it). Command modules import their heavy
     dependencies inside the command, so building the app imports no torch.
     """
-    from .commands import bench, embed, engine, index, search, verify
+    from .commands import bench, embed, engine, index, search, serve, verify
 
     app = typer.Typer(
         name="invedge",
@@ -47,7 +47,7 @@ def create_app(register_extra: Callable[[typer.Typer], None] | None = None) -> t
     register_plugin_verbs(app)
     if register_extra is not None:
         register_extra(app)
-    for module in (embed, index, search, bench, engine, verify):
+    for module in (embed, index, search, serve, bench, engine, verify):
         module.register(app)
     return app
 

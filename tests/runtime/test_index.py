@@ -389,3 +389,33 @@ def test_writing_an_index_takes_its_lock_and_clears_dead_writers_leftovers(tmp_p
         assert not leftover.exists() and other.exists()
         with pytest.raises(LockedError), exclusive_lock(path, "index", timeout=0):
             pass
+
+
+@pytest.mark.parametrize("with_faiss", [True, False])
+def test_threads_searching_a_fresh_index_all_get_whole_answers(tmp_path, monkeypatch, with_faiss):
+    """The exact engine is built on the first search: a thread arriving meanwhile must not see it half
+    built (an empty faiss index answered rows of -1, so `invedge serve` returned no neighbours)."""
+    import threading
+
+    if not with_faiss:
+        monkeypatch.setattr(faiss_engines, "faiss_module", lambda: None)
+    elif faiss_engines.faiss_module() is None:
+        pytest.skip("faiss is not installed")
+    rng = np.random.default_rng(11)
+    gallery, queries = unit(rng, 2000), unit(rng, 4)
+    path = tmp_path / "g.index"
+    Index.build(gallery, ids_for(2000), SPACE).save(path)
+    expected = Index.load(path).search(queries, k=5).ids
+    for _ in range(5):  # a fresh index each round: its engine not built yet
+        index, start, answers = Index.load(path), threading.Barrier(8), []
+
+        def search(index=index, start=start, answers=answers) -> None:
+            start.wait()
+            answers.append(index.search(queries, k=5).ids)
+
+        threads = [threading.Thread(target=search) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert answers == [expected] * 8

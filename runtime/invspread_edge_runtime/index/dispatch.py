@@ -45,12 +45,12 @@ class Engines:
 
                 console.warn(f"faiss is not installed: searching this {self.kind} index exactly instead")
                 self._warned = True
-        if self._exact is None:
-            self._exact = (
-                FaissFlat(self.threads) if faiss_engines.faiss_module() is not None else NumpyExact()
-            )
-            self._exact.build(gallery)
-        return self._exact
+        exact = self._exact
+        if exact is None:  # built whole before it is published: another thread may search meanwhile
+            exact = FaissFlat(self.threads) if faiss_engines.faiss_module() is not None else NumpyExact()
+            exact.build(gallery)
+            self._exact = exact
+        return exact
 
     def added(self, gallery: Rows, start: int) -> None:
         for engine in self._live():

@@ -54,11 +54,13 @@ class FaissFlat:
         self.build(gallery)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._flat is None:
-            self._flat = faiss_module().IndexFlatIP(self._vectors.shape[1])
-            self._flat.add(self._vectors)
+        flat = self._flat
+        if flat is None:  # built whole before it is published: another thread may search meanwhile
+            flat = faiss_module().IndexFlatIP(self._vectors.shape[1])
+            flat.add(self._vectors)
+            self._flat = flat
         _set_threads(self.threads)
-        scores, rows = self._flat.search(queries, k)
+        scores, rows = flat.search(queries, k)
         return scores, rows.astype(np.int64)
 
     def describe(self) -> dict[str, Any]:

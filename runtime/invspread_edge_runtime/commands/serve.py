@@ -1,0 +1,78 @@
+"""`invedge serve MODEL --index INDEX`: an HTTP embedding and search service (serve/)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import typer
+
+from .options import BackendOpt, ModelArg
+
+SERVE_PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart",
+                  "prometheus_client": "prometheus-client"}  # fmt: skip
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+
+
+def serve(
+    model: Path = ModelArg,
+    index: Path = typer.Option(
+        ..., "--index", help="Index file from 'invedge index build'.", show_default=False
+    ),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to listen on (beyond loopback: needs --token-file)."
+    ),
+    port: int = typer.Option(8000, "--port", help="Port (0: any free port; the serving line says which)."),
+    token_file: Path | None = typer.Option(
+        None,
+        "--token-file",
+        help="File holding the bearer token (one line) every request but /healthz needs.",
+    ),
+    backend: str = BackendOpt,
+    precision: str | None = typer.Option(
+        None, "--precision", help="Artifact of an export folder: fp32, fp16, int8."
+    ),
+    max_batch: int = typer.Option(32, "--max-batch", help="Batching: most images per backend call."),
+    max_wait_ms: float = typer.Option(
+        5.0, "--max-wait-ms", help="Batching: longest wait after the first image."
+    ),
+    queue: int = typer.Option(256, "--queue", help="Images waiting at most; past it requests get 503."),
+    max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", help="Largest request body (413 past it)."),
+    max_pixels: int = typer.Option(40_000_000, "--max-pixels", help="Largest image in pixels (413 past it)."),
+    decode_threads: int = typer.Option(4, "--decode-threads", help="Threads decoding uploaded images."),
+    k_max: int = typer.Option(100, "--k-max", help="Largest k a search may ask for."),
+    read_timeout: float = typer.Option(
+        10.0, "--read-timeout", help="Seconds a client has to send its whole request body (408 past it)."
+    ),
+) -> None:
+    """Serve embeddings and gallery search over HTTP, with dynamic batching and a web page."""
+    from ..errors import MissingDependency
+    from ..serve.settings import ServeSettings
+
+    for module, package in SERVE_PACKAGES.items():
+        if importlib.util.find_spec(module) is None:
+            raise MissingDependency(package, "'invedge serve'", "pip install './runtime[serve]'")
+    settings = ServeSettings(
+        model=model,
+        index=index,
+        host=host,
+        port=port,
+        token_file=token_file,
+        backend=backend,
+        precision=precision,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        queue=queue,
+        max_upload_mb=max_upload_mb,
+        max_pixels=max_pixels,
+        decode_threads=decode_threads,
+        k_max=k_max,
+        read_timeout_s=read_timeout,
+    )
+    settings.check()  # before importing the web stack: a bad flag is one line, at once
+    from ..serve.server import run
+
+    run(settings)

@@ -1,0 +1,8 @@
+"""`invedge serve`: an HTTP embedding and search service over one model and one gallery index.
+
+Torch-free, an optional extra (`pip install './runtime[serve]'`: fastapi, uvicorn, python-multipart,
+prometheus-client). The pieces, one job each: `settings` (the flags, checked), `batcher` (one
+worker thread owns the backend; requests that arrive together run as one batch), `gallery` (the
+index, searched in memory, changed under the CLI's lock), `uploads` (request bodies and images
+within limits), `app` (the routes), `server` (uvicorn, the serving line, the drain on SIGTERM).
+"""

@@ -1,0 +1,99 @@
+"""What `invedge serve` was asked to do, checked once before anything is loaded."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError, InvedgeError
+
+LOOPBACK_NAMES = ("localhost",)
+DRAIN_S = 10  # SIGTERM: seconds in-flight requests get to finish
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """The service's configuration (the CLI flags); `check()` refuses values outside what is allowed."""
+
+    model: Path
+    index: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token_file: Path | None = None
+    backend: str = "auto"
+    precision: str | None = None
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    queue: int = 256
+    max_upload_mb: float = 20.0
+    max_pixels: int = 40_000_000
+    decode_threads: int = 4
+    k_max: int = 100
+    read_timeout_s: float = 10.0  # a client that has not sent its whole body by then gets 408
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    def check(self) -> None:
+        """One-line errors for flags out of range and for a non-loopback host without a token."""
+        for flag, value, least in (
+            ("--max-batch", self.max_batch, 1),
+            ("--queue", self.queue, 1),
+            ("--max-pixels", self.max_pixels, 1),
+            ("--decode-threads", self.decode_threads, 1),
+            ("--k-max", self.k_max, 1),
+        ):
+            if value < least:
+                raise ConfigError(f"Invalid {flag} {value}. It must be at least {least}")
+        for flag, number in (
+            ("--max-wait-ms", self.max_wait_ms),
+            ("--max-upload-mb", self.max_upload_mb),
+            ("--read-timeout", self.read_timeout_s),
+        ):
+            if not 0 < number < float("inf"):  # NaN fails this too
+                raise ConfigError(f"Invalid {flag} {number}. It must be a positive number")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"Invalid --port {self.port}. It must be 0..65535 (0: any free port)")
+        if self.token_file is None and not is_loopback(self.host):
+            raise ConfigError(
+                f"--host {self.host} serves beyond this machine, so it needs --token-file",
+                "Put a secret in a file (one line) and pass --token-file FILE, or serve on 127.0.0.1",
+            )
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost: the only hosts served without a token."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def read_token(path: Path) -> tuple[str, str | None]:
+    """The token in `path` (its first line) and a warning when others may read the file."""
+    try:
+        data = path.read_text(encoding="utf-8")
+        mode = path.stat().st_mode
+    except FileNotFoundError as exc:
+        raise InvedgeError(f"token file not found: {path}", "Check the --token-file path") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvedgeError(
+            f"cannot read token file {path}: {exc}", "Check the file and its permissions"
+        ) from exc
+    lines = data.strip().splitlines()
+    token = lines[0].strip() if lines else ""
+    if len(token) < 8:
+        raise ConfigError(
+            f"token file {path} holds no token of at least 8 characters",
+            "Write a secret on its first line, e.g. python -c 'import secrets; print(secrets.token_urlsafe())'",
+        )
+    warning = None
+    if os.name == "posix" and mode & (stat.S_IRGRP | stat.S_IROTH):
+        warning = f"token file {path} is readable by other users; chmod 600 {path}"
+    return token, warning
