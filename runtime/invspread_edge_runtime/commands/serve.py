@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from ..serve.settings import ServeSettings as Defaults  # stdlib only: --help stays instant
 from .options import BackendOpt, ModelArg
 
 SERVE_PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart",
@@ -23,9 +24,11 @@ def serve(
         ..., "--index", help="Index file from 'invedge index build'.", show_default=False
     ),
     host: str = typer.Option(
-        "127.0.0.1", "--host", help="Address to listen on (beyond loopback: needs --token-file)."
+        Defaults.host, "--host", help="Address to listen on (beyond loopback: needs --token-file)."
     ),
-    port: int = typer.Option(8000, "--port", help="Port (0: any free port; the serving line says which)."),
+    port: int = typer.Option(
+        Defaults.port, "--port", help="Port (0: any free port; the serving line says which)."
+    ),
     token_file: Path | None = typer.Option(
         None,
         "--token-file",
@@ -35,27 +38,38 @@ def serve(
     precision: str | None = typer.Option(
         None, "--precision", help="Artifact of an export folder: fp32, fp16, int8."
     ),
-    max_batch: int = typer.Option(32, "--max-batch", help="Batching: most images per backend call."),
-    max_wait_ms: float = typer.Option(
-        5.0, "--max-wait-ms", help="Batching: longest wait after the first image."
+    max_batch: int = typer.Option(
+        Defaults.max_batch, "--max-batch", help="Batching: most images per backend call."
     ),
-    queue: int = typer.Option(256, "--queue", help="Images waiting at most; past it requests get 503."),
-    max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", help="Largest request body (413 past it)."),
-    max_pixels: int = typer.Option(40_000_000, "--max-pixels", help="Largest image in pixels (413 past it)."),
-    decode_threads: int = typer.Option(4, "--decode-threads", help="Threads decoding uploaded images."),
-    k_max: int = typer.Option(100, "--k-max", help="Largest k a search may ask for."),
+    max_wait_ms: float = typer.Option(
+        Defaults.max_wait_ms, "--max-wait-ms", help="Batching: longest wait after the first image."
+    ),
+    queue: int = typer.Option(
+        Defaults.queue, "--queue", help="Images waiting at most; past it requests get 503."
+    ),
+    max_upload_mb: float = typer.Option(
+        Defaults.max_upload_mb, "--max-upload-mb", help="Largest request body (413 past it)."
+    ),
+    max_pixels: int = typer.Option(
+        Defaults.max_pixels, "--max-pixels", help="Largest image in pixels (413 past it)."
+    ),
+    decode_threads: int = typer.Option(
+        Defaults.decode_threads, "--decode-threads", help="Threads decoding uploaded images."
+    ),
+    k_max: int = typer.Option(Defaults.k_max, "--k-max", help="Largest k a search may ask for."),
     read_timeout: float = typer.Option(
-        10.0, "--read-timeout", help="Seconds a client has to send its whole request body (408 past it)."
+        Defaults.read_timeout_s,
+        "--read-timeout",
+        help="Seconds a client has to send its whole request body (408 past it).",
     ),
 ) -> None:
     """Serve embeddings and gallery search over HTTP, with dynamic batching and a web page."""
     from ..errors import MissingDependency
-    from ..serve.settings import ServeSettings
 
     for module, package in SERVE_PACKAGES.items():
         if importlib.util.find_spec(module) is None:
             raise MissingDependency(package, "'invedge serve'", "pip install './runtime[serve]'")
-    settings = ServeSettings(
+    settings = Defaults(
         model=model,
         index=index,
         host=host,
