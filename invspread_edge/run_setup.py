@@ -178,12 +178,15 @@ def monitor_sets(cfg: TrainConfig, classes: list[int] | None) -> Monitor | None:
     None when the data have no labels. A folder's one set (each image memory for all the others)
     is capped by --eval-memory."""
     sets = eval_data(
-        cfg.data, "knn", classes, memory=cfg.eval_memory or None, queries=cfg.eval_queries or None
+        cfg.data,
+        "knn",
+        classes,
+        memory=cfg.eval_memory or None,
+        queries=cfg.eval_queries or None,
+        folder_cap="memory",
     )
     if sets.queries.labels is None:
         return None
-    if sets.memory is None and cfg.eval_memory != cfg.eval_queries:
-        sets = eval_data(cfg.data, "knn", classes, queries=cfg.eval_memory or None)
     return Monitor(sets)
 
 

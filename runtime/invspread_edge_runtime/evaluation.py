@@ -152,23 +152,25 @@ def eval_data(
     *,
     memory: int | None = None,
     queries: int | None = None,
+    folder_cap: str = "queries",
 ) -> EvalData:
     """The images a protocol measures on: `spec`'s test split as queries, its train split as kNN
     memory; a folder (no split), and retrieval, one set of queries, each against the others.
 
     `limit` caps each set (the first N of `select`'s fixed shuffle); `memory` and `queries` cap
     one set each instead (the monitor and the export check size them apart). A folder's one set
-    is the queries.
+    is the queries, capped by `queries`, or by `memory` with `folder_cap="memory"` (the training
+    monitor: each image is memory for all the others).
     """
     if protocol not in PROTOCOLS:
         raise InvedgeError(f"Invalid protocol {protocol!r}. Only {', '.join(PROTOCOLS)} are supported.")
     memory = limit if memory is None else memory
     queries = limit if queries is None else queries
     test = open_dataset(spec, "test")
-    query_set = select(test, classes, queries)
     if test.paths is not None or protocol == "retrieval":  # a folder has no split; retrieval uses one set
-        return EvalData(None, query_set)
-    return EvalData(select(open_dataset(spec, "train"), classes, memory), query_set)
+        one_set_cap = memory if test.paths is not None and folder_cap == "memory" else queries
+        return EvalData(None, select(test, classes, one_set_cap))
+    return EvalData(select(open_dataset(spec, "train"), classes, memory), select(test, classes, queries))
 
 
 # --- a whole evaluation -------------------------------------------------------------------------
