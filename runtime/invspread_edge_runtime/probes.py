@@ -50,7 +50,8 @@ DEFAULT_COUNT = 32
 # - int8: the export's own gate (`--min-cosine`, default 0.98 mean on held-out images); min 0.90
 #   catches the engine that is right on average but wrong on a few images.
 # - top-1 agreement is tie-aware (`verify.top1_agreement`): a probe disagrees only when the backend
-#   picks a neighbour that FP32 finds clearly farther than its nearest; 0.8 for int8 allows 6 of 32.
+#   picks a neighbour that FP32 finds clearly farther than its nearest (farther than the error the
+#   precision's mean cosine accepts can explain); 0.8 for int8 allows 6 of 32.
 THRESHOLDS: dict[str, dict[str, float]] = {
     "fp32": {"mean_cosine": 0.9995, "min_cosine": 0.998, "top1_agreement": 0.95},
     "fp16": {"mean_cosine": 0.999, "min_cosine": 0.99, "top1_agreement": 0.9},

@@ -139,7 +139,7 @@ def measure(
         )
     if np.isfinite(candidate).all():
         mean_cos, min_cos = cosine_stats(reference, candidate)
-        agree, strict = top1_agreement(reference, candidate)
+        agree, strict = top1_agreement(reference, candidate, thresholds.get("mean_cosine"))
     else:  # NaN/inf out of an engine: as wrong as it gets, and said so
         mean_cos = min_cos = agree = strict = float("nan")
     figures = {"mean_cosine": mean_cos, "min_cosine": min_cos, "top1_agreement": agree}
@@ -163,15 +163,19 @@ def measure(
     )
 
 
-def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
+def top1_agreement(
+    reference: np.ndarray, candidate: np.ndarray, accepted_cosine: float | None = None
+) -> tuple[float, float]:
     """(tie-aware, strict) top-1 neighbour agreement among the probes.
 
     Strict: each probe's nearest other probe is the same under both embeddings. Tie-aware: the
     neighbour the candidate picks is, under the reference, the nearest or as near as makes no
-    difference: within TIE_FRACTION of that probe's similarity spread (nearest minus median). A few
-    dozen probes of ten classes hold near-ties (two shirts equally close to a third) whose order
-    flips on any 1e-4 change; an untrained network, whose embeddings all point one way, is all ties.
-    A broken engine picks neighbours no nearer than the median and fails either way.
+    difference: within TIE_FRACTION of that probe's similarity spread (nearest minus median), or
+    within what the error `accepted_cosine` allows (the precision's mean-cosine threshold) moves a
+    similarity gap. A few dozen probes of ten classes hold near-ties (two shirts equally close to a
+    third) whose order flips on any 1e-4 change; an untrained network, whose embeddings all point
+    one way (every similarity above 0.999), is all ties. The floor depends on the threshold, never on
+    the candidate's own error: a broken engine picks neighbours no nearer than the median and fails.
     """
     sims = (reference @ reference.T).astype(np.float64)
     np.fill_diagonal(sims, np.nan)
@@ -180,9 +184,24 @@ def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> tuple[float,
     rows = np.arange(len(reference))
     best = sims[rows, ref_nn]
     median = np.nanmedian(sims, axis=1)
-    tolerance = TIE_FRACTION * np.maximum(best - median, 0.0)
+    tolerance = np.maximum(
+        TIE_FRACTION * np.maximum(best - median, 0.0), gap_noise(accepted_cosine, reference)
+    )
     tied = sims[rows, cand_nn] >= best - tolerance
     return float(tied.mean()), float((ref_nn == cand_nn).mean())
+
+
+def gap_noise(accepted_cosine: float | None, reference: np.ndarray) -> float:
+    """How far an embedding error at `accepted_cosine` typically moves the gap between two similarities.
+
+    An error of length e = sqrt(2 (1 - cos)) on unit vectors in d dimensions moves a similarity
+    a·b by about e·sqrt(2/d) (two independent terms Δa·b and a·Δb, each of spread e/sqrt(d)), and the
+    gap between two of them by 2e/sqrt(d): one spread of it. 0 when no threshold is given.
+    """
+    if accepted_cosine is None or not 0.0 < accepted_cosine < 1.0:
+        return 0.0
+    error = np.sqrt(2.0 * (1.0 - accepted_cosine))
+    return float(2.0 * error / np.sqrt(reference.shape[1]))
 
 
 def require_pass(result: VerifyResult, what: str | None = None, kept: str = "") -> None:

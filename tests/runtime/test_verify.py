@@ -213,6 +213,24 @@ def test_top1_agreement_counts_near_ties_but_not_wrong_neighbours():
     shuffled = ref[rng.permutation(32)]  # every probe's neighbour is now a stranger
     tied, strict = verify.top1_agreement(ref, shuffled)
     assert tied < 0.5 and strict < 0.5
+    tied, _ = verify.top1_agreement(ref, shuffled, accepted_cosine=0.98)  # int8's floor: strangers still
+    assert tied < 0.5
+
+
+def test_an_untrained_networks_probes_are_all_ties_at_the_accepted_error():
+    """Embeddings that all point one way (an untrained network: every similarity above 0.999) reorder
+    on any noise; int8-sized noise (cosine 0.9998, far inside int8's 0.98) must not fail the check, on
+    whichever CPU the int8 kernels round differently."""
+    rng = np.random.default_rng(1)
+    ref = np.ones((32, 32)) + 0.02 * rng.standard_normal((32, 32))
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    noisy = ref + 0.015 * rng.standard_normal((32, 32)) / np.sqrt(32)
+    noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
+    assert (ref @ ref.T).min() > 0.999 and (noisy * ref).sum(axis=1).min() > 0.9995
+    _, strict = verify.top1_agreement(ref, noisy)
+    assert strict < 0.8  # the order of near-ties is noise
+    tied, _ = verify.top1_agreement(ref, noisy, accepted_cosine=0.98)
+    assert tied == 1.0
 
 
 # --- damaged probe files are refused ------------------------------------------------------------------
