@@ -168,7 +168,8 @@ def pause_for_test(point: str) -> None:
     $INVEDGE_TEST_PAUSE_RELEASE exists (when set), at most INVEDGE_TEST_PAUSE_S seconds (default
     60). Points: embed-batch (after each batch), embed-join (embeddings.npy half written),
     embed-swap (the old folder moved aside, the new one not yet in place), index-save (the index
-    file half written). Does nothing when INVEDGE_TEST_PAUSE_AT is unset.
+    file half written), milvus-batch (after each batch upserted into Milvus). Does nothing when
+    INVEDGE_TEST_PAUSE_AT is unset.
     """
     if os.environ.get("INVEDGE_TEST_PAUSE_AT") != point:
         return

@@ -1,5 +1,8 @@
 """Search a gallery with query images: embed them with the gallery's model, then ask the index.
 
+The gallery is an index file (a path: loaded here) or a gallery already open: an `Index`, or a
+`milvus_store.MilvusGallery` (the same surface; its caller opens and closes it).
+
 `search_images` is the whole of `invedge search` but the printing: every refusal that needs no
 model comes before the model opens (an empty gallery, k too large, a missing model, a grid that
 would replace an input), and the query space is checked before any image is embedded.
@@ -26,7 +29,7 @@ class ImageSearch:
     """What `search_images` found, with what the caller needs to show it."""
 
     result: SearchResult  # one row per query image that could be read
-    index: Index
+    index: Any  # the gallery searched: an `Index`, or a `milvus_store.MilvusGallery`
     queries: list[Path]  # the query images searched, in the result's order
     backend: Any  # backends.base.BackendInfo of the embedder
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # unreadable query images, why
@@ -36,7 +39,7 @@ class ImageSearch:
 
 
 def search_images(
-    index_path: str | os.PathLike[str],
+    gallery: str | os.PathLike[str] | Any,
     queries: list[Path],
     k: int = DEFAULT_K,
     *,
@@ -51,6 +54,7 @@ def search_images(
 ) -> ImageSearch:
     """The `k` gallery items nearest to each query image (files and folders of them).
 
+    `gallery`: an index file's path, or an open gallery (`Index`, `MilvusGallery`).
     `model`: the model that embeds the queries (default: the one that embedded the gallery).
     `grid`: also draw queries and neighbours into this PNG. `on_start(embedder, images)` is called
     once the model is open, before any image is embedded.
@@ -58,23 +62,26 @@ def search_images(
     from .embedder import Embedder, find_images
 
     started = time.perf_counter()
-    index_path = Path(index_path)
-    index = Index.load(index_path, threads=threads)
-    if not len(index):  # before the model is opened: nothing to search
+    index_path = Path(gallery) if isinstance(gallery, (str, os.PathLike)) else None
+    index = Index.load(index_path, threads=threads) if index_path is not None else gallery
+    count = len(index)
+    if not count:  # before the model is opened: nothing to search
+        name, where = _names(index, index_path)
         raise IndexFileError(
-            f"the gallery {index_path} is empty",
-            f"Add items with 'invedge index add {index_path} EMBEDDINGS'",
+            f"the gallery {name} is empty",
+            f"Add items with 'invedge index add {where} EMBEDDINGS'",
         )
-    if k > len(index):
+    if k > count:
         raise ConfigError(
-            f"k = {k} but the gallery holds {len(index)} item{'s' * (len(index) != 1)}",
-            f"Use --k between 1 and {len(index)}",
+            f"k = {k} but the gallery holds {count} item{'s' * (count != 1)}",
+            f"Use --k between 1 and {count}",
         )
     index.set_search_params(nprobe=nprobe, ef_search=ef_search)
     model_path = _model_of(index, model)
     found = find_images(queries)
     paths = found.paths
-    if grid is not None and (what := _an_input(Path(grid), index_path, paths, index.locations)) is not None:
+    held = getattr(index, "locations", None) if isinstance(index, Index) else None  # Milvus: not listed
+    if grid is not None and (what := _an_input(Path(grid), index_path, paths, held or [])) is not None:
         raise ConfigError(
             f"--grid {grid} is {what}: drawing the grid there would replace it", "Choose a new --grid file"
         )
@@ -91,7 +98,7 @@ def search_images(
         [paths[i] for i in kept],
         embedder.info,
         [(paths[p], reason) for p, reason in skipped],
-        device_note if embedder.info.device.startswith("cuda") else None,
+        device_note if embedder.info.device.startswith("cuda") and isinstance(index, Index) else None,
     )
     search.seconds = time.perf_counter() - started
     if grid is not None:
@@ -137,7 +144,18 @@ def draw_results(search: ImageSearch, out: str | os.PathLike[str]) -> Path:
     return draw_grid(rows, out)
 
 
-def _model_of(index: Index, model: str | os.PathLike[str] | None) -> Path:
+def _names(gallery: Any, index_path: Path | None) -> tuple[str, str]:
+    """How errors name the gallery, and what `invedge index add` is given to reach it."""
+    if index_path is not None:
+        return str(index_path), str(index_path)
+    store = getattr(gallery, "store", None)
+    if store is not None:
+        collection = gallery.collection
+        return f"{collection} in {store.shown}", f"--store {store.shown} --collection {collection}"
+    return "in memory", "INDEX"
+
+
+def _model_of(index: Any, model: str | os.PathLike[str] | None) -> Path:
     """The model given, else the one that embedded the gallery; it must exist."""
     model_path = Path(model) if model is not None else None
     if model_path is None and index.model.get("path"):
@@ -152,10 +170,10 @@ def _model_of(index: Index, model: str | os.PathLike[str] | None) -> Path:
     return model_path
 
 
-def _an_input(grid: Path, index_path: Path, queries: list[Path], locations: list[str]) -> str | None:
+def _an_input(grid: Path, index_path: Path | None, queries: list[Path], locations: list[str]) -> str | None:
     """What `grid` would overwrite among the command's inputs (the index, a query or gallery image)."""
     names = {os.path.abspath(grid), os.path.realpath(grid)}
-    if os.path.realpath(index_path) in names:
+    if index_path is not None and os.path.realpath(index_path) in names:
         return "the index file"
     if any(os.path.realpath(query) in names for query in queries):
         return "a query image"

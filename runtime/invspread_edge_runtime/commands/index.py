@@ -8,10 +8,12 @@ from pathlib import Path
 import typer
 
 from ..index.settings import EF_SEARCH, HNSW_M, KINDS, TARGET_RECALL
-from .options import JsonOpt, ThreadsOpt
+from .options import CollectionOpt, JsonOpt, StoreOpt, ThreadsOpt
 
 KindOpt = typer.Option(
-    KINDS[0], "--kind", help="flat (exact), ivf or hnsw (approximate, faiss; for large galleries)."
+    KINDS[0],
+    "--kind",
+    help="flat (exact), ivf or hnsw (approximate: faiss, or Milvus with --store; for large galleries).",
 )
 
 
@@ -28,9 +30,11 @@ def build(
     embeddings: Path = typer.Argument(
         ..., help="An embeddings folder written by 'invedge embed'.", show_default=False
     ),
-    out: Path = typer.Option(
-        ..., "--out", "-o", help="Index file to write (e.g. photos.index).", show_default=False
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Index file to write (e.g. photos.index).", show_default=False
     ),
+    store: str | None = StoreOpt,
+    collection: str | None = CollectionOpt,
     kind: str = KindOpt,
     nlist: int | None = typer.Option(None, "--nlist", help="IVF: number of lists (default ≈ 4·√N)."),
     nprobe: int | None = typer.Option(
@@ -41,10 +45,12 @@ def build(
         EF_SEARCH, "--ef-search", help=f"HNSW: search breadth (raised until recall@10 ≥ {TARGET_RECALL})."
     ),
     threads: int = ThreadsOpt,
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index file."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing index file (or Milvus collection)."
+    ),
     json_out: bool = JsonOpt,
 ) -> None:
-    """Build an index from embeddings (exact by default)."""
+    """Build an index from embeddings (exact by default): a file (--out) or a Milvus collection (--store)."""
     from .. import console
     from ..embeddings import load_embeddings
     from ..errors import ConfigError
@@ -58,6 +64,16 @@ def build(
             raise ConfigError(f"Invalid {name} {value}. It must be at least 1")
     if threads < 0:
         raise ConfigError(f"Invalid --threads {threads}. It must be at least 0 (0: all cores)")
+    if (out is None) == (store is None):
+        raise ConfigError(
+            "index build writes an index file or a Milvus collection: give exactly one of --out and --store",
+            "Pass --out photos.index, or --store milvus:photos.db --collection photos",
+        )
+    if store is not None:
+        _build_store(embeddings, store, collection, kind, m, ef_search, nlist, nprobe, overwrite, json_out)
+        return
+    assert out is not None
+    _no_collection(collection)
     _check_out(out, overwrite)  # before the work; again under the lock
     started = time.perf_counter()
     emb = load_embeddings(embeddings)
@@ -80,18 +96,36 @@ def build(
 
 
 def add(
-    index_path: Path = typer.Argument(
-        ..., metavar="INDEX", help="Index file to extend (rewritten atomically).", show_default=False
+    paths: list[Path] = typer.Argument(
+        ...,
+        metavar="[INDEX] EMBEDDINGS...",
+        help="Index file to extend (rewritten atomically; not with --store), then embeddings folders to add.",
+        show_default=False,
     ),
-    embeddings: list[Path] = typer.Argument(..., help="Embeddings folders to add.", show_default=False),
+    store: str | None = StoreOpt,
+    collection: str | None = CollectionOpt,
     json_out: bool = JsonOpt,
 ) -> None:
-    """Add the items of embeddings folders (same model; new ids) to an index."""
+    """Add the items of embeddings folders (same model; new ids) to an index or a Milvus collection.
+
+    In a Milvus collection an id already held is replaced (an upsert), so re-adding is idempotent.
+    """
     from .. import console
     from ..embeddings import load_embeddings
+    from ..errors import ConfigError
     from ..files import human_size
     from ..index import Index, writing
 
+    if store is not None:
+        _add_store(paths, store, collection, json_out)
+        return
+    _no_collection(collection)
+    if len(paths) < 2:
+        raise ConfigError(
+            "index add needs the index file and at least one embeddings folder",
+            "Run: invedge index add INDEX EMBEDDINGS... (or --store S --collection C EMBEDDINGS...)",
+        )
+    index_path, embeddings = paths[0], paths[1:]
     loaded = [load_embeddings(folder) for folder in embeddings]
     with writing(index_path):  # from the read to the rename: no other add/remove in between
         index = Index.load(index_path)
@@ -109,25 +143,37 @@ def add(
 
 
 def remove(
-    index_path: Path = typer.Argument(
-        ..., metavar="INDEX", help="Index file (rewritten atomically).", show_default=False
-    ),
-    ids: list[str] = typer.Argument(
-        None, help="Ids to remove (as shown by search and 'index info --ids').", show_default=False
+    args: list[str] = typer.Argument(
+        None,
+        metavar="[INDEX] IDS...",
+        help="Index file (rewritten atomically; not with --store), then ids to remove (as shown by search "
+        "and 'index info --ids').",
+        show_default=False,
     ),
     ids_file: Path | None = typer.Option(None, "--ids-file", help="A text file with one id per line."),
+    store: str | None = StoreOpt,
+    collection: str | None = CollectionOpt,
     json_out: bool = JsonOpt,
 ) -> None:
-    """Remove items from an index by id."""
+    """Remove items from an index (or a Milvus collection) by id."""
     from .. import console
     from ..errors import ConfigError
     from ..index import Index, writing
 
-    wanted = list(ids or [])
+    args = list(args or [])
+    if store is None:
+        _no_collection(collection)
+        if not args:
+            raise ConfigError("index remove needs the index file", "Run: invedge index remove INDEX IDS...")
+        index_path, args = Path(args[0]), args[1:]
+    wanted = args
     if ids_file is not None:
         wanted += read_ids_file(ids_file)
     if not wanted:
         raise ConfigError("no ids to remove", "Pass ids or --ids-file FILE")
+    if store is not None:
+        _remove_store(wanted, store, collection, json_out)
+        return
     with writing(index_path):  # from the read to the rename
         index = Index.load(index_path)
         removed = index.remove(wanted)
@@ -172,17 +218,33 @@ def _check_out(out: Path, overwrite: bool) -> None:
 
 
 def info(
-    index_path: Path = typer.Argument(..., metavar="INDEX", help="Index file.", show_default=False),
+    index_path: Path | None = typer.Argument(
+        None, metavar="[INDEX]", help="Index file (not with --store).", show_default=False
+    ),
+    store: str | None = StoreOpt,
+    collection: str | None = CollectionOpt,
     show_ids: bool = typer.Option(False, "--ids", help="Also list every id."),
     json_out: bool = JsonOpt,
 ) -> None:
-    """Show what an index holds: kind, size, embedding space, model, recall."""
+    """Show what an index (or a Milvus collection) holds: kind, size, embedding space, model, recall."""
     from rich.table import Table
 
     from .. import console
+    from ..errors import ConfigError
     from ..files import human_size
     from ..index import Index
 
+    if store is not None:
+        if index_path is not None:
+            raise ConfigError(
+                f"with --store, index info takes no INDEX file (got {index_path})",
+                "Pass either INDEX or --store S --collection C",
+            )
+        _info_store(store, collection, show_ids, json_out)
+        return
+    _no_collection(collection)
+    if index_path is None:
+        raise ConfigError("index info needs the index file", "Run: invedge index info INDEX (or --store ...)")
     index = Index.load(index_path)
     facts = index.info() | {"path": str(index_path), "size_bytes": index_path.stat().st_size}
     if show_ids:
@@ -207,3 +269,161 @@ def info(
 
 def _params(params: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items() if k != "seed")
+
+
+# --- a gallery in Milvus (--store, milvus_store/) --------------------------------------------------
+
+
+def _no_collection(collection: str | None) -> None:
+    from ..errors import ConfigError
+
+    if collection is not None:
+        raise ConfigError("--collection names a Milvus collection: it needs --store", "Pass --store too")
+
+
+def _open(store: str, collection: str | None):
+    from ..milvus_store import open_gallery, parse_store
+    from ..milvus_store.address import check_collection
+
+    address = parse_store(store)
+    return open_gallery(address, check_collection(collection))
+
+
+def _bar(total: int, what: str):
+    """A progress callback for big writes (`on_progress(done, total)`), and the bar to close."""
+    from .. import console
+
+    if total <= 2000:
+        return None, None
+    bar = console.progress(transient=True)
+    task = bar.add_task(what, total=total)
+    bar.start()
+    return (lambda done, _total: bar.update(task, completed=done)), bar
+
+
+def _build_store(
+    embeddings, store, collection, kind, m, ef_search, nlist, nprobe, overwrite, json_out
+) -> None:
+    from .. import console
+    from ..embeddings import load_embeddings
+    from ..milvus_store import build_gallery, parse_store
+    from ..milvus_store.address import check_collection
+
+    address = parse_store(store)
+    check_collection(collection)
+    started = time.perf_counter()
+    emb = load_embeddings(embeddings)
+    console.info(
+        f"indexing {len(emb):,} embeddings ({emb.dim}-d) from {embeddings} as {kind} "
+        f"into {collection} in {address.shown}"
+    )
+    on_progress, bar = _bar(len(emb), "writing")
+    try:
+        gallery = build_gallery(
+            emb,
+            address,
+            collection,
+            kind,
+            m=m,
+            ef_search=None if ef_search == EF_SEARCH else ef_search,
+            nlist=nlist,
+            nprobe=nprobe,
+            overwrite=overwrite,
+            on_progress=on_progress,
+        )
+    finally:
+        if bar is not None:
+            bar.stop()
+    with gallery:
+        seconds = time.perf_counter() - started
+        facts = gallery.info()
+        if json_out:
+            console.print_json(facts | {"seconds": round(seconds, 3)})
+        if gallery.recall_at_10 is not None:
+            console.info(f"recall@10 vs exact: {gallery.recall_at_10:.3f} ({_params(gallery.params)})")
+        console.success(
+            f"{kind} collection {collection} of {facts['count']:,} items → {address.shown} in {seconds:.1f} s"
+        )
+        console.info(
+            f"next: invedge search --store {address.shown} --collection {collection} QUERY.jpg --k 5"
+        )
+
+
+def _add_store(embeddings: list[Path], store: str, collection: str | None, json_out: bool) -> None:
+    from .. import console
+    from ..embeddings import load_embeddings
+    from ..milvus_store import parse_store
+
+    address = parse_store(store)
+    loaded = [load_embeddings(folder) for folder in embeddings]
+    with _open(store, collection) as gallery:
+        for folder, emb in zip(embeddings, loaded, strict=True):  # every check before any write
+            gallery.check_space(emb.space_id, adding=str(folder))
+        added = 0
+        for folder, emb in zip(embeddings, loaded, strict=True):
+            on_progress, bar = _bar(len(emb), f"adding {folder}")
+            try:
+                added += gallery.add(
+                    emb.vectors,
+                    emb.ids,
+                    space_id=emb.space_id,
+                    locations=emb.locations(),
+                    source=str(folder),
+                    on_progress=on_progress,
+                )
+            finally:
+                if bar is not None:
+                    bar.stop()
+        facts = gallery.info()
+    if json_out:
+        console.print_json(facts | {"added": added})
+    console.success(f"added {added:,} items → {collection} in {address.shown} now holds {facts['count']:,}")
+
+
+def _remove_store(ids: list[str], store: str, collection: str | None, json_out: bool) -> None:
+    from .. import console
+    from ..milvus_store import parse_store
+
+    address = parse_store(store)
+    with _open(store, collection) as gallery:
+        removed = gallery.remove(ids)
+        facts = gallery.info()
+    if json_out:
+        console.print_json(facts | {"removed": removed})
+    console.success(
+        f"removed {removed:,} items → {collection} in {address.shown} now holds {facts['count']:,}"
+    )
+    if not facts["count"]:
+        console.info(
+            f"the gallery is empty; add items with: invedge index add --store {address.shown} "
+            f"--collection {collection} EMBEDDINGS"
+        )
+
+
+def _info_store(store: str, collection: str | None, show_ids: bool, json_out: bool) -> None:
+    from rich.table import Table
+
+    from .. import console
+
+    with _open(store, collection) as gallery:
+        facts = gallery.info()
+        if show_ids:
+            facts["ids"] = list(gallery.iter_ids())
+    if json_out:
+        console.print_json(facts)
+        return
+    table = Table(show_header=False, box=None)
+    table.add_row("store", f"{facts['store']} (collection {facts['collection']})")
+    table.add_row("kind", facts["kind"] + (f" ({_params(facts['params'])})" if facts["params"] else ""))
+    table.add_row(
+        "items", f"{facts['count']:,} × {facts['dim']}" + (" (empty)" if not facts["count"] else "")
+    )
+    table.add_row("space", str(facts["space"].get("space_id", "")))
+    model = facts["model"]
+    if model:
+        table.add_row("model", f"{model.get('path', '?')} ({model.get('precision', '?')})")
+    if facts["recall_at_10"] is not None:
+        table.add_row("recall@10", f"{facts['recall_at_10']:.3f} vs exact")
+    console.out.print(table)
+    for item in facts.get("ids", []):
+        console.out.print(item, highlight=False)

@@ -85,3 +85,13 @@ TrustEngineOpt = typer.Option(
     help="Load an --engine file that has no sidecar (.engine.json). Engines are code run on the GPU: "
     "only for a file you built yourself.",
 )
+
+# A gallery in Milvus instead of an index file (index build/add/remove/info, search, serve).
+StoreOpt = typer.Option(
+    None,
+    "--store",
+    help="milvus:FILE (Milvus Lite) or milvus://HOST:PORT: a gallery in Milvus instead of an index file",
+)
+CollectionOpt = typer.Option(
+    None, "--collection", help="The Milvus collection holding the gallery (with --store)."
+)

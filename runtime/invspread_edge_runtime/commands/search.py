@@ -1,4 +1,7 @@
-"""`invedge search INDEX QUERY... --k 5`: nearest gallery items as a table, JSON or a PNG grid."""
+"""`invedge search INDEX QUERY... --k 5`: nearest gallery items as a table, JSON or a PNG grid.
+
+With `--store S --collection C` the gallery is a Milvus collection and every positional is a query.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from pathlib import Path
 import typer
 
 from ..index.settings import DEFAULT_K
-from .options import BackendOpt, JsonOpt, ThreadsOpt
+from .options import BackendOpt, CollectionOpt, JsonOpt, StoreOpt, ThreadsOpt
 
 
 def register(app: typer.Typer) -> None:
@@ -15,12 +18,15 @@ def register(app: typer.Typer) -> None:
 
 
 def search(
-    index_path: Path = typer.Argument(
-        ..., metavar="INDEX", help="Index file from 'invedge index build'.", show_default=False
+    ctx: typer.Context,
+    paths: list[Path] = typer.Argument(
+        ...,
+        metavar="[INDEX] QUERY...",
+        help="Index file from 'invedge index build' (not with --store), then query images and/or folders.",
+        show_default=False,
     ),
-    queries: list[Path] = typer.Argument(
-        ..., help="Query images and/or folders of them.", show_default=False
-    ),
+    store: str | None = StoreOpt,
+    collection: str | None = CollectionOpt,
     k: int = typer.Option(DEFAULT_K, "--k", "-k", help="Neighbours per query."),
     model: Path | None = typer.Option(
         None, "--model", "-m", help="Model to embed the queries (default: the one that embedded the gallery)."
@@ -41,6 +47,12 @@ def search(
     from ..image_search import search_images
     from .embed import report_backend
 
+    if store is None:
+        if collection is not None:
+            raise ConfigError("--collection names a Milvus collection: it needs --store", "Pass --store too")
+        if len(paths) < 2:
+            ctx.fail("Missing argument 'QUERY...'.")
+    index_path, queries = (None, list(paths)) if store is not None else (paths[0], list(paths[1:]))
     if k < 1:
         raise ConfigError(f"Invalid --k {k}. It must be at least 1")
     if threads < 0:
@@ -58,10 +70,7 @@ def search(
             console.warn(note)
         report_backend(embedder)
 
-    found = search_images(
-        index_path,
-        queries,
-        k,
+    options = dict(
         model=model,
         backend=backend,
         threads=threads,
@@ -71,6 +80,17 @@ def search(
         grid=grid,
         on_start=started,
     )
+    if store is not None:
+        from ..milvus_store import open_gallery, parse_store
+        from ..milvus_store.address import check_collection
+
+        address = parse_store(store)
+        with open_gallery(address, check_collection(collection)) as gallery:
+            found = search_images(gallery, queries, k, **options)
+            count = len(gallery)
+    else:
+        found = search_images(index_path, queries, k, **options)
+        count = len(found.index)
     if found.skipped:
         console.warn(f"{len(found.skipped)} unreadable query image(s) skipped: {found.skipped[0][1]}")
     if found.device_note:
@@ -78,9 +98,12 @@ def search(
     result, names = found.result, [_shown(path) for path in found.queries]
     records = result.records(names)
     if json_out:
+        where = {"index": str(index_path) if index_path is not None else None}
+        if store is not None:
+            where |= {"store": address.shown, "collection": collection}
         console.print_json(
-            {
-                "index": str(index_path),
+            where
+            | {
                 "k": k,
                 "searcher": result.searcher,
                 "backend": found.backend.name,
@@ -96,7 +119,7 @@ def search(
     if found.grid is not None:
         console.success(f"wrote {found.grid}")
     console.info(
-        f"{len(names)} quer{'y' if len(names) == 1 else 'ies'} × top-{k} of {len(found.index):,} items "
+        f"{len(names)} quer{'y' if len(names) == 1 else 'ies'} × top-{k} of {count:,} items "
         f"({result.searcher}, embedded with {found.backend.name}) in {found.seconds:.2f} s"
     )
 

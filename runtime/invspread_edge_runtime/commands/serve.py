@@ -1,4 +1,5 @@
-"""`invedge serve MODEL --index INDEX`: an HTTP embedding and search service (serve/)."""
+"""`invedge serve MODEL --index INDEX` (or `--store S --collection C`): an HTTP embedding and search
+service (serve/) on a gallery index file or a Milvus collection."""
 
 from __future__ import annotations
 
@@ -8,21 +9,37 @@ from pathlib import Path
 import typer
 
 from ..serve.settings import ServeSettings as Defaults  # stdlib only: --help stays instant
-from .options import BackendOpt, ModelArg
+from .options import BackendOpt, CollectionOpt, ModelArg, StoreOpt
 
 SERVE_PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart",
                   "prometheus_client": "prometheus-client"}  # fmt: skip
 
 
+HELP = (
+    "Serve embeddings and gallery search over HTTP, with dynamic batching and a web page.\n\n"
+    "The gallery: an index file (--index FILE), or a Milvus collection (--store S --collection C), "
+    "searched and changed in Milvus itself.\n\n"
+    "A Milvus Lite file (--store milvus:FILE) is opened by one process at a time: while it is served, "
+    "add and remove items through the server (POST and DELETE /v1/gallery), not with "
+    "'invedge index add --store'. A Milvus server (--store milvus://HOST:PORT) is shared by any number "
+    "of processes."
+)
+
+
 def register(app: typer.Typer) -> None:
-    app.command("serve")(serve)
+    app.command("serve", help=HELP)(serve)
 
 
 def serve(
     model: Path = ModelArg,
-    index: Path = typer.Option(
-        ..., "--index", help="Index file from 'invedge index build'.", show_default=False
+    index: Path | None = typer.Option(
+        None,
+        "--index",
+        help="Index file from 'invedge index build' (or --store and --collection).",
+        show_default=False,
     ),
+    store: str | None = StoreOpt,
+    collection: str | None = CollectionOpt,
     host: str = typer.Option(
         Defaults.host, "--host", help="Address to listen on (beyond loopback: needs --token-file)."
     ),
@@ -72,6 +89,8 @@ def serve(
     settings = Defaults(
         model=model,
         index=index,
+        store=store,
+        collection=collection,
         host=host,
         port=port,
         token_file=token_file,

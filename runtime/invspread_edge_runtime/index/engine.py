@@ -8,20 +8,14 @@ never decides what the gallery holds. Engines here: `topk.NumpyExact`, `faiss_en
 `faiss_engines.FaissAnn` (ivf / hnsw, with its tuning) and `search_graph.OnnxExact` (exact on a
 GPU through ONNX Runtime); `dispatch.Engines` chooses which one answers.
 
-A remote store (Milvus, issue 15) implements the same five methods: `build` inserts every row with
-its gallery id as the primary key; `add` inserts `gallery.ids[start:]` with
-`gallery.vectors[start:]` (the caller's new vectors, in this process at that moment); `remove`
-deletes `removed` by id; `search` asks the store and turns the ids it answers into rows through
-`gallery.ids` (the engine keeps the `gallery` it was built on: the same object, kept current;
--1 where it found fewer than k); `describe` gives the settings to store in the index file (the
-collection and its parameters, never a password). What such a store needs beyond this interface,
-for the issue that adds it:
-- the gallery keeps a local copy of every vector (the index file, exact search, recall@10 and
-  rebuilding read it); a store that is the only holder needs `Items` to read vectors on demand;
-- `Index.load` makes engines from the file (faiss: its blob); a store needs a way back to its
-  collection from `describe()`'s params, and a check that the collection holds the file's ids;
-- changes reach the engine one at a time: the caller (the CLI, or `invedge serve` under the same
-  lock) serialises writers; concurrent searches during a change are the store's to make safe.
+A remote store was planned here as a sixth engine; what issue 15 built instead is
+`milvus_store.MilvusGallery`: a Milvus collection is a gallery whose only holder is Milvus (a
+100M-image gallery cannot be copied into the process, and this interface hands engines the
+gallery's vectors), so it is not an engine of `Index` but a gallery of its own with the surface
+the CLI and `invedge serve` use of `Index` (len, kind, params, info, search, check_space, add,
+remove, location), the same checks and messages (items.py's functions), searched on Milvus' own
+servers. Its settings and embedding space live in the collection's properties, not in an index
+file; adds are upserts (idempotent), in batches with retries. See docs/milvus.md.
 """
 
 from __future__ import annotations

@@ -42,44 +42,13 @@ class Items:
         return str(self.space.get("space_id", ""))
 
     def check_space(self, space_id: str | None, adding: str | None = None, model: str | None = None) -> None:
-        """Refuse vectors embedded by a model of another embedding space.
-
-        `adding`: the vectors are new gallery items (from this folder), not queries. `model`: the
-        model file that embedded the queries, named in the error.
-        """
-        if space_id is None or not self.space_id or space_id == self.space_id:
-            return
-        ours = self.model.get("path", "see 'invedge index info'")
-        if adding is not None:
-            raise IndexFileError(
-                f"{adding} was embedded by a model of another embedding space ({space_id}) than "
-                f"the gallery ({self.space_id}): mixed in one index, its scores would be meaningless",
-                f"Embed those images with the gallery's model ({ours}), or build a separate index from them",
-            )
-        by = f" (embedded by {model})" if model else ""
-        raise IndexFileError(
-            f"the queries{by} come from another embedding space ({space_id}) than the gallery "
-            f"({self.space_id}): their scores would be meaningless",
-            f"Embed the queries with the model that embedded the gallery ({ours}), or rebuild the gallery",
-        )
+        """Refuse vectors embedded by a model of another embedding space (`check_space`)."""
+        check_space(self.space_id, self.model, space_id, adding, model)
 
     def check_queries(self, queries: np.ndarray, k: int, space_id: str | None) -> np.ndarray:
         """The queries as a (Q, d) float32 matrix, once space, dimension and k fit the gallery."""
         self.check_space(space_id)
-        queries = as_matrix(queries, "queries")
-        if queries.shape[1] != self.dim:
-            raise IndexFileError(
-                f"queries have dimension {queries.shape[1]}, the gallery {self.dim}",
-                "Embed the queries with the gallery's model",
-            )
-        if len(self) == 0:
-            raise IndexFileError("the gallery is empty", "Add items with 'invedge index add'")
-        if not 1 <= k <= len(self):
-            raise IndexFileError(
-                f"k = {k} but the gallery holds {len(self)} item{'s' * (len(self) != 1)}",
-                f"Use --k between 1 and {len(self)}",
-            )
-        return queries
+        return check_query_matrix(queries, k, self.dim, len(self))
 
     def append(
         self,
@@ -91,12 +60,7 @@ class Items:
     ) -> int:
         """Append new items (their space must be ours; ids and files must be new); returns the first new row."""
         self.check_space(space_id, adding=source)
-        vectors = as_matrix(vectors)
-        if vectors.shape[1] != self.dim:
-            raise IndexFileError(f"new vectors have dimension {vectors.shape[1]}, the gallery {self.dim}")
-        if len(ids) != len(vectors):
-            raise IndexFileError(f"{len(ids)} ids for {len(vectors)} vectors")
-        check_unique(list(ids), f"repeated in {source}")
+        vectors = check_new_items(vectors, ids, self.dim, source)
         check_unique(list(self.ids) + list(ids), f"of {source} already in the gallery")
         if locations is not None:
             self._check_new_locations(ids, locations, source)
@@ -112,11 +76,7 @@ class Items:
         wanted = set(ids)
         missing = wanted.difference(self.ids)
         if missing:
-            shown = ", ".join(sorted(missing)[:3])
-            raise IndexFileError(
-                f"{len(missing)} id{'s' * (len(missing) != 1)} not in the gallery: {shown}",
-                "See the ids with 'invedge index info INDEX --ids'",
-            )
+            raise missing_ids(missing)
         keep = np.array([i not in wanted for i in self.ids], dtype=bool)
         removed = [i for i, k in zip(self.ids, keep, strict=True) if not k]
         self.vectors = np.ascontiguousarray(self.vectors[keep])
@@ -133,11 +93,87 @@ class Items:
             if loc and os.path.normpath(loc) in held
         ]
         if again:
-            raise IndexFileError(
-                f"{len(again)} image{'s' * (len(again) != 1)} of {source} already in the gallery under "
-                f"another id ({again[0][0]} is the file of {again[0][1]}): each would be found twice",
-                "Remove them first with 'invedge index remove', or embed only the new images",
-            )
+            raise locations_held(again, source)
+
+
+# The checks as functions of what they need, for a gallery that is not an `Items` (a Milvus
+# collection, milvus_store/gallery.py): one wording of each refusal, wherever the gallery lives.
+
+
+def check_space(
+    ours: str,
+    model_of_gallery: dict[str, Any],
+    space_id: str | None,
+    adding: str | None = None,
+    model: str | None = None,
+) -> None:
+    """Refuse vectors embedded by a model of another embedding space than `ours`.
+
+    `adding`: the vectors are new gallery items (from this folder), not queries. `model`: the
+    model file that embedded the queries, named in the error.
+    """
+    if space_id is None or not ours or space_id == ours:
+        return
+    theirs = model_of_gallery.get("path", "see 'invedge index info'")
+    if adding is not None:
+        raise IndexFileError(
+            f"{adding} was embedded by a model of another embedding space ({space_id}) than "
+            f"the gallery ({ours}): mixed in one index, its scores would be meaningless",
+            f"Embed those images with the gallery's model ({theirs}), or build a separate index from them",
+        )
+    by = f" (embedded by {model})" if model else ""
+    raise IndexFileError(
+        f"the queries{by} come from another embedding space ({space_id}) than the gallery "
+        f"({ours}): their scores would be meaningless",
+        f"Embed the queries with the model that embedded the gallery ({theirs}), or rebuild the gallery",
+    )
+
+
+def check_query_matrix(queries: np.ndarray, k: int, dim: int, count: int) -> np.ndarray:
+    """The queries as a (Q, d) float32 matrix, once dimension and k fit a gallery of `count` items."""
+    queries = as_matrix(queries, "queries")
+    if queries.shape[1] != dim:
+        raise IndexFileError(
+            f"queries have dimension {queries.shape[1]}, the gallery {dim}",
+            "Embed the queries with the gallery's model",
+        )
+    if count == 0:
+        raise IndexFileError("the gallery is empty", "Add items with 'invedge index add'")
+    if not 1 <= k <= count:
+        raise IndexFileError(
+            f"k = {k} but the gallery holds {count} item{'s' * (count != 1)}",
+            f"Use --k between 1 and {count}",
+        )
+    return queries
+
+
+def missing_ids(missing: set[str]) -> IndexFileError:
+    """Ids to remove that the gallery does not hold (nothing is removed then)."""
+    shown = ", ".join(sorted(missing)[:3])
+    return IndexFileError(
+        f"{len(missing)} id{'s' * (len(missing) != 1)} not in the gallery: {shown}",
+        "See the ids with 'invedge index info INDEX --ids'",
+    )
+
+
+def locations_held(again: list[tuple[str, str]], source: str) -> IndexFileError:
+    """New items whose image files the gallery holds under other ids: (new id, held id) each."""
+    return IndexFileError(
+        f"{len(again)} image{'s' * (len(again) != 1)} of {source} already in the gallery under "
+        f"another id ({again[0][0]} is the file of {again[0][1]}): each would be found twice",
+        "Remove them first with 'invedge index remove', or embed only the new images",
+    )
+
+
+def check_new_items(vectors: np.ndarray, ids: list[str], dim: int, source: str) -> np.ndarray:
+    """New items' vectors as a (N, dim) float32 matrix, once there is one new id for each, none repeated."""
+    vectors = as_matrix(vectors)
+    if vectors.shape[1] != dim:
+        raise IndexFileError(f"new vectors have dimension {vectors.shape[1]}, the gallery {dim}")
+    if len(ids) != len(vectors):
+        raise IndexFileError(f"{len(ids)} ids for {len(vectors)} vectors")
+    check_unique(list(ids), f"repeated in {source}")
+    return vectors
 
 
 def copy_locations(locations: list[str] | None, ids: list[str]) -> list[str]:

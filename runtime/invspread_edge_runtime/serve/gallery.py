@@ -13,6 +13,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +44,11 @@ class LiveGallery:
 
     def count(self) -> int:
         return len(self.current())
+
+    def describe(self) -> dict[str, Any]:
+        """The gallery part of /v1/info."""
+        index = self.current()
+        return {"items": len(index), "kind": index.kind, "path": str(self.path)}
 
     def search(self, queries: np.ndarray, k: int, space_id: str | None) -> tuple[Index, SearchResult]:
         """Top-k for each query row, and the index that answered (for its ids and locations)."""

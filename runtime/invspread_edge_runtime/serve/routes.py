@@ -1,4 +1,4 @@
-"""The endpoints: health, metrics, info, embed, search and gallery changes (the contract: SERVE_API.md).
+"""The endpoints: health, metrics, info, embed, search and gallery changes (the contract: docs/SERVE_API.md).
 
 Each endpoint reads its input within the limits (uploads.py), decodes images in the decode pool,
 embeds them through the batcher and answers JSON; every refusal is a ServeError (errors.py).
@@ -55,7 +55,8 @@ async def readyz(request: Request) -> Any:
     if request.app.state.service is None:
         return JSONResponse({"status": "starting"}, status_code=503)
     service = service_of(request)
-    return {"status": "ready", "backend": service.backend_info.name, "gallery": service.gallery.count()}
+    items = await run_in_threadpool(service.gallery.count)
+    return {"status": "ready", "backend": service.backend_info.name, "gallery": items}
 
 
 @router.get("/metrics", summary="Prometheus metrics")
@@ -65,7 +66,8 @@ async def metrics(service: Service = Running) -> Response:
 
 @router.get("/v1/info", summary="The model, backend, gallery, batching and limits")
 async def info(service: Service = Running) -> dict[str, Any]:
-    settings, gallery = service.settings, service.gallery.current()
+    settings = service.settings
+    gallery = await run_in_threadpool(service.gallery.describe)  # a Milvus store: a call to it
     meta = dataclasses.asdict(service.meta)
     return {
         "version": __version__,
@@ -73,7 +75,7 @@ async def info(service: Service = Running) -> dict[str, Any]:
         "backend": {
             key: getattr(service.backend_info, key) for key in ("name", "device", "precision", "model_path")
         },
-        "gallery": {"items": len(gallery), "kind": gallery.kind, "path": str(settings.index)},
+        "gallery": gallery,  # items, kind and the index path, or the store (no token) and collection
         "batching": {
             "max_batch": service.batcher.max_batch,
             "max_wait_ms": settings.max_wait_ms,

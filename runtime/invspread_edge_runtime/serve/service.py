@@ -1,7 +1,8 @@
 """What the service holds while it runs: the model (behind the batcher), the gallery, the limits, metrics.
 
-`Service.open(settings)` loads everything before the server listens, so a missing index or an
-unusable model is the CLI's one-line error and never a half-started service.
+`Service.open(settings)` loads everything before the server listens, so a missing index, an
+unreachable Milvus or an unusable model is the CLI's one-line error and never a half-started service.
+The gallery is an index file (`LiveGallery`) or a Milvus collection (`StoreGallery`), as the flags say.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from .batcher import DynamicBatcher
 from .gallery import LiveGallery
 from .metrics import Metrics
 from .settings import ServeSettings
+from .store_gallery import StoreGallery
+
+Gallery = LiveGallery | StoreGallery  # the same methods: current, count, describe, search, add, remove, ...
 
 
 @dataclass
@@ -25,7 +29,7 @@ class Service:
     settings: ServeSettings
     embedder: Embedder
     batcher: DynamicBatcher
-    gallery: LiveGallery
+    gallery: Gallery
     decoders: ThreadPoolExecutor  # decoding and resizing uploads, beside the batcher's one thread
     metrics: Metrics
     token: str | None = None
@@ -50,13 +54,30 @@ class Service:
             token, warning = read_token(settings.token_file)
             if warning:
                 console.warn(warning)
-        gallery = LiveGallery(settings.index)
-        with Embedder(settings.model, backend=settings.backend, precision=settings.precision) as embedder:
+        with contextlib.ExitStack() as stack:
+            gallery = stack.enter_context(open_gallery(settings))
+            embedder = stack.enter_context(
+                Embedder(settings.model, backend=settings.backend, precision=settings.precision)
+            )
             gallery.current().check_space(embedder.space_id, model=str(settings.model))
             batcher = DynamicBatcher(embedder, settings.max_batch, settings.max_wait_ms, settings.queue)
             metrics = Metrics(batcher.depth)
             batcher.on_batch = metrics.batch_size.observe
             gallery.on_change = metrics.gallery_items.set
             metrics.gallery_items.set(gallery.count())
-            with ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="invedge-upload") as decoders:
-                yield cls(settings, embedder, batcher, gallery, decoders, metrics, token)
+            decoders = stack.enter_context(
+                ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="invedge-upload")
+            )
+            yield cls(settings, embedder, batcher, gallery, decoders, metrics, token)
+
+
+@contextlib.contextmanager
+def open_gallery(settings: ServeSettings) -> Iterator[Gallery]:
+    """The gallery the flags name: a Milvus collection (closed at the end) or an index file."""
+    if settings.store is not None:
+        assert settings.collection is not None  # settings.check() refused --store without it
+        with StoreGallery.open(settings.store, settings.collection) as store:
+            yield store
+    else:
+        assert settings.index is not None
+        yield LiveGallery(settings.index)

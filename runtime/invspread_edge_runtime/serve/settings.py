@@ -19,7 +19,9 @@ class ServeSettings:
     """The service's configuration (the CLI flags); `check()` refuses values outside what is allowed."""
 
     model: Path
-    index: Path
+    index: Path | None = None  # a gallery index file, or
+    store: str | None = None  # a Milvus store (milvus:FILE, milvus://HOST:PORT) and
+    collection: str | None = None  # the collection in it holding the gallery
     host: str = "127.0.0.1"
     port: int = 8000
     token_file: Path | None = None
@@ -39,7 +41,9 @@ class ServeSettings:
         return int(self.max_upload_mb * 1024 * 1024)
 
     def check(self) -> None:
-        """One-line errors for flags out of range and for a non-loopback host without a token."""
+        """One-line errors for flags out of range, for the gallery not given exactly once, and for a
+        non-loopback host without a token."""
+        self.check_gallery()
         for flag, value, least in (
             ("--max-batch", self.max_batch, 1),
             ("--queue", self.queue, 1),
@@ -63,6 +67,31 @@ class ServeSettings:
                 f"--host {self.host} serves beyond this machine, so it needs --token-file",
                 "Put a secret in a file (one line) and pass --token-file FILE, or serve on 127.0.0.1",
             )
+
+    def check_gallery(self) -> None:
+        """Exactly one gallery: --index FILE, or --store S with --collection C."""
+        if self.store is None and self.collection is not None:
+            raise ConfigError(
+                "--collection needs --store", "Add --store milvus:FILE or --store milvus://HOST:PORT"
+            )
+        if self.index is not None and self.store is not None:
+            raise ConfigError(
+                "Give the gallery once: --index FILE or --store S --collection C, not both",
+                "Serve an index file with --index, or a Milvus collection with --store and --collection",
+            )
+        if self.index is None and self.store is None:
+            raise ConfigError(
+                "No gallery to serve. Give --index FILE or --store S --collection C",
+                "Build one with 'invedge index build EMB --out FILE' (or --store S --collection C)",
+            )
+        if self.store is not None:
+            if not self.collection:
+                raise ConfigError(
+                    "--store needs --collection", "Name the collection holding the gallery: --collection C"
+                )
+            from ..milvus_store import parse_store  # only with --store: pymilvus stays unimported otherwise
+
+            parse_store(self.store)  # a malformed address is one line before the model loads
 
 
 def is_loopback(host: str) -> bool:

@@ -5,6 +5,8 @@
             urlopen(f"{server.url}/healthz")          # server.token: the bearer token, or None
         # on leaving: SIGTERM, then exit code 0 asserted (in-flight requests drained)
 
+    with served(tiny_export, None, "--store", store, "--collection", "c") as server:   # a Milvus gallery
+
 The factory waits for the one serving line on stderr (up to 120 s) and parses the URL from it.
 A server not used as a context manager is stopped (and checked) at the end of the session.
 """
@@ -67,9 +69,13 @@ class Served:
         self.stop()
 
 
-def start_server(model: Path, index: Path, *extra: object, token: str | None = None, folder: Path) -> Served:
-    """Start `invedge serve MODEL --index INDEX --port 0 EXTRA...` and wait for its serving line."""
-    args = [*INVEDGE, "serve", str(model), "--index", str(index), "--port", "0", *map(str, extra)]
+def start_server(
+    model: Path, index: Path | None, *extra: object, token: str | None = None, folder: Path
+) -> Served:
+    """Start `invedge serve MODEL --index INDEX --port 0 EXTRA...` and wait for its serving line
+    (`index` None: no --index, the gallery is in EXTRA: --store S --collection C)."""
+    gallery = ["--index", str(index)] if index is not None else []
+    args = [*INVEDGE, "serve", str(model), *gallery, "--port", "0", *map(str, extra)]
     if token is not None:
         token_file = folder / f"token-{uuid.uuid4().hex[:8]}"
         token_file.write_text(token + "\n")
@@ -105,7 +111,7 @@ def served(tmp_path_factory):
     folder = tmp_path_factory.mktemp("served")
     started: list[Served] = []
 
-    def serve(model: Path, index: Path, *extra: object, token: str | None = None) -> Served:
+    def serve(model: Path, index: Path | None, *extra: object, token: str | None = None) -> Served:
         server = start_server(model, index, *extra, token=token, folder=folder)
         started.append(server)
         return server
@@ -117,16 +123,24 @@ def served(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def serve_index(tiny_export, image_folder, tmp_path_factory) -> Path:
-    """The 40 test images embedded by the tiny export (model.onnx) and indexed (flat): read only."""
+def serve_embeddings(tiny_export, image_folder, tmp_path_factory) -> Path:
+    """The 40 test images embedded by the tiny export (model.onnx): an embeddings folder, read only."""
     from tiny import invedge
 
-    folder = tmp_path_factory.mktemp("serve_gallery")
-    embeddings, index = folder / "gallery.emb", folder / "gallery.index"
+    embeddings = tmp_path_factory.mktemp("serve_gallery") / "gallery.emb"
     assert (
         invedge("embed", tiny_export / "model.onnx", image_folder, "--out", embeddings, "-b", "ort-cpu") == 0
     )
-    assert invedge("index", "build", embeddings, "--out", index) == 0
+    return embeddings
+
+
+@pytest.fixture(scope="session")
+def serve_index(serve_embeddings) -> Path:
+    """`serve_embeddings` indexed (flat): read only."""
+    from tiny import invedge
+
+    index = serve_embeddings.parent / "gallery.index"
+    assert invedge("index", "build", serve_embeddings, "--out", index) == 0
     return index
 
 

@@ -1,5 +1,5 @@
 """`invedge serve` on loopback: every endpoint, and every bad request of the contract answered with its
-status and the one JSON error shape, the service healthy after each (docs: /work/notes/SERVE_API.md)."""
+status and the one JSON error shape, the service healthy after each (docs: docs/SERVE_API.md)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,33 @@
+"""Galleries in Milvus: a collection that Milvus alone holds, searched on Milvus' own servers.
+
+A 100M-image gallery cannot be copied into one process, so a Milvus collection is not an engine of
+`index.Index` (which keeps every vector): `MilvusGallery` offers the surface the CLI and
+`invedge serve` use of `Index`, with the same checks and messages (index/items.py's functions).
+One code path serves Milvus Lite (`--store milvus:FILE.db`, the real engine in this process) and a
+Milvus server (`--store milvus://HOST:PORT`). pymilvus is optional (the `[milvus]` extra) and
+imported only here, lazily.
+
+One job per module:
+- `address.py`: parsing `--store` and checking collection names (no pymilvus);
+- `connect.py`: the client, its timeouts, and Milvus' errors turned into one-line ones;
+- `collection.py`: schema, index kinds and their parameters, the properties that make it ours;
+- `writes.py`: batched upserts with progress and retries; `tuning.py`: recall@10 and its tuning;
+- `gallery.py`: `MilvusGallery`, `open_gallery`; `build.py`: `build_gallery` (and --overwrite).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_getattr
+from .address import StoreAddress, parse_store
+
+__all__ = ["MilvusGallery", "StoreAddress", "build_gallery", "open_gallery", "parse_store"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .build import build_gallery
+    from .gallery import MilvusGallery, open_gallery
+
+__getattr__ = lazy_getattr(
+    __name__, {"MilvusGallery": ".gallery", "open_gallery": ".gallery", "build_gallery": ".build"}
+)

@@ -1,0 +1,372 @@
+"""`MilvusGallery`: a gallery whose only holder is a Milvus collection, with the surface of `index.Index`.
+
+What the CLI and `invedge serve` use of `Index` (len, kind, params, space, model, info, search,
+check_space, add, remove, location) with the same checks and messages (index/items.py). Unlike
+the file index, `add` upserts: an id already held is replaced, not refused, so re-adding the same
+embeddings (a rerun after a dropped connection) is idempotent. Reads are Strong: an add and then a
+search sees it. Nothing of the gallery is kept in this process but its properties.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from ..errors import IndexFileError
+from ..index.items import (
+    check_new_items,
+    check_query_matrix,
+    check_space,
+    copy_locations,
+    locations_held,
+    missing_ids,
+)
+from ..index.result import SearchResult
+from ..index.settings import DEFAULT_K
+from . import collection as schema
+from . import writes
+from .address import StoreAddress, check_collection, parse_store
+from .connect import call_timeout, connect, disconnect, failed
+from .writes import batches
+
+MISSING_SCORE = np.float32(-3.4028235e38)  # where fewer than k were found (as faiss answers)
+LOAD_TRIES = 6  # 0.25 s doubling: 15 s in all
+BUILD_TIMEOUT_S = 3600.0  # a load that builds the index (after a build or an add) may take this long
+
+
+class MilvusGallery:
+    """A collection made by invedge; open with `open_gallery`, make with `build_gallery`."""
+
+    def __init__(
+        self, client: Any, store: StoreAddress, collection: str, meta: schema.Meta, dim: int
+    ) -> None:
+        self.client, self.store, self.collection = client, store, collection
+        self.meta, self._dim = meta, dim
+
+    # --- lifetime ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            disconnect(client, self.store)
+
+    def __enter__(self) -> MilvusGallery:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- what it holds ------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        rows = self._call(
+            "count items",
+            lambda t: self.client.query(self.collection, filter="", output_fields=["count(*)"], timeout=t),
+        )
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    @property
+    def kind(self) -> str:
+        return self.meta.kind
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.meta.params
+
+    @property
+    def space(self) -> dict[str, Any]:
+        return self.meta.space
+
+    @property
+    def space_id(self) -> str:
+        return self.meta.space_id
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def model(self) -> dict[str, Any]:
+        return self.meta.model
+
+    @property
+    def recall_at_10(self) -> float | None:
+        return self.meta.recall_at_10
+
+    def info(self) -> dict[str, Any]:
+        """`Index.info()`'s keys, plus where the gallery lives."""
+        return {
+            "format": schema.FORMAT,
+            "kind": self.kind,
+            "count": len(self),
+            "dim": self.dim,
+            "space": self.space,
+            "model": self.model,
+            "params": self.params,
+            "recall_at_10": self.recall_at_10,
+            "store": self.store.shown,
+            "collection": self.collection,
+        }
+
+    def check_space(self, space_id: str | None, adding: str | None = None, model: str | None = None) -> None:
+        """Refuse vectors of another embedding space (the file index's check and words)."""
+        check_space(self.space_id, self.model, space_id, adding, model)
+
+    def contains(self, ids: list[str]) -> set[str]:
+        """Those of `ids` the collection holds."""
+        held: set[str] = set()
+        for part in batches(len(ids)):
+            chunk = list(ids[part])
+            held |= self._call(
+                "look up ids", lambda t, c=chunk: writes.held_ids(self.client, self.collection, c, t)
+            )
+        return held
+
+    def location(self, item_id: str) -> str | None:
+        """The image file recorded for `item_id` (None when unknown or not held)."""
+        rows = self._call(
+            "look up an item",
+            lambda t: self.client.get(self.collection, ids=[item_id], output_fields=["location"], timeout=t),
+        )
+        return (rows[0].get("location") or None) if rows else None
+
+    def iter_ids(self, batch: int = writes.BATCH) -> Iterator[str]:
+        """Every id held (for `index info --ids`), read in batches."""
+        iterator = self._call(
+            "list ids",
+            lambda t: self.client.query_iterator(
+                self.collection, batch_size=batch, output_fields=["id"], timeout=t
+            ),
+        )
+        try:
+            while rows := self._call("list ids", lambda t: iterator.next()):
+                yield from (row["id"] for row in rows)
+        finally:
+            iterator.close()
+
+    # --- search --------------------------------------------------------------------------------
+
+    def search(
+        self, queries: np.ndarray, k: int = DEFAULT_K, space_id: str | None = None, exact: bool = False
+    ) -> SearchResult:
+        """Top-k items for each query row, answered by Milvus; the same checks as `Index.search`."""
+        self.check_space(space_id)
+        count = len(self)
+        queries = check_query_matrix(queries, k, self.dim, count)
+        params = schema.search_params(self.kind, self.params, k, exact, count)
+        hits = self._call(
+            "search",
+            lambda t: self.client.search(
+                self.collection,
+                data=list(queries),
+                limit=k,
+                anns_field="vector",
+                search_params=params,
+                output_fields=["location"],
+                timeout=t,
+            ),
+        )
+        result = _result(hits, k, f"milvus-{self.kind}")
+        if result.short:
+            result.notes.append(self._short_note(result))
+        return result
+
+    def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Trade speed for recall in this process's searches (the stored params stay)."""
+        if nprobe is not None and self.kind == "ivf":
+            self.meta.params["nprobe"] = int(nprobe)
+        if ef_search is not None and self.kind == "hnsw":
+            self.meta.params["ef_search"] = int(ef_search)
+
+    def follow_backend(self, info: Any) -> str | None:
+        """Never moves: Milvus searches on its own servers."""
+        return "Milvus searches on its own servers"
+
+    def _short_note(self, result: SearchResult) -> str:
+        knob = (
+            f"--nprobe (now {self.params.get('nprobe')} of {self.params.get('nlist')} lists)"
+            if self.kind == "ivf"
+            else f"--ef-search (now {self.params.get('ef_search')})"
+        )
+        queries = len(result.found)
+        return (
+            f"{result.short} of {queries} quer{'y' if queries == 1 else 'ies'} found fewer than "
+            f"k = {result.k} neighbours (fewest: {int(result.found.min())}) in this {self.kind} "
+            f"collection. Raise {knob}, or pass --exact"
+        )
+
+    # --- changes -------------------------------------------------------------------------------
+
+    def add(
+        self,
+        vectors: np.ndarray,
+        ids: list[str],
+        space_id: str | None = None,
+        locations: list[str] | None = None,
+        source: str = "the new items",
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Upsert items in batches (an id held is replaced, not refused); returns how many were new."""
+        self.check_space(space_id, adding=source)
+        ids = list(ids)
+        vectors = check_new_items(vectors, ids, self.dim, source)
+        locations = copy_locations(locations, ids)
+        schema.check_fits(ids, locations)
+        self._check_new_locations(ids, locations, source)
+        return writes.upsert(
+            self.client,
+            self.store,
+            self.collection,
+            vectors,
+            ids,
+            locations,
+            count_new=True,
+            on_progress=on_progress,
+        )
+
+    def remove(self, ids: list[str]) -> int:
+        """Delete items by id; unknown ids are an error (nothing is removed then). Returns the count."""
+        wanted = list(dict.fromkeys(ids))
+        missing = set(wanted) - self.contains(wanted)
+        if missing:
+            raise missing_ids(missing)
+        for part in batches(len(wanted)):
+            chunk = wanted[part]
+            self._call(
+                "remove items", lambda t, c=chunk: self.client.delete(self.collection, ids=c, timeout=t)
+            )
+        return len(wanted)
+
+    def _check_new_locations(self, ids: list[str], locations: list[str], source: str) -> None:
+        """Refuse an image file held under another id (two folders that overlap), as the file index does."""
+        again: list[tuple[str, str]] = []
+        for part in batches(len(ids), 500):
+            wanted = {loc: item for item, loc in zip(ids[part], locations[part], strict=True) if loc}
+            if not wanted:
+                continue
+            # a literal list: Milvus Lite has no filter templates; JSON escapes " and \\ as Milvus reads them
+            expression = f"location in [{', '.join(json.dumps(loc, ensure_ascii=False) for loc in wanted)}]"
+            rows = self._call(
+                "look up image files",
+                lambda t, e=expression: self.client.query(
+                    self.collection,
+                    filter=e,
+                    output_fields=["id", "location"],
+                    timeout=t,
+                ),
+            )
+            again += [
+                (wanted[row["location"]], row["id"]) for row in rows if wanted[row["location"]] != row["id"]
+            ]
+        if again:
+            raise locations_held(again, source)
+
+    def _call(self, what: str, call: Callable[[float], Any]) -> Any:
+        """One Milvus call with the call timeout; its failure as one line naming the store."""
+        if self.client is None:
+            raise IndexFileError(f"the gallery {self.collection} in {self.store.shown} is closed")
+        try:
+            return call(call_timeout())
+        except Exception as exc:
+            if not _released(exc):
+                raise failed(self.store, what, exc) from exc
+        load(self.client, self.store, self.collection)  # a restarted server comes back with it released
+        try:
+            return call(call_timeout())
+        except Exception as exc:
+            raise failed(self.store, what, exc) from exc
+
+
+def open_gallery(store: str | StoreAddress, collection: str) -> MilvusGallery:
+    """The gallery `collection` in `store`; IndexFileError when missing or not made by invedge."""
+    address = parse_store(store) if isinstance(store, str) else store
+    check_collection(collection)
+    client = connect(address)
+    try:
+        meta, dim = describe(client, address, collection)
+        load(client, address, collection)
+    except BaseException:
+        disconnect(client, address)
+        raise
+    return MilvusGallery(client, address, collection, meta, dim)
+
+
+def _released(exc: BaseException) -> bool:
+    """Milvus refused because the collection is not loaded (after a server restart)."""
+    text = str(exc).lower()
+    return "released" in text or "not loaded" in text
+
+
+def describe(client: Any, store: StoreAddress, collection: str) -> tuple[schema.Meta, int]:
+    timeout = call_timeout()
+    try:
+        exists = client.has_collection(collection, timeout=timeout)
+    except Exception as exc:
+        raise failed(store, "list collections", exc) from exc
+    if not exists:
+        raise IndexFileError(
+            f"no collection {collection} in {store.shown}",
+            f"Build it with 'invedge index build EMB --store {store.shown} --collection {collection}'",
+        )
+    try:
+        description = client.describe_collection(collection, timeout=timeout)
+    except Exception as exc:
+        raise failed(store, f"describe {collection}", exc) from exc
+    return schema.read_meta(description, store, collection)
+
+
+def load(client: Any, store: StoreAddress, collection: str, refresh: bool = False) -> None:
+    """Load the collection for search when it is not (a Lite file reopened, a server restarted).
+
+    `refresh`: reload it, so that the index covers rows just written (Milvus Lite searches rows of
+    an unsealed segment exhaustively until the collection is loaded again).
+    """
+    timeout = call_timeout()
+    if refresh:  # loading builds the index over every row: minutes for HNSW at 100k rows on 2 cores
+        timeout = max(timeout, BUILD_TIMEOUT_S)
+    try:
+        if refresh:
+            client.flush(collection, timeout=timeout)
+            client.release_collection(collection, timeout=timeout)
+        state = client.get_load_state(collection, timeout=timeout).get("state")
+        if refresh or "Loaded" not in str(state):
+            _load_settled(client, collection, timeout)
+    except Exception as exc:
+        raise failed(store, f"load {collection}", exc) from exc
+
+
+def _load_settled(client: Any, collection: str, timeout: float) -> None:
+    """`load_collection`, again while Milvus Lite is still writing the segments a flush started.
+
+    Milvus Lite 3 compacts flushed segments in a background thread; a load that meets a segment file
+    still being written fails with "file seems not fully written" (seen at 100k rows right after a
+    flush). Nothing is lost: the load is retried once the writing has had time to end.
+    """
+    for attempt in range(LOAD_TRIES):
+        try:
+            client.load_collection(collection, timeout=timeout)
+            return
+        except Exception as exc:
+            if "not fully written" not in str(exc) or attempt == LOAD_TRIES - 1:
+                raise
+            time.sleep(0.25 * 2**attempt)
+
+
+def _result(hits: Any, k: int, searcher: str) -> SearchResult:
+    """Milvus' hits as a SearchResult: the hits flattened are its gallery, `indices` point into them."""
+    scores = np.full((len(hits), k), MISSING_SCORE, dtype=np.float32)
+    indices = np.full((len(hits), k), -1, dtype=np.int64)
+    ids: list[str] = []
+    locations: list[str] = []
+    for q, row in enumerate(hits):
+        for r, hit in enumerate(list(row)[:k]):
+            entity = hit.get("entity") or {}
+            scores[q, r] = float(hit["distance"])
+            indices[q, r] = len(ids)
+            ids.append(str(hit["id"]))
+            locations.append(entity.get("location") or "")
+    return SearchResult(scores, indices, ids, locations, searcher)

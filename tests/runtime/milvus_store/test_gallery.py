@@ -1,0 +1,174 @@
+"""`MilvusGallery` on Milvus Lite (the real engine): build, search, add, remove, checks, rebuilds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import synthetic
+
+from invspread_edge_runtime.errors import IndexFileError
+from invspread_edge_runtime.index import Index
+from invspread_edge_runtime.milvus_store import build, build_gallery, open_gallery
+
+
+@pytest.fixture(scope="module")
+def emb():
+    return synthetic(2000, 32)
+
+
+@pytest.fixture(scope="module")
+def flat(emb, lite_store):
+    with build_gallery(emb, lite_store, "flat_gallery") as gallery:
+        yield gallery
+
+
+@pytest.fixture(scope="module")
+def hnsw(emb, lite_store):
+    with build_gallery(emb, lite_store, "hnsw_gallery", kind="hnsw") as gallery:
+        yield gallery
+
+
+def test_flat_top10_equals_the_file_index_exact_top10(flat, emb):
+    queries = synthetic(50, 32, seed=1).vectors
+    exact = Index.from_embeddings(emb).search(queries, k=10, exact=True)
+    found = flat.search(queries, k=10)
+    assert found.searcher == "milvus-flat"
+    assert found.ids == exact.ids
+    np.testing.assert_allclose(found.scores, exact.scores, atol=1e-5)
+    assert found.locations[0][0] == f"/photos/{exact.ids[0][0]}"
+    assert [hit["id"] for hit in found.records()[0]["neighbours"]] == exact.ids[0][:10]
+
+
+def test_hnsw_recall_with_the_defaults(hnsw, emb):
+    assert hnsw.kind == "hnsw" and hnsw.params["m"] == 32
+    assert hnsw.recall_at_10 is not None and hnsw.recall_at_10 >= 0.95
+    print(f"HNSW recall@10 vs exact (2000 x 32, defaults): {hnsw.recall_at_10:.4f} {hnsw.params}")
+    assert hnsw.search(emb.vectors[:3], k=5).searcher == "milvus-hnsw"
+
+
+def test_info_has_the_file_index_keys_and_where(flat):
+    info = flat.info()
+    assert set(Index.from_embeddings(synthetic(3, 32)).info()) <= set(info)
+    assert info["count"] == 2000 and info["dim"] == 32 and info["collection"] == "flat_gallery"
+    assert info["store"].startswith("milvus:") and info["space"]["space_id"] == "space-a"
+    assert info["model"]["path"] == "/models/model.onnx"
+
+
+def test_space_and_dimension_checks(flat, emb):
+    with pytest.raises(IndexFileError, match="another embedding space"):
+        flat.search(emb.vectors[:1], k=5, space_id="space-b")
+    with pytest.raises(IndexFileError, match="dimension 16, the gallery 32"):
+        flat.search(np.ones((1, 16), np.float32), k=5)
+    with pytest.raises(IndexFileError, match="k = 2001 but the gallery holds 2000"):
+        flat.search(emb.vectors[:1], k=2001)
+    other = synthetic(5, 32, space_id="space-b", prefix="b")
+    with pytest.raises(IndexFileError, match=r"b\.emb was embedded by a model of another embedding space"):
+        flat.add(other.vectors, other.ids, space_id="space-b", source="b.emb")
+    assert len(flat) == 2000
+
+
+def test_add_remove_contains_location_and_idempotent_re_add(lite_store):
+    base = synthetic(300, 32, seed=3, prefix="base")
+    more = synthetic(20, 32, seed=4, prefix="more")
+    with build_gallery(base, lite_store, "changes") as gallery:
+        assert gallery.add(more.vectors, more.ids, "space-a", more.locations(), source="more.emb") == 20
+        assert len(gallery) == 320  # Strong: the add is seen at once
+        assert gallery.add(more.vectors, more.ids, "space-a", more.locations(), source="more.emb") == 0
+        assert len(gallery) == 320  # an upsert: no duplicates
+        hit = gallery.search(more.vectors[:1], k=1)
+        assert hit.ids == [[more.ids[0]]] and hit.scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+        assert gallery.contains([more.ids[0], "nope"]) == {more.ids[0]}
+        assert gallery.location(more.ids[1]) == more.locations()[1] and gallery.location("nope") is None
+        with pytest.raises(IndexFileError, match="already in the gallery under another id"):
+            gallery.add(more.vectors[:1], ["renamed"], "space-a", more.locations()[:1], source="again.emb")
+        with pytest.raises(IndexFileError, match="1 id not in the gallery: nope"):
+            gallery.remove([more.ids[0], "nope"])
+        assert len(gallery) == 320  # nothing removed
+        assert gallery.remove(more.ids[:5]) == 5 and len(gallery) == 315
+        assert not gallery.contains(more.ids[:5])
+        assert sorted(gallery.iter_ids()) == sorted(base.ids + more.ids[5:])
+
+
+def test_rebuild_is_idempotent_and_another_kind_is_refused(lite_store):
+    emb = synthetic(500, 32, seed=5)
+    build_gallery(emb, lite_store, "rebuilt").close()
+    with build_gallery(emb, lite_store, "rebuilt") as again:
+        assert len(again) == 500
+    with pytest.raises(IndexFileError, match="Pass --overwrite"):
+        build_gallery(emb, lite_store, "rebuilt", kind="hnsw")
+    other = synthetic(500, 32, seed=5, space_id="space-b")
+    with pytest.raises(IndexFileError, match="another embedding space"):
+        build_gallery(other, lite_store, "rebuilt")
+
+
+def test_overwrite_keeps_the_old_collection_until_the_new_one_is_complete(lite_store, monkeypatch):
+    old = synthetic(400, 32, seed=6, prefix="old")
+    new = synthetic(600, 32, seed=7, prefix="new")
+    build_gallery(old, lite_store, "swapped").close()
+    seen = {}
+    swap = build._swap
+
+    def watching(client, store, temporary, collection):
+        with open_gallery(store, collection) as current:  # the new one is whole: the old still serves
+            seen["old"] = (current.kind, len(current))
+        with open_gallery(store, temporary) as coming:
+            seen["new"] = (coming.kind, len(coming))
+        swap(client, store, temporary, collection)
+
+    monkeypatch.setattr(build, "_swap", watching)
+    with build_gallery(new, lite_store, "swapped", kind="hnsw", overwrite=True) as gallery:
+        assert (gallery.kind, len(gallery)) == ("hnsw", 600)
+        names = gallery.client.list_collections()
+    assert seen == {"old": ("flat", 400), "new": ("hnsw", 600)}
+    assert not [name for name in names if name.startswith("swapped__")]  # no leftovers
+
+    def failing(*args, **kwargs):
+        raise IndexFileError("the disk is gone")
+
+    monkeypatch.setattr(build.writes, "upsert", failing)
+    with pytest.raises(IndexFileError, match="the disk is gone"):
+        build_gallery(old, lite_store, "swapped", overwrite=True)
+    with open_gallery(lite_store, "swapped") as still:  # a failed overwrite leaves the old one whole
+        assert (still.kind, len(still)) == ("hnsw", 600)
+        assert not [name for name in still.client.list_collections() if name.startswith("swapped__")]
+
+
+def test_missing_and_foreign_collections(lite_store, flat):
+    with pytest.raises(IndexFileError, match="no collection nothing_here"):
+        open_gallery(lite_store, "nothing_here")
+    from pymilvus import MilvusClient
+
+    from invspread_edge_runtime.milvus_store import parse_store
+
+    client = MilvusClient(uri=parse_store(lite_store).uri)
+    client.create_collection("theirs", dimension=8)
+    with pytest.raises(IndexFileError, match=r"theirs .* was not made by invedge"):
+        open_gallery(lite_store, "theirs")
+    with pytest.raises(IndexFileError, match="not made by invedge"):
+        build_gallery(synthetic(10, 8), lite_store, "theirs")
+
+
+def test_too_long_ids_are_refused_before_any_write(lite_store):
+    emb = synthetic(3, 32)
+    emb.ids = ["x" * 1025, "b", "c"]
+    with pytest.raises(IndexFileError, match="longer than the 1024 bytes"):
+        build_gallery(emb, lite_store, "long_ids")
+    with build_gallery(synthetic(3, 32), lite_store, "short_ids"):
+        pass
+    from pymilvus import MilvusClient
+
+    from invspread_edge_runtime.milvus_store import parse_store
+
+    assert "long_ids" not in MilvusClient(uri=parse_store(lite_store).uri).list_collections()
+
+
+def test_ivf_is_tuned_and_exact_scans_every_list(lite_store):
+    emb = synthetic(1500, 32, seed=8)
+    with build_gallery(emb, lite_store, "ivf_gallery", kind="ivf") as gallery:
+        assert gallery.params["nlist"] >= 1 and 1 <= gallery.params["nprobe"] <= gallery.params["nlist"]
+        assert gallery.recall_at_10 is not None and gallery.recall_at_10 >= 0.95
+        print(f"IVF recall@10 (1500 x 32): {gallery.recall_at_10:.4f} {gallery.params}")
+        queries = synthetic(20, 32, seed=9).vectors
+        exact = Index.from_embeddings(emb).search(queries, k=10, exact=True)
+        gallery.set_search_params(nprobe=1)
+        assert gallery.search(queries, k=10, exact=True).ids == exact.ids
