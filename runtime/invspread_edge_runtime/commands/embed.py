@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import typer
 
@@ -42,6 +43,26 @@ def embed(
         help="Keep the finished embeddings in --out and embed only the images missing from them "
         "(those that could not be read before, once fixed).",
     ),
+    ray: str | None = typer.Option(
+        None,
+        "--ray",
+        help="Run on Ray: 'auto' (the cluster RAY_ADDRESS names, else a local Ray on all cores and GPUs) "
+        "or a cluster's address (HOST:6379, ray://HOST:10001). Images and model at the same paths on "
+        "every node. Needs the [ray] extra.",
+        show_default=False,
+    ),
+    ray_actors: int | None = typer.Option(
+        None,
+        "--ray-actors",
+        help="With --ray: embedding actors (default: one per GPU, else one per node).",
+        show_default=False,
+    ),
+    ray_gpus_per_actor: float | None = typer.Option(
+        None,
+        "--ray-gpus-per-actor",
+        help="With --ray: GPUs each actor holds (default: 1 where the cluster has GPUs, else 0).",
+        show_default=False,
+    ),
     json_out: bool = JsonOpt,
 ) -> None:
     """Embed images into an embeddings folder; run it again to resume after an interruption."""
@@ -60,20 +81,30 @@ def embed(
             "--overwrite and --retry-failed contradict each other",
             "Pass --overwrite to embed everything again, or --retry-failed to keep what is done",
         )
+    if ray is None and (ray_actors is not None or ray_gpus_per_actor is not None):
+        raise ConfigError(
+            "--ray-actors and --ray-gpus-per-actor size a Ray run", "Add --ray auto (or a cluster's address)"
+        )
+    if ray is not None:
+        from ..embeddings.ray_embed import check_options
+
+        check_options(ray, ray_actors, ray_gpus_per_actor, batch, threads, backend)
     out = embeddings_out(out)
-    resume = resume_command(model, images, out, backend, precision, dtype, overwrite, retry_failed)
+    on_ray = RayArgs(ray, ray_actors, ray_gpus_per_actor)
+    resume = resume_command(model, images, out, backend, precision, dtype, overwrite, retry_failed, on_ray)
     bar, task = console.progress(), None
 
-    def started(embedder, found) -> None:
+    def started(embedder, found) -> None:  # embedder: a RayPlan with --ray
         nonlocal task
-        report_backend(embedder)
+        if ray is None:
+            report_backend(embedder)
+            what = f"{embedder.info.name} ({Path(embedder.info.model_path).name})"
+        else:
+            console.info(f"Ray: {embedder.describe()}")
+            what = f"{embedder.model_path.name} on Ray"
         if (note := found.note()) is not None:
             console.warn(note)
-        info = embedder.info
-        console.info(
-            f"embedding {len(found.paths):,} images from {found.root} with {info.name} "
-            f"({Path(info.model_path).name})"
-        )
+        console.info(f"embedding {len(found.paths):,} images from {found.root} with {what}")
         bar.start()
         task = bar.add_task("embed", total=len(found.paths))
 
@@ -94,6 +125,9 @@ def embed(
             retry_failed=retry_failed,
             on_start=started,
             on_progress=advance,
+            ray=ray,
+            ray_actors=ray_actors,
+            ray_gpus_per_actor=ray_gpus_per_actor,
         )
     except EmbeddingInterrupted as exc:
         kept = f"{exc.saved:,} of {exc.total:,} images are embedded and saved in {exc.work / 'parts'}"
@@ -124,7 +158,7 @@ def embed(
     if manifest["failed_count"]:
         first = manifest["failed"][0]
         n = manifest["failed_count"]
-        retry = resume_command(model, images, out, backend, precision, dtype, False, True)
+        retry = resume_command(model, images, out, backend, precision, dtype, False, True, on_ray)
         console.warn(
             f"{n} unreadable image{'s' * (n != 1)} skipped (first: {first['reason']}). "
             f"Fix or replace {'them' if n != 1 else 'it'}, then add {'them' if n != 1 else 'it'} with: {retry}"
@@ -136,10 +170,18 @@ def embed(
         console.info(f"nothing to retry: every image given is already in {out}")
     console.success(
         f"{manifest['count']:,} embeddings ({manifest['dim']}-d {dtype}) → {out} ({human_size(size)}) "
-        f"in {seconds:.1f} s ({rate:,.0f} img/s with {run.backend.name})"
+        f"in {seconds:.1f} s ({rate:,.0f} img/s with {run.backend.name}{' on Ray' * (ray is not None)})"
     )
     named = out if out.name not in ("", "..") else out.absolute().resolve()  # --out . has no name to reuse
     console.info(f"next: invedge index build {out} --out {named.with_suffix('.index')}")
+
+
+class RayArgs(NamedTuple):
+    """The --ray options of a run, for the command line that resumes it."""
+
+    address: str | None = None
+    actors: int | None = None
+    gpus_per_actor: float | None = None
 
 
 def resume_command(
@@ -151,6 +193,7 @@ def resume_command(
     dtype: str,
     overwrite: bool,
     retry_failed: bool,
+    ray: RayArgs = RayArgs(),
 ) -> str:
     """The `invedge embed` command line that continues this run (what matters for resuming)."""
     import shlex
@@ -166,6 +209,12 @@ def resume_command(
         argv.append("--overwrite")
     if retry_failed:
         argv.append("--retry-failed")
+    if ray.address is not None:
+        argv += ["--ray", ray.address]
+        if ray.actors is not None:
+            argv += ["--ray-actors", str(ray.actors)]
+        if ray.gpus_per_actor is not None:
+            argv += ["--ray-gpus-per-actor", f"{ray.gpus_per_actor:g}"]
     return shlex.join(argv)
 
 

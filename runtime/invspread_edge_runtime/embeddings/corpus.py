@@ -6,11 +6,14 @@ import contextlib
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from ..errors import EmbeddingsError
 from ..files import pause_for_test, sha256_file
 from .folder import check_output
 from .layout import DEFAULT_DTYPE, PART_SIZE, PARTS
@@ -47,6 +50,35 @@ def relative_id(path: Path, root: Path) -> str:
         return Path(path).resolve().as_posix()
 
 
+@dataclass
+class Embedded:
+    """One batch from an embedding loop: vectors for `ids` (in order), and the ids that could not
+    be read, each with its reason ("unreadable image PATH: why")."""
+
+    ids: list[str]
+    vectors: np.ndarray  # (len(ids), d) float32, L2-normalised
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+# The one part that differs between a single process and a Ray cluster: pending (id, path) pairs
+# in, batches out (in the pending order, so that ids.json is the same whichever loop ran).
+EmbedLoop = Callable[[list[tuple[str, Path]]], Iterable[Embedded]]
+
+
+def embedder_loop(embedder: Any) -> EmbedLoop:
+    """The single-process loop: `embedder.embed_batches` (decoding a few batches ahead in threads)."""
+
+    def loop(pending: list[tuple[str, Path]]) -> Iterator[Embedded]:
+        for batch in embedder.embed_batches([p for _, p in pending]):
+            yield Embedded(
+                [pending[i][0] for i in batch.positions],
+                batch.vectors,
+                [(pending[i][0], reason) for i, reason in batch.failures],
+            )
+
+    return loop
+
+
 def embed_to_folder(
     embedder: Any,
     paths: list[Path],
@@ -69,10 +101,52 @@ def embed_to_folder(
     `retry_failed` on a finished one, tries them again. Ctrl-C raises `EmbeddingInterrupted`
     after saving what was embedded. Returns the manifest.
     """
+    return write_embeddings(
+        embedder_loop(embedder),
+        embedder.meta,
+        embedder.info.model_path,
+        paths,
+        root,
+        out,
+        backend=lambda: embedder.info.name,
+        dtype=dtype,
+        overwrite=overwrite,
+        on_progress=on_progress,
+        part_size=part_size,
+        retry_failed=retry_failed,
+        lock=lock,
+    )
+
+
+def write_embeddings(
+    loop: EmbedLoop,
+    meta: Any,
+    model_path: str | os.PathLike[str],
+    paths: list[Path],
+    root: Path,
+    out: str | os.PathLike[str],
+    *,
+    backend: Callable[[], str],
+    dtype: str = DEFAULT_DTYPE,
+    overwrite: bool = False,
+    on_progress: Any = None,
+    part_size: int = PART_SIZE,
+    retry_failed: bool = False,
+    lock: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`embed_to_folder` with any embedding `loop` (one process, or Ray workers: ray_embed.py).
+
+    Everything around the loop is this function's, whichever loop runs: the writer (parts,
+    resume, overwrite, retry_failed), progress, Ctrl-C, and the manifest. `meta` is the model's
+    `ModelMeta` and `model_path` the ONNX file the loop runs; `backend()` names the backend that
+    ran, asked once the loop is done. Each pending image is taken once (a batch repeated by a
+    retried worker is dropped), and one that never came back fails the run after what came back
+    is saved: the same command resumes.
+    """
     from ..locks import exclusive_lock
 
-    meta = embedder.meta
-    model_path = Path(embedder.info.model_path).resolve()
+    model_path = Path(model_path).resolve()
     model_sha = sha256_file(model_path)
     with exclusive_lock(out, "embeddings folder") if lock else contextlib.nullcontext():
         writer = EmbeddingWriter(
@@ -106,25 +180,49 @@ def embed_to_folder(
         if on_progress is not None:
             on_progress(done, total)
         try:
-            for batch in embedder.embed_batches([p for _, p in pending]):
-                writer.add([pending[i][0] for i in batch.positions], batch.vectors)
-                for position, reason in batch.failures:
-                    writer.add_failure(pending[position][0], reason)
-                done += len(batch.positions) + len(batch.failures)
+            expected, seen = {item for item, _ in pending}, set()
+            for batch in loop(pending):
+                done += _take(writer, batch, expected, seen)
                 if on_progress is not None:
                     on_progress(done, total)
                 pause_for_test("embed-batch")
+            if len(seen) != len(expected):
+                writer.flush()  # keep what came back: the rerun embeds only the missing ones
+                missing = next(item for item, _ in pending if item not in seen)
+                raise EmbeddingsError(
+                    f"{len(expected) - len(seen)} of {len(expected)} images never came back from the "
+                    f"embedding workers (first: {missing}); the {writer.count:,} embedded are saved",
+                    "Run the same command again: it resumes and embeds only the missing images",
+                )
             seconds = time.perf_counter() - started
             return writer.finish(
                 {
-                    "backend": embedder.info.name,
+                    "backend": backend(),
                     "resumed": resumed,
                     "seconds": round(seconds, 3),
+                    **(extra or {}),
                 }
             )
         except KeyboardInterrupt as exc:  # in the loop or the join
             writer.flush()  # Ctrl-C: keep what was embedded, the next run resumes after it
             raise EmbeddingInterrupted(Path(out), writer.work, writer.count, total) from exc
+
+
+def _take(writer: EmbeddingWriter, batch: Embedded, expected: set[str], seen: set[str]) -> int:
+    """Write the batch's pending images not taken yet, once each; returns how many were new."""
+    keep = [k for k, item in enumerate(batch.ids) if item in expected and item not in seen]
+    ids = [batch.ids[k] for k in keep]
+    seen.update(ids)
+    if ids:
+        vectors = batch.vectors if len(keep) == len(batch.ids) else np.asarray(batch.vectors)[keep]
+        writer.add(ids, vectors)
+    failed = 0
+    for item, reason in batch.failures:
+        if item in expected and item not in seen:
+            seen.add(item)
+            writer.add_failure(item, reason)
+            failed += 1
+    return len(ids) + failed
 
 
 @dataclass
@@ -147,6 +245,26 @@ def embeddings_out(out: str | os.PathLike[str]) -> Path:
     return out.absolute().resolve() if Path.cwd().resolve().is_relative_to(out.resolve()) else out
 
 
+@contextlib.contextmanager
+def claimed_output(
+    out: str | os.PathLike[str], images: list[Path], overwrite: bool, retry_failed: bool
+) -> Iterator[tuple[Path, Any]]:
+    """(out, the images found) under the lock of `out`, after the refusals: every embed's prelude.
+
+    The cheap refusals of `out` come first, then the images are found, then the lock is taken
+    (a second writer waits, then finds the first one's result and refuses) and `out` checked again.
+    """
+    from ..embedder import find_images
+    from ..locks import exclusive_lock
+
+    out = embeddings_out(out)
+    check_output(out, overwrite, retry_failed)  # before any work, and again under the lock
+    found = find_images(images)
+    with exclusive_lock(out, "embeddings folder"):
+        check_output(out, overwrite, retry_failed)
+        yield out, found
+
+
 def embed_images(
     model: str | os.PathLike[str],
     images: list[Path],
@@ -161,36 +279,57 @@ def embed_images(
     retry_failed: bool = False,
     on_start: Callable[[Any, Any], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    ray: str | None = None,
+    ray_actors: int | None = None,
+    ray_gpus_per_actor: float | None = None,
 ) -> EmbedRun:
     """Embed image files and folders with `model` into the embeddings folder `out`: `invedge embed`.
 
-    The cheap refusals of `out` come first, then the images are found, then the lock of `out` is
-    taken (a second writer waits, then finds the first one's result and refuses) before the model
-    opens. `on_start(embedder, images)` is called once the model is open, `on_progress(done, total)`
-    after each batch. Ctrl-C raises `EmbeddingInterrupted` once what was embedded is saved.
+    The refusals of `out` and the images come first (`claimed_output`), then the model opens under
+    the lock. `on_start(embedder, images)` is called once the model is open, `on_progress(done,
+    total)` after each batch. Ctrl-C raises `EmbeddingInterrupted` once what was embedded is saved.
+    `ray`: run the embedding loop on a Ray cluster instead ("auto" or an address: see
+    ray_embed.embed_images_ray, which then calls `on_start(plan, images)` with its `RayPlan`).
     """
-    from ..embedder import Embedder, find_images
-    from ..locks import exclusive_lock
+    if ray is not None:
+        from .ray_embed import embed_images_ray
 
-    out = embeddings_out(out)
-    check_output(out, overwrite, retry_failed)  # before any work, and again under the lock
+        return embed_images_ray(
+            model,
+            images,
+            out,
+            address=ray,
+            actors=ray_actors,
+            gpus_per_actor=ray_gpus_per_actor,
+            backend=backend,
+            batch_size=batch_size,
+            threads=threads,
+            precision=precision,
+            dtype=dtype,
+            overwrite=overwrite,
+            retry_failed=retry_failed,
+            on_start=on_start,
+            on_progress=on_progress,
+        )
+    from ..embedder import Embedder
+
     started = time.perf_counter()
-    found = find_images(images)
     sizes = {} if batch_size is None else {"batch_size": batch_size}
-    with exclusive_lock(out, "embeddings folder"):
-        check_output(out, overwrite, retry_failed)
-        with Embedder(model, backend=backend, threads=threads, precision=precision, **sizes) as embedder:
-            if on_start is not None:
-                on_start(embedder, found)
-            manifest = embed_to_folder(
-                embedder,
-                found.paths,
-                found.root,
-                out,
-                dtype=dtype,
-                overwrite=overwrite,
-                retry_failed=retry_failed,
-                on_progress=on_progress,
-                lock=False,
-            )
+    with (
+        claimed_output(out, images, overwrite, retry_failed) as (out, found),
+        Embedder(model, backend=backend, threads=threads, precision=precision, **sizes) as embedder,
+    ):
+        if on_start is not None:
+            on_start(embedder, found)
+        manifest = embed_to_folder(
+            embedder,
+            found.paths,
+            found.root,
+            out,
+            dtype=dtype,
+            overwrite=overwrite,
+            retry_failed=retry_failed,
+            on_progress=on_progress,
+            lock=False,
+        )
     return EmbedRun(manifest, embedder.info, found, time.perf_counter() - started)
