@@ -56,6 +56,7 @@ def build(
     from ..errors import ConfigError
     from ..files import human_size
     from ..index import Index, writing
+    from ..milvus_store.address import gallery_flags
 
     if kind not in KINDS:
         raise ConfigError(f"Invalid --kind {kind!r}. Only {', '.join(KINDS)} are supported")
@@ -69,11 +70,11 @@ def build(
             "index build writes an index file or a Milvus collection: give exactly one of --out and --store",
             "Pass --out photos.index, or --store milvus:photos.db --collection photos",
         )
-    if store is not None:
-        _build_store(embeddings, store, collection, kind, m, ef_search, nlist, nprobe, overwrite, json_out)
+    address = gallery_flags(store, collection)
+    if address is not None:
+        _build_store(embeddings, address, collection, kind, m, ef_search, nlist, nprobe, overwrite, json_out)
         return
     assert out is not None
-    _no_collection(collection)
     _check_out(out, overwrite)  # before the work; again under the lock
     started = time.perf_counter()
     emb = load_embeddings(embeddings)
@@ -115,11 +116,12 @@ def add(
     from ..errors import ConfigError
     from ..files import human_size
     from ..index import Index, writing
+    from ..milvus_store.address import gallery_flags
 
-    if store is not None:
-        _add_store(paths, store, collection, json_out)
+    address = gallery_flags(store, collection)
+    if address is not None:
+        _add_store(paths, address, collection, json_out)
         return
-    _no_collection(collection)
     if len(paths) < 2:
         raise ConfigError(
             "index add needs the index file and at least one embeddings folder",
@@ -159,10 +161,11 @@ def remove(
     from .. import console
     from ..errors import ConfigError
     from ..index import Index, writing
+    from ..milvus_store.address import gallery_flags
 
     args = list(args or [])
-    if store is None:
-        _no_collection(collection)
+    address = gallery_flags(store, collection)
+    if address is None:
         if not args:
             raise ConfigError("index remove needs the index file", "Run: invedge index remove INDEX IDS...")
         index_path, args = Path(args[0]), args[1:]
@@ -171,8 +174,8 @@ def remove(
         wanted += read_ids_file(ids_file)
     if not wanted:
         raise ConfigError("no ids to remove", "Pass ids or --ids-file FILE")
-    if store is not None:
-        _remove_store(wanted, store, collection, json_out)
+    if address is not None:
+        _remove_store(wanted, address, collection, json_out)
         return
     with writing(index_path):  # from the read to the rename
         index = Index.load(index_path)
@@ -233,16 +236,17 @@ def info(
     from ..errors import ConfigError
     from ..files import human_size
     from ..index import Index
+    from ..milvus_store.address import gallery_flags
 
-    if store is not None:
+    address = gallery_flags(store, collection)
+    if address is not None:
         if index_path is not None:
             raise ConfigError(
                 f"with --store, index info takes no INDEX file (got {index_path})",
                 "Pass either INDEX or --store S --collection C",
             )
-        _info_store(store, collection, show_ids, json_out)
+        _info_store(address, collection, show_ids, json_out)
         return
-    _no_collection(collection)
     if index_path is None:
         raise ConfigError("index info needs the index file", "Run: invedge index info INDEX (or --store ...)")
     index = Index.load(index_path)
@@ -274,19 +278,10 @@ def _params(params: dict) -> str:
 # --- a gallery in Milvus (--store, milvus_store/) --------------------------------------------------
 
 
-def _no_collection(collection: str | None) -> None:
-    from ..errors import ConfigError
+def _open(address, collection: str):
+    from ..milvus_store import open_gallery
 
-    if collection is not None:
-        raise ConfigError("--collection names a Milvus collection: it needs --store", "Pass --store too")
-
-
-def _open(store: str, collection: str | None):
-    from ..milvus_store import open_gallery, parse_store
-    from ..milvus_store.address import check_collection
-
-    address = parse_store(store)
-    return open_gallery(address, check_collection(collection))
+    return open_gallery(address, collection)
 
 
 def _bar(total: int, what: str):
@@ -302,15 +297,12 @@ def _bar(total: int, what: str):
 
 
 def _build_store(
-    embeddings, store, collection, kind, m, ef_search, nlist, nprobe, overwrite, json_out
+    embeddings, address, collection, kind, m, ef_search, nlist, nprobe, overwrite, json_out
 ) -> None:
     from .. import console
     from ..embeddings import load_embeddings
-    from ..milvus_store import build_gallery, parse_store
-    from ..milvus_store.address import check_collection
+    from ..milvus_store import build_gallery
 
-    address = parse_store(store)
-    check_collection(collection)
     started = time.perf_counter()
     emb = load_embeddings(embeddings)
     console.info(
@@ -349,14 +341,12 @@ def _build_store(
         )
 
 
-def _add_store(embeddings: list[Path], store: str, collection: str | None, json_out: bool) -> None:
+def _add_store(embeddings: list[Path], address, collection: str, json_out: bool) -> None:
     from .. import console
     from ..embeddings import load_embeddings
-    from ..milvus_store import parse_store
 
-    address = parse_store(store)
     loaded = [load_embeddings(folder) for folder in embeddings]
-    with _open(store, collection) as gallery:
+    with _open(address, collection) as gallery:
         for folder, emb in zip(embeddings, loaded, strict=True):  # every check before any write
             gallery.check_space(emb.space_id, adding=str(folder))
         added = 0
@@ -380,12 +370,10 @@ def _add_store(embeddings: list[Path], store: str, collection: str | None, json_
     console.success(f"added {added:,} items → {collection} in {address.shown} now holds {facts['count']:,}")
 
 
-def _remove_store(ids: list[str], store: str, collection: str | None, json_out: bool) -> None:
+def _remove_store(ids: list[str], address, collection: str, json_out: bool) -> None:
     from .. import console
-    from ..milvus_store import parse_store
 
-    address = parse_store(store)
-    with _open(store, collection) as gallery:
+    with _open(address, collection) as gallery:
         removed = gallery.remove(ids)
         facts = gallery.info()
     if json_out:
@@ -400,12 +388,12 @@ def _remove_store(ids: list[str], store: str, collection: str | None, json_out: 
         )
 
 
-def _info_store(store: str, collection: str | None, show_ids: bool, json_out: bool) -> None:
+def _info_store(address, collection: str, show_ids: bool, json_out: bool) -> None:
     from rich.table import Table
 
     from .. import console
 
-    with _open(store, collection) as gallery:
+    with _open(address, collection) as gallery:
         facts = gallery.info()
         if show_ids:
             facts["ids"] = list(gallery.iter_ids())

@@ -45,14 +45,13 @@ def search(
     from .. import console
     from ..errors import ConfigError
     from ..image_search import search_images
+    from ..milvus_store.address import gallery_flags
     from .embed import report_backend
 
-    if store is None:
-        if collection is not None:
-            raise ConfigError("--collection names a Milvus collection: it needs --store", "Pass --store too")
-        if len(paths) < 2:
-            ctx.fail("Missing argument 'QUERY...'.")
-    index_path, queries = (None, list(paths)) if store is not None else (paths[0], list(paths[1:]))
+    address = gallery_flags(store, collection)
+    if address is None and len(paths) < 2:
+        ctx.fail("Missing argument 'QUERY...'.")
+    index_path, queries = (None, list(paths)) if address is not None else (paths[0], list(paths[1:]))
     if k < 1:
         raise ConfigError(f"Invalid --k {k}. It must be at least 1")
     if threads < 0:
@@ -80,12 +79,10 @@ def search(
         grid=grid,
         on_start=started,
     )
-    if store is not None:
-        from ..milvus_store import open_gallery, parse_store
-        from ..milvus_store.address import check_collection
+    if address is not None:
+        from ..milvus_store import open_gallery
 
-        address = parse_store(store)
-        with open_gallery(address, check_collection(collection)) as gallery:
+        with open_gallery(address, collection) as gallery:
             found = search_images(gallery, queries, k, **options)
             count = len(gallery)
     else:

@@ -64,6 +64,20 @@ def parse_store(text: str) -> StoreAddress:
     raise ConfigError(f"Invalid --store {text!r}", SYNTAX)
 
 
+def gallery_flags(store: str | None, collection: str | None) -> StoreAddress | None:
+    """`--store` and `--collection` of every verb, together or not at all: the address, or None (a file)."""
+    if store is None:
+        if collection is not None:
+            raise ConfigError(
+                "--collection needs --store",
+                "It names a Milvus collection: add --store milvus:FILE.db or --store milvus://HOST:PORT",
+            )
+        return None
+    address = parse_store(store)
+    check_collection(collection)
+    return address
+
+
 def check_collection(name: str | None) -> str:
     """Milvus' rule: letters, digits and _, not starting with a digit, at most 255 characters."""
     if not name:

@@ -70,28 +70,19 @@ class ServeSettings:
 
     def check_gallery(self) -> None:
         """Exactly one gallery: --index FILE, or --store S with --collection C."""
-        if self.store is None and self.collection is not None:
-            raise ConfigError(
-                "--collection needs --store", "Add --store milvus:FILE or --store milvus://HOST:PORT"
-            )
-        if self.index is not None and self.store is not None:
+        from ..milvus_store.address import gallery_flags  # pymilvus-free: parsing only
+
+        address = gallery_flags(self.store, self.collection)  # a bad address: one line before the model
+        if self.index is not None and address is not None:
             raise ConfigError(
                 "Give the gallery once: --index FILE or --store S --collection C, not both",
                 "Serve an index file with --index, or a Milvus collection with --store and --collection",
             )
-        if self.index is None and self.store is None:
+        if self.index is None and address is None:
             raise ConfigError(
                 "No gallery to serve. Give --index FILE or --store S --collection C",
                 "Build one with 'invedge index build EMB --out FILE' (or --store S --collection C)",
             )
-        if self.store is not None:
-            if not self.collection:
-                raise ConfigError(
-                    "--store needs --collection", "Name the collection holding the gallery: --collection C"
-                )
-            from ..milvus_store import parse_store  # only with --store: pymilvus stays unimported otherwise
-
-            parse_store(self.store)  # a malformed address is one line before the model loads
 
 
 def is_loopback(host: str) -> bool:

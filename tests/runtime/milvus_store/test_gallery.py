@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import synthetic
+from milvus_testing import synthetic
 
 from invspread_edge_runtime.errors import IndexFileError
 from invspread_edge_runtime.index import Index

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import WAIT_S, error_line, free_port, one_line
+from milvus_testing import WAIT_S, error_line, free_port, one_line
 from tiny import invedge as run_invedge
 
 from invspread_edge_runtime.milvus_store import open_gallery

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 import pytest
-from milvus_lite_server import Server
+from milvus_testing import Server
 from serve_client import call, get, image_files, post_files, post_json
 from tiny import invedge
 
@@ -247,7 +247,7 @@ def test_a_milvus_server_is_shared_and_its_loss_is_503(
     [
         (("--index", "x.index", "--store", "milvus:x.db", "--collection", "c"), "not both"),
         ((), "No gallery to serve. Give --index FILE or --store S --collection C"),
-        (("--store", "milvus:x.db"), "--store needs --collection"),
+        (("--store", "milvus:x.db"), "--collection is required with --store"),
         (("--collection", "c"), "--collection needs --store"),
     ],
 )

@@ -1,0 +1,101 @@
+"""What the Milvus tests share: a `milvus-lite server` subprocess on a free loopback port (a remote Milvus,
+`milvus://127.0.0.1:PORT`, so the remote code path and real connection faults, a killed server and a
+restarted one, are exercised for real), a synthetic gallery, and the one-line-error checks. A module of
+its own, as tiny.py is: `from conftest import` can find tests/runtime/serve/conftest.py instead,
+depending on which one a pytest worker imported first."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+WAIT_S = 60
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A `milvus-lite server` subprocess on `port`, its data in `data`."""
+
+    data: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def store(self) -> str:
+        return f"milvus://127.0.0.1:{self.port}"
+
+    def start(self) -> Server:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "milvus_lite",
+                "server",
+                "--data-dir",
+                str(self.data),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, "milvus-lite server exited at start"
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.1)
+        raise AssertionError("milvus-lite server did not listen")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=WAIT_S)
+
+
+def synthetic(n: int = 2000, dim: int = 32, seed: int = 0, space_id: str = "space-a", prefix: str = "img"):
+    """An `EmbeddingSet` look-alike: unit vectors, ids, image paths, a space and a model."""
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [f"{prefix}/{i:05d}.png" for i in range(n)]
+    paths = [f"/photos/{prefix}/{i:05d}.png" for i in range(n)]
+    return SimpleNamespace(
+        vectors=vectors,
+        ids=ids,
+        space={"space_id": space_id, "embedding_dim": dim, "checkpoint_sha256": "0" * 64},
+        space_id=space_id,
+        dim=dim,
+        locations=lambda: list(paths),
+        manifest={"model": {"path": "/models/model.onnx", "precision": "fp32"}},
+    )
+
+
+def one_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+def error_line(text: str) -> str:
+    """The one error line of a command that may have said what it was doing first (never a traceback)."""
+    assert "Traceback" not in text, text
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, text
+    return errors[0]
