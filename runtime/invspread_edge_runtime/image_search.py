@@ -80,8 +80,8 @@ def search_images(
     model_path = _model_of(index, model)
     found = find_images(queries)
     paths = found.paths
-    held = getattr(index, "locations", None) if isinstance(index, Index) else None  # Milvus: not listed
-    if grid is not None and (what := _an_input(Path(grid), index_path, paths, held or [])) is not None:
+    held = index.locations if isinstance(index, Index) else []  # a Milvus gallery's are not listed here
+    if grid is not None and (what := _an_input(Path(grid), index_path, paths, held)) is not None:
         raise ConfigError(
             f"--grid {grid} is {what}: drawing the grid there would replace it", "Choose a new --grid file"
         )

@@ -54,14 +54,7 @@ class LiveGallery:
         """Top-k for each query row, and the index that answered (for its ids and locations)."""
         index = self.current()
         check_vectors(index, queries, space_id)
-        if len(index) == 0:
-            raise ServeError(
-                409, "the gallery is empty", "Add items with POST /v1/gallery or 'invedge index add'"
-            )
-        if k > len(index):
-            raise ServeError(
-                422, f"k = {k} but the gallery holds {len(index)} items", f"Use k between 1 and {len(index)}"
-            )
+        check_k(len(index), k, "'invedge index add'")
         return index, index.search(queries, k, space_id=space_id)
 
     def add(self, item_id: str, vector: np.ndarray, space_id: str, location: str = "") -> int:
@@ -100,11 +93,7 @@ class LiveGallery:
             row = index.ids.index(item_id)
         except ValueError:
             return None
-        recorded = index.locations[row]
-        if not recorded:
-            return None
-        path = Path(recorded).resolve()
-        return path if path.is_file() else None
+        return existing_file(index.locations[row])
 
     def _publish(self, index: Index) -> None:
         """Swap in the index just written (called with the file lock held: the stamp is its file's)."""
@@ -136,6 +125,22 @@ def check_vectors(index: Index, vectors: np.ndarray, space_id: str | None) -> No
             f"the vector has dimension {got}, the gallery {index.dim}",
             "Send a vector of the gallery's dimension",
         )
+
+
+def check_k(items: int, k: int, cli_add: str) -> None:
+    """409 for an empty gallery, 422 for k past its size; `cli_add`: the CLI command that adds items."""
+    if items == 0:
+        raise ServeError(409, "the gallery is empty", f"Add items with POST /v1/gallery or {cli_add}")
+    if k > items:
+        raise ServeError(422, f"k = {k} but the gallery holds {items} items", f"Use k between 1 and {items}")
+
+
+def existing_file(recorded: str | None) -> Path | None:
+    """The image file a gallery records for an item, when it exists on this machine; else None."""
+    if not recorded:
+        return None
+    path = Path(recorded).resolve()
+    return path if path.is_file() else None
 
 
 def _stamp(path: Path) -> Stamp | None:

@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import IndexFileError, InvedgeError
 from ..index.result import SearchResult
 from .errors import ServeError, from_invedge
-from .gallery import check_vectors
+from .gallery import check_k, check_vectors, existing_file
 
 
 class StoreGallery:
@@ -120,23 +120,11 @@ class StoreGallery:
     def location(self, item_id: str) -> Path | None:
         """The image file recorded for `item_id` when it exists on this machine, else None."""
         with store_errors():
-            recorded = self._gallery.location(item_id)
-        if not recorded:
-            return None
-        path = Path(recorded).resolve()
-        return path if path.is_file() else None
+            return existing_file(self._gallery.location(item_id))
 
     def _check_k(self, k: int) -> None:
         """409 for an empty gallery, 422 for k past its size (the file gallery's refusals)."""
-        items = self.count()
-        if items == 0:
-            raise ServeError(
-                409, "the gallery is empty", "Add items with POST /v1/gallery or 'invedge index add --store'"
-            )
-        if k > items:
-            raise ServeError(
-                422, f"k = {k} but the gallery holds {items} items", f"Use k between 1 and {items}"
-            )
+        check_k(self.count(), k, "'invedge index add --store'")
 
     def _changed(self, items: int) -> None:
         if self.on_change is not None:
