@@ -1,18 +1,23 @@
 """The paper's two random views, made batched on tensors (CPU or GPU) from uint8 images.
 
 Per image, as the authors' torchvision pipeline: RandomResizedCrop(scale 0.2–1, ratio 3/4–4/3),
-ColorJitter(0.4, 0.4, 0.4, 0.4), RandomGrayscale(0.2), RandomHorizontalFlip, Normalize. Here the
-crop and the flip are one affine `grid_sample` per batch and the colour operations are tensor
+ColorJitter(0.4, 0.4, 0.4, 0.4), RandomGrayscale(0.2), RandomHorizontalFlip, Normalize; then, when
+a run asks for them (augment_spec.py: presets and `--aug`), a random rotation, GaussianBlur and
+RandomSolarize (BYOL's order). Here the crop, the flip and the rotation are one affine
+`grid_sample` per batch, the blur one grouped convolution, and the colour operations tensor
 arithmetic over the whole batch, so augmenting 256 views costs a few milliseconds instead of 256
 PIL round trips, and runs on the GPU when the model does.
 
 Differences from torchvision, on purpose: crop boxes are continuous (no rounding to whole pixels);
 the colour jitter applies brightness, contrast, saturation, hue in that fixed order (torchvision
 shuffles the order per image); the crop is resampled bilinearly without antialiasing (training
-images are stored at the training size, so crops are only ever enlarged).
+images are stored at the training size, so crops are only ever enlarged); a rotated crop that
+reaches past the image repeats its edge pixels (torchvision fills black corners, which the network
+could learn to spot).
 
 Randomness comes only from the `torch.Generator` passed in: the same generator state gives the
-same views, which makes `--seed` runs and resumed runs repeat exactly.
+same views, which makes `--seed` runs and resumed runs repeat exactly. An operation a run does not
+use draws nothing, so the paper's recipe draws the same numbers as before these were added.
 """
 
 from __future__ import annotations
@@ -39,6 +44,17 @@ class AugmentConfig:
     hue: float = 0.4
     grayscale_p: float = 0.2
     flip_p: float = 0.5
+    blur_p: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)  # in pixels of the training size
+    solarize_p: float = 0.0
+    rotate: float = 0.0  # degrees: a uniform angle in ±rotate
+
+    @classmethod
+    def from_spec(
+        cls, spec: dict, image_size: int, mean: tuple[float, ...], std: tuple[float, ...]
+    ) -> AugmentConfig:
+        """A resolved augment_spec (its fields) at a run's size and normalisation."""
+        return cls(image_size=image_size, mean=tuple(mean), std=tuple(std), **spec)
 
 
 class TwoViews:
@@ -48,17 +64,35 @@ class TwoViews:
         self.config = config
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        x = images.float().div_(255.0)
-        gray_input = bool((images[:, 0] == images[:, 1]).all() and (images[:, 1] == images[:, 2]).all())
+        x, gray_input = _as_float(images)
         return self.view(x, generator, gray_input), self.view(x, generator, gray_input)
 
+    def views01(self, images: torch.Tensor, generator: torch.Generator, count: int = 2) -> list[torch.Tensor]:
+        """`count` views in [0, 1], drawn as training draws them (`augment-preview`'s pictures)."""
+        x, gray_input = _as_float(images)
+        return [self.view01(x, generator, gray_input) for _ in range(count)]
+
     def view(self, x: torch.Tensor, generator: torch.Generator, gray_input: bool = False) -> torch.Tensor:
-        """One augmented view of float images in [0, 1] (N, 3, H, W)."""
+        """One augmented view of float images in [0, 1] (N, 3, H, W), normalised for the model."""
+        return normalize01(self.view01(x, generator, gray_input), self.config.mean, self.config.std)
+
+    def view01(self, x: torch.Tensor, generator: torch.Generator, gray_input: bool = False) -> torch.Tensor:
+        """One augmented view in [0, 1], before normalisation (what `augment-preview` draws)."""
         c = self.config
-        x = random_resized_crop(x, c.image_size, c.scale, c.ratio, c.flip_p, generator)
+        x = random_resized_crop(x, c.image_size, c.scale, c.ratio, c.flip_p, generator, c.rotate)
         x = color_jitter(x, c.brightness, c.contrast, c.saturation, c.hue, generator, gray_input)
         x = random_grayscale(x, c.grayscale_p, generator)
-        return normalize01(x, c.mean, c.std)
+        if c.blur_p > 0:
+            x = random_gaussian_blur(x, c.blur_p, c.blur_sigma, generator)
+        if c.solarize_p > 0:
+            x = random_solarize(x, c.solarize_p, generator)
+        return x
+
+
+def _as_float(images: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """uint8 → [0, 1] floats, and whether every image is gray (saturation and hue are then no-ops)."""
+    gray_input = bool((images[:, 0] == images[:, 1]).all() and (images[:, 1] == images[:, 2]).all())
+    return images.float().div_(255.0), gray_input
 
 
 def _uniform(
@@ -117,23 +151,40 @@ def random_resized_crop(
     ratio: tuple[float, float],
     flip_p: float,
     generator: torch.Generator,
+    rotate: float = 0.0,
 ) -> torch.Tensor:
-    """Crop a random box of each image, resize it to size × size and flip it with probability flip_p."""
+    """Crop a random box of each image, resize it to size × size, flip it with probability flip_p
+    and turn it by a uniform angle in ±rotate degrees."""
     n, _, height, width = x.shape
     boxes = crop_boxes(n, height, width, scale, ratio, generator, x.device)
     flip = torch.rand(n, generator=generator, device=x.device) < flip_p
-    return crop_resize(x, boxes, flip, size)
+    angle = _uniform(n, -rotate, rotate, generator, x.device) if rotate > 0 else None
+    return crop_resize(x, boxes, flip, size, angle)
 
 
-def crop_resize(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, 3, H, W), boxes (N, 4) = (x0, y0, w, h) pixels, flip (N,) bool → (N, 3, size, size), bilinear."""
+def crop_resize(
+    x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int, angle: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(N, 3, H, W), boxes (N, 4) = (x0, y0, w, h) pixels, flip (N,) bool, angle (N,) degrees
+    counter-clockwise (torchvision's sense) → (N, 3, size, size), bilinear."""
     n, _, height, width = x.shape
     x0, y0, w, h = boxes.to(x.dtype).unbind(1)
-    # affine_grid maps output coordinates in [-1, 1] to input coordinates in [-1, 1] (pixel edges)
+    mirror = torch.where(flip, -1.0, 1.0).to(x.dtype)
+    if angle is None:
+        cos, sin = torch.ones_like(w), torch.zeros_like(w)
+    else:
+        rad = torch.deg2rad(angle.to(x.dtype))
+        cos, sin = torch.cos(rad), torch.sin(rad)
+    # affine_grid maps output coordinates in [-1, 1] to input coordinates in [-1, 1] (pixel edges).
+    # As torchvision's crop, flip, then rotation of the square output: an output point (u, v) is
+    # turned back by the angle (y points down: [[cos, −sin], [sin, cos]]), mirrored, then mapped
+    # into the box.
     theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
-    theta[:, 0, 0] = torch.where(flip, -w / width, w / width)
+    theta[:, 0, 0] = mirror * cos * w / width
+    theta[:, 0, 1] = -mirror * sin * w / width
     theta[:, 0, 2] = (2 * x0 + w) / width - 1
-    theta[:, 1, 1] = h / height
+    theta[:, 1, 0] = sin * h / height
+    theta[:, 1, 1] = cos * h / height
     theta[:, 1, 2] = (2 * y0 + h) / height - 1
     grid = F.affine_grid(theta, [n, x.shape[1], size, size], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -178,6 +229,48 @@ def color_jitter(
 def random_grayscale(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
     pick = (torch.rand(x.shape[0], generator=generator, device=x.device) < p).view(-1, 1, 1, 1)
     return torch.where(pick, grayscale(x).expand_as(x), x)
+
+
+def random_gaussian_blur(
+    x: torch.Tensor, p: float, sigma: tuple[float, float], generator: torch.Generator
+) -> torch.Tensor:
+    """torchvision's GaussianBlur(kernel, sigma) with probability p per image: one sigma per image
+    drawn from `sigma`, the kernel wide enough for the largest (±3 sigma, within the image)."""
+    n = x.shape[0]
+    pick = torch.rand(n, generator=generator, device=x.device) < p
+    sigmas = _uniform(n, sigma[0], sigma[1], generator, x.device)
+    kernel = blur_kernel_size(sigma[1], min(x.shape[-2:]))
+    return torch.where(pick.view(-1, 1, 1, 1), gaussian_blur(x, sigmas, kernel), x)
+
+
+def blur_kernel_size(sigma_max: float, side: int) -> int:
+    """Odd, covering ±3 sigma, and no wider than reflect padding allows (pad < side)."""
+    wanted = 2 * math.ceil(3 * sigma_max) + 1
+    return max(1, min(wanted, 2 * ((side - 1) // 2) + 1))
+
+
+def gaussian_blur(x: torch.Tensor, sigmas: torch.Tensor, kernel: int) -> torch.Tensor:
+    """Each image (N, C, H, W) blurred with its own sigma (N,): a separable grouped convolution
+    with reflect padding, as torchvision.transforms.v2.functional.gaussian_blur."""
+    n, c, height, width = x.shape
+    half = (kernel - 1) / 2
+    offsets = torch.linspace(-half, half, kernel, device=x.device, dtype=x.dtype)
+    weights = torch.exp(-0.5 * (offsets.view(1, -1) / sigmas.to(x.dtype).view(-1, 1)) ** 2)
+    weights = (weights / weights.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # (N·C, K)
+    pad = kernel // 2
+    flat = F.pad(x.reshape(1, n * c, height, width), (pad, pad, pad, pad), mode="reflect")
+    flat = F.conv2d(flat, weights.view(n * c, 1, 1, kernel), groups=n * c)
+    flat = F.conv2d(flat, weights.view(n * c, 1, kernel, 1), groups=n * c)
+    return flat.view(n, c, height, width)
+
+
+def random_solarize(
+    x: torch.Tensor, p: float, generator: torch.Generator, threshold: float = 0.5
+) -> torch.Tensor:
+    """torchvision's RandomSolarize(threshold 0.5) on [0, 1] images: pixels at or above the
+    threshold inverted, with probability p per image."""
+    pick = (torch.rand(x.shape[0], generator=generator, device=x.device) < p).view(-1, 1, 1, 1)
+    return torch.where(pick & (x >= threshold), 1.0 - x, x)
 
 
 def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:

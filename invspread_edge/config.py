@@ -29,7 +29,10 @@ class TrainConfig:
     arch: str = "cifar_resnet18"
     width: int = 64
     embedding_dim: int = 128
-    image_size: int | None = None  # None: native size of in-memory sets, 64 for folders
+    image_size: int | None = None  # None: native size of in-memory sets; a folder's own up to 64 px
+    preset: str = "natural"  # augment_spec.PRESETS
+    aug: str = ""  # `key=value,...` over the preset; a new run stores its whole resolved spec here
+    init: str | None = None  # weights to start from: a run, a checkpoint or a state dict (init_weights.py)
     epochs: int = 20
     batch_size: int = 128
     lr: float = 0.03
@@ -117,10 +120,12 @@ def check_config(cfg: TrainConfig) -> None:
         )
     if problems:
         raise ConfigError("; ".join(problems))
+    from . import augment_spec
     from .loss import InvariantSpreadLoss
     from .model import ARCHS
 
     InvariantSpreadLoss(cfg.temperature, cfg.negative_weight)  # raises ConfigError for a bad T or m
+    augment_spec.resolve(cfg.preset, cfg.aug)  # raises ConfigError naming the bad key or value
     if cfg.arch not in ARCHS:
         raise ConfigError(f"Invalid architecture {cfg.arch!r}. Only {', '.join(ARCHS)} are supported.")
 
@@ -145,3 +150,14 @@ def absolute_data(spec: str) -> str:
         return spec
     folder = Path(spec).expanduser()
     return str(folder.absolute()) if folder.is_dir() else spec
+
+
+def absolute_init(spec: str) -> str:
+    """--init's path made absolute (run.json records where the weights came from); it must exist."""
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise ConfigError(
+            f"--init {spec}: no such file or folder",
+            "Pass a run folder, a checkpoint.safetensors, or a state dict (.safetensors or weights-only .pth)",
+        )
+    return str(path.absolute())

@@ -21,11 +21,12 @@ from invspread_edge_runtime.datasets import ImageSet, parse_classes
 from invspread_edge_runtime.errors import CheckpointError, ConfigError, DataError, InvedgeError
 from invspread_edge_runtime.evaluation import EvalData, eval_data
 
+from . import augment_spec, run_folder
 from . import distributed as dist_utils
-from . import run_folder
 from .checkpoint import Checkpoint, Checkpointer, load_checkpoint, restore_training_state
-from .config import TrainConfig, absolute_data, check_compiler, check_config
+from .config import TrainConfig, absolute_data, absolute_init, check_compiler, check_config
 from .data import UInt8Source, default_image_size, fingerprint, load_split, mean_std
+from .init_weights import InitReport, load_init
 from .loss import InvariantSpreadLoss
 from .model import create_model
 from .precision import Precision, prefers_channels_last, resolve_device, resolve_precision
@@ -40,6 +41,7 @@ class TrainData:
     images: ImageSet
     source: UInt8Source
     size: int
+    size_reason: str  # why this size (the console says it)
     mean: tuple[float, ...]
     std: tuple[float, ...]
     fingerprint: str
@@ -80,6 +82,7 @@ class RunSetup:
     start_epoch: int
     global_step: int
     partial: EpochStats  # the totals of start_epoch's steps done before a resume
+    init: dict[str, Any] | None  # what --init loaded (InitReport.to_json), kept across resumes
 
     @property
     def total_steps(self) -> int:
@@ -97,6 +100,9 @@ class RunSetup:
             start_step=self.partial.steps,
             run_dir=self.run_dir,
             resume=self.resume,
+            size_reason=self.data.size_reason,
+            augment=augment_spec.describe(augment_spec.resolve(self.cfg.preset, self.cfg.aug)),
+            init=self.init,
         )
 
 
@@ -108,6 +114,9 @@ def check_options(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
     else:
         check_config(cfg)
         cfg.data = absolute_data(cfg.data)
+        cfg.aug = augment_spec.canonical(augment_spec.resolve(cfg.preset, cfg.aug))  # every value, stored
+        if cfg.init is not None:
+            cfg.init = absolute_init(cfg.init)
         run_folder.check_new_out(run_dir, cfg.data)
 
 
@@ -129,13 +138,14 @@ def set_up(
     data = _open_data(cfg, classes, ckpt, run_dir, device, env)
     monitor = monitor_sets(cfg, classes) if cfg.eval_every else None
     metrics = run_folder.read_metrics(run_dir, ckpt.epoch) if ckpt is not None else []
+    base, init = _base_model(cfg, ckpt)
     info = run_folder.run_info(
-        _run_config(cfg, data), _data_info(cfg, data), _environment(device, precision, env), started
+        _run_config(cfg, data, init), _data_info(cfg, data), _environment(device, precision, env), started
     )
     folder = _open_run_folder(run_dir, info, metrics, resume) if env.rank == 0 else None
     dist_utils.barrier()
 
-    model, model_without_ddp = _model(cfg, ckpt, env, device, channels_last)
+    model, model_without_ddp = _placed(base, cfg, env, device, channels_last)
     train_model = torch.compile(model) if cfg.compile else model
     loss_fn = InvariantSpreadLoss(cfg.temperature, cfg.negative_weight, cfg.detach_keys)
     optimizer = torch.optim.SGD(
@@ -170,6 +180,7 @@ def set_up(
         start_epoch=start_epoch,
         global_step=global_step,
         partial=partial,
+        init=init,
     )
 
 
@@ -264,7 +275,12 @@ def _open_data(
             f"{run_dir} was trained on {cfg.data!r}, which cannot be opened here ({exc.message})",
             "Put the training data back where it was, then resume again",
         ) from exc
-    size = cfg.image_size or default_image_size(images)
+    if ckpt is not None:  # the size it started at, whatever today's default rule says
+        size, why = int(ckpt.config["image_size"]), "the run's own size"
+    elif cfg.image_size is not None:
+        size, why = cfg.image_size, "--image-size"
+    else:
+        size, why = default_image_size(images)
     source = UInt8Source(images, size, cfg.workers, pin_memory=device.type == "cuda")
     data_fp = fingerprint(images)
     if ckpt is not None:
@@ -279,11 +295,12 @@ def _open_data(
             f"{len(images)} training images are fewer than one batch of {per_step}",
             f"Use --batch-size {max(2, len(images) // env.world_size)} or more images",
         )
-    return TrainData(images, source, size, mean, std, data_fp, steps_per_epoch)
+    return TrainData(images, source, size, why, mean, std, data_fp, steps_per_epoch)
 
 
-def _run_config(cfg: TrainConfig, data: TrainData) -> dict[str, Any]:
+def _run_config(cfg: TrainConfig, data: TrainData, init: dict[str, Any] | None) -> dict[str, Any]:
     """The checkpoint's config: what eval, export and the runtime need, and the settings for --resume."""
+    spec = augment_spec.resolve(cfg.preset, cfg.aug)
     return {
         "arch": cfg.arch,
         "width": cfg.width,
@@ -294,7 +311,13 @@ def _run_config(cfg: TrainConfig, data: TrainData) -> dict[str, Any]:
         "data": cfg.data,
         "data_fingerprint": data.fingerprint,
         "train": asdict(cfg),
+        "augment": {"preset": cfg.preset, "spec": augment_spec.canonical(spec), **_jsonable(spec)},
+        "init": init,
     }
+
+
+def _jsonable(spec: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in spec.items()}
 
 
 def _data_info(cfg: TrainConfig, data: TrainData) -> dict[str, Any]:
@@ -328,14 +351,9 @@ def _open_run_folder(
     return RunFolder.create(run_dir, info, metrics, replacing=bool(run_folder.held_run_files(run_dir)))
 
 
-def _model(
-    cfg: TrainConfig,
-    ckpt: Checkpoint | None,
-    env: dist_utils.DistEnv,
-    device: torch.device,
-    channels_last: bool,
-) -> tuple[nn.Module, nn.Module]:
-    """(the model to train, wrapped in DDP when distributed; the same model without the wrapper)."""
+def _base_model(cfg: TrainConfig, ckpt: Checkpoint | None) -> tuple[nn.Module, dict[str, Any] | None]:
+    """The encoder on the CPU, from the seed, then the checkpoint's weights (a resume) or --init's
+    (a new run); and what --init loaded, as the run records it."""
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.arch, width=cfg.width, embedding_dim=cfg.embedding_dim)
     if ckpt is not None:
@@ -347,6 +365,18 @@ def _model(
                 f"({str(exc).splitlines()[0]})",
                 "Use an intact checkpoint written by 'invedge train'",
             ) from exc
+        init = ckpt.config.get("init")
+        return model, init if isinstance(init, dict) else None
+    if cfg.init is None:
+        return model, None
+    report: InitReport = load_init(cfg.init, model, cfg.arch)
+    return model, {**report.to_json(), "summary": report.summary()}
+
+
+def _placed(
+    model: nn.Module, cfg: TrainConfig, env: dist_utils.DistEnv, device: torch.device, channels_last: bool
+) -> tuple[nn.Module, nn.Module]:
+    """(the model to train, wrapped in DDP when distributed; the same model without the wrapper)."""
     if env.enabled and cfg.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)

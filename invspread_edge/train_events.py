@@ -43,6 +43,9 @@ class RunStart:
     start_step: int  # within start_epoch
     run_dir: Path
     resume: bool
+    size_reason: str = ""  # why this training size
+    augment: str = ""  # augment_spec.describe of the run's augmentation
+    init: dict[str, Any] | None = None  # what --init loaded (InitReport.to_json)
 
 
 class TrainEvents:

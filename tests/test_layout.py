@@ -295,7 +295,7 @@ def test_one_distribution_owns_invedge_and_the_toolkit_joins_by_entry_points(cap
     assert [name for name, scripts in declared.items() if "invedge" in scripts] == ["runtime/pyproject.toml"]
 
     verbs = {ep.name: ep for ep in metadata.entry_points(group="invedge.commands")}
-    assert set(verbs) == {"train", "eval", "export"}
+    assert set(verbs) == {"train", "eval", "export", "augment-preview"}
     assert {ep.dist.name for ep in verbs.values()} == {"invspread-edge"}
     for verb in verbs:
         capsys.readouterr()

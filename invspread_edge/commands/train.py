@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from invspread_edge.augment_spec import KEYS, PRESETS
 from invspread_edge.config import SCHEDULES, TrainConfig
 
 DEFAULTS = TrainConfig()  # the library's defaults, shown in --help (a flag left out keeps them)
@@ -15,6 +16,10 @@ HELP = """Train an encoder without labels (Invariant and Spreading Instance Feat
 Examples:
   invedge train --data fashion-mnist --epochs 20 --out runs/fmnist
   invedge train --data ./my_images --image-size 64 --epochs 50 --out runs/mine
+  invedge train --data ./parts --preset grayscale
+  invedge train --data ./photos --aug 'crop=0.35-1,flip=0,jitter=0.2,gray=0.1,blur=0.5'
+  invedge train --data ./new_site --init runs/fmnist
+  invedge train --data ./photos --arch resnet50 --init resnet50.safetensors
   invedge train --resume runs/fmnist
   torchrun --nproc-per-node 4 --no-python invedge train --data cifar10:~/data --out runs/c10
 """
@@ -57,7 +62,26 @@ def register(app: typer.Typer) -> None:
             None, "--embedding-dim", help=f"Embedding size (default {DEFAULTS.embedding_dim})."
         ),
         image_size: int = typer.Option(
-            None, "--image-size", help="Training size (default: native, 64 for folders)."
+            None,
+            "--image-size",
+            help="Training size (default: native; a folder's own size up to 64 px, else 64).",
+        ),
+        preset: str = typer.Option(
+            None,
+            "--preset",
+            help=f"Augmentation preset: {', '.join(PRESETS)} (default {DEFAULTS.preset}: the paper's).",
+        ),
+        aug: str = typer.Option(
+            None,
+            "--aug",
+            help=f"Augmentation over the preset, key=value,... with keys {', '.join(KEYS)}.",
+        ),
+        no_flip: bool = typer.Option(False, "--no-flip", help="No horizontal flip (same as --aug flip=0)."),
+        init: str = typer.Option(
+            None,
+            "--init",
+            help="Start from these weights: a run folder, a checkpoint, or a state dict "
+            "(.safetensors, weights-only .pth).",
         ),
         temperature: float = typer.Option(
             None, "--temperature", help=f"Loss temperature T (default {DEFAULTS.temperature})."
@@ -107,6 +131,9 @@ def register(app: typer.Typer) -> None:
                 width=width,
                 embedding_dim=embedding_dim,
                 image_size=image_size,
+                preset=preset,
+                aug=",".join(part for part in (aug, "flip=0" if no_flip else None) if part) or None,
+                init=init,
                 temperature=temperature,
                 limit=limit,
                 classes=classes,
@@ -140,11 +167,24 @@ def register(app: typer.Typer) -> None:
         else:
             if out is None:
                 out = Path("runs") / _default_name(given.get("data", DEFAULTS.data))
+            if init is not None:
+                given = {**_init_architecture(init, given), **given}
             cfg = TrainConfig(out=str(out), **given)
             result = train(cfg, overwrite=overwrite, show_progress=not quiet, events=TrainConsole())
         print_result(result)
         if result.interrupted:
             raise typer.Exit(130)
+
+
+def _init_architecture(init: str, given: dict) -> dict:
+    """An --init run's arch, width and embedding size, for the flags not given (fine-tuning a run
+    of ours needs no --arch); {} for foreign state dicts, which fit --arch's model or fail."""
+    from invspread_edge.init_weights import init_architecture
+
+    if not Path(init).expanduser().exists():
+        return {}  # the run's checks say so in one line
+    arch = init_architecture(init) or {}
+    return {k: v for k, v in arch.items() if k not in given}
 
 
 def _default_name(data: str) -> str:

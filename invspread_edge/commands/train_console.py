@@ -53,6 +53,12 @@ class TrainConsole(TrainEvents):
             f"[bold]invedge train[/bold] {cfg.data}: {start.images} images at {start.image_size}px · {model} · "
             f"{where} {start.precision} · batch {cfg.batch_size} · {cfg.epochs} epochs → {start.run_dir}"
         )
+        details = [f"augmentation: {cfg.preset} ({start.augment})"]
+        if start.size_reason:
+            details.append(f"{start.image_size} px: {start.size_reason}")
+        if start.init is not None:
+            details.append(f"init: {start.init['summary']}")
+        console.info(" · ".join(details))
         if start.resume:
             console.info(f"resuming at epoch {start.start_epoch + 1}, step {start.start_step} of that epoch")
         if cfg.compile:

@@ -122,3 +122,90 @@ def test_normalize_is_the_runtime_formula_bit_for_bit():
     assert np.array_equal(got, want)
     from_float = augment.normalize01(images.float() / 255, MEAN, STD)
     assert torch.allclose(from_float, augment.normalize_uint8(images, MEAN, STD), atol=1e-5)
+
+
+def smooth_images(n=2, size=32, seed=0):
+    """Images without pixel-level noise: bilinear resampling differences stay small."""
+    x = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    return torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect"), 5, 1)
+
+
+@pytest.mark.parametrize("angle", [-25.0, 10.0, 90.0])
+def test_rotation_matches_torchvision_rotate(angle):
+    x = smooth_images()
+    whole = torch.tensor([[0.0, 0.0, 32.0, 32.0]] * 2)
+    got = augment.crop_resize(x, whole, torch.tensor([False, False]), 32, torch.full((2,), angle))
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    inside = ((yy - 15.5) ** 2 + (xx - 15.5) ** 2) < 12**2  # torchvision fills the corners black
+    for i in range(2):
+        want = TF.rotate(x[i], angle, interpolation=TF.InterpolationMode.BILINEAR)
+        assert torch.allclose(got[i][:, inside], want[:, inside], atol=1e-5)
+
+
+def test_rotation_of_a_flipped_crop_is_the_flip_then_the_turn():
+    x = smooth_images(1)
+    box = torch.tensor([[4.0, 2.0, 20.0, 24.0]])
+    flipped = augment.crop_resize(x, box, torch.tensor([True]), 32)
+    got = augment.crop_resize(x, box, torch.tensor([True]), 32, torch.tensor([15.0]))
+    # rotating the flipped crop's output: compare on the inner disc, away from the border fill
+    want = TF.rotate(flipped[0], 15.0, interpolation=TF.InterpolationMode.BILINEAR)
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    inside = ((yy - 15.5) ** 2 + (xx - 15.5) ** 2) < 10**2
+    # two resamplings against one: within 0.05 (the other turn, or the flip after it, is off by 0.15)
+    assert torch.allclose(got[0][:, inside], want[:, inside], atol=5e-2)
+
+
+@pytest.mark.parametrize("sigma", [0.3, 0.9, 2.0])
+def test_gaussian_blur_matches_torchvision(sigma):
+    x = color_images(3, 16).float() / 255
+    kernel = augment.blur_kernel_size(2.0, 16)
+    got = augment.gaussian_blur(x, torch.full((3,), sigma), kernel)
+    for i in range(3):
+        want = TF.gaussian_blur(x[i], [kernel, kernel], [sigma, sigma])
+        assert torch.allclose(got[i], want, atol=1e-5)
+
+
+def test_blur_kernel_fits_small_images():
+    assert augment.blur_kernel_size(2.0, 64) == 13
+    assert augment.blur_kernel_size(2.0, 8) == 7  # reflect padding needs pad < side
+    assert augment.blur_kernel_size(0.1, 8) == 3
+
+
+def test_blur_and_solarize_rates_and_pixels():
+    x = color_images(2000, 4, seed=4).float() / 255
+    g = torch.Generator().manual_seed(6)
+    blurred = augment.random_gaussian_blur(x, 0.3, (1.0, 2.0), g)
+    changed = (blurred != x).flatten(1).any(dim=1).float().mean()
+    assert 0.26 < changed < 0.34
+    solar = augment.random_solarize(x, 0.5, g)
+    picked = (solar != x).flatten(1).any(dim=1)
+    assert 0.45 < picked.float().mean() < 0.55
+    assert torch.equal(solar[picked], TF.solarize(x[picked], 0.5))
+    assert torch.equal(solar[~picked], x[~picked])
+
+
+def test_unused_ops_draw_nothing():
+    """The paper's recipe draws the same numbers with or without the new operations in the code."""
+    images = color_images(8, 20)
+    plain = TwoViews(AugmentConfig(image_size=16, mean=MEAN, std=STD))
+    explicit = TwoViews(
+        AugmentConfig(image_size=16, mean=MEAN, std=STD, blur_p=0.0, solarize_p=0.0, rotate=0.0)
+    )
+    a = plain(images, torch.Generator().manual_seed(9))
+    b = explicit(images, torch.Generator().manual_seed(9))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    g = torch.Generator().manual_seed(9)
+    plain(images, g)
+    after = torch.rand(1, generator=g)
+    g2 = torch.Generator().manual_seed(9)
+    full = TwoViews(AugmentConfig(image_size=16, mean=MEAN, std=STD, blur_p=0.5, solarize_p=0.2, rotate=10))
+    full(images, g2)
+    assert not torch.equal(after, torch.rand(1, generator=g2))  # the new ops do draw when used
+
+
+def test_every_op_seeded():
+    cfg = AugmentConfig(image_size=16, mean=MEAN, std=STD, blur_p=0.5, solarize_p=0.3, rotate=20)
+    images = color_images(8, 20)
+    one = TwoViews(cfg)(images, torch.Generator().manual_seed(3))
+    two = TwoViews(cfg)(images, torch.Generator().manual_seed(3))
+    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])

@@ -68,9 +68,27 @@ def test_mean_std(fmnist_test, image_folder):
     assert 0.1 < fmean[0] < 0.6 and 0.1 < fstd[0] < 0.6
 
 
-def test_default_image_size(fmnist_test, image_folder):
-    assert data.default_image_size(fmnist_test) == 28
-    assert data.default_image_size(open_dataset(str(image_folder))) == 64
+def test_default_image_size(fmnist_test, image_folder, tmp_path):
+    from PIL import Image
+
+    assert data.default_image_size(fmnist_test)[0] == 28
+    size, why = data.default_image_size(open_dataset(str(image_folder)))  # 28 × 28 PNGs and JPEGs
+    assert (size, why) == (28, "the folder's images are all 28×28 px")
+    for name, wh in {
+        "tiny": [(6, 6)],
+        "wide": [(40, 30)],
+        "big": [(65, 65)],
+        "mixed": [(20, 20), (24, 24)],
+    }.items():
+        for k, (w, h) in enumerate(wh):
+            (tmp_path / name).mkdir(exist_ok=True)
+            Image.new("RGB", (w, h)).save(tmp_path / name / f"{k}.png")
+    (tmp_path / "mixed" / "broken.png").write_bytes(b"not an image")  # unreadable: not a size
+    assert data.default_image_size(open_dataset(str(tmp_path / "tiny")))[0] == 8  # the smallest size
+    assert data.default_image_size(open_dataset(str(tmp_path / "wide")))[0] == 30  # the shorter side
+    assert data.default_image_size(open_dataset(str(tmp_path / "big")))[0] == 64
+    size, why = data.default_image_size(open_dataset(str(tmp_path / "mixed")))
+    assert size == 64 and "differ in size" in why
 
 
 def _copy_images(src, dst, count):

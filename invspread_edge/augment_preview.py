@@ -1,0 +1,75 @@
+"""`invedge augment-preview`: a picture of what training asks the network to ignore.
+
+A few images of the data, each beside views drawn exactly as training draws them (the same
+size rule, preset, `--aug` text and batched operations), so a crop that cuts away the defect or a
+flip that turns a 2 into a 5 is seen before hours of training rather than after.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from invspread_edge_runtime.datasets import select
+from invspread_edge_runtime.errors import ConfigError
+from invspread_edge_runtime.grid import Tile, draw_grid
+
+from . import augment_spec
+from .augment import AugmentConfig, TwoViews
+from .config import absolute_data
+from .data import MIN_IMAGE_SIZE, default_image_size, load_split
+
+NO_NORMALISATION = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # views01 never normalises; the config needs a pair
+
+
+@dataclass
+class Preview:
+    path: Path
+    images: int
+    views: int
+    image_size: int
+    size_reason: str
+    spec: str  # augment_spec.canonical of what was drawn
+
+
+def augment_preview(
+    data: str,
+    out: str | os.PathLike[str],
+    preset: str = augment_spec.DEFAULT_PRESET,
+    aug: str = "",
+    image_size: int | None = None,
+    images: int = 8,
+    views: int = 2,
+    seed: int = 0,
+    thumb: int = 96,
+) -> Preview:
+    """Draw `images` images of `data` (the first of the fixed --limit shuffle), each followed by
+    `views` augmented views, as one PNG written atomically to `out`."""
+    if images < 1 or views < 1:
+        raise ConfigError("--images and --views must be at least 1")
+    if image_size is not None and image_size < MIN_IMAGE_SIZE:
+        raise ConfigError(f"--image-size must be at least {MIN_IMAGE_SIZE}")
+    spec = augment_spec.resolve(preset, aug)
+    picked = select(load_split(absolute_data(data), "train", None, None), None, images)
+    size, why = (image_size, "--image-size") if image_size else default_image_size(picked)
+    uint8 = torch.from_numpy(np.stack([picked.uint8(i, size) for i in range(len(picked))]))
+    two_views = TwoViews(AugmentConfig.from_spec(spec, size, *NO_NORMALISATION))
+    drawn = two_views.views01(uint8, torch.Generator().manual_seed(seed), views)
+    rows = []
+    for i, image_id in enumerate(picked.ids()):
+        row = [Tile(_pil(uint8[i].float() / 255), "image", Path(image_id).name)]
+        row += [Tile(_pil(view[i]), f"view {v + 1}") for v, view in enumerate(drawn)]
+        rows.append(row)
+    path = draw_grid(rows, out, thumb)
+    return Preview(path, len(picked), views, size, why, augment_spec.canonical(spec))
+
+
+def _pil(x: torch.Tensor) -> Image.Image:
+    """(3, H, W) in [0, 1] → RGB image."""
+    arr = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(np.ascontiguousarray(arr))

@@ -1,0 +1,73 @@
+"""`invedge augment-preview`: check flags, call invspread_edge.augment_preview, say what it wrote."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from invspread_edge.augment_spec import DEFAULT_PRESET, KEYS, PRESETS
+
+HELP = """Draw a few training images beside their augmented views, as training draws them.
+
+Examples:
+  invedge augment-preview --data ./photos --preset natural --out aug.png
+  invedge augment-preview --data ./parts --preset grayscale --aug crop=0.5-1 --out parts.png
+  invedge augment-preview --run runs/fmnist --out fmnist_aug.png     # what that run trained with
+"""
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("augment-preview", help=HELP)
+    def augment_preview_cmd(
+        out: Path = typer.Option(..., "--out", "-o", help="PNG to write."),
+        data: str = typer.Option(None, "--data", "-d", help="fashion-mnist, cifar10:PATH, ... or a folder."),
+        run: Path = typer.Option(
+            None, "--run", help="Take data, size and augmentation from this run folder."
+        ),
+        preset: str = typer.Option(
+            None, "--preset", help=f"{', '.join(PRESETS)} (default {DEFAULT_PRESET})."
+        ),
+        aug: str = typer.Option(None, "--aug", help=f"key=value,... over the preset ({', '.join(KEYS)})."),
+        no_flip: bool = typer.Option(False, "--no-flip", help="No horizontal flip (same as --aug flip=0)."),
+        image_size: int = typer.Option(None, "--image-size", help="Size (default: the training rule)."),
+        images: int = typer.Option(8, "--images", "-n", help="Images (rows)."),
+        views: int = typer.Option(2, "--views", help="Views per image (training uses 2)."),
+        seed: int = typer.Option(0, "--seed", help="Random seed of the views."),
+    ) -> None:
+        from invspread_edge.augment_preview import augment_preview
+        from invspread_edge_runtime import console
+        from invspread_edge_runtime.errors import InvedgeError
+
+        if run is not None:
+            if data is not None or preset is not None or aug is not None or no_flip or image_size is not None:
+                raise InvedgeError(
+                    "--run takes the run's own data, size and augmentation",
+                    "Drop --data, --preset, --aug, --no-flip and --image-size, or drop --run",
+                )
+            data, preset, aug, image_size = _run_settings(run)
+        if data is None:
+            raise InvedgeError("no data given", "Pass --data DATA (or --run RUN_DIR)")
+        aug = ",".join(part for part in (aug, "flip=0" if no_flip else None) if part)
+        preview = augment_preview(
+            data, out, preset or DEFAULT_PRESET, aug, image_size, images=images, views=views, seed=seed
+        )
+        console.info(
+            f"{preview.images} images × {preview.views} views at {preview.image_size} px "
+            f"({preview.size_reason}): {preview.spec}"
+        )
+        console.out.print(f"wrote {preview.path}", highlight=False)
+
+
+def _run_settings(run: Path) -> tuple[str, str, str, int]:
+    """A run's data, preset, whole augmentation spec and training size, from its checkpoint."""
+    from invspread_edge.checkpoint import load_checkpoint
+
+    config = load_checkpoint(run).config
+    train = config.get("train", {})
+    return (
+        config["data"],
+        train.get("preset", DEFAULT_PRESET),
+        train.get("aug", ""),
+        int(config["image_size"]),
+    )

@@ -1,0 +1,79 @@
+"""The `--aug` syntax and the presets: parsing, round trips, one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from invspread_edge import augment_spec
+from invspread_edge.augment import AugmentConfig
+from invspread_edge_runtime.errors import ConfigError
+
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def test_natural_is_the_paper_recipe_and_the_old_default():
+    spec = augment_spec.resolve("natural")
+    assert AugmentConfig.from_spec(spec, 28, MEAN, STD) == AugmentConfig(image_size=28, mean=MEAN, std=STD)
+
+
+def test_the_issue_example():
+    spec = augment_spec.resolve("natural", "crop=0.35-1,flip=0,jitter=0.2,gray=0.1,blur=0.5")
+    assert spec["scale"] == (0.35, 1.0) and spec["flip_p"] == 0.0 and spec["grayscale_p"] == 0.1
+    assert spec["brightness"] == spec["contrast"] == spec["saturation"] == spec["hue"] == 0.2
+    assert spec["blur_p"] == 0.5 and spec["ratio"] == (3 / 4, 4 / 3)
+
+
+def test_jitter_caps_hue_and_later_keys_win():
+    spec = augment_spec.parse_spec("jitter=0.8,hue=0.1")
+    assert spec["brightness"] == 0.8 and spec["hue"] == 0.1
+    assert augment_spec.parse_spec("jitter=0.8")["hue"] == 0.5
+
+
+@pytest.mark.parametrize("preset", list(augment_spec.PRESETS))
+def test_canonical_round_trips_every_preset(preset):
+    spec = augment_spec.resolve(preset)
+    text = augment_spec.canonical(spec)
+    assert augment_spec.resolve("natural", text) == spec  # the whole spec: the preset no longer matters
+    assert augment_spec.resolve("grayscale", text) == spec
+
+
+def test_presets_differ_where_they_say():
+    gray = augment_spec.resolve("grayscale")
+    assert gray["flip_p"] == gray["saturation"] == gray["hue"] == gray["grayscale_p"] == 0
+    assert gray["scale"][0] > 0.2 and gray["brightness"] > 0
+    assert augment_spec.resolve("no-flip") == {**augment_spec.NATURAL, "flip_p": 0.0}
+    docs = augment_spec.resolve("documents")
+    assert docs["flip_p"] == 0 and docs["rotate"] > 0
+    assert augment_spec.describe(augment_spec.resolve("natural")) == "the paper's recipe"
+    assert augment_spec.describe(augment_spec.resolve("no-flip")) == "flip=0"
+
+
+@pytest.mark.parametrize(
+    ("aug", "needle"),
+    [
+        ("blurr=0.5", "unknown key 'blurr'"),
+        ("flip=2", "flip takes a probability"),
+        ("flip", "flip takes a value"),
+        ("crop=0.5-0.2", "crop takes LO-HI"),
+        ("crop=0-1", "crop takes LO-HI"),
+        ("hue=0.7", "hue takes a number in [0, 0.5]"),
+        ("rotate=x", "rotate takes a number"),
+        ("jitter=-1", "jitter takes a number >= 0"),
+    ],
+)
+def test_bad_specs_are_one_line(aug, needle):
+    with pytest.raises(ConfigError) as info:
+        augment_spec.resolve("natural", aug)
+    text = str(info.value)
+    assert needle in text and "\n" not in text
+
+
+def test_unknown_key_lists_the_allowed_ones():
+    with pytest.raises(ConfigError) as info:
+        augment_spec.parse_spec("nope=1")
+    assert all(key in info.value.hint for key in augment_spec.KEYS)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="unknown --preset 'photo'"):
+        augment_spec.resolve("photo")
