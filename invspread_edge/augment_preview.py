@@ -21,8 +21,8 @@ from invspread_edge_runtime.grid import Tile, draw_grid
 
 from . import augment_spec
 from .augment import AugmentConfig, TwoViews
-from .config import absolute_data
-from .data import MIN_IMAGE_SIZE, default_image_size, load_split
+from .config import MIN_IMAGE_SIZE, absolute_data
+from .data import default_image_size, load_split
 
 NO_NORMALISATION = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # views01 never normalises; the config needs a pair
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 SCHEDULES = ("step", "cosine", "constant")  # the learning-rate schedules (training.learning_rate)
+MIN_IMAGE_SIZE = 8  # the smallest training size (three stride-2 stages leave 1 pixel)
 
 
 @dataclass
@@ -106,8 +107,8 @@ def check_config(cfg: TrainConfig) -> None:
         problems.append("--width must be at least 1")
     if cfg.embedding_dim < 1:
         problems.append("--embedding-dim must be at least 1")
-    if cfg.image_size is not None and cfg.image_size < 8:
-        problems.append("--image-size must be at least 8")
+    if cfg.image_size is not None and cfg.image_size < MIN_IMAGE_SIZE:
+        problems.append(f"--image-size must be at least {MIN_IMAGE_SIZE}")
     if cfg.schedule not in SCHEDULES:
         problems.append(f"--schedule must be one of {', '.join(SCHEDULES)}")
     if cfg.limit is not None and cfg.limit < 1:

@@ -21,10 +21,11 @@ import torch
 from invspread_edge_runtime.datasets import LIMIT_SEED, ImageSet, open_dataset, select
 from invspread_edge_runtime.errors import DataError
 
+from .config import MIN_IMAGE_SIZE
+
 MEAN_STD_SAMPLE = 2000  # folders: images decoded to estimate the normalisation
 SIZE_SAMPLE = 1000  # folders: image headers read to find their common size
 FOLDER_MAX_NATIVE = 64  # a folder of images this small or smaller trains at their own size
-MIN_IMAGE_SIZE = 8  # the smallest training size (three stride-2 stages leave 1 pixel)
 
 
 def load_split(spec: str, split: str, classes: list[int] | None, limit: int | None) -> ImageSet:

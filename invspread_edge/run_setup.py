@@ -82,6 +82,7 @@ class RunSetup:
     start_epoch: int
     global_step: int
     partial: EpochStats  # the totals of start_epoch's steps done before a resume
+    augment: dict[str, Any]  # the AugmentConfig fields of cfg.preset and cfg.aug, resolved once
     init: dict[str, Any] | None  # what --init loaded (InitReport.to_json), kept across resumes
 
     @property
@@ -101,7 +102,7 @@ class RunSetup:
             run_dir=self.run_dir,
             resume=self.resume,
             size_reason=self.data.size_reason,
-            augment=augment_spec.describe(augment_spec.resolve(self.cfg.preset, self.cfg.aug)),
+            augment=augment_spec.describe(self.augment),
             init=self.init,
         )
 
@@ -139,8 +140,12 @@ def set_up(
     monitor = monitor_sets(cfg, classes) if cfg.eval_every else None
     metrics = run_folder.read_metrics(run_dir, ckpt.epoch) if ckpt is not None else []
     base, init = _base_model(cfg, ckpt)
+    augment = augment_spec.resolve(cfg.preset, cfg.aug)
     info = run_folder.run_info(
-        _run_config(cfg, data, init), _data_info(cfg, data), _environment(device, precision, env), started
+        _run_config(cfg, data, augment, init),
+        _data_info(cfg, data),
+        _environment(device, precision, env),
+        started,
     )
     folder = _open_run_folder(run_dir, info, metrics, resume) if env.rank == 0 else None
     dist_utils.barrier()
@@ -180,6 +185,7 @@ def set_up(
         start_epoch=start_epoch,
         global_step=global_step,
         partial=partial,
+        augment=augment,
         init=init,
     )
 
@@ -298,9 +304,10 @@ def _open_data(
     return TrainData(images, source, size, why, mean, std, data_fp, steps_per_epoch)
 
 
-def _run_config(cfg: TrainConfig, data: TrainData, init: dict[str, Any] | None) -> dict[str, Any]:
+def _run_config(
+    cfg: TrainConfig, data: TrainData, augment: dict[str, Any], init: dict[str, Any] | None
+) -> dict[str, Any]:
     """The checkpoint's config: what eval, export and the runtime need, and the settings for --resume."""
-    spec = augment_spec.resolve(cfg.preset, cfg.aug)
     return {
         "arch": cfg.arch,
         "width": cfg.width,
@@ -311,7 +318,7 @@ def _run_config(cfg: TrainConfig, data: TrainData, init: dict[str, Any] | None) 
         "data": cfg.data,
         "data_fingerprint": data.fingerprint,
         "train": asdict(cfg),
-        "augment": {"preset": cfg.preset, "spec": augment_spec.canonical(spec), **_jsonable(spec)},
+        "augment": {"preset": cfg.preset, "spec": augment_spec.canonical(augment), **_jsonable(augment)},
         "init": init,
     }
 

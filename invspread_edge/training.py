@@ -30,8 +30,8 @@ from invspread_edge_runtime.datasets import ImageSet
 from invspread_edge_runtime.errors import InvedgeError
 from invspread_edge_runtime.evaluation import Embedded, knn_leave_one_out, knn_split
 
-from . import augment_spec, run_folder, run_setup
 from . import distributed as dist_utils
+from . import run_folder, run_setup
 from .augment import AugmentConfig, TwoViews
 from .checkpoint import Checkpointer
 from .config import SCHEDULES, TrainConfig
@@ -266,11 +266,7 @@ def _loop_state(run: RunSetup, events: TrainEvents) -> LoopState:
         cfg=run.cfg,
         device=run.device,
         precision=run.precision,
-        augment=TwoViews(
-            AugmentConfig.from_spec(
-                augment_spec.resolve(run.cfg.preset, run.cfg.aug), run.data.size, run.data.mean, run.data.std
-            )
-        ),
+        augment=TwoViews(AugmentConfig.from_spec(run.augment, run.data.size, run.data.mean, run.data.std)),
         source=run.data.source,
         env=run.env,
         steps_per_epoch=run.data.steps_per_epoch,
