@@ -35,6 +35,7 @@ from .writes import batches
 
 MISSING_SCORE = np.float32(-3.4028235e38)  # where fewer than k were found (as faiss answers)
 LOAD_TRIES = 6  # 0.25 s doubling: 15 s in all
+PARTIAL_WRITE = ("not fully written", "No data left in file")  # Lite's messages for a segment mid-write
 BUILD_TIMEOUT_S = 3600.0  # a load that builds the index (after a build or an add) may take this long
 
 
@@ -344,14 +345,15 @@ def _load_settled(client: Any, collection: str, timeout: float) -> None:
 
     Milvus Lite 3 compacts flushed segments in a background thread; a load that meets a segment file
     still being written fails with "file seems not fully written" (seen at 100k rows right after a
-    flush). Nothing is lost: the load is retried once the writing has had time to end.
+    flush) or, a moment earlier in the same write, "No data left in file" (seen once in CI, on a
+    rebuild of 2 000 rows). Nothing is lost: the load is retried once the writing has had time to end.
     """
     for attempt in range(LOAD_TRIES):
         try:
             client.load_collection(collection, timeout=timeout)
             return
         except Exception as exc:
-            if "not fully written" not in str(exc) or attempt == LOAD_TRIES - 1:
+            if not any(m in str(exc) for m in PARTIAL_WRITE) or attempt == LOAD_TRIES - 1:
                 raise
             time.sleep(0.25 * 2**attempt)
 

@@ -172,3 +172,30 @@ def test_ivf_is_tuned_and_exact_scans_every_list(lite_store):
         exact = Index.from_embeddings(emb).search(queries, k=10, exact=True)
         gallery.set_search_params(nprobe=1)
         assert gallery.search(queries, k=10, exact=True).ids == exact.ids
+
+
+@pytest.mark.parametrize("message", ["file seems not fully written", "No data left in file"])
+def test_a_load_that_meets_a_segment_mid_write_is_retried(monkeypatch, message):
+    """Both of Milvus Lite's partial-write messages are retried; any other error is raised at once."""
+    from invspread_edge_runtime.milvus_store import gallery as gallery_module
+
+    monkeypatch.setattr(gallery_module.time, "sleep", lambda s: None)
+
+    class Client:
+        calls = 0
+
+        def load_collection(self, name, timeout):
+            self.calls += 1
+            if self.calls < 3:
+                raise RuntimeError(message)
+
+    client = Client()
+    gallery_module._load_settled(client, "c", 1.0)
+    assert client.calls == 3
+
+    class Broken:
+        def load_collection(self, name, timeout):
+            raise RuntimeError("collection not found")
+
+    with pytest.raises(RuntimeError, match="not found"):
+        gallery_module._load_settled(Broken(), "c", 1.0)
