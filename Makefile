@@ -56,7 +56,7 @@ serve: install
 	$(BIN)/invedge serve $(DEMO)/export --index $(DEMO)/gallery.index
 
 test: install data browser
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 test-slow: install data
 	$(BIN)/python -m pytest -q -m slow

@@ -14,6 +14,7 @@ from tiny import REPO
 pytest.importorskip("pymilvus", reason="the Milvus rows need the extra: pip install './runtime[milvus]'")
 pytest.importorskip("ray", reason="the embed --ray rows need the extra: pip install './runtime[ray]'")
 SCRIPT = REPO / "benchmarks" / "scale.py"
+pytestmark = pytest.mark.xdist_group("ray")  # its embed --ray row starts a Ray cluster: one at a time
 
 
 def test_toy_run_writes_every_row(tiny_export, tmp_path):

@@ -25,6 +25,11 @@ BATCH = 8  # 41 images: 6 batches, so that a run can be cut, and a worker killed
 INVEDGE = Path(sys.executable).parent / "invedge"
 
 
+# One Ray cluster at a time on this machine: two xdist workers starting theirs together (this
+# module split across them) left one raylet unstarted and ray.init timing out (seen in CI).
+pytestmark = pytest.mark.xdist_group("ray")
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray for the module (a start costs seconds): `embed --ray` runs on this connection."""
