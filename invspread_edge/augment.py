@@ -11,7 +11,8 @@ PIL round trips, and runs on the GPU when the model does.
 Differences from torchvision, on purpose: crop boxes are continuous (no rounding to whole pixels);
 the colour jitter applies brightness, contrast, saturation, hue in that fixed order (torchvision
 shuffles the order per image); the crop is resampled bilinearly without antialiasing (training
-images are stored at the training size, so crops are only ever enlarged); a rotated crop that
+images are stored at the training size, so crops are enlarged, or shrunk by at most the image
+size / `size` ratio when a run asks for smaller views); a rotated crop that
 reaches past the image repeats its edge pixels (torchvision fills black corners, which the network
 could learn to spot).
 
@@ -48,6 +49,7 @@ class AugmentConfig:
     blur_sigma: tuple[float, float] = (0.1, 2.0)  # in pixels of the training size
     solarize_p: float = 0.0
     rotate: float = 0.0  # degrees: a uniform angle in ±rotate
+    view_size: int = 0  # the views' side; 0: image_size (smaller: cheaper steps, evaluated at full size)
 
     @classmethod
     def from_spec(
@@ -58,7 +60,8 @@ class AugmentConfig:
 
 
 class TwoViews:
-    """uint8 (N, 3, H, W) → two normalised float32 views (N, 3, S, S), independently augmented."""
+    """uint8 (N, 3, H, W) → two normalised float32 views (N, 3, S, S), independently augmented
+    (S: the view size, the image size unless the spec's `size` says otherwise)."""
 
     def __init__(self, config: AugmentConfig) -> None:
         self.config = config
@@ -79,7 +82,9 @@ class TwoViews:
     def view01(self, x: torch.Tensor, generator: torch.Generator, gray_input: bool = False) -> torch.Tensor:
         """One augmented view in [0, 1], before normalisation (what `augment-preview` draws)."""
         c = self.config
-        x = random_resized_crop(x, c.image_size, c.scale, c.ratio, c.flip_p, generator, c.rotate)
+        x = random_resized_crop(
+            x, c.view_size or c.image_size, c.scale, c.ratio, c.flip_p, generator, c.rotate
+        )
         x = color_jitter(x, c.brightness, c.contrast, c.saturation, c.hue, generator, gray_input)
         x = random_grayscale(x, c.grayscale_p, generator)
         if c.blur_p > 0:

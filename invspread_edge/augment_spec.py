@@ -16,6 +16,8 @@ from typing import Any
 
 from invspread_edge_runtime.errors import ConfigError
 
+from .config import MIN_IMAGE_SIZE
+
 # The paper's CIFAR pipeline (Ye et al. 2019, the authors' torchvision transforms).
 NATURAL: dict[str, Any] = {
     "scale": (0.2, 1.0),
@@ -30,6 +32,7 @@ NATURAL: dict[str, Any] = {
     "blur_sigma": (0.1, 2.0),
     "solarize_p": 0.0,
     "rotate": 0.0,
+    "view_size": 0,  # the views' side in pixels; 0: the run's image size
 }
 # Why each preset (README "Training on your own images" has the same text):
 PRESETS: dict[str, dict[str, Any]] = {
@@ -85,6 +88,19 @@ _hue = _bounded(0, 0.5, "a number in [0, 0.5] (a hue shift of at most half a tur
 _degrees = _bounded(0, 180, "degrees in [0, 180]")
 
 
+MAX_VIEW_SIZE = 1024
+
+
+def _view_size(text: str) -> int:
+    """0 (the run's image size) or a side of MIN_IMAGE_SIZE to MAX_VIEW_SIZE pixels."""
+    value = int(text) if text.strip().isdigit() else -1
+    if value != 0 and not MIN_IMAGE_SIZE <= value <= MAX_VIEW_SIZE:
+        raise ValueError(
+            f"a whole number of pixels from {MIN_IMAGE_SIZE} to {MAX_VIEW_SIZE} (0: the image size)"
+        )
+    return value
+
+
 def _range(low_ok: Callable[[float], bool], what: str) -> Callable[[str], tuple[float, float]]:
     def parse(text: str) -> tuple[float, float]:
         lo_text, sep, hi_text = text.partition("-")
@@ -111,6 +127,7 @@ KEYS: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "blur-sigma": (("blur_sigma",), _range(lambda v: 0 < v < math.inf, "0 < LO")),
     "solarize": (("solarize_p",), _probability),
     "rotate": (("rotate",), _degrees),
+    "size": (("view_size",), _view_size),
 }
 # the canonical order and spelling of a resolved spec: one key per AugmentConfig field
 CANONICAL_KEYS = {
@@ -126,6 +143,7 @@ CANONICAL_KEYS = {
     "blur_sigma": "blur-sigma",
     "solarize_p": "solarize",
     "rotate": "rotate",
+    "view_size": "size",
 }
 
 

@@ -86,6 +86,12 @@ def register(app: typer.Typer) -> None:
         temperature: float = typer.Option(
             None, "--temperature", help=f"Loss temperature T (default {DEFAULTS.temperature})."
         ),
+        detach_keys: bool = typer.Option(
+            None,
+            "--detach-keys/--no-detach-keys",
+            help="Gradient through each similarity's row only, as the authors' code (default), or "
+            "through both sides (--no-detach-keys, as SimCLR).",
+        ),
         limit: int = typer.Option(None, "--limit", help="Train on the first N images of a fixed shuffle."),
         classes: str = typer.Option(None, "--classes", help="Train on these classes only, e.g. 0-4."),
         seed: int = typer.Option(None, "--seed", help=f"Random seed (default {DEFAULTS.seed})."),
@@ -135,6 +141,7 @@ def register(app: typer.Typer) -> None:
                 aug=",".join(part for part in (aug, "flip=0" if no_flip else None) if part) or None,
                 init=init,
                 temperature=temperature,
+                detach_keys=detach_keys,
                 limit=limit,
                 classes=classes,
                 seed=seed,

@@ -209,3 +209,15 @@ def test_every_op_seeded():
     one = TwoViews(cfg)(images, torch.Generator().manual_seed(3))
     two = TwoViews(cfg)(images, torch.Generator().manual_seed(3))
     assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
+
+
+def test_view_size_makes_smaller_views_of_the_same_draws():
+    """`size=S` views are the image-size views' crops resampled to S: the same random numbers."""
+    images = color_images(8, 20)
+    small = TwoViews(AugmentConfig(image_size=16, mean=MEAN, std=STD, view_size=12))
+    direct = TwoViews(AugmentConfig(image_size=12, mean=MEAN, std=STD))
+    a = small(images, torch.Generator().manual_seed(4))
+    b = direct(images, torch.Generator().manual_seed(4))
+    assert a[0].shape == (8, 3, 12, 12) and torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    full = TwoViews(AugmentConfig(image_size=16, mean=MEAN, std=STD, view_size=0))
+    assert full(images, torch.Generator().manual_seed(4))[0].shape == (8, 3, 16, 16)

@@ -77,3 +77,21 @@ def test_unknown_key_lists_the_allowed_ones():
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="unknown --preset 'photo'"):
         augment_spec.resolve("photo")
+
+
+def test_view_size_is_a_key_and_zero_means_the_image_size():
+    spec = augment_spec.resolve("natural", "size=20")
+    assert spec["view_size"] == 20 and augment_spec.describe(spec) == "size=20"
+    assert augment_spec.resolve("natural", augment_spec.canonical(spec)) == spec
+    assert augment_spec.resolve("natural")["view_size"] == 0
+    # a spec stored before `size` existed resolves to full-size views
+    old = augment_spec.canonical(augment_spec.resolve("natural")).replace(",size=0", "")
+    assert "size" not in old and augment_spec.resolve("natural", old)["view_size"] == 0
+
+
+@pytest.mark.parametrize("aug", ["size=5", "size=2.5", "size=-8", "size=x", "size=1025"])
+def test_bad_view_sizes_are_one_line(aug):
+    with pytest.raises(
+        ConfigError, match=r"size takes a whole number of pixels from 8 to 1024 \(0: the image size\)"
+    ):
+        augment_spec.resolve("natural", aug)

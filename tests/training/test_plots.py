@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import matplotlib.axes
 
-from invspread_edge.plots import plot_curves
+from invspread_edge.plots import plot_curves, plot_knn_over_time
 
 METRICS = [
     {"epoch": 1, "loss": 3.5},
@@ -31,3 +31,24 @@ def test_reference_lines_join_the_knn_axis(tmp_path, monkeypatch):
 def test_loss_only_run_has_no_knn_axis(tmp_path):
     plot_curves(METRICS[:1], tmp_path / "c.png", references={"pixels": 0.79})
     assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_runs_against_the_clock(tmp_path, monkeypatch):
+    """Each run's kNN points sit at the minutes spent so far (training plus monitor)."""
+    lines = []
+    plot = matplotlib.axes.Axes.plot
+
+    def spy(self, *args, **kwargs):
+        lines.append((list(args[0]), list(args[1])))
+        return plot(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
+    fast = [{"epoch": e, "loss": 1.0, "seconds": 60, "eval_seconds": 30, "knn_accuracy": 0.7 + e / 100}
+            for e in (1, 2)]  # fmt: skip
+    slow = [
+        {"epoch": 1, "loss": 1.0, "seconds": 240},
+        {"epoch": 2, "loss": 1.0, "seconds": 240, "knn_accuracy": 0.75},
+    ]
+    plot_knn_over_time({"fast": fast, "slow": slow}, tmp_path / "t.png", "t", {"pixels": 0.79})
+    assert lines == [([1.5, 3.0], [71.0, 72.0]), ([8.0], [75.0])]
+    assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"

@@ -150,3 +150,20 @@ def test_views_of_the_preview_are_the_training_views():
     v1, v2 = TwoViews(cfg)(images, torch.Generator().manual_seed(3))
     p1, p2 = TwoViews(cfg).views01(images, torch.Generator().manual_seed(3))
     assert torch.allclose(v1, p1, atol=1e-6) and torch.allclose(v2, p2, atol=1e-6)  # mean 0, std 1: x
+
+
+def test_small_views_and_keys_with_gradient_from_the_cli(tmp_path, capsys):
+    """The 30-minute recipe's two settings: the run still lives at the image size."""
+    run = tmp_path / "run"
+    rc = invedge("train", "--data", "fashion-mnist", "--out", run, "--aug", "size=12", "--no-detach-keys",
+                 "--limit", "64", "--epochs", "1", "--eval-every", "1", "--eval-memory", "64",
+                 "--eval-queries", "32", "-q", *TINY)  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "size=12" in err
+    config = run_json(run)["config"]
+    assert config["image_size"] == 28 and config["augment"]["view_size"] == 12
+    train_cfg = load_checkpoint(run).config["train"]
+    assert train_cfg["detach_keys"] is False and "size=12" in train_cfg["aug"]
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert 0 <= metrics[-1]["knn_accuracy"] <= 1  # the monitor embeds 28 px images
