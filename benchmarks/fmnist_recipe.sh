@@ -104,8 +104,8 @@ if sys.argv[5]:
     other = Path(sys.argv[5])
     runs = {}
     for r in (run, other):
-        spec = json.loads((r / "run.json").read_text())["config"]["augment"]
-        view = spec["view_size"] or json.loads((r / "run.json").read_text())["config"]["image_size"]
+        config = json.loads((r / "run.json").read_text())["config"]
+        view = config["augment"]["view_size"] or config["image_size"]
         lines = (r / "metrics.jsonl").read_text().splitlines()
         runs[f"{r.name}: {view} px views, {len(lines)} epochs"] = [json.loads(line) for line in lines]
         final = json.loads((r / "eval_knn.json").read_text())["knn_accuracy"]

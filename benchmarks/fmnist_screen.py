@@ -63,14 +63,13 @@ def main(argv: list[str] | None = None) -> None:
         batch_size=128,
         lr=0.03,
         seed=0,
-        eval_every=args.epochs,
         eval_memory=args.eval_memory,
         eval_queries=args.eval_queries,
     )
     rows = []
     for i, text in enumerate(args.variants, 1):
         cfg = replace(variant(base, text), out=str(out / str(i)))
-        cfg = replace(cfg, eval_every=cfg.epochs)
+        cfg = replace(cfg, eval_every=cfg.epochs)  # the kNN after the last epoch only
         print(f"== {text or 'base'} → {cfg.out}", flush=True)
         train(cfg, overwrite=True, show_progress=False)
         metrics = [json.loads(line) for line in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
