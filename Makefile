@@ -49,11 +49,12 @@ demo: install data
 	$(BIN)/invedge bench $(DEMO) --runtimes ort-cpu,torch --batch 1,64 --images 500 --seconds 1 \
 		--md $(DEMO)/bench.md --plot $(DEMO)/bench.png --json $(DEMO)/bench.json
 	@echo "serve the demo gallery (a web page and an HTTP API): make serve, or"
-	@echo "  $(BIN)/invedge serve $(DEMO)/export --index $(DEMO)/gallery.index"
+	@echo "  $(BIN)/invedge serve $(DEMO)/export --index $(DEMO)/gallery.index --image-root $(DEMO)/gallery"
 
 # The demo gallery as a service on http://127.0.0.1:8000 (after make demo); Ctrl-C stops it.
+# --image-root: the folder whose images the page may show (the one the gallery was embedded from).
 serve: install
-	$(BIN)/invedge serve $(DEMO)/export --index $(DEMO)/gallery.index
+	$(BIN)/invedge serve $(DEMO)/export --index $(DEMO)/gallery.index --image-root $(DEMO)/gallery
 
 test: install data browser
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q

@@ -16,12 +16,11 @@ import torch
 from PIL import Image
 
 from invspread_edge_runtime.datasets import select
-from invspread_edge_runtime.errors import ConfigError
 from invspread_edge_runtime.grid import Tile, draw_grid
 
 from . import augment_spec
 from .augment import AugmentConfig, TwoViews
-from .config import MIN_IMAGE_SIZE, absolute_data
+from .config import PREVIEW_BOUNDS, absolute_data, check_bounds, check_preview_pixels
 from .data import default_image_size, load_split
 
 NO_NORMALISATION = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # views01 never normalises; the config needs a pair
@@ -50,11 +49,11 @@ def augment_preview(
 ) -> Preview:
     """Draw `images` images of `data` (the first of the fixed --limit shuffle), each followed by
     `views` augmented views, as one PNG written atomically to `out`."""
-    if images < 1 or views < 1:
-        raise ConfigError("--images and --views must be at least 1")
-    if image_size is not None and image_size < MIN_IMAGE_SIZE:
-        raise ConfigError(f"--image-size must be at least {MIN_IMAGE_SIZE}")
+    check_bounds(PREVIEW_BOUNDS, dict(image_size=image_size, images=images, views=views, seed=seed))
     spec = augment_spec.resolve(preset, aug)
+    # the default rule's size (image_size None) is at most 96 px: inside the limit at any count
+    if side := max(image_size or 0, spec["view_size"]):
+        check_preview_pixels(images, views, side)
     picked = select(load_split(absolute_data(data), "train", None, None), None, images)
     size, why = (image_size, "--image-size") if image_size else default_image_size(picked)
     uint8 = torch.from_numpy(np.stack([picked.uint8(i, size) for i in range(len(picked))]))

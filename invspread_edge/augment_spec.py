@@ -10,13 +10,12 @@ Torch-free at import: `invedge train --help` and the option checks read it witho
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 from invspread_edge_runtime.errors import ConfigError
 
-from .config import MIN_IMAGE_SIZE
+from .config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 
 # The paper's CIFAR pipeline (Ye et al. 2019, the authors' torchvision transforms).
 NATURAL: dict[str, Any] = {
@@ -82,13 +81,16 @@ def _bounded(low: float, high: float, what: str) -> Callable[[str], float]:
     return parse
 
 
+# Every value has a finite range (inf or nan would turn the views, then the loss, into NaN):
 _probability = _bounded(0, 1, "a probability in [0, 1]")
-_amount = _bounded(0, math.inf, "a number >= 0")
+# colour jitter strength: torchvision's factor is drawn from [max(0, 1 - x), 1 + x]; past 10 every
+# view is black or white
+_amount = _bounded(0, 10, "a number in [0, 10]")
 _hue = _bounded(0, 0.5, "a number in [0, 0.5] (a hue shift of at most half a turn)")
 _degrees = _bounded(0, 180, "degrees in [0, 180]")
 
 
-MAX_VIEW_SIZE = 1024
+MAX_VIEW_SIZE = MAX_IMAGE_SIZE
 
 
 def _view_size(text: str) -> int:
@@ -115,7 +117,7 @@ def _range(low_ok: Callable[[float], bool], what: str) -> Callable[[str], tuple[
 # key → (the AugmentConfig fields it sets, the parser of its value)
 KEYS: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "crop": (("scale",), _range(lambda v: 0 < v <= 1, "0 < LO, HI <= 1")),
-    "ratio": (("ratio",), _range(lambda v: 0 < v < math.inf, "0 < LO, HI")),
+    "ratio": (("ratio",), _range(lambda v: 0.01 <= v <= 100, "0.01 <= LO, HI <= 100")),
     "flip": (("flip_p",), _probability),
     "jitter": (("brightness", "contrast", "saturation"), _amount),  # and hue: see parse_spec
     "brightness": (("brightness",), _amount),
@@ -124,7 +126,8 @@ KEYS: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "hue": (("hue",), _hue),
     "gray": (("grayscale_p",), _probability),
     "blur": (("blur_p",), _probability),
-    "blur-sigma": (("blur_sigma",), _range(lambda v: 0 < v < math.inf, "0 < LO")),
+    # in pixels of the training size: 100 blurs even a 1024 px image to a smudge
+    "blur-sigma": (("blur_sigma",), _range(lambda v: 0 < v <= 100, "0 < LO, HI <= 100")),
     "solarize": (("solarize_p",), _probability),
     "rotate": (("rotate",), _degrees),
     "size": (("view_size",), _view_size),
@@ -173,7 +176,7 @@ def parse_spec(aug: str) -> dict[str, Any]:
             parsed = parse(value)
         except ValueError as exc:
             why = str(exc) if "could not convert" not in str(exc) else "a number"
-            raise ConfigError(f"--aug: {key}={value!r} is not valid: {key} takes {why}") from None
+            raise ConfigError(f"--aug: {key}={value!r} is not valid", f"{key} takes {why}") from None
         fields.update(dict.fromkeys(names, parsed))
         if key == "jitter":
             fields["hue"] = min(parsed, 0.5)

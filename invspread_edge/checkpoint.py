@@ -10,6 +10,10 @@ Layout of `checkpoint.safetensors` (no pickle anywhere):
 `save_checkpoint` / `load_checkpoint` read and write the file; `Checkpointer` (rank 0's writer of a
 run's resume state, with run.json) and `restore_training_state` (its reader) are the one place
 that knows which parts of `extra` and `rng` the training loop keeps.
+
+Neither writer nor reader takes NaN or inf weights (a diverged run's: written over the last good
+checkpoint they would leave nothing to go back to; read, they embed everything as NaN), and a
+resume also refuses NaN or inf optimizer state.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from invspread_edge_runtime.errors import CheckpointError
+from invspread_edge_export.parity import DIVERGED_HINT, name_some, nonfinite_tensors
+from invspread_edge_runtime.errors import CheckpointError, NonFiniteError
 from invspread_edge_runtime.files import atomic_path, pause_for_test, sha256_file
 
 from .config import fits
@@ -91,6 +96,7 @@ def save_checkpoint(
                 else:
                     extras.setdefault(str(idx), {})[name] = value
         state["optimizer"] = {"param_groups": opt["param_groups"], "extras": extras}
+    _refuse_nonfinite(path, tensors, step)
     for name, value in (rng or {}).items():
         tensors[f"rng.{name}"] = value.detach().cpu().contiguous()
     metadata = {"format": FORMAT, "state": json.dumps(state)}
@@ -105,6 +111,18 @@ def save_checkpoint(
             fh.flush()  # test hook, the worst moment: half the new file written, the previous one in place
             pause_for_test("checkpoint-save")
         fh.write(data[half:])
+
+
+def _refuse_nonfinite(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], step: int) -> None:
+    """A checkpoint is written only with finite weights and optimizer state: NaN weights over the
+    last good checkpoint would leave nothing to go back to."""
+    bad = nonfinite_tensors(tensors)
+    if bad:
+        raise NonFiniteError(
+            f"the weights at step {step} hold NaN or infinite values in {len(bad)} tensor"
+            f"{'s' * (len(bad) != 1)} ({name_some(bad)}); {Path(path).name} was not written",
+            "Train again with a lower --lr or a milder --aug",
+        )
 
 
 def load_checkpoint(run_or_file: str | os.PathLike[str]) -> Checkpoint:
@@ -160,6 +178,7 @@ def _checkpoint_from(path: Path, state: Any, tensors: dict[str, torch.Tensor]) -
     model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     if not model_state:
         raise bad("weights are missing (no 'model.' tensors)")
+    require_finite(path, model_state, "weights")
 
     optimizer_state = None
     if "optimizer" in state:
@@ -194,6 +213,19 @@ def _checkpoint_from(path: Path, state: Any, tensors: dict[str, torch.Tensor]) -
         sha256=sha256_file(path),
         extra=extra,
     )
+
+
+def require_finite(
+    path: Path, tensors: dict[str, torch.Tensor], what: str, hint: str = DIVERGED_HINT
+) -> None:
+    """NonFiniteError naming the file and its first tensors that hold NaN or inf: a model with
+    them embeds everything as NaN (eval would report chance, an index would break)."""
+    bad = nonfinite_tensors(tensors)
+    if bad:
+        raise NonFiniteError(
+            f"{path} holds NaN or infinite {what} in {len(bad)} tensor{'s' * (len(bad) != 1)} ({name_some(bad)})",
+            hint,
+        )
 
 
 def check_model_config(config: dict[str, Any], bad: Any) -> None:
@@ -256,6 +288,7 @@ class Checkpointer:
     model: nn.Module  # the plain model: no DDP wrapper, not compiled
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None
+    saved: tuple[int, int] | None = None  # (epochs done, step) of the last save by this process
 
     def save(self, epochs_done: int, step: int, status: str, partial: EpochStats | None = None) -> None:
         """`partial`: the running totals of an epoch cut at `step` (a mid-epoch save or a Ctrl-C)."""
@@ -278,6 +311,7 @@ class Checkpointer:
                 extra,
             )
             self.folder.write_info(epochs_done, step, status, partial.skipped if partial else 0)
+        self.saved = (epochs_done, step)
 
 
 def restore_training_state(
@@ -289,6 +323,14 @@ def restore_training_state(
 ) -> tuple[int, int, EpochStats]:
     """Load what `Checkpointer.save` kept into the optimizer, the scaler and the generator;
     (start epoch, global step, the cut epoch's totals)."""
+    if ckpt.optimizer_state is not None and ckpt.path is not None:
+        momentum = {
+            f"optimizer.{idx}.{name}": value
+            for idx, param_state in ckpt.optimizer_state["state"].items()
+            for name, value in param_state.items()
+            if isinstance(value, torch.Tensor)
+        }
+        require_finite(ckpt.path, momentum, "optimizer state")
     try:
         if ckpt.optimizer_state is not None:
             optimizer.load_state_dict(ckpt.optimizer_state)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from invspread_edge_runtime.bounds import BATCH, Bound, K
 from invspread_edge_runtime.errors import CheckpointError, ConfigError, InvedgeError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -19,6 +20,49 @@ if TYPE_CHECKING:  # pragma: no cover
 
 SCHEDULES = ("step", "cosine", "constant")  # the learning-rate schedules (training.learning_rate)
 MIN_IMAGE_SIZE = 8  # the smallest training size (three stride-2 stages leave 1 pixel)
+# the largest side for training, views and previews: at 1024 px a two-view step of 128 images is
+# already 3 GB of float32 input
+MAX_IMAGE_SIZE = 1024
+# images × side² of one training step per process (side: the image or view size, the larger):
+# 2^28 pixels are 6 GB of float32 two-view input (256 images at 1024 px, 1024 at 512, 16 384 at 128)
+MAX_STEP_PIXELS = 2**28
+# an augment-preview draws images × views views at its size: 2^26 pixels (8 × 8 at 1024 px) is
+# 800 MB of float32 views, a PNG 8 thumbnails wide
+MAX_PREVIEW_PIXELS = 2**26
+COUNT_MAX = 10**9  # image counts that cap a subset (--limit, --eval-memory): beyond any data set
+
+# The range of every number the toolkit's verbs take (TrainConfig's fields; eval and augment-preview
+# below), refused in one line before any data is read or a model is built.
+TRAIN_BOUNDS: dict[str, Bound] = {
+    "epochs": Bound("--epochs", 1, 10_000),
+    "batch_size": Bound("--batch-size", 2, 16_384),  # per process; negatives come from the batch
+    "lr": Bound("--lr", 0, 100, above=True),
+    "weight_decay": Bound("weight decay", 0, 1),
+    "width": Bound("--width", 1, 256),  # 4x the paper's 64: 180 M parameters
+    "embedding_dim": Bound("--embedding-dim", 1, 8192),
+    "image_size": Bound("--image-size", MIN_IMAGE_SIZE, MAX_IMAGE_SIZE),
+    "temperature": Bound("--temperature", 0.01, 10),  # the paper 0.1; 0.05-0.5 are sensible
+    "limit": Bound("--limit", 1, COUNT_MAX),
+    "seed": Bound("--seed", 0, 2**32 - 1),
+    "workers": Bound("--workers", 0, 256),
+    "eval_every": Bound("--eval-every", 0, 10_000, zero="off"),
+    "eval_memory": Bound("--eval-memory", 0, COUNT_MAX, zero="all"),
+    "eval_queries": Bound("--eval-queries", 0, COUNT_MAX, zero="all"),
+    "save_every_steps": Bound("--save-every-steps", 0, COUNT_MAX, zero="off"),
+}
+EVAL_BOUNDS: dict[str, Bound] = {  # invedge eval: the same flags read the same
+    "batch_size": BATCH,
+    "workers": TRAIN_BOUNDS["workers"],
+    "width": TRAIN_BOUNDS["width"],
+    "k": K,
+    "limit": TRAIN_BOUNDS["limit"],
+}
+PREVIEW_BOUNDS: dict[str, Bound] = {  # invedge augment-preview
+    "image_size": TRAIN_BOUNDS["image_size"],
+    "images": Bound("--images", 1, 64),
+    "views": Bound("--views", 1, 16),
+    "seed": TRAIN_BOUNDS["seed"],
+}
 
 
 @dataclass
@@ -92,43 +136,53 @@ def fits(value: Any, annotation: str) -> bool:
 
 def check_config(cfg: TrainConfig) -> None:
     """Reject bad options before any work, saying what is allowed."""
-    problems = []
-    if cfg.epochs < 1:
-        problems.append("--epochs must be at least 1")
-    if cfg.batch_size < 2:
-        problems.append("--batch-size must be at least 2 (negatives come from the batch)")
-    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
-        problems.append("--lr must be a number > 0")
+    check_bounds(TRAIN_BOUNDS, vars(cfg))
     if not (math.isfinite(cfg.momentum) and 0 <= cfg.momentum < 1):
-        problems.append("momentum must be in [0, 1)")
-    if not (math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
-        problems.append("weight decay must be >= 0")
-    if cfg.width < 1:
-        problems.append("--width must be at least 1")
-    if cfg.embedding_dim < 1:
-        problems.append("--embedding-dim must be at least 1")
-    if cfg.image_size is not None and cfg.image_size < MIN_IMAGE_SIZE:
-        problems.append(f"--image-size must be at least {MIN_IMAGE_SIZE}")
+        raise ConfigError("momentum must be in [0, 1)")
     if cfg.schedule not in SCHEDULES:
-        problems.append(f"--schedule must be one of {', '.join(SCHEDULES)}")
-    if cfg.limit is not None and cfg.limit < 1:
-        problems.append("--limit must be at least 1")
-    if cfg.seed < 0:
-        problems.append("--seed must be >= 0")
-    if min(cfg.workers, cfg.eval_every, cfg.save_every_steps, cfg.eval_memory, cfg.eval_queries) < 0:
-        problems.append(
-            "--workers, --eval-every, --eval-memory, --eval-queries and --save-every-steps must be >= 0"
-        )
-    if problems:
-        raise ConfigError("; ".join(problems))
+        raise ConfigError(f"--schedule must be one of {', '.join(SCHEDULES)}")
+    from invspread_edge_runtime.datasets import parse_classes
+
     from . import augment_spec
     from .loss import InvariantSpreadLoss
     from .model import ARCHS
 
+    parse_classes(cfg.classes)  # raises ConfigError for a bad list or a class id out of range
     InvariantSpreadLoss(cfg.temperature, cfg.negative_weight)  # raises ConfigError for a bad T or m
-    augment_spec.resolve(cfg.preset, cfg.aug)  # raises ConfigError naming the bad key or value
+    augment = augment_spec.resolve(cfg.preset, cfg.aug)  # raises ConfigError naming the bad key or value
+    if cfg.image_size is not None or augment["view_size"]:
+        check_step_pixels(cfg.batch_size, max(cfg.image_size or 0, augment["view_size"]))
     if cfg.arch not in ARCHS:
         raise ConfigError(f"Invalid architecture {cfg.arch!r}. Only {', '.join(ARCHS)} are supported.")
+
+
+def check_bounds(bounds: dict[str, Bound], values: dict[str, Any]) -> None:
+    """ConfigError for the first value out of its bound (None: not given, the default applies)."""
+    for name, bound in bounds.items():
+        if values.get(name) is not None:
+            bound.check(values[name])
+
+
+def check_step_pixels(batch_size: int, side: int) -> None:
+    """The one limit two flags share: a step's images × side² (its input memory) per process."""
+    if batch_size * side * side > MAX_STEP_PIXELS:
+        raise ConfigError(
+            f"--batch-size {batch_size} at {side} px is {batch_size * side * side:,} pixels a step, "
+            f"more than {MAX_STEP_PIXELS:,} (6 GB of views)",
+            f"Use --batch-size 2 to {MAX_STEP_PIXELS // (side * side)} at {side} px, or a smaller "
+            "--image-size (or --aug size=S views)",
+        )
+
+
+def check_preview_pixels(images: int, views: int, side: int) -> None:
+    """augment-preview's shared limit: images × views × side² (the float views it draws at once)."""
+    if images * views * side * side > MAX_PREVIEW_PIXELS:
+        raise ConfigError(
+            f"--images {images} × --views {views} at {side} px is {images * views * side * side:,} "
+            f"view pixels, more than a preview draws ({MAX_PREVIEW_PIXELS:,})",
+            f"Use --images × --views at most {MAX_PREVIEW_PIXELS // (side * side)} at {side} px, "
+            "or a smaller --image-size",
+        )
 
 
 def check_compiler(device: torch.device) -> None:

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from invspread_edge_export.parity import DIVERGED_HINT
 from invspread_edge_runtime.datasets import ImageSet, parse_classes
-from invspread_edge_runtime.errors import ConfigError, DataError, InvedgeError
+from invspread_edge_runtime.errors import ConfigError, DataError, InvedgeError, NonFiniteError
 from invspread_edge_runtime.evaluation import (
     KNN_K,
     PROTOCOLS,
@@ -26,6 +27,7 @@ from invspread_edge_runtime.evaluation import (
 )
 
 from .augment import normalize_uint8
+from .config import EVAL_BOUNDS, check_bounds
 from .data import UInt8Source, first_failure
 from .precision import Precision
 
@@ -79,6 +81,13 @@ def embed(
     idx = np.concatenate(kept)
     labels = None if source.images.labels is None else source.images.labels[idx]
     out = np.concatenate(vectors).astype(np.float32)
+    bad = int((~np.isfinite(out).all(axis=1)).sum())
+    if bad:  # a kNN over NaN rows reports chance, and says nothing
+        raise NonFiniteError(
+            f"the model gives NaN or infinite embeddings for {bad} of {len(out)} images of "
+            f"{source.images.name}: its weights overflow",
+            DIVERGED_HINT,
+        )
     return Embedded(out / np.linalg.norm(out, axis=1, keepdims=True).clip(min=1e-12), labels, failed)
 
 
@@ -149,19 +158,7 @@ def evaluate_run(
         raise InvedgeError(
             "nothing to evaluate", "Pass a run folder, or --baseline pixels|pixels-normalized|untrained"
         )
-    problems = []
-    if batch_size < 1:
-        problems.append("--batch must be at least 1")
-    if workers < 0:
-        problems.append("--workers must be >= 0")
-    if width < 1:
-        problems.append("--width must be at least 1")
-    if k < 1:
-        problems.append("--k must be at least 1")
-    if limit is not None and limit < 1:
-        problems.append("--limit must be at least 1")
-    if problems:
-        raise ConfigError("; ".join(problems))
+    check_bounds(EVAL_BOUNDS, dict(batch_size=batch_size, workers=workers, width=width, k=k, limit=limit))
     if protocol not in PROTOCOLS:
         raise ConfigError(f"Invalid protocol {protocol!r}. Only {', '.join(PROTOCOLS)} are supported.")
     dev = resolve_device(device)
@@ -217,7 +214,10 @@ def evaluate_run(
             return embed_pixels(source) if baseline == "pixels" else embed_pixels(source, mean, std)
         return embed(model, source, mean, std, dev, prec, batch_size, prefers_channels_last(prec), progress)
 
-    result = evaluate_embeddings(embed_fn, sets, protocol, k=k)
+    try:
+        result = evaluate_embeddings(embed_fn, sets, protocol, k=k)
+    except NonFiniteError as exc:
+        raise NonFiniteError(f"{what}: {exc.message}", exc.hint) from exc
     result.update(
         evaluated=what,
         data=data,

@@ -299,6 +299,14 @@ class RunFolder:
         self.info["skipped_images"] = sum(m.get("skipped_images", 0) for m in self.metrics) + partial_skipped
         atomic_write_json(self.target / RUN_JSON, self.info)
 
+    def mark_failed(self, epochs_done: int, step: int, reason: str) -> None:
+        """run.json of a run that stopped on an error its checkpoint does not carry (a diverged
+        loss): status 'failed' and why, at the kept checkpoint's epoch and step. Best effort: the
+        error itself is what the user must see, so a failed write of this note stays quiet."""
+        self.info.update(epoch=epochs_done, step=step, status="failed", error=reason, updated=now())
+        with contextlib.suppress(InvedgeError, OSError):
+            atomic_write_json(self.target / RUN_JSON, self.info)
+
     def write_metrics(self) -> None:
         """metrics.jsonl, one record per epoch; written before the epoch's checkpoint, so a kill
         between the two leaves a line the resume drops (`read_metrics`)."""

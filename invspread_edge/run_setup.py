@@ -24,7 +24,7 @@ from invspread_edge_runtime.evaluation import EvalData, eval_data
 from . import augment_spec, run_folder
 from . import distributed as dist_utils
 from .checkpoint import Checkpoint, Checkpointer, load_checkpoint, restore_training_state
-from .config import TrainConfig, absolute_data, absolute_init, check_compiler, check_config
+from .config import TRAIN_BOUNDS, TrainConfig, absolute_data, absolute_init, check_compiler, check_config
 from .data import UInt8Source, default_image_size, fingerprint, load_split, mean_std
 from .init_weights import InitReport, load_init
 from .loss import InvariantSpreadLoss
@@ -214,6 +214,8 @@ def _resumed_settings(
     run_dir: Path, out: str, epochs: int | None, events: TrainEvents
 ) -> tuple[TrainConfig, Checkpoint, str | None]:
     """The run's own settings and checkpoint (and when it started), checked as a new run's are."""
+    if epochs is not None:
+        TRAIN_BOUNDS["epochs"].check(epochs)
     ckpt = load_checkpoint(run_dir)
     stored = ckpt.config.get("train")
     if not isinstance(stored, dict):

@@ -12,6 +12,12 @@ Reproducibility: the model is initialised from `seed`; the order of epoch e is a
 from (seed, e); the augmentation generator of step k is seeded from (seed, e, k, rank). So a
 resumed run needs no generator state and repeats, on the CPU, the uninterrupted loss curve.
 Ctrl-C finishes the current step, saves and returns `interrupted=True` (a second Ctrl-C stops at once).
+
+A run that diverges stops (NonFiniteError): each step marks on the device the first step whose loss
+is NaN or inf (no sync), and the reads of the running loss the loop makes anyway (every
+LOSS_READ_EVERY steps, at the end of the epoch, before every save) raise naming it; a checkpoint is
+never written from NaN or inf weights (`save_checkpoint` refuses them), so the last good one stays,
+and run.json says 'failed' at its epoch and step (`_diverged`).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import torch
 from torch import nn
 
 from invspread_edge_runtime.datasets import ImageSet
-from invspread_edge_runtime.errors import InvedgeError
+from invspread_edge_runtime.errors import InvedgeError, NonFiniteError
 from invspread_edge_runtime.evaluation import Embedded, knn_leave_one_out, knn_split
 
 from . import distributed as dist_utils
@@ -123,6 +129,8 @@ def train_one_epoch(
         )
     # this call's step losses, summed on the device; added to the totals every LOSS_READ_EVERY steps
     loss_acc = torch.zeros((), dtype=torch.float64, device=state.device)
+    # the first step whose loss was not finite (-1: none yet), marked on the device: no sync per step
+    first_bad = torch.full((), -1, dtype=torch.int64, device=state.device)
     loss_before, unread = stats.loss_sum, 0
     t_last = time.perf_counter()
     loader = state.source.batches(batches[stats.steps :])
@@ -147,7 +155,9 @@ def train_one_epoch(
         lr = learning_rate(cfg.lr, global_step / state.total_steps, cfg.schedule)
         if len(images) > 0:
             generator.manual_seed(step_seed(cfg.seed, epoch, stats.steps, env.rank))
-            loss_acc += _train_step(model, loss_fn, optimizer, scaler, state, images, generator, lr)
+            step_loss = _train_step(model, loss_fn, optimizer, scaler, state, images, generator, lr)
+            loss_acc += step_loss
+            first_bad.masked_fill_((first_bad < 0) & ~torch.isfinite(step_loss), stats.steps)
             stats.images += len(images) * env.world_size
         stats.steps += 1
         unread += 1
@@ -156,7 +166,7 @@ def train_one_epoch(
         t_last = now
         due_save = cfg.save_every_steps and (global_step + 1) % cfg.save_every_steps == 0
         if unread >= LOSS_READ_EVERY or stats.steps == len(batches) or due_save:
-            stats.loss_sum, unread = loss_before + float(loss_acc.item()), 0
+            stats.loss_sum, unread = loss_before + _read_loss(loss_acc, first_bad, epoch, len(batches)), 0
             if task is not None:
                 progress.update(task, loss=stats.loss, lr=lr, ips=stats.images_per_s)
         if task is not None:
@@ -165,10 +175,25 @@ def train_one_epoch(
             if state.checkpoint is not None:
                 state.checkpoint.save(epoch, global_step + 1, "running", stats)
             t_last = time.perf_counter()  # saving is not training time
-    stats.loss_sum = loss_before + float(loss_acc.item())
+    stats.loss_sum = loss_before + _read_loss(loss_acc, first_bad, epoch, len(batches))
     if task is not None:
         progress.remove_task(task)
     return stats
+
+
+def _read_loss(loss_acc: torch.Tensor, first_bad: torch.Tensor, epoch: int, steps: int) -> float:
+    """The running loss sum (the read the loop makes anyway, every LOSS_READ_EVERY steps and before
+    every save); NonFiniteError naming the first step whose loss was NaN or inf, on every rank
+    when any rank saw one (a sum that saw a NaN or an inf stays so: one check covers the steps read)."""
+    value = float(loss_acc.item())
+    bad = int(first_bad.item()) if not math.isfinite(value) else steps
+    bad = dist_utils.all_reduce_min_int(bad)  # the earliest over ranks; as is without DDP
+    if bad < steps:
+        what = (
+            f"the loss was {value}" if not math.isfinite(value) else "another process's loss was not finite"
+        )
+        raise NonFiniteError(f"{what} at epoch {epoch + 1}, step {bad + 1} of {steps}")
+    return value
 
 
 def _train_step(
@@ -253,9 +278,36 @@ def train(
         events.started(run.run_start())
         if run.checkpoint is not None and not resume:
             run.checkpoint.save(0, 0, "running")
-        result = _train_epochs(run, state, events, show_progress)
+        try:
+            result = _train_epochs(run, state, events, show_progress)
+        except NonFiniteError as exc:
+            raise _diverged(run, exc) from exc
         dist_utils.cleanup_distributed()
         return result
+
+
+def _diverged(run: RunSetup, exc: NonFiniteError) -> NonFiniteError:
+    """The one line for a run whose loss or weights stopped being finite: where, what is kept (no
+    checkpoint is written from NaN weights), what to do; run.json says 'failed' at the kept step."""
+    cfg, folder = run.cfg, run.folder
+    message = f"training diverged: {exc.message}"
+    retry = f"Lower --lr (it was {cfg.lr:g}) or soften --aug and train again"
+    if folder is None:  # another rank: rank 0 says the rest
+        return NonFiniteError(message, retry)
+    if folder.staged:  # an --overwrite whose first epoch did not finish: the old run stays
+        return NonFiniteError(
+            message, f"Nothing was replaced: {cfg.out} still holds the previous run. {retry}"
+        )
+    saved = run.checkpoint.saved if run.checkpoint is not None else None
+    epochs_done, step = saved or (run.start_epoch, run.global_step)
+    folder.mark_failed(epochs_done, step, message)
+    if step == 0:
+        return NonFiniteError(message, f"{cfg.out} holds only the initial weights. {retry} with --overwrite")
+    return NonFiniteError(
+        message,
+        f"{cfg.out} keeps the last good checkpoint (epoch {epochs_done}, step {step}). {retry}, "
+        f"from its weights with --init {cfg.out} --out NEW_RUN ('--resume {cfg.out}' repeats the same steps)",
+    )
 
 
 def _loop_state(run: RunSetup, events: TrainEvents) -> LoopState:
@@ -306,9 +358,20 @@ def _train_epochs(run: RunSetup, state: LoopState, events: TrainEvents, show_pro
                 if run.env.rank == 0:
                     t_eval = time.perf_counter()
                     data = run.data
-                    record["knn_accuracy"] = evaluate(
-                        run.model_without_ddp, run.monitor, data.source, data.mean, data.std, state, progress
-                    )
+                    try:
+                        record["knn_accuracy"] = evaluate(
+                            run.model_without_ddp,
+                            run.monitor,
+                            data.source,
+                            data.mean,
+                            data.std,
+                            state,
+                            progress,
+                        )
+                    except NonFiniteError as exc:  # finite loss, exploded weights: this epoch is not kept
+                        raise NonFiniteError(
+                            f"after epoch {epoch + 1}, {exc.message} (the kNN monitor)"
+                        ) from exc
                     record["eval_seconds"] = round(time.perf_counter() - t_eval, 2)
                 dist_utils.barrier()
             run.metrics.append(record)

@@ -3,7 +3,8 @@
 Starts `invedge serve MODEL --index INDEX --port 0` on loopback, opens its page in headless Chromium
 (Debian's /usr/bin/chromium, driven by Playwright for Python: `make browser` installs it), uploads QUERY
 through the page, waits for the neighbours and their thumbnails, and writes the PNG. After `make demo`:
-    python scripts/serve_screenshot.py runs/demo/export runs/demo/gallery.index runs/demo/queries/*/*.png
+    python scripts/serve_screenshot.py runs/demo/export runs/demo/gallery.index runs/demo/queries/*/*.png \
+        --image-root runs/demo/gallery
 (the first query is used). tests/runtime/serve/test_serve_page.py takes the same steps and checks them.
 """
 
@@ -27,9 +28,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("query", type=Path, nargs="+", help="query image (the first one is used)")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--out", type=Path, default=Path("docs/figures/serve_page.png"))
+    p.add_argument("--image-root", type=Path, action="append", default=[],
+                   help="folder of the gallery's images, for the thumbnails (as `invedge serve --image-root`)")  # fmt: skip
     args = p.parse_args(argv)
 
-    server = start_server(args.model, args.index)
+    server = start_server(args.model, args.index, args.image_root)
     try:
         url = wait_for_url(server)
         screenshot(url, args.query[0], args.k, args.out)
@@ -39,9 +42,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {args.out}")
 
 
-def start_server(model: Path, index: Path) -> subprocess.Popen[str]:
+def start_server(model: Path, index: Path, image_roots: list[Path]) -> subprocess.Popen[str]:
     invedge = Path(sys.executable).with_name("invedge")  # the console script of this environment
     command = [str(invedge), "serve", str(model), "--index", str(index), "--port", "0"]
+    command += [arg for root in image_roots for arg in ("--image-root", str(root))]
     return subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
 
 

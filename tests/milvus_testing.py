@@ -87,6 +87,60 @@ def synthetic(n: int = 2000, dim: int = 32, seed: int = 0, space_id: str = "spac
     )
 
 
+def embeddings_folder(out: Path, n: int, dim: int = 16, seed: int = 0, prefix: str = "img") -> Path:
+    """A real embeddings folder (as `invedge embed` writes it) of `n` synthetic unit vectors."""
+    from invspread_edge_runtime.embeddings import EmbeddingWriter
+
+    emb = synthetic(n, dim, seed=seed, prefix=prefix)
+    space = {"space_id": "space-a", "checkpoint_sha256": "0" * 64, "embedding_dim": dim}
+    model = {"path": "/models/model.onnx", "sha256": "aa" * 32, "precision": "fp32"}
+    writer = EmbeddingWriter(out, space=space, model=model, root=out.parent / "photos")
+    writer.add(emb.ids, emb.vectors)
+    writer.finish()
+    return out
+
+
+TEMPORARY = "photos__invedge_new_0a1b2c3d"
+
+
+def stopped_store(folder: Path, emb: Path, left: str, source: Path | None = None) -> str:
+    """A Milvus Lite store in `folder` (`milvus:FOLDER/g.db`) whose collection `photos` of `emb` is
+    left as a command stopped by `kill -9` leaves it, its records written directly (state.py):
+    "build" (a first build stopped: incomplete, 4 × its items expected), "temporary" (a complete
+    `photos` and an --overwrite's temporary), "swap" (only the temporary: stopped between the swap's
+    renames), "add" (complete, an `index add` of `source` stopped midway)."""
+    import pytest
+
+    pytest.importorskip("pymilvus")
+    pytest.importorskip("milvus_lite")
+    import os
+    import socket
+
+    from invspread_edge_runtime.embeddings import load_embeddings
+    from invspread_edge_runtime.milvus_store import build_gallery
+    from invspread_edge_runtime.milvus_store import state as records
+
+    store = f"milvus:{folder / 'g.db'}"
+    embeddings = load_embeddings(emb)
+    name = TEMPORARY if left in ("temporary", "swap") else "photos"
+    if left == "temporary":
+        build_gallery(embeddings, store, "photos").close()
+    with build_gallery(embeddings, store, name) as gallery:
+        now, marks = time.time(), {}
+        if left == "build":
+            marks = records.building(4 * len(embeddings), os.path.abspath(emb))
+        elif left in ("temporary", "swap"):
+            marks = records.temporary("photos", "new")
+        elif left == "add":
+            writer = records.Writer(
+                "0a1b2c3d4e5f", "add", os.path.abspath(source or emb), 10, "", socket.gethostname(),
+                2**22 + 12345, now, now,
+            )  # fmt: skip
+            marks = {writer.key: writer.text()}
+        records.set_properties(gallery.client, gallery.store, name, marks)
+    return store
+
+
 def one_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     assert len(lines) == 1, text

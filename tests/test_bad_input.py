@@ -13,9 +13,9 @@ per module, then damaged), runs the CLI verb in-process, and checks the one voic
   (except the hidden `.NAME.lock` files of invspread_edge_runtime/locks.py).
 
 A few cases accept either answer, refusing (exit 1, as above) or going on with a warning that
-names the file (exit 0): a damaged report.json of an export folder, a truncated artifact beside
-good ones, a damaged run.json (the checkpoint holds the run's config). Going on, nothing that
-existed may change either.
+names the file (exit 0): a damaged report.json of an export folder, a damaged run.json (the
+checkpoint holds the run's config). Going on, nothing that existed may change either. (An artifact
+that differs from what its folder's report.json records is refused: truncated or not.)
 
 The case ids say what each case is: `<verb>-<what is wrong>`.
 """
@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny import TINY_TRAIN_OPTIONS
+from milvus_testing import TEMPORARY, stopped_store
+from tiny import TINY_TRAIN_OPTIONS, flip, truncate
 
 pytest.importorskip("torch")  # the training verbs; the runtime-only edge is in test_cli_errors.py
 
@@ -104,19 +105,6 @@ def put(path: Path, data: bytes | str) -> Path:
     return path
 
 
-def truncate(path: Path, keep: float = 0.5) -> Path:
-    data = path.read_bytes()
-    path.write_bytes(data[: int(len(data) * keep)])
-    return path
-
-
-def flip(path: Path, at: float = 0.6) -> Path:
-    data = bytearray(path.read_bytes())
-    data[int(len(data) * at)] ^= 0x5A
-    path.write_bytes(bytes(data))
-    return path
-
-
 def edit_json(path: Path, change: Callable[[dict], object]) -> Path:
     obj = json.loads(path.read_text())
     new = change(obj)
@@ -176,6 +164,7 @@ def loop(path: Path) -> Path:
 
 
 DEEP = "[" * 100_000 + "]" * 100_000  # valid JSON, nested past Python's recursion limit
+CKPT, NAN, INF = "checkpoint.safetensors", float("nan"), float("inf")
 
 
 def checkpoint_with(path: Path, metadata: dict[str, str]) -> Path:
@@ -185,6 +174,42 @@ def checkpoint_with(path: Path, metadata: dict[str, str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({"w": np.zeros((2, 2), np.float32)}, str(path), metadata=metadata)
     return path
+
+
+def poisoned(path: Path, name: str, value: float, whole: bool = False, keep: str = "") -> Path:
+    """A safetensors file with `value` (NaN, inf, a huge number) in tensor `name`: its first element,
+    or with `whole` all of it. `keep`: a prefix kept (and stripped) from the names, the rest dropped
+    (e.g. "model." makes a plain state dict of a checkpoint's weights); metadata kept unless `keep`."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    with safe_open(str(path), framework="np") as fh:
+        metadata = fh.metadata()
+    tensors = load_file(str(path))
+    tensors[name] = tensors[name].copy()
+    if whole:
+        tensors[name][...] = value
+    else:
+        tensors[name].reshape(-1)[0] = value
+    if keep:
+        tensors, metadata = {k[len(keep) :]: v for k, v in tensors.items() if k.startswith(keep)}, None
+    save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+def nonfinite_onnx(src: Path, dst: Path, value: float = float("nan")) -> Path:
+    """`src` with `value` in every float weight: a model whose every output is NaN or inf."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    for init in model.graph.initializer:
+        weights = numpy_helper.to_array(init)
+        if weights.dtype.kind == "f":
+            init.CopyFrom(numpy_helper.from_array(np.full_like(weights, value), init.name))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(dst))
+    return dst
 
 
 def index_with_header(path: Path, header: object) -> Path:
@@ -383,6 +408,14 @@ def _bench(*extra: object, target: Callable[[Path, Good], Path] | None = None):
     return build
 
 
+def _preview(t: Path, *extra: object) -> list[object]:
+    """`augment-preview` of Fashion-MNIST into t/p.png, plus `extra` options."""
+    return ["augment-preview", "--data", "fashion-mnist", "--out", t / "p.png", *extra]
+
+
+RANGE = " to |at most|in [|<="  # an option out of its bound: the line gives the allowed range
+
+
 def _engine(*extra: object, model: Callable[[Path, Good], Path] | None = None):
     def build(t: Path, g: Good) -> list[object]:
         return ["build-engine", (model or model_copy)(t, g), *extra]
@@ -398,10 +431,48 @@ def _engine_and_sidecar(t: Path, g: Good, sidecar: bool) -> Path:
     return export / "model.engine"
 
 
+def _serve(t: Path, g: Good, *extra: object) -> list[object]:
+    """`serve` of a copy of the good model and index (port 0), plus `extra`: refused before it listens."""
+    return ["serve", model_copy(t, g), "--index", idx(t, g), "--port", "0", *extra]
+
+
+def _token_file(t: Path) -> Path:
+    """A good token file (mode 600: no warning about who may read it)."""
+    path = put(t / "token", "a-secret-token-123\n")
+    path.chmod(0o600)
+    return path
+
+
 def _embedded(model: Path, images: Path, out: Path) -> Path:
     """A good embeddings folder of `images` (made by the CLI, before the case runs)."""
     assert invedge("embed", model, images, "--out", out) == 0
     return out
+
+
+def _nan_export(t: Path, g: Good) -> Path:
+    """A copy of the good export whose model.onnx gives NaN, its sha256 recomputed in report.json (as
+    anyone can): only the probe check can tell."""
+    export = cp(g.export, t / "exp")
+    model = nonfinite_onnx(g.export / "model.onnx", export / "model.onnx")
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+
+    def record(report: dict) -> None:
+        for artifact in report["artifacts"]:
+            if artifact["file"] == "model.onnx":
+                artifact.update(sha256=digest, bytes=model.stat().st_size)
+
+    edit_json(export / "report.json", record)
+    return export
+
+
+def _nan_rows(emb: Path) -> None:
+    """A NaN in the second embedding of a folder (as a broken model wrote before embed refused
+    them), the manifest's sha256 recomputed (as anyone can)."""
+    vectors = np.load(emb / "embeddings.npy")
+    vectors[1, 0] = np.nan
+    np.save(emb / "embeddings.npy", vectors, allow_pickle=False)
+    digest = hashlib.sha256((emb / "embeddings.npy").read_bytes()).hexdigest()
+    edit_json(emb / "manifest.json", lambda m: m.update(embeddings_sha256=digest))
 
 
 def _ids(emb: Path, change: Callable[[list], object]) -> None:
@@ -410,6 +481,32 @@ def _ids(emb: Path, change: Callable[[list], object]) -> None:
 
 def _swap(ids: list) -> None:
     ids[0], ids[1] = ids[1], ids[0]
+
+
+def _damaged_export(t: Path, g: Good, change: Callable[[Path], object]) -> Path:
+    """A copy of the good export folder (its report.json records every file), damaged by `change`."""
+    export = cp(g.export, t / "exp")
+    change(export)
+    return export
+
+
+def _verify(change: Callable[[Path], object], *extra: object) -> Callable[[Path, Good], list[object]]:
+    """`verify` on ort-cpu of a copy of the good export folder damaged by `change(folder)`."""
+    return lambda t, g: ["verify", _damaged_export(t, g, change), "--backend", "ort-cpu", *extra]
+
+
+def _threshold_loosened(export: Path) -> None:
+    """probes.json still valid JSON and every probe file's hash intact, a threshold edited."""
+    edit_json(
+        export / "probes" / "probes.json", lambda m: m["thresholds"]["int8-cpu"].update(mean_cosine=0.1)
+    )
+
+
+def _old_copy(t: Path, g: Good, make: Callable[[Path], object]) -> Path:
+    """A copy of the good embeddings folder with `make(t / ".g.emb.old")` where a swap keeps the old one."""
+    emb = cp(g.emb, t / "g.emb")
+    make(t / ".g.emb.old")
+    return emb
 
 
 # fmt: off
@@ -568,7 +665,7 @@ CASES = [
       code=(0, 1)),
     C("embed-export-folder-truncated-artifact", _embed_model(
         lambda t, g: truncate(cp(g.export, t / "exp") / "model.int8-cpu.onnx").parent), "model.int8-cpu.onnx",
-      code=(0, 1)),
+      "report.json", alone=True),
     C("embed-export-folder-only-foreign-onnx", _embed_model(lambda t, g: put(t / "exp" / "model.onnx", "x").parent),
       "exp", alone=True),
     C("embed-engine-without-sidecar", _embed_model(lambda t, g: _engine_and_sidecar(t, g, sidecar=False)),
@@ -861,6 +958,270 @@ CASES = [
                                                       "--overwrite"], "imgs", alone=True),
     C("export-out-is-an-embeddings-folder", lambda t, g: ["export", run_copy(t, g), "--out", cp(g.emb, t / "g.emb"),
                                                           "--overwrite"], "g.emb", alone=True),
+    # serve: what may be served and who may ask, refused before anything loads or listens
+    C("serve-image-root-missing", lambda t, g: _serve(t, g, "--image-root", t / "photos"), "--image-root",
+      "photos", alone=True),
+    C("serve-image-root-is-a-file", lambda t, g: _serve(t, g, "--image-root", put(t / "a.png", "x")),
+      "--image-root", "a.png", alone=True),
+    C("serve-image-root-is-a-fifo", lambda t, g: _serve(t, g, "--image-root", fifo(t / "photos")), "photos",
+      alone=True),
+    C("serve-image-root-a-symlink-loop", lambda t, g: _serve(t, g, "--image-root", loop(t / "photos")),
+      "photos", alone=True),
+    C("serve-image-root-is-the-filesystem-root", lambda t, g: _serve(t, g, "--image-root", "/"),
+      "--image-root", alone=True),
+    C("serve-image-root-given-17-times", lambda t, g: _serve(t, g, *["--image-root", t] * 17), "--image-root",
+      "16", alone=True),
+    C("serve-image-root-empty-path", lambda t, g: _serve(t, g, "--image-root", ""), "--image-root",
+      alone=True),
+    C("serve-token-file-a-fifo", lambda t, g: _serve(t, g, "--token-file", fifo(t / "token")), "token",
+      alone=True),
+    C("serve-token-file-a-folder", lambda t, g: _serve(t, g, "--token-file", mkdir(t / "token")), "token",
+      alone=True),
+    C("serve-token-file-empty", lambda t, g: _serve(t, g, "--token-file", put(t / "token", "")), "token",
+      alone=True),
+    C("serve-token-file-not-utf8", lambda t, g: _serve(t, g, "--token-file", put(t / "token", b"\xff" * 12)),
+      "token", alone=True),
+    # --- reliability 1 the service's files (security): cases above this line ---
+    # serve: a gallery that cannot be served, an address that is not this host's: refused before it listens
+    C("serve-index-damaged", lambda t, g: ["serve", model_copy(t, g), "--index", flip(idx(t, g)), "--port", "0"],
+      "g.index", alone=True),
+    C("serve-index-truncated", lambda t, g: ["serve", model_copy(t, g), "--index", truncate(idx(t, g)), "--port",
+                                             "0"], "g.index", alone=True),
+    C("serve-index-empty-file", lambda t, g: ["serve", model_copy(t, g), "--index", put(t / "g.index", b""),
+                                              "--port", "0"], "g.index", alone=True),
+    C("serve-index-missing", lambda t, g: ["serve", model_copy(t, g), "--index", t / "none.index", "--port", "0"],
+      "none.index", alone=True),
+    C("serve-index-is-an-embeddings-folder", lambda t, g: ["serve", model_copy(t, g), "--index",
+                                                           cp(g.emb, t / "g.emb"), "--port", "0"], "g.emb",
+      alone=True),
+    C("serve-model-of-another-space", lambda t, g: ["serve", cp(g.other_model, t / "other.onnx"), "--index",
+                                                    idx(t, g), "--port", "0"], "space", alone=True),
+    C("serve-host-not-an-address-of-this-host", lambda t, g: _serve(t, g, "--host", "192.0.2.1", "--token-file",
+                                                                    _token_file(t)),
+      "192.0.2.1", "not an address of this host", alone=True),
+    C("serve-host-ipv6-not-of-this-host", lambda t, g: _serve(t, g, "--host", "2001:db8::1", "--token-file",
+                                                              _token_file(t)),
+      "2001:db8::1", alone=True),
+    # --- reliability 2 the service under faults: cases above this line ---
+    # every size, count and factor has a range, checked before any work (one line naming it)
+    C("augment-preview-image-size-100000", lambda t, g: _preview(t, "--image-size", "100000"), "--image-size",
+      "8 to 1024", RANGE, alone=True),
+    C("augment-preview-views-100000", lambda t, g: _preview(t, "--views", "100000"), "--views", "1 to 16", RANGE,
+      alone=True),
+    C("augment-preview-images-100000", lambda t, g: _preview(t, "--images", "100000"), "--images", RANGE, alone=True),
+    C("augment-preview-views-0", lambda t, g: _preview(t, "--views", "0"), "--views", RANGE, alone=True),
+    C("augment-preview-seed-past-32-bits", lambda t, g: _preview(t, "--seed", str(2**64)), "--seed", RANGE, alone=True),
+    C("augment-preview-images-times-views-at-1024-px", lambda t, g: _preview(
+        t, "--image-size", "1024", "--images", "64", "--views", "16"), "--images", "--views", RANGE, alone=True),
+    C("augment-preview-aug-size-1024-too-many-views", lambda t, g: _preview(
+        t, "--aug", "size=1024", "--images", "64", "--views", "16"), "--views", RANGE, alone=True),
+    C("augment-preview-aug-jitter-inf", lambda t, g: _preview(t, "--aug", "jitter=inf"), "jitter", RANGE, alone=True),
+    *[C(f"train-{what}", lambda t, g, a=argv: tiny_train(t, *a), argv[0], RANGE, alone=True) for what, argv in [
+        ("image-size-100000", ("--image-size", "100000")),
+        ("aug-jitter-inf", ("--aug", "jitter=inf")),
+        ("aug-brightness-nan", ("--aug", "brightness=nan")),
+        ("aug-contrast-1e9", ("--aug", "contrast=1e9")),
+        ("aug-ratio-inf", ("--aug", "ratio=0.5-inf")),
+        ("aug-blur-sigma-1e308", ("--aug", "blur=0.5,blur-sigma=0.1-1e308")),
+        ("aug-size-100000", ("--aug", "size=100000")),
+        ("batch-size-1000000", ("--batch-size", "1000000")),
+        ("batch-size-times-image-size", ("--batch-size", "4096", "--image-size", "1024")),
+        ("batch-size-times-view-size", ("--batch-size", "4096", "--aug", "size=1024")),
+        ("epochs-1e20", ("--epochs", str(10**20))),
+        ("lr-inf", ("--lr", "inf")),
+        ("lr-nan", ("--lr", "nan")),
+        ("lr-1000", ("--lr", "1000")),
+        ("temperature-nan", ("--temperature", "nan")),
+        ("temperature-inf", ("--temperature", "inf")),
+        ("temperature-1e-300", ("--temperature", "1e-300")),
+        ("width-100000", ("--width", "100000")),
+        ("embedding-dim-1000000", ("--embedding-dim", "1000000")),
+        ("seed-past-64-bits", ("--seed", str(2**64))),
+        ("limit-1e30", ("--limit", str(10**30))),
+        ("classes-range-of-1e11", ("--classes", "0-99999999999")),
+        ("workers-100000", ("--workers", "100000")),
+        ("eval-every-1e12", ("--eval-every", str(10**12))),
+        ("eval-memory-1e12", ("--eval-memory", str(10**12))),
+        ("eval-queries-negative", ("--eval-queries", "-1")),
+        ("save-every-steps-1e12", ("--save-every-steps", str(10**12))),
+    ]],
+    C("train-resume-epochs-1e20", lambda t, g: ["train", "--resume", run_copy(t, g), "--epochs", str(10**20)],
+      "--epochs", RANGE, alone=True),
+    *[C(f"eval-{what}", lambda t, g, a=argv: ["eval", run_copy(t, g), *a], argv[-2], RANGE, alone=True) for what, argv in [
+        ("batch-100000", ("--batch", "100000")),
+        ("k-1e9", ("--k", str(10**9))),
+        ("workers-100000", ("--workers", "100000")),
+        ("limit-1e30", ("--limit", str(10**30))),
+        ("classes-range-of-1e11", ("--classes", "0-99999999999")),
+        ("baseline-width-100000", ("--baseline", "untrained", "--width", "100000")),
+    ]],
+    *[C(f"export-{what}", _export_damaged(lambda r: None, *argv), argv[-2], RANGE, alone=True) for what, argv in [
+        ("calib-count-1000000", ("--int8", "--calib-count", "1000000")),
+        ("accuracy-images-1e9", ("--accuracy-images", str(10**9))),
+        ("opset-1e20", ("--opset", str(10**20))),
+        ("max-accuracy-drop-nan", ("--max-accuracy-drop", "nan")),
+        ("allow-accuracy-drop-inf", ("--allow-accuracy-drop", "inf")),
+        ("min-cosine-nan", ("--min-cosine", "nan")),
+        ("engine-max-batch-100000", ("--engine", "--max-batch", "100000")),
+        ("engine-workspace-1e12", ("--engine", "--workspace-mb", str(10**12))),
+    ]],
+    *[C(f"embed-{what}", _embed_ok(*argv), argv[-2], RANGE, alone=True) for what, argv in [
+        ("batch-1000000", ("--batch", "1000000")),
+        ("threads-1e10", ("--threads", str(10**10))),
+        ("ray-actors-1000000", ("--ray", "auto", "--ray-actors", "1000000")),
+        ("ray-gpus-per-actor-inf", ("--ray", "auto", "--ray-gpus-per-actor", "inf")),
+    ]],
+    *[C(f"search-{what}", _search(*argv), argv[0], RANGE, alone=True) for what, argv in [
+        ("k-1e9", ("--k", str(10**9))),
+        ("threads-1e10", ("--threads", str(10**10))),
+        ("nprobe-1e20", ("--nprobe", str(10**20))),
+        ("ef-search-1e20", ("--ef-search", str(10**20))),
+    ]],
+    *[C(f"index-build-{what}", lambda t, g, a=argv: ["index", "build", cp(g.emb, t / "g.emb"), "--out", t / "n.index",
+                                                      *a], argv[-2], RANGE, alone=True) for what, argv in [
+        ("hnsw-m-1", ("--kind", "hnsw", "--m", "1")),  # faiss crashes (SIGSEGV) on one link per node
+        ("hnsw-m-100000", ("--kind", "hnsw", "--m", "100000")),
+        ("hnsw-ef-search-1e20", ("--kind", "hnsw", "--ef-search", str(10**20))),
+        ("ivf-nlist-1e20", ("--kind", "ivf", "--nlist", str(10**20))),
+        ("ivf-nprobe-1e20", ("--kind", "ivf", "--nprobe", str(10**20))),
+        ("threads-1e10", ("--kind", "flat", "--threads", str(10**10))),
+    ]],
+    *[C(f"bench-{what}", _bench(*argv), argv[0], RANGE, alone=True) for what, argv in [
+        ("images-1000000", ("--images", "1000000")),
+        ("iters-1e12", ("--iters", str(10**12))),
+        ("seconds-inf", ("--seconds", "inf")),
+        ("seconds-nan", ("--seconds", "nan")),
+        ("warmup-1e12-calls", ("--warmup", str(10**12))),
+        ("warmup-a-day", ("--warmup", "86400s")),
+        ("batch-100000", ("--batch", "1,100000")),
+        ("threads-1e10", ("--threads", str(10**10))),
+    ]],
+    C("build-engine-max-batch-100000", _engine("--max-batch", "100000"), "--max-batch", RANGE, alone=True),
+    C("build-engine-workspace-1e12", _engine("--workspace-mb", str(10**12)), "--workspace-mb", RANGE, alone=True),
+    *[C(f"serve-{what}", lambda t, g, a=argv: ["serve", model_copy(t, g), "--index", idx(t, g), "--port", "0", *a],
+        argv[0], RANGE, alone=True) for what, argv in [
+        ("queue-1e9", ("--queue", str(10**9))),
+        ("max-batch-100000", ("--max-batch", "100000")),
+        ("max-pixels-1e12", ("--max-pixels", str(10**12))),
+        ("max-upload-mb-inf", ("--max-upload-mb", "inf")),
+        ("max-wait-ms-nan", ("--max-wait-ms", "nan")),
+        ("decode-threads-100000", ("--decode-threads", "100000")),
+        ("k-max-1e9", ("--k-max", str(10**9))),
+        ("read-timeout-inf", ("--read-timeout", "inf")),
+        ("port-negative", ("--port", "-1")),
+    ]],
+    # --- reliability 3 inputs without a bound: cases above this line ---
+    # numerically broken: a diverged run's NaN or inf weights, a model whose outputs are NaN
+    C("eval-checkpoint-has-nan-weights", _eval_damaged(lambda r: poisoned(r / CKPT, "model.layer2.0.conv1.weight",
+      NAN)), "checkpoint.safetensors", "layer2.0.conv1.weight"),
+    C("eval-checkpoint-has-inf-batchnorm-variance", _eval_damaged(lambda r: poisoned(
+        r / CKPT, "model.layer1.0.bn1.running_var", INF)), "checkpoint.safetensors", "running_var"),
+    C("eval-checkpoint-weights-overflow-to-nan", _eval_damaged(lambda r: poisoned(r / CKPT, "model.fc.weight", 3e38,
+      whole=True)), "run", "NaN or infinite embeddings"),
+    C("export-checkpoint-has-inf-weights", _export_damaged(lambda r: poisoned(
+        r / CKPT, "model.layer1.0.bn1.running_var", INF)), "checkpoint.safetensors", "running_var"),
+    C("export-checkpoint-has-nan-weights", _export_damaged(lambda r: poisoned(r / CKPT, "model.conv1.weight", NAN),
+                                                           "--int8"), "checkpoint.safetensors", "conv1.weight"),
+    C("export-checkpoint-weights-overflow-to-nan", _export_damaged(lambda r: poisoned(
+        r / CKPT, "model.fc.weight", 3e38, whole=True)), "checkpoint.safetensors", "NaN or infinite embeddings"),
+    C("train-resume-checkpoint-has-nan", _train_resume_damaged(lambda r: poisoned(
+        r / CKPT, "model.layer3.0.conv2.weight", NAN)), "checkpoint.safetensors", "layer3.0.conv2.weight"),
+    C("train-resume-momentum-has-inf", _train_resume_damaged(lambda r: poisoned(
+        r / CKPT, "optimizer.0.momentum_buffer", INF)), "checkpoint.safetensors", "optimizer state"),
+    C("train-init-run-has-nan", lambda t, g: tiny_train(t, "--init", poisoned(
+        run_copy(t, g) / CKPT, "model.fc.bias", NAN).parent), "checkpoint.safetensors", "fc.bias"),
+    C("train-init-state-dict-has-inf", lambda t, g: tiny_train(t, "--init", poisoned(
+        cp(g.run / CKPT, t / "w.safetensors"), "model.conv1.weight", -INF, keep="model.")), "w.safetensors",
+      "conv1.weight"),
+    C("embed-model-outputs-nan", _embed_model(lambda t, g: nonfinite_onnx(g.export / "model.onnx", t / "nan.onnx")),
+      "nan.onnx", "NaN"),
+    C("embed-overwrite-model-outputs-inf", lambda t, g: [
+        "embed", nonfinite_onnx(g.export / "model.onnx", t / "inf.onnx", INF), cp(g.images / "class0", t / "imgs"),
+        "--out", cp(g.emb, t / "g.emb"), "--overwrite"], "inf.onnx", "NaN"),
+    C("search-model-outputs-nan", _search(model=lambda t, g: nonfinite_onnx(g.export / "model.onnx",
+                                                                           t / "nan.onnx")), "nan.onnx", "NaN"),
+    C("verify-model-outputs-nan", lambda t, g: ["verify", _nan_export(t, g)], "model.onnx", "NaN"),
+    C("index-build-embeddings-hold-nan", _emb_damaged("build", _nan_rows), "embeddings.npy", "NaN"),
+    C("index-add-embeddings-hold-nan", _emb_damaged("add", _nan_rows), "embeddings.npy", "NaN"),
+    # --- reliability 4 numerically broken runs: cases above this line ---
+    # Milvus galleries left by a command stopped midway (kill -9): refused for use with the next step, or
+    # named by a warning where going on is right
+    C("search-store-collection-incomplete", lambda t, g: [
+        "search", "--store", stopped_store(t, g.emb, "build"), "--collection", "photos", query(t, g)],
+      "photos", "incomplete", "index build", alone=True),
+    C("index-add-store-collection-incomplete", lambda t, g: [
+        "index", "add", "--store", stopped_store(t, g.emb, "build"), "--collection", "photos",
+        cp(g.emb, t / "more.emb")], "photos", "incomplete", "index build", alone=True),
+    C("index-remove-store-collection-incomplete", lambda t, g: [
+        "index", "remove", "--store", stopped_store(t, g.emb, "build"), "--collection", "photos", "img00000.png"],
+      "photos", "incomplete", "index build", alone=True),
+    C("index-info-store-collection-incomplete", lambda t, g: [
+        "index", "info", "--store", stopped_store(t, g.emb, "build"), "--collection", "photos"],
+      "photos", "incomplete", "index build", code=0),
+    C("serve-store-collection-incomplete", lambda t, g: [
+        "serve", g.export / "model.onnx", "--store", stopped_store(t, g.emb, "build"), "--collection", "photos",
+        "--port", "0", "--backend", "ort-cpu"], "photos", "incomplete", "index build"),
+    C("index-build-store-incomplete-from-another-folder", lambda t, g: [
+        "index", "build", cp(g.emb, t / "copy.emb"), "--store", stopped_store(t, g.emb, "build"),
+        "--collection", "photos"], "photos", "copy.emb", "--overwrite"),
+    C("search-store-collection-is-a-temporary", lambda t, g: [
+        "search", "--store", stopped_store(t, g.emb, "temporary"), "--collection", TEMPORARY, query(t, g)],
+      TEMPORARY, "--collection photos", alone=True),
+    C("search-store-collection-missing-after-a-stopped-swap", lambda t, g: [
+        "search", "--store", stopped_store(t, g.emb, "swap"), "--collection", "photos", query(t, g)],
+      "photos", TEMPORARY, "--overwrite", alone=True),
+    C("search-store-an-add-stopped-midway", lambda t, g: [
+        "search", "--store", stopped_store(t, g.emb, "add", t / "more.emb"), "--collection", "photos",
+        query(t, g)], "more.emb", "index add", code=0),
+    # --- reliability 5 Milvus galleries: partial builds and leftovers: cases above this line ---
+    # an export folder whose files differ from what its report.json records (size, sha256): refused,
+    # naming the file and the export that rebuilds it; the probe set against its hashes
+    C("verify-int8-cpu-truncated", _verify(lambda e: truncate(e / "model.int8-cpu.onnx")), "model.int8-cpu.onnx",
+      "--overwrite"),
+    C("verify-artifact-one-byte-flipped", _verify(lambda e: flip(e / "model.int8-cpu.onnx")), "model.int8-cpu.onnx",
+      "--overwrite"),
+    C("verify-fp32-one-byte-flipped", _verify(lambda e: flip(e / "model.onnx")), "model.onnx", "sha256"),
+    C("verify-two-artifacts-truncated", _verify(lambda e: [truncate(e / n) for n in ("model.int8.onnx",
+                                                                                      "model.fp16.onnx")]),
+      "model.int8.onnx", "model.fp16.onnx"),
+    C("verify-precision-of-a-flipped-artifact", _verify(lambda e: flip(e / "model.fp16.onnx"), "--precision", "fp16"),
+      "model.fp16.onnx", alone=True),
+    C("verify-artifact-file-one-byte-flipped", lambda t, g: [
+        "verify", _damaged_export(t, g, lambda e: flip(e / "model.int8.onnx")) / "model.int8.onnx",
+        "--backend", "ort-cpu"], "model.int8.onnx", alone=True),
+    C("verify-probe-set-damaged", _verify(lambda e: flip(e / "probes" / "fp32.npy")), "fp32.npy", alone=True),
+    C("verify-probe-image-one-byte-flipped", _verify(lambda e: flip(e / "probes" / "000.png")), "000.png",
+      alone=True),
+    C("verify-probe-image-missing", _verify(lambda e: (e / "probes" / "005.png").unlink()), "005.png", alone=True),
+    C("verify-probe-manifest-threshold-edited", _verify(_threshold_loosened), "probes.json", alone=True),
+    C("embed-artifact-one-byte-flipped", _embed_model(lambda t, g: _damaged_export(
+        t, g, lambda e: flip(e / "model.int8-cpu.onnx"))), "model.int8-cpu.onnx", "--overwrite", alone=True),
+    C("embed-artifact-file-one-byte-flipped", _embed_model(lambda t, g: _damaged_export(
+        t, g, lambda e: flip(e / "model.onnx")) / "model.onnx"), "model.onnx", alone=True),
+    C("embed-artifact-it-would-not-run-truncated", _embed_model(lambda t, g: _damaged_export(
+        t, g, lambda e: truncate(e / "model.int8.onnx"))), "model.int8.onnx", alone=True),
+    C("build-engine-artifact-one-byte-flipped", _engine(model=lambda t, g: _damaged_export(
+        t, g, lambda e: flip(e / "model.int8.onnx")) / "model.int8.onnx"), "model.int8.onnx", alone=True),
+    # --- reliability 6 damaged artifacts: cases above this line ---
+    # what a swap keeps beside a folder (.NAME.old, .NAME.replaced, probes' .probes.old) that is not the old
+    # folder it left: named before any work, never deleted or renamed into place
+    C("embed-overwrite-old-copy-is-a-file", lambda t, g: [
+        "embed", model_copy(t, g), cp(g.images / "class0", t / "imgs"), "--out",
+        _old_copy(t, g, lambda a: put(a, "not a folder")), "--overwrite"], ".g.emb.old", alone=True),
+    C("embed-overwrite-old-copy-is-a-link", lambda t, g: [
+        "embed", model_copy(t, g), cp(g.images / "class0", t / "imgs"), "--out",
+        _old_copy(t, g, lambda a: a.symlink_to(cp(g.emb, t / "elsewhere.emb"))), "--overwrite"], ".g.emb.old",
+      alone=True),
+    C("embed-retry-failed-old-copy-is-a-file", lambda t, g: [
+        "embed", g.export / "model.onnx", g.images / "class0", "--out",  # what made g.emb: only .old is wrong
+        _old_copy(t, g, lambda a: put(a, "not a folder")), "--retry-failed"], ".g.emb.old", alone=True),
+    C("train-overwrite-replaced-copy-is-a-file", lambda t, g: tiny_train(
+        t, "--overwrite", out=(put(t / ".run.replaced", "not a folder"), run_copy(t, g))[1]), ".run.replaced",
+      alone=True),
+    C("export-old-probe-set-copy-is-a-file", lambda t, g: [
+        "export", run_copy(t, g), "--out", _damaged_export(t, g, lambda e: put(e / ".probes.old", "x")),
+        "--overwrite"], ".probes.old"),
+    # --- reliability 7 leftovers and messages: cases above this line ---
 ]
 # fmt: on
 

@@ -44,3 +44,18 @@ def invedge(*argv: object) -> int:
     from invspread_edge_runtime.cli import create_app, run
 
     return run(create_app(), [str(a) for a in argv])
+
+
+def truncate(path: Path, keep: float = 0.5) -> Path:
+    """Keep the first `keep` of the file (a copy cut short, a disk that filled)."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+def flip(path: Path, at: float = 0.6) -> Path:
+    """Change one byte at `at` of the way through (damage that keeps the size)."""
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * at)] ^= 0x5A
+    path.write_bytes(bytes(data))
+    return path

@@ -27,15 +27,18 @@ from typing import Any
 from invspread_edge_runtime.errors import InvedgeError
 from invspread_edge_runtime.files import (
     PROBE_PREFIX,
+    default_aside,
     os_error,
     probe_write,
     read_json,
+    recover_swap,
     remove_leftovers,
     replace_folder,
     sha256_file,
 )
 from invspread_edge_runtime.locks import exclusive_lock
 from invspread_edge_runtime.metadata import ARTIFACT_FILES, read_model_meta
+from invspread_edge_runtime.probes import MANIFEST, PROBE_DIR
 from invspread_edge_runtime.tensorrt.cache import read_sidecar, sidecar_path
 
 from .report import REPORT_NAME, ExportReport
@@ -127,11 +130,10 @@ def claim(out: Path, checkpoint_sha256: str, *, overwrite: bool, log: Log) -> li
             "Pass --overwrite to replace it (the old files go only once the new export has passed "
             "its checks), or choose another --out",
         )
+    _clear_leftovers(out)  # before any work: a leftover that cannot be cleared is named now
     if previous:
         log(f"replacing the earlier export in {out} once the new one has passed its checks")
-    earlier = earlier_artifacts(out, checkpoint_sha256)
-    _clear_leftovers(out)
-    return earlier
+    return earlier_artifacts(out, checkpoint_sha256)
 
 
 def previous_export(out: str | os.PathLike[str]) -> dict[str, list[str]]:
@@ -161,8 +163,11 @@ def earlier_artifacts(out: Path, checkpoint_sha256: str) -> list[dict[str, Any]]
 
 
 def _clear_leftovers(out: Path) -> None:
-    """What killed exports left (their staging folders, atomic writes' temporary files): ours, and
-    removed under the folder's lock, so that no leftover ever blocks or confuses a rerun."""
+    """What killed exports left (their staging folders, atomic writes' temporary files, the old
+    probe set of a swap cut short): ours, and removed under the folder's lock, so that no leftover
+    ever blocks or confuses a rerun; one that cannot be removed is named (InvedgeError)."""
+    probes = out / PROBE_DIR
+    recover_swap(probes, default_aside(probes), out / STAGE_PREFIX, lambda f: (f / MANIFEST).is_file())
     for entry in out.glob(f"{STAGE_PREFIX}*"):
         if entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)

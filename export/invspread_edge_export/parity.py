@@ -5,11 +5,15 @@ The ONNX side is `invspread_edge_runtime`'s own backend (`open_backend(path, "or
 `invedge embed --backend ort-cpu` runs), not a session of its own, so the check tests what ships.
 Run on real, preprocessed images at several batch sizes (1 exercises the dynamic axis' edge,
 7 an odd size no profile favours). Figures: max abs difference, mean and min cosine similarity.
+
+Before any of that, the weights themselves: `nonfinite_tensors` names the tensors holding NaN or
+inf (the one check of a state dict's numbers; training, resume, eval and export all use it).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,12 +22,17 @@ import numpy as np
 
 from invspread_edge_runtime.accuracy import cosine_stats
 from invspread_edge_runtime.backends.base import Backend
-from invspread_edge_runtime.errors import ModelError
+from invspread_edge_runtime.errors import ModelError, NonFiniteError
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 DEFAULT_BATCH_SIZES = (1, 7)
+# the next step after NaN or inf weights or embeddings (the usual cause: a diverged training run)
+DIVERGED_HINT = (
+    "Use a checkpoint from before its training diverged, or train again with a lower --lr or a milder --aug"
+)
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,49 @@ class ParityResult:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "passed": self.passed}
+
+
+def nonfinite_tensors(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors that hold a NaN or an infinity, in order: a diverged
+    run's weights (a batch-norm variance of inf still gives finite outputs, so outputs alone miss it)."""
+    import torch
+
+    names = [name for name, t in tensors.items() if t.is_floating_point()]
+    if not names:
+        return []
+    # one flag per tensor, read back once (a single device sync for the whole state)
+    flags = torch.stack([torch.isfinite(tensors[name]).all() for name in names]).tolist()
+    return [name for name, ok in zip(names, flags, strict=True) if not ok]
+
+
+def name_some(names: Sequence[str], first: int = 3) -> str:
+    """'a, b, c and 4 more': the first few of a list, for a one-line error."""
+    shown = ", ".join(names[:first])
+    return shown + (f" and {len(names) - first} more" if len(names) > first else "")
+
+
+def require_finite_weights(model: nn.Module, what: str) -> None:
+    """NonFiniteError naming the first tensors of `model` that hold NaN or inf (`what`: the
+    checkpoint's name, for the message)."""
+    bad = nonfinite_tensors(model.state_dict())
+    if bad:
+        raise NonFiniteError(
+            f"{what} holds NaN or infinite weights in {len(bad)} tensor{'s' * (len(bad) != 1)} "
+            f"({name_some(bad)})",
+            DIVERGED_HINT,
+        )
+
+
+def require_finite_outputs(embeddings: np.ndarray, what: str) -> None:
+    """NonFiniteError when the model's own (PyTorch) embeddings hold NaN or inf: finite weights
+    that overflow give a model no export can fix."""
+    bad = int((~np.isfinite(embeddings).all(axis=1)).sum())
+    if bad:
+        raise NonFiniteError(
+            f"{what} gives NaN or infinite embeddings for {bad} of {len(embeddings)} images in PyTorch: "
+            "its weights overflow",
+            DIVERGED_HINT,
+        )
 
 
 def torch_embeddings(model: nn.Module, inputs: np.ndarray, batch: int = 256) -> np.ndarray:

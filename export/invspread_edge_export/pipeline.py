@@ -25,12 +25,14 @@ import numpy as np
 from invspread_edge_runtime.datasets import open_dataset
 from invspread_edge_runtime.errors import DataError, InvedgeError
 from invspread_edge_runtime.files import atomic_path, atomic_write_json, sha256_file
+from invspread_edge_runtime.integrity import PROBE_MANIFEST
 from invspread_edge_runtime.metadata import ModelMeta
 from invspread_edge_runtime.probes import DEFAULT_COUNT as PROBE_COUNT
 from invspread_edge_runtime.probes import write_probe_set
 from invspread_edge_runtime.verify_export import check_exported
 
 from . import accuracy_check, calibrate, calibration_set, quantize
+from .bounds import EXPORT_BOUNDS
 from .engines import EngineOptions, build_engines
 from .export_folder import (
     CACHE_DIR,
@@ -42,8 +44,15 @@ from .export_folder import (
     staging_folder,
 )
 from .images import model_inputs, spread_indices
-from .onnx_export import DEFAULT_OPSET, MIN_OPSET, check_model, load_model, set_metadata, to_onnx_proto
-from .parity import DEFAULT_BATCH_SIZES, check_parity, require_parity, torch_embeddings
+from .onnx_export import DEFAULT_OPSET, check_model, load_model, set_metadata, to_onnx_proto
+from .parity import (
+    DEFAULT_BATCH_SIZES,
+    check_parity,
+    require_finite_outputs,
+    require_finite_weights,
+    require_parity,
+    torch_embeddings,
+)
 from .report import Artifact, ExportReport
 
 if TYPE_CHECKING:
@@ -83,20 +92,9 @@ class ExportOptions:
             )
         if self.calib is not None and not self.int8:
             raise InvedgeError("--calib is used only with --int8", "Add --int8")
-        if self.accuracy_queries < 10:
-            raise InvedgeError(f"Invalid --accuracy-images {self.accuracy_queries}. At least 10 are needed.")
-        for flag, points in (
-            ("--max-accuracy-drop", self.accuracy_bound),
-            ("--allow-accuracy-drop", self.allow_accuracy_drop),
-        ):
-            if points is not None and points < 0:
-                raise InvedgeError(f"Invalid {flag} {points:g}. It is in points and must be 0 or more.")
-        if not 0 < self.min_mean_cosine <= 1:
-            raise InvedgeError(
-                f"Invalid --min-cosine {self.min_mean_cosine:g}. It must be above 0 and at most 1."
-            )
-        if self.opset < MIN_OPSET:
-            raise InvedgeError(f"Invalid --opset {self.opset}. Only opset {MIN_OPSET} or newer is supported.")
+        for name, bound in EXPORT_BOUNDS.items():
+            if (value := getattr(self, name)) is not None:
+                bound.check(value)
 
 
 Log = Callable[[str], None]
@@ -124,6 +122,8 @@ def export_model(
     """
     if options.engine is not None:
         options.engine.check()  # no TensorRT: fail now, not after minutes of export
+    # NaN or inf weights (a diverged run) export into a graph of NaN: refused before any work
+    require_finite_weights(model, str((checkpoint or {}).get("path") or "the model"))
     out = Path(options.out_dir)
     calib = calibration_images(options, data) if options.int8 else None  # bad --calib fails before any work
     check_writable(out)
@@ -158,6 +158,7 @@ def _export_staged(
 
     parity_inputs = _parity_inputs(data, meta, max(options.parity_images, max(options.parity_batch_sizes)))
     reference = torch_embeddings(model, parity_inputs)
+    require_finite_outputs(reference, str(report.checkpoint.get("path") or "the model"))
 
     fp32 = _export_fp32(model, meta, options, parity_inputs, reference, log)
     report.artifacts.append(fp32)
@@ -187,6 +188,8 @@ def _export_staged(
                 f"above the {artifact.accuracy.bound_points:g}-point bound (allowed by --allow-accuracy-drop)"
             )
     report.warnings.extend(check_exported(out, [a.path for a in report.artifacts], log))
+    # probes.json is final now (check_exported stored its figures); it holds every probe file's sha256
+    report.probes = {"manifest": PROBE_MANIFEST, "sha256": sha256_file(out / PROBE_MANIFEST)}
     report.seconds = time.perf_counter() - started
     report.write()
     return report

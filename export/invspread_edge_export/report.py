@@ -1,7 +1,8 @@
 """What an export produced, as a table for people and `report.json` for machines.
 
 Every artifact: file, size, sha256, seconds taken, parity and accuracy figures; the calibration
-used; and the exact commands to run next.
+used; the probe manifest's sha256; and the exact commands to run next. The runtime compares the
+files with these sizes and hashes before it runs them (invspread_edge_runtime/integrity.py).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class ExportReport:
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     earlier: list[dict[str, Any]] = field(default_factory=list)  # kept from an earlier export
+    probes: dict[str, str] | None = None  # {"manifest": "probes/probes.json", "sha256": ...}
 
     def artifact(self, precision: str) -> Artifact | None:
         return next((a for a in self.artifacts if a.precision == precision), None)
@@ -72,6 +74,7 @@ class ExportReport:
             "artifacts": [a.to_dict() for a in self.artifacts] + self.earlier,
             "calibration": self.calibration,
             "engines": self.engines,
+            "probes": self.probes,
             "warnings": self.warnings,
             "seconds": round(self.seconds, 3),
             "next": next_commands(self),

@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from invspread_edge.augment_spec import DEFAULT_PRESET, KEYS, PRESETS
+from invspread_edge.config import MAX_PREVIEW_PIXELS, PREVIEW_BOUNDS
+from invspread_edge_runtime.bounds import helped
 
 HELP = """Draw a few training images beside their augmented views, as training draws them.
 
@@ -30,10 +32,25 @@ def register(app: typer.Typer) -> None:
         ),
         aug: str = typer.Option(None, "--aug", help=f"key=value,... over the preset ({', '.join(KEYS)})."),
         no_flip: bool = typer.Option(False, "--no-flip", help="No horizontal flip (same as --aug flip=0)."),
-        image_size: int = typer.Option(None, "--image-size", help="Size (default: the training rule)."),
-        images: int = typer.Option(8, "--images", "-n", help="Images (rows)."),
-        views: int = typer.Option(2, "--views", help="Views per image (training uses 2)."),
-        seed: int = typer.Option(0, "--seed", help="Random seed of the views."),
+        image_size: int = typer.Option(
+            None,
+            "--image-size",
+            help=helped("Size (default: the training rule).", PREVIEW_BOUNDS["image_size"]),
+        ),
+        images: int = typer.Option(
+            8, "--images", "-n", help=helped("Images (rows).", PREVIEW_BOUNDS["images"])
+        ),
+        views: int = typer.Option(
+            2,
+            "--views",
+            help=helped(
+                f"Views per image (training uses 2); images × views × size² at most {MAX_PREVIEW_PIXELS:,}.",
+                PREVIEW_BOUNDS["views"],
+            ),
+        ),
+        seed: int = typer.Option(
+            0, "--seed", help=helped("Random seed of the views.", PREVIEW_BOUNDS["seed"])
+        ),
     ) -> None:
         from invspread_edge.augment_preview import augment_preview
         from invspread_edge_runtime import console

@@ -7,6 +7,8 @@ from typing import Any
 
 import typer
 
+from invspread_edge.config import EVAL_BOUNDS
+from invspread_edge_runtime.bounds import helped
 from invspread_edge_runtime.commands.options import JsonOpt
 from invspread_edge_runtime.evaluation import KNN_K, PROTOCOLS, RECALL_KS
 
@@ -34,20 +36,35 @@ def register(app: typer.Typer) -> None:
         protocol: str = typer.Option("knn", "--protocol", "-p", help=f"{' or '.join(PROTOCOLS)}."),
         classes: str = typer.Option(None, "--classes", help="Only these classes, e.g. 5-9 (unseen classes)."),
         limit: int = typer.Option(
-            None, "--limit", help="At most N images per set (first N of a fixed shuffle)."
+            None,
+            "--limit",
+            help=helped("At most N images per set (first N of a fixed shuffle).", EVAL_BOUNDS["limit"]),
         ),
         baseline: str = typer.Option(
             None, "--baseline", help="pixels, pixels-normalized or untrained: a baseline by the same code."
         ),
-        width: int = typer.Option(32, "--width", help="Untrained baseline without a run: network width."),
-        batch: int = typer.Option(256, "--batch", help="Images per forward pass."),
-        workers: int = typer.Option(2, "--workers", help="Decoding processes for folders."),
+        width: int = typer.Option(
+            32,
+            "--width",
+            help=helped("Untrained baseline without a run: network width.", EVAL_BOUNDS["width"]),
+        ),
+        batch: int = typer.Option(
+            256, "--batch", help=helped("Images per forward pass.", EVAL_BOUNDS["batch_size"])
+        ),
+        workers: int = typer.Option(
+            2, "--workers", help=helped("Decoding processes for folders.", EVAL_BOUNDS["workers"])
+        ),
         precision: str = typer.Option(
             "fp32", "--precision", help="fp32 (default, as the exported model), bf16, auto."
         ),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
         k: int = typer.Option(
-            KNN_K, "--k", help=f"kNN neighbours (the paper's {KNN_K}; fewer on small sets, with a warning)."
+            KNN_K,
+            "--k",
+            help=helped(
+                f"kNN neighbours (the paper's {KNN_K}; fewer on small sets, with a warning).",
+                EVAL_BOUNDS["k"],
+            ),
         ),
         as_json: bool = JsonOpt,
     ) -> None:

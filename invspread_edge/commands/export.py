@@ -13,8 +13,10 @@ from pathlib import Path
 import typer
 
 from invspread_edge_export.accuracy_check import DEFAULT_BOUND, DEFAULT_MIN_MEAN_COSINE, DEFAULT_QUERIES
+from invspread_edge_export.bounds import EXPORT_BOUNDS
 from invspread_edge_export.calibration_set import DEFAULT_COUNT, DEFAULT_METHOD, METHOD_NAMES
-from invspread_edge_export.onnx_export import DEFAULT_OPSET, MIN_OPSET
+from invspread_edge_export.onnx_export import DEFAULT_OPSET
+from invspread_edge_runtime.bounds import helped
 from invspread_edge_runtime.commands.options import (
     JsonOpt,
     MaxBatchOpt,
@@ -44,7 +46,11 @@ def export(
         "--calib",
         help="Calibrate INT8 on this folder of images (default: the shipped calibration set).",
     ),
-    calib_count: int = typer.Option(DEFAULT_COUNT, "--calib-count", help="Calibration images to use."),
+    calib_count: int = typer.Option(
+        DEFAULT_COUNT,
+        "--calib-count",
+        help=helped("Calibration images to use.", EXPORT_BOUNDS["calib_count"]),
+    ),
     calib_method: str = typer.Option(
         DEFAULT_METHOD, "--calib-method", help=f"One of: {', '.join(METHOD_NAMES)}."
     ),
@@ -54,24 +60,36 @@ def export(
     accuracy_images: int = typer.Option(
         DEFAULT_QUERIES,
         "--accuracy-images",
-        help="Held-out query images for the accuracy check (kNN memory: twice as many).",
+        help=helped(
+            "Held-out query images for the accuracy check (kNN memory: twice as many).",
+            EXPORT_BOUNDS["accuracy_queries"],
+        ),
     ),
     max_accuracy_drop: float = typer.Option(
         DEFAULT_BOUND,
         "--max-accuracy-drop",
-        help="Largest accepted drop (points of kNN accuracy / Recall@1) vs FP32.",
+        help=helped(
+            "Largest accepted drop (points of kNN accuracy / Recall@1) vs FP32.",
+            EXPORT_BOUNDS["accuracy_bound"],
+        ),
     ),
     allow_accuracy_drop: float = typer.Option(
         None,
         "--allow-accuracy-drop",
-        help="Keep an artifact that drops up to this many points, with a warning.",
+        help=helped(
+            "Keep an artifact that drops up to this many points, with a warning.",
+            EXPORT_BOUNDS["allow_accuracy_drop"],
+        ),
     ),
     min_cosine: float = typer.Option(
         DEFAULT_MIN_MEAN_COSINE,
         "--min-cosine",
-        help="Smallest accepted mean cosine between converted and FP32 embeddings.",
+        help=helped(
+            "Smallest accepted mean cosine between converted and FP32 embeddings.",
+            EXPORT_BOUNDS["min_mean_cosine"],
+        ),
     ),
-    opset: int = typer.Option(DEFAULT_OPSET, "--opset", help=f"ONNX opset ({MIN_OPSET} or newer)."),
+    opset: int = typer.Option(DEFAULT_OPSET, "--opset", help=helped("ONNX opset.", EXPORT_BOUNDS["opset"])),
     engine: bool = typer.Option(
         False, "--engine", help="Also build a TensorRT engine for this GPU (needs TensorRT and a GPU)."
     ),

@@ -7,9 +7,16 @@ from pathlib import Path
 import typer
 
 from invspread_edge.augment_spec import KEYS, PRESETS
-from invspread_edge.config import SCHEDULES, TrainConfig
+from invspread_edge.config import MAX_STEP_PIXELS, SCHEDULES, TRAIN_BOUNDS, TrainConfig
+from invspread_edge_runtime.bounds import helped
 
 DEFAULTS = TrainConfig()  # the library's defaults, shown in --help (a flag left out keeps them)
+
+
+def _ranged(text: str, field: str) -> str:
+    """Help text with the field's allowed range (config.TRAIN_BOUNDS, checked before any work)."""
+    return helped(text, TRAIN_BOUNDS[field])
+
 
 HELP = """Train an encoder without labels (Invariant and Spreading Instance Feature, Ye et al. 2019).
 
@@ -41,12 +48,23 @@ def register(app: typer.Typer) -> None:
             None, "--resume", help="Continue the run in this folder exactly where it stopped."
         ),
         epochs: int = typer.Option(
-            None, "--epochs", help=f"Epochs (default {DEFAULTS.epochs}); with --resume, train longer."
+            None,
+            "--epochs",
+            help=_ranged(f"Epochs (default {DEFAULTS.epochs}); with --resume, train longer.", "epochs"),
         ),
         batch_size: int = typer.Option(
-            None, "--batch-size", "-b", help=f"Images per step per process (default {DEFAULTS.batch_size})."
+            None,
+            "--batch-size",
+            "-b",
+            help=_ranged(
+                f"Images per step per process (default {DEFAULTS.batch_size}; batch × image size² at "
+                f"most {MAX_STEP_PIXELS:,}).",
+                "batch_size",
+            ),
         ),
-        lr: float = typer.Option(None, "--lr", help=f"Initial learning rate (default {DEFAULTS.lr})."),
+        lr: float = typer.Option(
+            None, "--lr", help=_ranged(f"Initial learning rate (default {DEFAULTS.lr}).", "lr")
+        ),
         schedule: str = typer.Option(
             None,
             "--schedule",
@@ -56,15 +74,21 @@ def register(app: typer.Typer) -> None:
             None, "--arch", help=f"{DEFAULTS.arch} (default), cifar_resnet34, resnet18/34/50."
         ),
         width: int = typer.Option(
-            None, "--width", help=f"Channels of the first stage ({DEFAULTS.width}: the paper's; default)."
+            None,
+            "--width",
+            help=_ranged(f"Channels of the first stage ({DEFAULTS.width}: the paper's; default).", "width"),
         ),
         embedding_dim: int = typer.Option(
-            None, "--embedding-dim", help=f"Embedding size (default {DEFAULTS.embedding_dim})."
+            None,
+            "--embedding-dim",
+            help=_ranged(f"Embedding size (default {DEFAULTS.embedding_dim}).", "embedding_dim"),
         ),
         image_size: int = typer.Option(
             None,
             "--image-size",
-            help="Training size (default: native; a folder's own size up to 64 px, else 64).",
+            help=_ranged(
+                "Training size (default: native; a folder's own size up to 64 px, else 64).", "image_size"
+            ),
         ),
         preset: str = typer.Option(
             None,
@@ -84,7 +108,9 @@ def register(app: typer.Typer) -> None:
             "(.safetensors, weights-only .pth).",
         ),
         temperature: float = typer.Option(
-            None, "--temperature", help=f"Loss temperature T (default {DEFAULTS.temperature})."
+            None,
+            "--temperature",
+            help=_ranged(f"Loss temperature T (default {DEFAULTS.temperature}).", "temperature"),
         ),
         detach_keys: bool = typer.Option(
             None,
@@ -92,29 +118,47 @@ def register(app: typer.Typer) -> None:
             help="Gradient through each similarity's row only, as the authors' code (default), or "
             "through both sides (--no-detach-keys, as SimCLR).",
         ),
-        limit: int = typer.Option(None, "--limit", help="Train on the first N images of a fixed shuffle."),
+        limit: int = typer.Option(
+            None, "--limit", help=_ranged("Train on the first N images of a fixed shuffle.", "limit")
+        ),
         classes: str = typer.Option(None, "--classes", help="Train on these classes only, e.g. 0-4."),
-        seed: int = typer.Option(None, "--seed", help=f"Random seed (default {DEFAULTS.seed})."),
+        seed: int = typer.Option(
+            None, "--seed", help=_ranged(f"Random seed (default {DEFAULTS.seed}).", "seed")
+        ),
         workers: int = typer.Option(
-            None, "--workers", help=f"Decoding processes for folders (default {DEFAULTS.workers})."
+            None,
+            "--workers",
+            help=_ranged(f"Decoding processes for folders (default {DEFAULTS.workers}).", "workers"),
         ),
         precision: str = typer.Option(
             None, "--precision", help=f"{DEFAULTS.precision} (default), fp32, bf16 or fp16 (CUDA)."
         ),
         device: str = typer.Option(None, "--device", help=f"{DEFAULTS.device} (default), cpu or cuda."),
         eval_every: int = typer.Option(
-            None, "--eval-every", help=f"kNN accuracy every N epochs (default {DEFAULTS.eval_every}; 0: off)."
+            None,
+            "--eval-every",
+            help=_ranged(
+                f"kNN accuracy every N epochs (default {DEFAULTS.eval_every}; 0: off).", "eval_every"
+            ),
         ),
         eval_memory: int = typer.Option(
-            None, "--eval-memory", help=f"kNN monitor memory images (default {DEFAULTS.eval_memory}; 0: all)."
+            None,
+            "--eval-memory",
+            help=_ranged(
+                f"kNN monitor memory images (default {DEFAULTS.eval_memory}; 0: all).", "eval_memory"
+            ),
         ),
         eval_queries: int = typer.Option(
             None,
             "--eval-queries",
-            help=f"kNN monitor query images (default {DEFAULTS.eval_queries}; 0: all).",
+            help=_ranged(
+                f"kNN monitor query images (default {DEFAULTS.eval_queries}; 0: all).", "eval_queries"
+            ),
         ),
         save_every_steps: int = typer.Option(
-            None, "--save-every-steps", help="Also checkpoint every N steps."
+            None,
+            "--save-every-steps",
+            help=_ranged("Also checkpoint every N steps (0: off).", "save_every_steps"),
         ),
         sync_bn: bool = typer.Option(None, "--sync-bn", help="SyncBatchNorm across processes (torchrun)."),
         compile: bool = typer.Option(

@@ -176,7 +176,7 @@ def describe_os_error(exc: OSError) -> InvedgeError:
     what = str(target) if target is not None else "a file"
     code = exc.errno
     if code in (errno.ENOSPC, errno.EROFS):
-        return os_error(exc, target if target is not None else Path("the output"))
+        return os_error(exc, target if target is not None else Path("the output"), atomic=False)
     if code == errno.EDQUOT:
         return InvedgeError(
             f"disk quota exceeded while writing {what}",

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .bounds import CLASS_ID
 from .errors import ConfigError, DataError, InvedgeError
 from .preprocess import list_images, load_image, to_uint8_chw
 
@@ -120,6 +121,7 @@ def parse_classes(spec: str | None) -> list[int] | None:
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
         if hi < lo:
             raise InvedgeError(f"invalid --classes range {part.strip()!r}", "Write ranges low-high, e.g. 0-4")
+        CLASS_ID.check(hi)  # a range is a list of ids: 0-99999999999 would fill the memory
         out.update(range(lo, hi + 1))
     return sorted(out)
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from .backends.base import Backend, BackendInfo
 from .backends.select import DEFAULT_BACKEND
-from .errors import DataError, InvedgeError
+from .errors import DataError, InvedgeError, NonFiniteError
 from .metadata import ModelMeta
 from .preprocess import load_image, normalize, to_rgb, to_uint8_chw
 
@@ -55,6 +55,7 @@ class Embedder:
         *,
         engine_path: str | os.PathLike[str] | None = None,
         trust_engine: bool = False,  # load an engine_path without its sidecar (backends.select)
+        finite_only: bool = True,  # NaN or inf out of the model raises (verify measures them instead)
     ) -> None:
         if batch_size < 1:
             raise InvedgeError(f"Invalid batch size {batch_size}. It must be at least 1.")
@@ -74,6 +75,7 @@ class Embedder:
             )
         self.meta: ModelMeta = self.backend.meta  # the ONNX file's, also when an engine file runs
         self.batch_size = batch_size
+        self.finite_only = finite_only
         self.decode_workers = decode_workers or max(1, min(4, os.cpu_count() or 1))
         self._pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="invedge-decode")
 
@@ -139,7 +141,10 @@ class Embedder:
 
     def embed_uint8(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, S, S) uint8 images already resized (e.g. an ImageSet) → (N, d) normalised."""
-        return l2_normalize(self.backend.infer(normalize(batch, self.meta.mean, self.meta.std)))
+        vectors = self.backend.infer(normalize(batch, self.meta.mean, self.meta.std))
+        if self.finite_only:
+            require_finite(vectors, self.info.model_path)
+        return l2_normalize(vectors)
 
     def preprocess(self, images: Sequence[ImageLike]) -> np.ndarray:
         """The model's exact input for these images: (N, 3, S, S) float32."""
@@ -181,6 +186,19 @@ class Embedder:
         # in-memory images take the same decoding rules as files (16-bit, EXIF, alpha: preprocess.to_rgb)
         pil = to_rgb(image) if isinstance(image, Image.Image) else load_image(Path(image))
         return to_uint8_chw(pil, self.meta.image_size)
+
+
+def require_finite(vectors: np.ndarray, model: str) -> None:
+    """NonFiniteError when a model gave NaN or inf for any image: one such row in an embeddings
+    folder or an index makes every search through it meaningless, so none is ever written."""
+    bad = int((~np.isfinite(vectors).all(axis=1)).sum())
+    if bad:
+        raise NonFiniteError(
+            f"{Path(model).name or 'the model'} gives NaN or infinite embeddings for {bad} of {len(vectors)} "
+            "images: it is broken (exported from diverged weights, or an engine that overflows)",
+            "Check it with 'invedge verify EXPORT_FOLDER', and export it again from a checkpoint whose "
+            "training did not diverge",
+        )
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:

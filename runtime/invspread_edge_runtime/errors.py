@@ -49,6 +49,11 @@ class AccuracyError(InvedgeError):
     """A converted model whose accuracy fell past the allowed bound."""
 
 
+class NonFiniteError(InvedgeError):
+    """NaN or infinite numbers where finite ones are needed: a training loss that diverged, the
+    weights it left, the embeddings of such a model. Never silently averaged, indexed or saved."""
+
+
 class ConfigError(InvedgeError, ValueError):
     """An option or argument value outside what is allowed (also a ValueError, for library callers)."""
 

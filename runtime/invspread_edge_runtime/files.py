@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import stat
 import tempfile
@@ -168,7 +169,9 @@ def pause_for_test(point: str) -> None:
     $INVEDGE_TEST_PAUSE_RELEASE exists (when set), at most INVEDGE_TEST_PAUSE_S seconds (default
     60). Points: embed-batch (after each batch), embed-join (embeddings.npy half written),
     embed-swap (the old folder moved aside, the new one not yet in place), index-save (the index
-    file half written), milvus-batch (after each batch upserted into Milvus). Does nothing when
+    file half written), milvus-batch (after each batch upserted into Milvus), milvus-remove (after
+    each batch deleted by `index remove --store`), milvus-swap (a Milvus collection moved aside by
+    `index build --overwrite`, the new one not yet renamed in). Does nothing when
     INVEDGE_TEST_PAUSE_AT is unset.
     """
     if os.environ.get("INVEDGE_TEST_PAUSE_AT") != point:
@@ -235,21 +238,73 @@ def replace_folder(new: Path, target: Path, aside: Path | None = None, pause_at:
     (default `.NAME.old` beside it) first and removed only after, so a crash leaves the old or the
     new folder whole; the writer's recovery, under its lock, finishes or undoes the swap.
 
+    A swap that fails says so, naming the folders: the new folder not put in place (the old one is
+    renamed back), or the old one not removed once the new one is in place (InvedgeError: the
+    copy left at `aside` is named, never left behind in silence). An `aside` left by an earlier
+    swap is removed first (InvedgeError naming it when it cannot be).
+
     `pause_at`: a `pause_for_test` point between the two renames (the old folder aside, the new
     one not yet in place).
     """
-    aside = aside or target.parent / f".{target.name}.old"
-    if aside.exists():
-        shutil.rmtree(aside)
+    aside = aside or default_aside(target)
+    if aside.exists() or aside.is_symlink():
+        remove_aside(aside, target)
     moved = target.exists()
     if moved:
         os.rename(target, aside)
     if pause_at:
         pause_for_test(pause_at)
-    os.rename(new, target)
+    try:
+        os.rename(new, target)
+    except OSError:
+        if moved:
+            os.rename(aside, target)  # the old folder back: the swap did not happen
+        raise
     fsync_dir(target.absolute().parent)
     if moved:
-        shutil.rmtree(aside, ignore_errors=True)
+        remove_aside(aside, target, replaced=True)
+
+
+def default_aside(target: Path) -> Path:
+    """Where `replace_folder` keeps the old `target` during a swap, unless told: `.NAME.old` beside it."""
+    return target.parent / f".{target.name}.old"
+
+
+def remove_aside(aside: Path, target: Path, *, replaced: bool = False) -> None:
+    """Delete `aside`, the old copy of `target` that a swap moved out of its way (call under the
+    lock of `target`); InvedgeError naming it (and why) when it cannot be, or when it is not a
+    folder (then it is not ours to delete). `replaced`: the new `target` is in place already."""
+    done = f"{target} was replaced, but its old copy" if replaced else f"the old copy of {target}"
+    _refuse_foreign_aside(aside, target)
+    try:
+        shutil.rmtree(aside)
+    except OSError as exc:
+        where = f" ({os.fsdecode(exc.filename)})" if exc.filename else ""
+        raise InvedgeError(
+            f"{done}, moved aside to {aside}, cannot be removed: {exc.strerror or exc}{where}",
+            f"Remove it by hand (rm -rf {shlex.quote(str(aside))}), then run the command again",
+        ) from exc
+
+
+def _refuse_foreign_aside(aside: Path, target: Path) -> None:
+    """A file or link where a swap keeps the old folder is not one a swap left: never ours to
+    delete, or to rename into `target`'s place."""
+    if aside.is_symlink() or not aside.is_dir():
+        raise InvedgeError(
+            f"{aside} is not a folder: a swap of {target} keeps the old folder there, and this is not one it left",
+            "Move it elsewhere or delete it, then run the command again",
+        )
+
+
+def unremovable(folder: Path) -> Path | None:
+    """The first folder in `folder` (itself included) whose entries this process may not delete
+    (no write permission), or None. Work that ends by removing `folder` (the old copy of an
+    --overwrite swap) checks it first: a read-only folder is refused before any work, not found out
+    once the new result is in place. (Root passes: it deletes whatever the permission bits say.)"""
+    for dirpath, _, _ in os.walk(folder):
+        if not os.access(dirpath, os.W_OK | os.X_OK):
+            return Path(dirpath)
+    return None
 
 
 def recover_swap(
@@ -263,19 +318,22 @@ def recover_swap(
     - `aside` and a complete `target`: the swap was done; the old copy goes;
     - `aside` and no `target`: the complete `staging` moves in if there is one, else `aside` back;
     - no `aside`, or a `target` that is there but not complete: nothing is touched.
+    An `aside` that cannot be removed, or is not a folder, raises InvedgeError naming it.
     What a `staging` folder means when no swap was begun (an unfinished result to drop, or a
     finished one to swap in) is the caller's to decide. Returns what was done, or None.
     """
-    if not aside.exists():
+    if not aside.exists() and not aside.is_symlink():
         return None
+    _refuse_foreign_aside(aside, target)
     if complete(target):
-        shutil.rmtree(aside, ignore_errors=True)
+        remove_aside(aside, target)  # InvedgeError naming it when it cannot be removed
         return "removed the old folder of a finished swap"
     if target.exists():
         return None
     if complete(staging):
         os.rename(staging, target)
-        shutil.rmtree(aside, ignore_errors=True)
+        fsync_dir(target.absolute().parent)
+        remove_aside(aside, target, replaced=True)
         done = "completed an interrupted swap"
     else:
         os.rename(aside, target)
@@ -284,12 +342,20 @@ def recover_swap(
     return done
 
 
-def os_error(exc: OSError, target: Path) -> InvedgeError:
-    """The one-line error for a failed write of `target` (disk full, permissions, ...)."""
+def os_error(exc: OSError, target: Path, *, atomic: bool = True) -> InvedgeError:
+    """The one-line error for a failed write of `target` (disk full, permissions, ...).
+
+    `atomic`: the failed write left `target` as it was (`atomic_path`'s promise), so the message
+    may say what is kept; False where that is not known (an OSError from anywhere).
+    """
     if exc.errno == errno.ENOSPC:
+        kept = ""
+        if atomic and target.is_file():
+            kept = f"; the previous {target.name} is intact"
+        elif atomic and not target.exists():
+            kept = f"; nothing was written to {target.name}"
         return InvedgeError(
-            f"disk full while writing {target}",
-            "Free some space and run the same command again; the previous file is intact",
+            f"disk full while writing {target}", f"Free some space and run the same command again{kept}"
         )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return InvedgeError(f"cannot write {target}: {exc.strerror}", "Choose a writable output folder")

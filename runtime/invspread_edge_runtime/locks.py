@@ -3,7 +3,8 @@
 `fcntl.flock` on a hidden sibling file `.<name>.lock`: the kernel releases it when the holder
 exits, even after `kill -9`, so a stale lock never blocks a rerun. The lock file is never deleted
 (deleting a flock file lets two processes hold "the" lock on two different inodes); it holds the
-holder's pid and command so that a second writer can say who it is waiting for.
+holder's pid and command (emptied on release) so that a second writer can say who it is waiting
+for, and whether that is another thread of its own process.
 
     with exclusive_lock(out, "embeddings folder"):   # waits; LockedError after `timeout` seconds
         ...read, modify, write atomically...
@@ -30,6 +31,8 @@ except ImportError:  # Windows: no flock; the atomic renames still keep each fil
 
 DEFAULT_TIMEOUT_S: float | None = None  # None: $INVEDGE_LOCK_TIMEOUT, else 300 s (tests may set a number)
 POLL_S = 0.05
+UNKNOWN = "holder unknown"
+RECORD_WAIT_S = 0.5  # how long a waiter gives a new holder to write its record before saying "unknown"
 
 
 def lock_path(target: str | os.PathLike[str]) -> Path:
@@ -56,9 +59,15 @@ def exclusive_lock(
         raise os_error(exc, path) from exc
     try:
         _acquire(fd, Path(target), what, timeout)
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
         _write_holder(fd)
         yield path
     finally:
+        with contextlib.suppress(OSError):  # no stale record: a waiter never names a past holder
+            os.ftruncate(fd, 0)
         os.close(fd)  # closing the descriptor releases the flock
 
 
@@ -84,23 +93,27 @@ def default_timeout() -> float:
 def _acquire(fd: int, target: Path, what: str, timeout: float) -> None:
     if fcntl is None:
         return
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     announced = False
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except BlockingIOError:
-            holder = _holder(fd)
+            holder, mine = _holder(fd)
             if time.monotonic() >= deadline:
+                who = "another thread of this process" if mine else "another invedge process"
                 raise LockedError(
-                    f"{target} is being written by another invedge process ({holder})",
+                    f"{target} is being written by {who} ({holder})",
                     "Wait for it to finish, or write to another output",
                 ) from None
-            if not announced:
+            # a holder that has just taken the lock writes its record a moment later: wait for it
+            if not announced and (holder != UNKNOWN or time.monotonic() - started >= RECORD_WAIT_S):
                 from . import console
 
-                console.info(f"waiting for {what} {target}: another process holds it ({holder})")
+                who = "another thread of this process" if mine else "another process"
+                console.info(f"waiting for {what} {target}: {who} holds it ({holder})")
                 announced = True
             time.sleep(POLL_S)
 
@@ -117,9 +130,11 @@ def _write_holder(fd: int) -> None:
         os.pwrite(fd, (json.dumps(record) + "\n").encode("utf-8"), 0)
 
 
-def _holder(fd: int) -> str:
+def _holder(fd: int) -> tuple[str, bool]:
+    """Who holds the lock, as its record says, and whether that is this very process."""
     try:
         record = json.loads(os.pread(fd, 4096, 0).decode("utf-8") or "{}")
-        return f"pid {record['pid']}: {record['command']}, since {record['since']}"
+        mine = record["pid"] == os.getpid() and record.get("host") == socket.gethostname()
+        return f"pid {record['pid']}: {record['command']}, since {record['since']}", mine
     except (OSError, ValueError, KeyError, TypeError):
-        return "holder unknown"
+        return UNKNOWN, False

@@ -34,6 +34,7 @@ import numpy as np
 
 from .errors import DataError, InvedgeError, ModelError
 from .files import _umask, atomic_write_json, read_json, replace_folder, sha256_file
+from .integrity import check_probe_manifest
 from .metadata import ModelMeta
 
 FORMAT = "invspread-edge/probes/1"
@@ -245,9 +246,12 @@ class _Listing:
 
 def load_probe_set(model: str | os.PathLike[str]) -> ProbeSet:
     """The probe set beside `model` (an export folder, a run folder or an .onnx file), every file
-    checked against the sha256 in probes.json; a missing, damaged or foreign file raises DataError."""
+    checked against the sha256 in probes.json, and probes.json against the sha256 the export's
+    report.json records (when it does); a missing, damaged or foreign file raises DataError."""
     folder = probe_folder(model)
     manifest = _read_manifest(folder)
+    if why := check_probe_manifest(folder.parent, folder / MANIFEST):  # thresholds edited, a flipped byte
+        raise DataError(f"probe manifest {folder / MANIFEST} is damaged: {why}", DAMAGED_HINT)
     listing = _listing(manifest, folder / MANIFEST)
     for name, expected in listing.files:
         path = folder / name

@@ -49,7 +49,8 @@ class VerifyResult:
     top1_agreement: float  # ties within TIE_FRACTION count as agreeing (see `top1_agreement`)
     top1_strict: float  # the same neighbour exactly (the export's and the bench's figure)
     thresholds: dict[str, float]
-    failures: list[str] = field(default_factory=list)  # one per figure below its threshold
+    # NaN or inf outputs (when any), then one per figure below its threshold
+    failures: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -103,7 +104,9 @@ def embed_probes(backend: Backend, probes: ProbeSet) -> np.ndarray:
     the runtime's `Embedder` (what `invedge embed` does), whatever the backend."""
     from .embedder import Embedder
 
-    with Embedder(_Borrowed(backend), batch_size=len(probes), decode_workers=1) as embedder:
+    with Embedder(
+        _Borrowed(backend), batch_size=len(probes), decode_workers=1, finite_only=False
+    ) as embedder:
         return embedder.embed(list(probes.paths))
 
 
@@ -144,6 +147,9 @@ def measure(
         mean_cos = min_cos = agree = strict = float("nan")
     figures = {"mean_cosine": mean_cos, "min_cosine": min_cos, "top1_agreement": agree}
     failures = []
+    nonfinite = int((~np.isfinite(candidate).all(axis=1)).sum())
+    if nonfinite:
+        failures.append(f"NaN or infinite embeddings for {nonfinite} of {len(candidate)} probes")
     for name in FIGURES:
         value, bound = figures[name], thresholds[name]
         if not value >= bound:  # NaN fails too
@@ -209,11 +215,14 @@ def require_pass(result: VerifyResult, what: str | None = None, kept: str = "") 
     if result.passed:
         return
     what = what or f"{result.model_file} ({result.precision}) on {result.backend}"
+    hint = suggestion(result.precision)
+    if result.backend == "ort-cpu" and result.failures[0].startswith("NaN"):  # the reference runtime
+        hint = "The file itself gives NaN: export it again from a checkpoint whose training did not diverge"
     raise VerifyFailed(
         result,
         f"{what} fails its probe check against FP32: {result.summary()} ({'; '.join(result.failures)})"
         + (f"; {kept}" if kept else ""),
-        suggestion(result.precision),
+        hint,
     )
 
 

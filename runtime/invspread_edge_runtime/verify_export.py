@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import console
 from .backends.base import Backend
 from .errors import EngineError, InvedgeError
+from .integrity import ArtifactDamaged, combined
 from .metadata import ModelMeta
 from .probes import Log, ProbeSet, load_probe_set, record_export_check
 from .verify import VerifyFailed, VerifyResult, require_pass, suggestion, verify_backend
@@ -31,6 +32,7 @@ class ExportCheck:
     probes: ProbeSet
     results: list[VerifyResult]
     errors: list[tuple[str, str]]  # (precision, why it could not be checked)
+    damaged: list[ArtifactDamaged] = field(default_factory=list)  # differ from report.json's record
 
 
 def verify_export(
@@ -47,6 +49,9 @@ def verify_export(
 
     A failing artifact is a result, not an error (see `require_all_pass`); one that cannot be
     opened raises when it is the only one asked for, else is listed in `errors` and warned about.
+    One that differs from what the folder's report.json records (truncated, a flipped byte) is
+    listed in `damaged`, every one of them when no `precision` is asked for: a check that passes
+    must mean the whole export is what was exported.
     """
     from .backends.select import BACKEND_CHOICES, find_artifacts, pick_artifact
     from .metadata import PRECISIONS
@@ -59,7 +64,12 @@ def verify_export(
     if not export.exists():
         raise InvedgeError(f"export not found: {export}", "Pass an export folder written by 'invedge export'")
     probes = load_probe_set(export)  # damaged or missing probe files: one line, before any backend opens
-    artifacts = find_artifacts(export if export.is_file() else probes.folder.parent)
+    damaged: list[ArtifactDamaged] = []
+    artifacts = find_artifacts(export if export.is_file() else probes.folder.parent, damaged)
+    warn = warn or console.warn
+    if precision is not None:  # only the artifact asked for is checked: the others are named
+        _refuse_if_asked(damaged, precision, warn)
+        damaged = []
     if engine is not None:
         if backend not in ("auto", "trt"):
             raise InvedgeError(
@@ -70,8 +80,7 @@ def verify_export(
     wanted = [precision] if precision else [p for p in PRECISIONS if p in artifacts and _runs(backend, p)]
     if not wanted:
         raise InvedgeError(f"no artifact in {probes.folder.parent} runs on {backend}")
-    warn = warn or console.warn
-    check = ExportCheck(probes, [], [])
+    check = ExportCheck(probes, [], [], damaged)
     for p in wanted:
         try:
             path, meta = pick_artifact(artifacts, "ort-cpu" if backend == "auto" else backend, p)
@@ -79,6 +88,8 @@ def verify_export(
                 check.results.append(verify_backend(opened, probes, precision=p))
         except VerifyFailed as exc:  # the engine's own check at build time failed: same figures
             check.results.append(exc.result)
+        except ArtifactDamaged as exc:  # its sha256 is not the one report.json records
+            check.damaged.append(exc)
         except InvedgeError as exc:
             if len(wanted) == 1:
                 raise
@@ -88,7 +99,10 @@ def verify_export(
 
 
 def require_all_pass(check: ExportCheck) -> None:
-    """VerifyFailed naming every failing artifact; InvedgeError when some could not be checked."""
+    """ArtifactDamaged naming every damaged artifact; VerifyFailed naming every failing one;
+    InvedgeError when some could not be checked."""
+    if check.damaged:
+        raise combined(check.damaged)
     failed = [r for r in check.results if not r.passed]
     if failed:
         first = failed[0]
@@ -127,6 +141,14 @@ def check_exported(
             )
     record_export_check(probes, figures)
     return warnings
+
+
+def _refuse_if_asked(damaged: list[ArtifactDamaged], precision: str, warn: Log) -> None:
+    """Raise the damage of the artifact of `precision`; warn about the others (not checked)."""
+    for d in damaged:
+        if d.precision == precision:
+            raise d
+        warn(f"{d.message} (not checked: --precision {precision} asks for another artifact)")
 
 
 def _runs(backend: str, precision: str) -> bool:

@@ -129,9 +129,14 @@ def test_engine_without_tensorrt_fails_cleanly(tiny_run, tmp_path, capsys):
         (["--calib", "somewhere"], "--calib is used only with --int8"),
         (["--int8", "--calib-count", "4"], "--calib-count"),
         (["--accuracy-images", "3"], "--accuracy-images"),
-        (["--min-cosine", "1.5"], "Invalid --min-cosine 1.5"),
-        (["--max-accuracy-drop", "-1"], "Invalid --max-accuracy-drop -1"),
-        (["--opset", "9"], "Invalid --opset 9"),
+        (["--int8", "--calib-count", "1000000"], "--calib-count 1000000 is out of range. Use 32 to 10000"),
+        (["--accuracy-images", "100000000"], "--accuracy-images 100000000 is out of range"),
+        (["--min-cosine", "1.5"], "--min-cosine 1.5 is out of range. Use a number above 0 and at most 1"),
+        (["--max-accuracy-drop", "-1"], "--max-accuracy-drop -1 is out of range. Use 0 to 100"),
+        (["--max-accuracy-drop", "nan"], "--max-accuracy-drop nan is not a number"),
+        (["--allow-accuracy-drop", "inf"], "--allow-accuracy-drop inf is out of range"),
+        (["--opset", "9"], "--opset 9 is out of range. Use 18 to 23"),
+        (["--opset", "99999999999999999999"], "--opset 99999999999999999999 is out of range"),
     ],
 )
 def test_bad_flags(tiny_run, tmp_path, capsys, args, needle):

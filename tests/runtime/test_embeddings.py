@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 
 import numpy as np
@@ -377,3 +378,111 @@ def test_a_real_full_disk_in_the_join_is_an_error_not_a_signal(tiny_disk):
         w.finish()
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     assert writer(out, tiny_disk, part_size=8192).count == len(x)  # the parts are intact: resumable
+
+
+# --- an --overwrite whose old folder cannot be removed: never a silent leftover ----------------------
+
+
+def _rmtree_failing_on(suffix: str, monkeypatch) -> None:
+    """shutil.rmtree (as files.py calls it) fails on folders named *suffix, like an undeletable file."""
+    import shutil
+
+    from invspread_edge_runtime import files
+
+    real = shutil.rmtree
+
+    def rmtree(path, *args, **kwargs):
+        if str(path).endswith(suffix):
+            raise PermissionError(errno.EPERM, "Operation not permitted", "ids.json")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(files.shutil, "rmtree", rmtree)
+
+
+def test_an_overwrite_that_cannot_remove_the_old_folder_fails_and_the_next_run_cleans_up(
+    tmp_path, monkeypatch
+):
+    from invspread_edge_runtime.embeddings import aside_path
+    from invspread_edge_runtime.errors import InvedgeError
+
+    out = tmp_path / "e.emb"
+    finished(out, tmp_path, ["old0"])
+    with monkeypatch.context() as m:
+        _rmtree_failing_on(".e.emb.old", m)
+        with pytest.raises(
+            InvedgeError, match=r"e\.emb was replaced, but its old copy, moved aside to .*\.e\.emb\.old"
+        ):
+            finished(out, tmp_path, ["new0"], seed=1, overwrite=True)
+        assert load_embeddings(out).ids == ["new0"] and aside_path(out).is_dir()
+        with pytest.raises(
+            InvedgeError, match=r"cannot be removed.*rm -rf"
+        ):  # named at once, before any work
+            writer(out, tmp_path, overwrite=True)
+    again = writer(out, tmp_path, overwrite=True)  # removable now: the leftover goes under the lock
+    assert not aside_path(out).exists()
+    again.add(["new1"], vectors(1, seed=2))
+    again.finish()
+    assert load_embeddings(out).ids == ["new1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.emb"]
+
+
+def test_an_overwrite_of_a_folder_it_may_not_clean_is_refused_before_any_work(tmp_path, monkeypatch):
+    from invspread_edge_runtime.embeddings import check_output
+
+    out = tmp_path / "e.emb"
+    finished(out, tmp_path, ["old0"])
+    monkeypatch.setattr(
+        "os.access", lambda path, mode: str(path) != str(out)
+    )  # as `chmod a-w e.emb` for a user
+    for refuse in (lambda: check_output(out, overwrite=True), lambda: writer(out, tmp_path, overwrite=True)):
+        with pytest.raises(
+            EmbeddingsError, match=r"cannot replace .*e\.emb: .*is not writable.*chmod -R u\+w"
+        ):
+            refuse()
+    assert load_embeddings(out).ids == ["old0"] and sorted(p.name for p in tmp_path.iterdir()) == ["e.emb"]
+
+
+@pytest.fixture
+def immutable(tmp_path):
+    """chattr +i on a file (even root cannot delete it), undone at the end; skips where the file
+    system or the user cannot set the flag."""
+    import shutil
+    import subprocess
+
+    marked = []
+
+    def mark(path):
+        if (
+            shutil.which("chattr") is None
+            or subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode
+        ):
+            pytest.skip("needs chattr +i (root on ext4/xfs/btrfs): a file nobody can delete")
+        marked.append(path)
+
+    yield mark
+    if marked:  # wherever the marked file was moved to under tmp_path
+        subprocess.run(["chattr", "-R", "-i", str(tmp_path)], capture_output=True)
+
+
+def test_embed_overwrite_of_an_undeletable_folder_never_reports_success(
+    tmp_path, image_folder, make_tiny_onnx, immutable, capsys
+):
+    """The real thing, through the CLI: a file of the old folder that cannot be deleted."""
+    import subprocess
+
+    from tiny import invedge
+
+    model, out = make_tiny_onnx(tmp_path / "model.onnx"), tmp_path / "e.emb"
+    images = image_folder / "class0"
+    assert invedge("embed", model, images, "--out", out) == 0
+    immutable(out / "ids.json")
+    capsys.readouterr()
+    assert invedge("embed", model, images, "--out", out, "--overwrite") == 1
+    err = capsys.readouterr().err
+    assert "✓" not in err and f"{out} was replaced, but its old copy" in err and ".e.emb.old" in err
+    assert invedge("embed", model, images, "--out", out, "--overwrite") == 1  # named, before any work
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot be removed" in lines[0] and ".e.emb.old" in lines[0], lines
+    subprocess.run(["chattr", "-i", str(tmp_path / ".e.emb.old" / "ids.json")], check=True)
+    assert invedge("embed", model, images, "--out", out, "--overwrite") == 0  # the leftover goes now
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".e.emb")) == [".e.emb.lock"]

@@ -184,3 +184,112 @@ def test_recover_swap_leaves_an_unfinished_target_and_its_aside_alone(tmp_path):
     target.mkdir()  # there, but without the mark of a whole result: not ours to judge
     assert recover_swap(target, aside, tmp_path / ".out.staging", _done) is None
     assert (aside / "done").read_text() == "old" and target.is_dir()
+
+
+# --- a swap that fails says so, and its leftover never blocks a rerun ------------------------------
+
+
+def _failing_rmtree(fail_times: int):
+    """shutil.rmtree that fails like an undeletable file (chattr +i, a read-only folder) `fail_times`
+    times, then works: a root-proof stand-in for the permission bits root ignores."""
+    import shutil
+
+    real, calls = shutil.rmtree, {"n": 0}
+
+    def rmtree(path, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] <= fail_times:
+            raise PermissionError(errno.EPERM, "Operation not permitted", "ids.json")
+        return real(path, *args, **kwargs)
+
+    return rmtree
+
+
+def test_a_swap_whose_old_folder_cannot_be_removed_fails_naming_it(tmp_path, monkeypatch):
+    from invspread_edge_runtime import files
+
+    target, new = _folder(tmp_path / "out", "old"), _folder(tmp_path / ".out.staging", "new")
+    monkeypatch.setattr(files.shutil, "rmtree", _failing_rmtree(1))
+    with pytest.raises(InvedgeError) as exc:
+        files.replace_folder(new, target)
+    message = str(exc.value)
+    assert f"{target} was replaced" in message and str(tmp_path / ".out.old") in message
+    assert "Operation not permitted (ids.json)" in message and "rm -rf" in message
+    assert (target / "done").read_text() == "new"  # the new result is in place; the error says so
+    # the next run (under the lock) removes the leftover, and a later swap goes through
+    assert recover_swap(target, tmp_path / ".out.old", tmp_path / ".out.staging", _done) == (
+        "removed the old folder of a finished swap"
+    )
+    files.replace_folder(_folder(tmp_path / ".out.staging", "newer"), target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_leftover_that_cannot_be_removed_is_named_not_claimed_removed(tmp_path, monkeypatch):
+    from invspread_edge_runtime import files
+
+    target, aside = _folder(tmp_path / "out", "new"), _folder(tmp_path / ".out.old", "old")
+    monkeypatch.setattr(files.shutil, "rmtree", _failing_rmtree(10))
+    with pytest.raises(
+        InvedgeError, match=r"the old copy of .*out, moved aside to .*\.out\.old, cannot be removed"
+    ):
+        recover_swap(target, aside, tmp_path / ".out.staging", _done)
+    with pytest.raises(InvedgeError, match=r"\.out\.old"):  # and a new swap does not step over it
+        files.replace_folder(_folder(tmp_path / ".out.staging", "newer"), target)
+    assert (target / "done").read_text() == "new"
+
+
+def test_a_new_folder_that_cannot_be_moved_in_puts_the_old_one_back(tmp_path, monkeypatch):
+    from invspread_edge_runtime import files
+
+    target, new = _folder(tmp_path / "out", "old"), _folder(tmp_path / ".out.staging", "new")
+    real = os.rename
+
+    def rename(src, dst):
+        if str(src) == str(new):
+            raise OSError(errno.EBUSY, "Device or resource busy", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(files.os, "rename", rename)
+    with pytest.raises(OSError, match="busy"):
+        files.replace_folder(new, target)
+    assert (target / "done").read_text() == "old" and not (tmp_path / ".out.old").exists()
+
+
+def test_a_file_where_the_old_folder_goes_is_refused_not_deleted(tmp_path):
+    from invspread_edge_runtime.files import replace_folder
+
+    target, aside = _folder(tmp_path / "out", "old"), tmp_path / ".out.old"
+    aside.write_text("not ours")
+    with pytest.raises(InvedgeError, match=r"\.out\.old is not a folder"):
+        replace_folder(_folder(tmp_path / ".out.staging", "new"), target)
+    with pytest.raises(InvedgeError, match=r"\.out\.old is not a folder"):
+        recover_swap(target, aside, tmp_path / ".out.staging", _done)
+    assert aside.read_text() == "not ours" and (target / "done").read_text() == "old"
+
+
+def test_a_folder_this_process_may_not_clean_is_found_before_any_work(tmp_path, monkeypatch):
+    from invspread_edge_runtime.files import unremovable
+
+    folder = tmp_path / "e.emb"
+    (folder / "parts").mkdir(parents=True)
+    assert unremovable(folder) is None
+    monkeypatch.setattr(os, "access", lambda path, mode: not str(path).endswith("parts"))
+    assert unremovable(folder) == folder / "parts"
+
+
+@pytest.mark.parametrize(
+    "state, hint",
+    [("file", "the previous a.bin is intact"), ("none", "nothing was written to a.bin"), ("unknown", None)],
+)
+def test_disk_full_says_what_was_kept_only_when_it_is_known(tmp_path, state, hint):
+    from invspread_edge_runtime.files import os_error
+
+    target = tmp_path / "a.bin"
+    if state == "file":
+        target.write_bytes(b"good")
+    error = os_error(OSError(errno.ENOSPC, "No space left on device"), target, atomic=state != "unknown")
+    assert error.message == f"disk full while writing {target}"
+    if hint is None:
+        assert "intact" not in error.hint and "nothing" not in error.hint
+    else:
+        assert error.hint.endswith(hint)

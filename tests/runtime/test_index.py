@@ -419,3 +419,12 @@ def test_threads_searching_a_fresh_index_all_get_whole_answers(tmp_path, monkeyp
         for thread in threads:
             thread.join()
         assert answers == [expected] * 8
+
+
+def test_an_unreadable_index_path_is_not_blamed_on_permissions(tmp_path):
+    """A link that loops is no permission problem: the hint says where to look."""
+    loop = tmp_path / "g.index"
+    loop.symlink_to(loop.name)
+    with pytest.raises(IndexFileError, match="Too many levels of symbolic links") as exc:
+        Index.load(loop)
+    assert "permission" not in str(exc.value).lower() and "Check the path" in exc.value.hint

@@ -197,7 +197,8 @@ def test_nan_outputs_fail(tiny_export):
         THRESHOLDS["fp32"],
         precision="fp32",
     )
-    assert not result.passed and len(result.failures) == 3
+    assert not result.passed and len(result.failures) == 4
+    assert result.failures[0] == "NaN or infinite embeddings for 32 of 32 probes"
     with pytest.raises(verify.VerifyFailed, match=r"mean cos nan, min nan, top-1 agreement nan/32"):
         verify.require_pass(result)
     assert result.to_dict()["mean_cosine"] is None  # JSON has no NaN
@@ -250,10 +251,15 @@ def _delete_an_image(folder: Path) -> str:
 
 
 def _rewrite_manifest(folder: Path, edit) -> None:
+    """Edit probes.json and record its new sha256 in report.json: the checks behind that hash."""
     path = folder / MANIFEST
     manifest = json.loads(path.read_text())
     edit(manifest)
     path.write_text(json.dumps(manifest))
+    report = folder.parent / "report.json"
+    doc = json.loads(report.read_text())
+    doc["probes"]["sha256"] = sha256_file(path)
+    report.write_text(json.dumps(doc))
 
 
 def _wrong_shape(folder: Path) -> str:

@@ -58,7 +58,13 @@ def test_presets_differ_where_they_say():
         ("crop=0-1", "crop takes LO-HI"),
         ("hue=0.7", "hue takes a number in [0, 0.5]"),
         ("rotate=x", "rotate takes a number"),
-        ("jitter=-1", "jitter takes a number >= 0"),
+        ("jitter=-1", "jitter takes a number in [0, 10]"),
+        ("jitter=inf", "jitter takes a number in [0, 10]"),  # inf or nan: NaN views, a NaN loss
+        ("brightness=nan", "brightness takes a number in [0, 10]"),
+        ("contrast=1e9", "contrast takes a number in [0, 10]"),
+        ("ratio=0.5-inf", "ratio takes LO-HI with 0.01 <= LO, HI <= 100"),
+        ("blur-sigma=0.1-1e308", "blur-sigma takes LO-HI with 0 < LO, HI <= 100"),
+        ("crop=nan-1", "crop takes LO-HI"),
     ],
 )
 def test_bad_specs_are_one_line(aug, needle):
@@ -66,6 +72,12 @@ def test_bad_specs_are_one_line(aug, needle):
         augment_spec.resolve("natural", aug)
     text = str(info.value)
     assert needle in text and "\n" not in text
+
+
+@pytest.mark.parametrize("preset", augment_spec.PRESETS)
+def test_every_preset_is_inside_the_bounds_a_user_gets(preset):
+    spec = augment_spec.resolve(preset)
+    assert augment_spec.parse_spec(augment_spec.canonical(spec)) == spec
 
 
 def test_unknown_key_lists_the_allowed_ones():

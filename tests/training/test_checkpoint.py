@@ -85,7 +85,7 @@ def test_a_failed_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch, er
     if isinstance(error, OSError):  # one line naming the file, not safetensors' own error type
         with pytest.raises(InvedgeError, match=f"disk full while writing {path}") as info:
             save_checkpoint(path, model, tiny_config(), 2, 20, opt)
-        assert "previous file is intact" in str(info.value)
+        assert "the previous checkpoint.safetensors is intact" in str(info.value)
     else:
         with pytest.raises(KeyboardInterrupt):
             save_checkpoint(path, model, tiny_config(), 2, 20, opt)

@@ -119,11 +119,16 @@ def test_eval_without_data_uses_the_data_the_checkpoint_was_trained_on(tiny_run,
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        (dict(batch_size=0), "--batch must be at least 1"),
-        (dict(workers=-1), "--workers must be >= 0"),
-        (dict(k=0), "--k must be at least 1"),
-        (dict(limit=0), "--limit must be at least 1"),
-        (dict(baseline="untrained", run=None, width=0), "--width must be at least 1"),
+        (dict(batch_size=0), "--batch 0 is out of range. Use 1 to 1024"),
+        (dict(batch_size=100_000), "--batch 100000 is out of range"),
+        (dict(workers=-1), "--workers -1 is out of range"),
+        (dict(workers=100_000), "--workers 100000 is out of range. Use 0 to 256"),
+        (dict(k=0), "--k 0 is out of range"),
+        (dict(k=10**9), "--k 1000000000 is out of range. Use 1 to 10000"),
+        (dict(limit=0), "--limit 0 is out of range"),
+        (dict(limit=10**30), "--limit 1000000000000000000000000000000 is out of range"),
+        (dict(baseline="untrained", run=None, width=0), "--width 0 is out of range"),
+        (dict(baseline="untrained", run=None, width=100_000), "--width 100000 is out of range. Use 1 to 256"),
     ],
 )
 def test_bad_values_are_config_errors(tiny_run, kwargs, match):

@@ -215,10 +215,10 @@ def test_folder_with_an_unreadable_file(tmp_path, image_folder):
     ("overrides", "error", "match"),
     [
         (dict(limit=10), DataError, "fewer than one batch"),
-        (dict(epochs=0), InvedgeError, "--epochs must be at least 1"),
+        (dict(epochs=0), InvedgeError, "--epochs 0 is out of range. Use 1 to 10000"),
         (dict(schedule="linear"), InvedgeError, "--schedule must be one of"),
         (dict(arch="vgg"), InvedgeError, "Only cifar_resnet18"),
-        (dict(temperature=0.0), InvedgeError, "temperature must be > 0"),
+        (dict(temperature=0.0), InvedgeError, "--temperature 0 is out of range"),
         (dict(classes="9-3"), InvedgeError, "low-high"),
         (dict(sync_bn=True, device="cpu"), InvedgeError, "--sync-bn needs CUDA"),
     ],
@@ -427,7 +427,7 @@ def test_a_locked_run_folder_is_refused_at_once(old_run):
 
     before = snapshot(old_run)
     with exclusive_lock(old_run, "run folder"):
-        with pytest.raises(LockedError, match=f"{old_run} is being written by another invedge process"):
+        with pytest.raises(LockedError, match=f"{old_run} is being written by another thread of this process"):
             train(tiny(old_run, epochs=1, eval_every=0), overwrite=True, show_progress=False)
         with pytest.raises(LockedError, match=r"pid \d+"):
             train(TrainConfig(out=str(old_run)), resume=True, epochs=2, show_progress=False)
@@ -563,15 +563,29 @@ def test_trains_on_a_folder_with_a_file_name_that_is_not_utf8(tmp_path, image_fo
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        (dict(temperature=0.0), "temperature must be > 0"),
+        (dict(temperature=0.0), "--temperature 0 is out of range. Use 0.01 to 10"),
+        (dict(temperature=float("nan")), "--temperature nan is not a number"),
         (dict(negative_weight=0.5), "negative_weight must be >= 1"),
-        (dict(lr=float("nan")), "--lr must be a number > 0"),
+        (dict(lr=float("nan")), "--lr nan is not a number"),
+        (dict(lr=float("inf")), "--lr inf is out of range. Use a number above 0 and at most 100"),
         (dict(momentum=1.5), "momentum must be in"),
-        (dict(weight_decay=-1.0), "weight decay must be >= 0"),
-        (dict(embedding_dim=0), "--embedding-dim must be at least 1"),
-        (dict(seed=-1), "--seed must be >= 0"),
-        (dict(limit=0), "--limit must be at least 1"),
-        (dict(eval_memory=-5), "--eval-memory"),
+        (dict(weight_decay=-1.0), "weight decay -1 is out of range. Use 0 to 1"),
+        (dict(weight_decay=float("inf")), "weight decay inf is out of range"),
+        (dict(embedding_dim=0), "--embedding-dim 0 is out of range"),
+        (dict(embedding_dim=100_000), "--embedding-dim 100000 is out of range. Use 1 to 8192"),
+        (dict(width=100_000), "--width 100000 is out of range. Use 1 to 256"),
+        (dict(image_size=100_000), "--image-size 100000 is out of range. Use 8 to 1024"),
+        (dict(image_size=1024, batch_size=1024), "--batch-size 1024 at 1024 px .* Use --batch-size 2 to 256"),
+        (dict(image_size=64, aug="size=1024", batch_size=1024), "--batch-size 1024 at 1024 px"),
+        (dict(batch_size=10**6), "--batch-size 1000000 is out of range. Use 2 to 16384"),
+        (dict(epochs=10**20), "--epochs 100000000000000000000 is out of range"),
+        (dict(seed=-1), "--seed -1 is out of range"),
+        (dict(seed=2**64), "--seed 18446744073709551616 is out of range. Use 0 to 4294967295"),
+        (dict(limit=0), "--limit 0 is out of range"),
+        (dict(workers=10_000), "--workers 10000 is out of range. Use 0 to 256"),
+        (dict(classes="0-99999999999"), "--classes 99999999999 is out of range. Use 0 to 99999"),
+        (dict(eval_memory=-5), "--eval-memory -5 is out of range. Use 0 to 1000000000 \\(0: all\\)"),
+        (dict(save_every_steps=10**12), "--save-every-steps 1000000000000 is out of range"),
     ],
 )
 def test_values_the_library_rejects_are_config_errors(tmp_path, overrides, match):

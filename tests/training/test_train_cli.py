@@ -94,8 +94,8 @@ def _files(folder: Path) -> dict[str, bytes]:
     ("argv", "needles"),
     [
         (["--data", "/no/such/folder"], ["unknown data"]),
-        (["--data", "fashion-mnist", "--temperature", "0"], ["temperature must be > 0", "0.1"]),
-        (["--data", "fashion-mnist", "--seed", "-1"], ["--seed must be >= 0"]),
+        (["--data", "fashion-mnist", "--temperature", "0"], ["--temperature 0 is out of range. Use 0.01"]),
+        (["--data", "fashion-mnist", "--seed", "-1"], ["--seed -1 is out of range. Use 0 to 4294967295"]),
         (["--data", "fashion-mnist", "--limit", "10"], ["fewer than one batch"]),
         (["--data", "fashion-mnist", "--arch", "vgg"], ["Only cifar_resnet18"]),
     ],
@@ -122,9 +122,9 @@ def test_wrong_files_and_folders_are_one_line(cli_run, tmp_path, capsys):
     assert invedge("train", "--resume", blocker) == 1
     one_line_error(capsys, "--resume takes a run folder")
     assert invedge("eval", cli_run, "--batch", "0") == 1
-    one_line_error(capsys, "--batch must be at least 1")
+    one_line_error(capsys, "--batch 0 is out of range. Use 1 to 1024")
     assert invedge("eval", cli_run, "--k", "0") == 1
-    one_line_error(capsys, "--k must be at least 1")
+    one_line_error(capsys, "--k 0 is out of range. Use 1 to 10000")
     assert invedge("eval", blocker) == 1
     one_line_error(capsys, "damaged or not a safetensors file")
 

@@ -8,8 +8,10 @@ one GPU and one TensorRT, so here the cache is one folder per key, like `tensorr
 EngineKey: ONNX sha256, ONNX Runtime and TensorRT versions, GPU name and compute capability, and
 the provider options an engine depends on (precision flags, batch profile, workspace). A sidecar
 `invedge-cache.json` in the folder, written only after the session was built and ran, holds the
-key. A folder whose sidecar is missing, damaged or names another key is emptied before use: an
-unverified cache is never reused.
+key and the sha256 of every engine and profile file the provider wrote. A folder whose sidecar is
+missing, damaged or names another key, or whose engine files differ from the hashes it records (a
+damaged, replaced or added file: the provider would load any by its name), is emptied before
+use: an unverified cache is never reused.
 
 No onnxruntime, TensorRT or CUDA import here: the GPU and TensorRT version are read through the
 driver's and libnvinfer's stable C entry points (ctypes), and "unknown" is recorded where absent.
@@ -42,6 +44,7 @@ KEYED_OPTIONS = (
     "trt_profile_max_shapes",
 )
 UNKNOWN = "unknown"
+ENGINE_FILES = ("*.engine", "*.profile")  # what the provider writes and reuses by name (not *.timing)
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,13 @@ def slot_dir(base: str | os.PathLike[str], onnx_path: str | os.PathLike[str], ke
 
 def read_slot_key(slot: str | os.PathLike[str]) -> OrtTrtKey | None:
     """The key the sidecar in `slot` names; None when there is none; InvedgeError when it is damaged."""
+    found = read_slot(slot)
+    return None if found is None else found[0]
+
+
+def read_slot(slot: str | os.PathLike[str]) -> tuple[OrtTrtKey, dict[str, str] | None] | None:
+    """(the key, {engine file: sha256}) the sidecar in `slot` records (None: no hashes, an older
+    sidecar); None when there is no sidecar; InvedgeError when it is damaged."""
     path = Path(slot) / SIDECAR
     if not path.exists():
         return None
@@ -110,9 +120,34 @@ def read_slot_key(slot: str | os.PathLike[str]) -> OrtTrtKey | None:
     if not isinstance(doc, dict) or doc.get("format") != SIDECAR_FORMAT:
         raise InvedgeError(f"{path} is not an invspread-edge cache sidecar")
     try:
-        return OrtTrtKey(**doc["key"])
+        key = OrtTrtKey(**doc["key"])
     except (KeyError, TypeError) as exc:
         raise InvedgeError(f"{path} is damaged ({exc!r})") from exc
+    files = doc.get("files")
+    if files is not None and not (
+        isinstance(files, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())
+    ):
+        raise InvedgeError(f"{path} is damaged (its engine hashes are not a mapping of names to sha256)")
+    return key, files
+
+
+def engine_files(slot: str | os.PathLike[str]) -> dict[str, str]:
+    """{name: sha256} of the engine and profile files in `slot` (what its sidecar records)."""
+    found = (p for pattern in ENGINE_FILES for p in Path(slot).glob(pattern) if p.is_file())
+    return {p.name: sha256_file(p) for p in sorted(found)}
+
+
+def _changed_files(slot: Path, recorded: dict[str, str] | None) -> list[str]:
+    """Why the engine files in `slot` are not the ones its sidecar vouches for ([] = they are)."""
+    if recorded is None:
+        return ["its sidecar records no hashes of its engine files (an older invedge wrote it)"]
+    here = engine_files(slot)
+    changed = sorted(n for n in set(here) | set(recorded) if here.get(n) != recorded.get(n))
+    return (
+        [f"its engine files differ from the hashes its sidecar records ({', '.join(changed)})"]
+        if changed
+        else []
+    )
 
 
 def prepare_slot(slot: str | os.PathLike[str], key: OrtTrtKey) -> str:
@@ -123,11 +158,11 @@ def prepare_slot(slot: str | os.PathLike[str], key: OrtTrtKey) -> str:
         slot.mkdir(parents=True, exist_ok=True)
         return "new"
     try:
-        found = read_slot_key(slot)
+        found = read_slot(slot)
         reasons = (
             ["it has no sidecar, so nothing shows what it was built for"]
             if found is None
-            else key.mismatches(found)
+            else key.mismatches(found[0]) or _changed_files(slot, found[1])
         )
     except InvedgeError as exc:
         reasons = [f"its sidecar is unreadable ({exc.message})"]
@@ -141,9 +176,10 @@ def prepare_slot(slot: str | os.PathLike[str], key: OrtTrtKey) -> str:
 
 
 def write_slot_sidecar(slot: str | os.PathLike[str], key: OrtTrtKey) -> Path:
-    """Record `key` in `slot`: only after the session was built and ran (see the module docstring)."""
+    """Record `key` and the engine files' hashes in `slot`: only after the session was built and
+    ran (see the module docstring)."""
     path = Path(slot) / SIDECAR
-    atomic_write_json(path, {"format": SIDECAR_FORMAT, "key": asdict(key)})
+    atomic_write_json(path, {"format": SIDECAR_FORMAT, "key": asdict(key), "files": engine_files(slot)})
     return path
 
 

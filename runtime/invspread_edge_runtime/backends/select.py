@@ -16,14 +16,14 @@ Given an export folder (or a run folder holding `export/`), the artifact follows
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 from pathlib import Path
 
 from .. import console
 from ..errors import EngineError, InvedgeError, MissingDependency, ModelError
-from ..metadata import ARTIFACT_FILES, PRECISIONS, PREFIX, ModelMeta, read_model_meta
+from ..integrity import ArtifactDamaged, ExportRecord, check_artifact, combined, read_report
+from ..metadata import ARTIFACT_FILES, PRECISIONS, ModelMeta, read_model_meta
 from ..tensorrt.cache import DEFAULT_MAX_BATCH
 from .base import Backend
 
@@ -39,7 +39,9 @@ PREFERENCE = {
 ARTIFACT_NAME = re.compile(r"^model([.-].*)?\.onnx$")
 
 
-def find_artifacts(model: str | os.PathLike[str]) -> dict[str, tuple[Path, ModelMeta]]:
+def find_artifacts(
+    model: str | os.PathLike[str], damaged: list[ArtifactDamaged] | None = None
+) -> dict[str, tuple[Path, ModelMeta]]:
     """precision → (path, metadata) for one .onnx file, an export folder, or a run folder.
 
     An export folder holds the artifacts of one checkpoint (each carries `invedge.checkpoint_sha256`),
@@ -47,6 +49,10 @@ def find_artifacts(model: str | os.PathLike[str]) -> dict[str, tuple[Path, Model
     names are left out with a warning naming them; without a report to tell which set is current,
     a folder of mixed checkpoints is refused. A file named like ours (`model*.onnx`) that cannot be
     read is named in a warning (or in the error, when nothing usable is left), never skipped silently.
+
+    An artifact that report.json records with another size, or that cannot be read although the
+    report records it, is damaged (`integrity.py`): ArtifactDamaged names it, or, when `damaged` is
+    a list (`invedge verify`, which reports every artifact), it is added there and left out.
     """
     path = Path(model)
     if path.is_file() and path.suffix == ".engine":
@@ -56,24 +62,47 @@ def find_artifacts(model: str | os.PathLike[str]) -> dict[str, tuple[Path, Model
             f"this engine with: invedge verify {path.parent} --engine {path}",
         )
     if path.is_file():
-        meta = read_model_meta(path)
+        record, _ = read_report(path.parent)
+        try:
+            meta = read_model_meta(path)
+        except ModelError as exc:
+            if record and (damaged_file := record.listed(path, None)):
+                raise damaged_file from exc
+            raise
+        if record and (damaged_file := record.listed(path, meta.checkpoint_sha256)):
+            raise damaged_file
         return {meta.precision: (path, meta)}
     if path.is_dir():
         folder = path / "export" if not list(path.glob("*.onnx")) and (path / "export").is_dir() else path
-        return _folder_artifacts(folder)
+        return _folder_artifacts(folder, damaged)
     raise ModelError(f"model not found: {path}", "Pass an exported .onnx file or an export folder")
 
 
-def _folder_artifacts(folder: Path) -> dict[str, tuple[Path, ModelMeta]]:
+def _folder_artifacts(
+    folder: Path, collect: list[ArtifactDamaged] | None
+) -> dict[str, tuple[Path, ModelMeta]]:
+    record, problem = read_report(folder)
     ours: list[tuple[Path, ModelMeta]] = []
-    damaged: list[str] = []  # "NAME: why"
+    damaged: list[str] = []  # "NAME: why", of files the report does not record
+    recorded_damage: list[ArtifactDamaged] = []
     for onnx in sorted(folder.glob("*.onnx")):
         try:
-            ours.append((onnx, read_model_meta(onnx)))
+            meta = read_model_meta(onnx)
         except ModelError as exc:
-            if ARTIFACT_NAME.match(onnx.name):  # named like an export's artifact: say it is broken
+            if record and (damaged_file := record.listed(onnx, None)):
+                recorded_damage.append(damaged_file)
+            elif ARTIFACT_NAME.match(onnx.name):  # named like an export's artifact: say it is broken
                 damaged.append(f"{onnx.name}: {exc.message.replace(str(onnx), 'it')}")
             # other ONNX files (the search graph dump, a user's model) are not ours: no word needed
+            continue
+        if record and (damaged_file := record.listed(onnx, meta.checkpoint_sha256)):
+            recorded_damage.append(damaged_file)
+        else:
+            ours.append((onnx, meta))
+    if record and recorded_damage and (collect is None or not ours):
+        raise combined(recorded_damage)
+    if collect is not None:
+        collect.extend(recorded_damage)
     if not ours:
         if damaged:
             raise ModelError(
@@ -86,7 +115,7 @@ def _folder_artifacts(folder: Path) -> dict[str, tuple[Path, ModelMeta]]:
         )
     for line in damaged:
         console.warn(f"{folder}: skipping {line}; the other models are used")
-    ours = _one_checkpoint(folder, ours)
+    ours = _one_checkpoint(folder, ours, record, problem)
     found: dict[str, tuple[Path, ModelMeta]] = {}
     for onnx, meta in ours:
         # two files of one checkpoint and precision: the export's own name wins, else the first
@@ -96,12 +125,15 @@ def _folder_artifacts(folder: Path) -> dict[str, tuple[Path, ModelMeta]]:
     return found
 
 
-def _one_checkpoint(folder: Path, ours: list[tuple[Path, ModelMeta]]) -> list[tuple[Path, ModelMeta]]:
-    """The artifacts of the folder's one checkpoint (see `find_artifacts`)."""
+def _one_checkpoint(
+    folder: Path, ours: list[tuple[Path, ModelMeta]], record: ExportRecord | None, problem: str | None
+) -> list[tuple[Path, ModelMeta]]:
+    """The artifacts of the folder's one checkpoint (see `find_artifacts`); `record` and `problem`:
+    what `integrity.read_report` made of its report.json."""
     by_checkpoint: dict[str, list[Path]] = {}
     for onnx, meta in ours:
         by_checkpoint.setdefault(meta.checkpoint_sha256, []).append(onnx)
-    current, problem = _report_checkpoint(folder)
+    current = record.checkpoint_sha256 if record else None
     if len(by_checkpoint) == 1 and current in (None, *by_checkpoint):
         if problem:  # nothing to choose between, so the models' own metadata is enough
             console.warn(f"{folder / 'report.json'} {problem}; its models all come from one checkpoint")
@@ -121,28 +153,14 @@ def _one_checkpoint(folder: Path, ours: list[tuple[Path, ModelMeta]]) -> list[tu
     return [(onnx, meta) for onnx, meta in ours if meta.checkpoint_sha256 == current]
 
 
-def _report_checkpoint(folder: Path) -> tuple[str | None, str | None]:
-    """(the checkpoint sha256 that `report.json`, written last by an export, names; why it names
-    none when it is there but unusable)."""
-    report = folder / "report.json"
-    if not report.exists():
-        return None, None
-    if not report.is_file():  # a folder, a FIFO (reading it would wait forever), ...
-        return None, "is not a regular file"
-    try:
-        doc = json.loads(report.read_text(encoding="utf-8"))
-        sha = doc["metadata"][PREFIX + "checkpoint_sha256"]
-    except (OSError, ValueError, RecursionError) as exc:
-        return None, f"cannot be read ({exc.__class__.__name__})"
-    except (KeyError, TypeError):
-        return None, "does not name a checkpoint"
-    return (sha, None) if isinstance(sha, str) and sha else (None, "does not name a checkpoint")
-
-
 def pick_artifact(
     artifacts: dict[str, tuple[Path, ModelMeta]], backend: str, precision: str | None = None
 ) -> tuple[Path, ModelMeta]:
-    """The artifact `backend` should run (see the module docstring); ModelError when none fits."""
+    """The artifact `backend` should run (see the module docstring); ModelError when none fits.
+
+    The one chosen is compared with the sha256 its folder's report.json records (ArtifactDamaged):
+    every caller that runs an artifact chooses it here first.
+    """
     if precision is not None:
         if precision not in PRECISIONS:
             raise ModelError(f"Invalid precision {precision!r}. Only {', '.join(PRECISIONS)} are supported.")
@@ -158,7 +176,9 @@ def pick_artifact(
         if wanted in artifacts:
             if backend in ("trt", "ort-trt") and wanted == "int8-cpu":
                 break
-            return artifacts[wanted]
+            path, meta = artifacts[wanted]
+            check_artifact(path, meta.checkpoint_sha256)
+            return path, meta
     if set(artifacts) == {"int8-cpu"} or (precision == "int8-cpu" and backend in ("trt", "ort-trt")):
         raise ModelError(
             "the int8-cpu model (uint8 activations) cannot run on TensorRT",
@@ -228,7 +248,11 @@ def open_backend(
                 name, path, meta, threads, max_batch, cache_dir, device_id, engine_path, trust_engine
             )
         except (InvedgeError, RuntimeError, OSError) as exc:
-            if backend != "auto" or (isinstance(exc, ModelError) and name == "ort-cpu"):
+            if (
+                backend != "auto"
+                or isinstance(exc, ArtifactDamaged)
+                or (isinstance(exc, ModelError) and name == "ort-cpu")
+            ):
                 raise
             notes.append(f"{name}: skipped ({exc})")
             continue

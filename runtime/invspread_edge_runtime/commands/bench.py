@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from ..bounds import BATCH, BENCH_IMAGES, BENCH_ITERS, BENCH_SECONDS, WARMUP_CALLS, WARMUP_SECONDS, helped
 from ..comparison.harness import DEFAULT_WARMUP
 from ..comparison.images import DEFAULT_COUNT, DEFAULT_DATA
 from ..comparison.registry import ALL_PRECISIONS, BUILTIN_RUNTIMES, TOOLKIT_RUNTIMES
@@ -35,20 +36,27 @@ def bench(
         help=f"Comma list of {', '.join(ALL_PRECISIONS)} (default: every artifact present).",
     ),
     batch: str = typer.Option(
-        ",".join(map(str, DEFAULT_BATCHES)), "--batch", help="Comma list of batch sizes."
+        ",".join(map(str, DEFAULT_BATCHES)), "--batch", help=helped("Comma list of batch sizes.", BATCH)
     ),
     data: str = typer.Option(
         DEFAULT_DATA, "--data", help="fashion-mnist (its test split) or a folder of images."
     ),
     images: int = typer.Option(
-        DEFAULT_COUNT, "--images", help="Images to time with and to measure accuracy on."
+        DEFAULT_COUNT,
+        "--images",
+        help=helped("Images to time with and to measure accuracy on.", BENCH_IMAGES),
     ),
     warmup: str = typer.Option(
-        DEFAULT_WARMUP, "--warmup", help="Warm-up calls per row: a count (10) or a duration (2s)."
+        DEFAULT_WARMUP,
+        "--warmup",
+        help=f"Warm-up calls per row: a count (10) or a duration (2s); calls {WARMUP_CALLS.help}, "
+        f"seconds {WARMUP_SECONDS.help}.",
     ),
-    iters: int | None = typer.Option(None, "--iters", help="Measured calls per row (instead of --seconds)."),
+    iters: int | None = typer.Option(
+        None, "--iters", help=helped("Measured calls per row (instead of --seconds).", BENCH_ITERS)
+    ),
     seconds: float | None = typer.Option(
-        None, "--seconds", help="Measure each row for this long (default: 3 s)."
+        None, "--seconds", help=helped("Measure each row for this long (default: 3 s).", BENCH_SECONDS)
     ),
     threads: int = ThreadsOpt,
     accuracy: bool = typer.Option(
@@ -172,6 +180,8 @@ def _batches(text: str) -> list[int]:
         values = [int(part) for part in _split(text)]
     except ValueError:
         values = []
-    if not values or min(values) < 1:
-        raise InvedgeError(f"Invalid --batch {text!r}. Use positive whole numbers, e.g. 1,8,64")
+    if not values:
+        raise InvedgeError(f"Invalid --batch {text!r}. Use whole numbers from 1 to {BATCH.high}, e.g. 1,8,64")
+    for value in values:
+        BATCH.check(value)
     return sorted(set(values))

@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import typer
 
+from ..bounds import BATCH, RAY_ACTORS, RAY_GPUS_PER_ACTOR, THREADS, helped
 from ..embeddings.layout import DEFAULT_DTYPE, DTYPES
 from .options import BackendOpt, BatchOpt, JsonOpt, ModelArg, ThreadsOpt
 
@@ -54,13 +55,16 @@ def embed(
     ray_actors: int | None = typer.Option(
         None,
         "--ray-actors",
-        help="With --ray: embedding actors (default: one per GPU, else one per node).",
+        help=helped("With --ray: embedding actors (default: one per GPU, else one per node).", RAY_ACTORS),
         show_default=False,
     ),
     ray_gpus_per_actor: float | None = typer.Option(
         None,
         "--ray-gpus-per-actor",
-        help="With --ray: GPUs each actor holds (default: 1 where the cluster has GPUs, else 0).",
+        help=helped(
+            "With --ray: GPUs each actor holds (default: 1 where the cluster has GPUs, else 0).",
+            RAY_GPUS_PER_ACTOR,
+        ),
         show_default=False,
     ),
     json_out: bool = JsonOpt,
@@ -74,8 +78,8 @@ def embed(
 
     if dtype not in DTYPES:
         raise ConfigError(f"Invalid --dtype {dtype!r}. Only {', '.join(DTYPES)} are supported")
-    if batch < 1 or threads < 0:
-        raise ConfigError("Invalid --batch/--threads. --batch must be ≥ 1 and --threads ≥ 0")
+    BATCH.check(batch)
+    THREADS.check(threads)
     if overwrite and retry_failed:
         raise ConfigError(
             "--overwrite and --retry-failed contradict each other",

@@ -34,6 +34,7 @@ def build_engine_command(
     from .. import console
     from ..errors import ModelError
     from ..files import human_size
+    from ..integrity import check_artifact
     from ..metadata import read_model_meta
     from ..tensorrt import build_engine
     from ..tensorrt.build import check_settings, engine_path_for
@@ -48,6 +49,7 @@ def build_engine_command(
     meta = read_model_meta(model)
     settings = (precision, min_batch, opt_batch, max_batch, workspace_mb)
     check_settings(meta, str(model), *settings)  # a wrong file or flag: one line, before any output
+    check_artifact(model, meta.checkpoint_sha256)  # (build_engine checks again: it is a library call too)
     engine_path = out or engine_path_for(model)
     timing = timing_cache or engine_path.with_name(TIMING_CACHE_NAME)
     console.info(f"building a TensorRT engine from {model} (takes minutes on a Jetson)…")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from .. import bounds
+from ..bounds import helped
 from ..index.settings import EF_SEARCH, HNSW_M, KINDS, TARGET_RECALL
 from .options import CollectionOpt, JsonOpt, StoreOpt, ThreadsOpt
 
@@ -36,13 +38,19 @@ def build(
     store: str | None = StoreOpt,
     collection: str | None = CollectionOpt,
     kind: str = KindOpt,
-    nlist: int | None = typer.Option(None, "--nlist", help="IVF: number of lists (default ≈ 4·√N)."),
-    nprobe: int | None = typer.Option(
-        None, "--nprobe", help=f"IVF: lists searched (default: tuned to recall@10 ≥ {TARGET_RECALL})."
+    nlist: int | None = typer.Option(
+        None, "--nlist", help=helped("IVF: number of lists (default ≈ 4·√N).", bounds.NLIST)
     ),
-    m: int = typer.Option(HNSW_M, "--m", help="HNSW: links per node."),
+    nprobe: int | None = typer.Option(
+        None,
+        "--nprobe",
+        help=helped(f"IVF: lists searched (default: tuned to recall@10 ≥ {TARGET_RECALL}).", bounds.NPROBE),
+    ),
+    m: int = typer.Option(HNSW_M, "--m", help=helped("HNSW: links per node.", bounds.HNSW_M)),
     ef_search: int = typer.Option(
-        EF_SEARCH, "--ef-search", help=f"HNSW: search breadth (raised until recall@10 ≥ {TARGET_RECALL})."
+        EF_SEARCH,
+        "--ef-search",
+        help=helped(f"HNSW: search breadth (raised until recall@10 ≥ {TARGET_RECALL}).", bounds.EF_SEARCH),
     ),
     threads: int = ThreadsOpt,
     overwrite: bool = typer.Option(
@@ -60,11 +68,10 @@ def build(
 
     if kind not in KINDS:
         raise ConfigError(f"Invalid --kind {kind!r}. Only {', '.join(KINDS)} are supported")
-    for name, value in (("--nlist", nlist), ("--nprobe", nprobe), ("--m", m), ("--ef-search", ef_search)):
-        if value is not None and value < 1:
-            raise ConfigError(f"Invalid {name} {value}. It must be at least 1")
-    if threads < 0:
-        raise ConfigError(f"Invalid --threads {threads}. It must be at least 0 (0: all cores)")
+    for bound, value in ((bounds.NLIST, nlist), (bounds.NPROBE, nprobe), (bounds.HNSW_M, m),
+                         (bounds.EF_SEARCH, ef_search), (bounds.THREADS, threads)):  # fmt: skip
+        if value is not None:
+            bound.check(value)
     if (out is None) == (store is None):
         raise ConfigError(
             "index build writes an index file or a Milvus collection: give exactly one of --out and --store",
@@ -278,10 +285,10 @@ def _params(params: dict) -> str:
 # --- a gallery in Milvus (--store, milvus_store/) --------------------------------------------------
 
 
-def _open(address, collection: str):
+def _open(address, collection: str, incomplete_ok: bool = False):
     from ..milvus_store import open_gallery
 
-    return open_gallery(address, collection)
+    return open_gallery(address, collection, incomplete_ok=incomplete_ok)
 
 
 def _bar(total: int, what: str):
@@ -326,6 +333,8 @@ def _build_store(
     finally:
         if bar is not None:
             bar.stop()
+    for note in gallery.notes:  # what the build tidied first: a stopped build's temporaries
+        console.info(note)
     with gallery:
         seconds = time.perf_counter() - started
         facts = gallery.info()
@@ -360,6 +369,7 @@ def _add_store(embeddings: list[Path], address, collection: str, json_out: bool)
                     locations=emb.locations(),
                     source=str(folder),
                     on_progress=on_progress,
+                    recorded=True,
                 )
             finally:
                 if bar is not None:
@@ -374,7 +384,7 @@ def _remove_store(ids: list[str], address, collection: str, json_out: bool) -> N
     from .. import console
 
     with _open(address, collection) as gallery:
-        removed = gallery.remove(ids)
+        removed = gallery.remove(ids, recorded=True)
         facts = gallery.info()
     if json_out:
         console.print_json(facts | {"removed": removed})
@@ -392,11 +402,19 @@ def _info_store(address, collection: str, show_ids: bool, json_out: bool) -> Non
     from rich.table import Table
 
     from .. import console
+    from ..errors import InvedgeError
 
-    with _open(address, collection) as gallery:
-        facts = gallery.info()
+    with _open(address, collection, incomplete_ok=True) as gallery:
+        facts = gallery.info() | {"temporaries": gallery.temporaries()}
         if show_ids:
             facts["ids"] = list(gallery.iter_ids())
+        try:
+            gallery.check_complete()
+            unusable = None
+        except InvedgeError as exc:
+            unusable = str(exc)
+    for line in ([unusable] if unusable else []) + facts["stopped_writes"]:
+        console.warn(line)
     if json_out:
         console.print_json(facts)
         return
@@ -412,6 +430,9 @@ def _info_store(address, collection: str, show_ids: bool, json_out: bool) -> Non
         table.add_row("model", f"{model.get('path', '?')} ({model.get('precision', '?')})")
     if facts["recall_at_10"] is not None:
         table.add_row("recall@10", f"{facts['recall_at_10']:.3f} vs exact")
+    table.add_row("state", facts["status"])
+    for line in facts["temporaries"]:
+        table.add_row("leftover", line)
     console.out.print(table)
     for item in facts.get("ids", []):
         console.out.print(item, highlight=False)

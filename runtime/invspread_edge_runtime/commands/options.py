@@ -7,6 +7,15 @@ from pathlib import Path
 import typer
 
 from ..backends.select import BACKEND_CHOICES, DEFAULT_BACKEND
+from ..bounds import (
+    BATCH,
+    ENGINE_MAX_BATCH,
+    ENGINE_MIN_BATCH,
+    ENGINE_OPT_BATCH,
+    THREADS,
+    WORKSPACE_MB,
+    helped,
+)
 from ..embedder import DEFAULT_BATCH_SIZE
 from ..tensorrt.cache import DEFAULT_MAX_BATCH, DEFAULT_MIN_BATCH, DEFAULT_WORKSPACE_MB
 
@@ -15,9 +24,9 @@ ModelArg = typer.Argument(
     help="An exported model (.onnx), or an export folder (the runtime picks the artifact for the backend).",
 )
 BackendOpt = typer.Option(DEFAULT_BACKEND, "--backend", "-b", help=f"One of: {', '.join(BACKEND_CHOICES)}.")
-ThreadsOpt = typer.Option(0, "--threads", help="CPU threads for inference (0: all cores).")
+ThreadsOpt = typer.Option(0, "--threads", help=helped("CPU threads for inference (0: all cores).", THREADS))
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout instead of a table.")
-BatchOpt = typer.Option(DEFAULT_BATCH_SIZE, "--batch", help="Images per inference call.")
+BatchOpt = typer.Option(DEFAULT_BATCH_SIZE, "--batch", help=helped("Images per inference call.", BATCH))
 OutDirOpt = typer.Option(..., "--out", "-o", help="Output path.")
 
 
@@ -69,13 +78,21 @@ def writable_output(path: Path, option: str) -> None:
 
 
 # TensorRT engine build (build-engine, export --engine): one definition, one meaning.
-MinBatchOpt = typer.Option(DEFAULT_MIN_BATCH, "--min-batch", help="Engine: smallest batch it accepts.")
-OptBatchOpt = typer.Option(
-    None, "--opt-batch", help="Engine: batch TensorRT tunes for (default: --max-batch)."
+MinBatchOpt = typer.Option(
+    DEFAULT_MIN_BATCH, "--min-batch", help=helped("Engine: smallest batch it accepts.", ENGINE_MIN_BATCH)
 )
-MaxBatchOpt = typer.Option(DEFAULT_MAX_BATCH, "--max-batch", help="Engine: largest batch it accepts.")
+OptBatchOpt = typer.Option(
+    None,
+    "--opt-batch",
+    help=helped("Engine: batch TensorRT tunes for (default: --max-batch).", ENGINE_OPT_BATCH),
+)
+MaxBatchOpt = typer.Option(
+    DEFAULT_MAX_BATCH, "--max-batch", help=helped("Engine: largest batch it accepts.", ENGINE_MAX_BATCH)
+)
 WorkspaceOpt = typer.Option(
-    DEFAULT_WORKSPACE_MB, "--workspace-mb", help="Engine: TensorRT workspace limit in MB."
+    DEFAULT_WORKSPACE_MB,
+    "--workspace-mb",
+    help=helped("Engine: TensorRT workspace limit in MB.", WORKSPACE_MB),
 )
 # Verbs that load an engine file the user names (--engine): one without its sidecar is refused
 # unless this is given, because an engine is code that runs on the GPU (tensorrt.load.load_engine).

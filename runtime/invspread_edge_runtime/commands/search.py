@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from ..bounds import EF_SEARCH, NPROBE, THREADS, K, helped
 from ..index.settings import DEFAULT_K
 from .options import BackendOpt, CollectionOpt, JsonOpt, StoreOpt, ThreadsOpt
 
@@ -27,23 +28,24 @@ def search(
     ),
     store: str | None = StoreOpt,
     collection: str | None = CollectionOpt,
-    k: int = typer.Option(DEFAULT_K, "--k", "-k", help="Neighbours per query."),
+    k: int = typer.Option(DEFAULT_K, "--k", "-k", help=helped("Neighbours per query.", K)),
     model: Path | None = typer.Option(
         None, "--model", "-m", help="Model to embed the queries (default: the one that embedded the gallery)."
     ),
     backend: str = BackendOpt,
     threads: int = ThreadsOpt,
     exact: bool = typer.Option(False, "--exact", help="Search an ivf/hnsw index exactly."),
-    nprobe: int | None = typer.Option(None, "--nprobe", help="IVF: lists searched (overrides the index's)."),
+    nprobe: int | None = typer.Option(
+        None, "--nprobe", help=helped("IVF: lists searched (overrides the index's).", NPROBE)
+    ),
     ef_search: int | None = typer.Option(
-        None, "--ef-search", help="HNSW: search breadth (overrides the index's)."
+        None, "--ef-search", help=helped("HNSW: search breadth (overrides the index's).", EF_SEARCH)
     ),
     grid: Path | None = typer.Option(None, "--grid", help="Also draw queries and neighbours into this PNG."),
     json_out: bool = JsonOpt,
 ) -> None:
     """Find the gallery items nearest to each query image (cosine similarity)."""
     from .. import console
-    from ..errors import ConfigError
     from ..image_search import search_images
     from ..milvus_store.address import gallery_flags
     from .embed import report_backend
@@ -52,13 +54,9 @@ def search(
     if address is None and len(paths) < 2:
         ctx.fail("Missing argument 'QUERY...'.")
     index_path, queries = (None, list(paths)) if address is not None else (paths[0], list(paths[1:]))
-    if k < 1:
-        raise ConfigError(f"Invalid --k {k}. It must be at least 1")
-    if threads < 0:
-        raise ConfigError(f"Invalid --threads {threads}. It must be at least 0 (0: all cores)")
-    for name, value in (("--nprobe", nprobe), ("--ef-search", ef_search)):
-        if value is not None and value < 1:
-            raise ConfigError(f"Invalid {name} {value}. It must be at least 1")
+    for bound, value in ((K, k), (THREADS, threads), (NPROBE, nprobe), (EF_SEARCH, ef_search)):
+        if value is not None:
+            bound.check(value)
     if grid is not None:  # before any work: a grid that cannot be written fails now
         from .options import writable_output
 
@@ -83,6 +81,8 @@ def search(
         from ..milvus_store import open_gallery
 
         with open_gallery(address, collection) as gallery:
+            for line in gallery.stopped_writes():  # complete, but an add or remove of it stopped midway
+                console.warn(line)
             found = search_images(gallery, queries, k, **options)
             count = len(gallery)
     else:

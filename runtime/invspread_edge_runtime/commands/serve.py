@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from ..bounds import helped
+from ..serve.settings import SERVE_BOUNDS
 from ..serve.settings import ServeSettings as Defaults  # stdlib only: --help stays instant
 from .options import BackendOpt, CollectionOpt, ModelArg, StoreOpt
 
@@ -22,8 +24,20 @@ HELP = (
     "A Milvus Lite file (--store milvus:FILE) is opened by one process at a time: while it is served, "
     "add and remove items through the server (POST and DELETE /v1/gallery), not with "
     "'invedge index add --store'. A Milvus server (--store milvus://HOST:PORT) is shared by any number "
-    "of processes."
+    "of processes.\n\n"
+    "Gallery images (the page's thumbnails, GET /v1/gallery/ID/image) are served only from the "
+    "--image-root folders, as regular image files reached without symbolic links: a gallery's "
+    "recorded paths are data, not permission to read a file (docs/SERVE_API.md, the threat model)."
 )
+
+
+def image_roots(given: list[str]) -> tuple[Path, ...]:
+    """The --image-root folders; an empty one is refused (as a Path it would be the current folder)."""
+    if "" in given:
+        from ..errors import ConfigError
+
+        raise ConfigError("--image-root is empty", "Give the folder the gallery's images are in")
+    return tuple(Path(root) for root in given)
 
 
 def register(app: typer.Typer) -> None:
@@ -44,40 +58,71 @@ def serve(
         Defaults.host, "--host", help="Address to listen on (beyond loopback: needs --token-file)."
     ),
     port: int = typer.Option(
-        Defaults.port, "--port", help="Port (0: any free port; the serving line says which)."
+        Defaults.port,
+        "--port",
+        help=helped("Port (0: any free port; the serving line says which).", SERVE_BOUNDS["port"]),
     ),
     token_file: Path | None = typer.Option(
         None,
         "--token-file",
-        help="File holding the bearer token (one line) every request but /healthz needs.",
+        help="File holding the bearer token (one line) every request but /healthz needs "
+        "(a browser: log in with it as the password).",
+    ),
+    image_root: list[str] | None = typer.Option(
+        None,
+        "--image-root",
+        metavar="DIR",
+        help="Folder whose image files the gallery may serve (repeatable, at most 16; "
+        "none: no gallery images are served).",
+        show_default=False,
     ),
     backend: str = BackendOpt,
     precision: str | None = typer.Option(
         None, "--precision", help="Artifact of an export folder: fp32, fp16, int8."
     ),
     max_batch: int = typer.Option(
-        Defaults.max_batch, "--max-batch", help="Batching: most images per backend call."
+        Defaults.max_batch,
+        "--max-batch",
+        help=helped("Batching: most images per backend call.", SERVE_BOUNDS["max_batch"]),
     ),
     max_wait_ms: float = typer.Option(
-        Defaults.max_wait_ms, "--max-wait-ms", help="Batching: longest wait after the first image."
+        Defaults.max_wait_ms,
+        "--max-wait-ms",
+        help=helped("Batching: longest wait after the first image.", SERVE_BOUNDS["max_wait_ms"]),
     ),
     queue: int = typer.Option(
-        Defaults.queue, "--queue", help="Images waiting at most; past it requests get 503."
+        Defaults.queue,
+        "--queue",
+        help=helped(
+            "Images waiting at most: past it requests get 503 (busy); more in one request: 413.",
+            SERVE_BOUNDS["queue"],
+        ),
     ),
     max_upload_mb: float = typer.Option(
-        Defaults.max_upload_mb, "--max-upload-mb", help="Largest request body (413 past it)."
+        Defaults.max_upload_mb,
+        "--max-upload-mb",
+        help=helped("Largest request body (413 past it).", SERVE_BOUNDS["max_upload_mb"]),
     ),
     max_pixels: int = typer.Option(
-        Defaults.max_pixels, "--max-pixels", help="Largest image in pixels (413 past it)."
+        Defaults.max_pixels,
+        "--max-pixels",
+        help=helped("Largest image in pixels (413 past it).", SERVE_BOUNDS["max_pixels"]),
     ),
     decode_threads: int = typer.Option(
-        Defaults.decode_threads, "--decode-threads", help="Threads decoding uploaded images."
+        Defaults.decode_threads,
+        "--decode-threads",
+        help=helped("Threads decoding uploaded images.", SERVE_BOUNDS["decode_threads"]),
     ),
-    k_max: int = typer.Option(Defaults.k_max, "--k-max", help="Largest k a search may ask for."),
+    k_max: int = typer.Option(
+        Defaults.k_max, "--k-max", help=helped("Largest k a search may ask for.", SERVE_BOUNDS["k_max"])
+    ),
     read_timeout: float = typer.Option(
         Defaults.read_timeout_s,
         "--read-timeout",
-        help="Seconds a client has to send its whole request body (408 past it).",
+        help=helped(
+            "Seconds a client has to send its whole request body (408 past it).",
+            SERVE_BOUNDS["read_timeout_s"],
+        ),
     ),
 ) -> None:
     """Serve embeddings and gallery search over HTTP, with dynamic batching and a web page."""
@@ -104,6 +149,7 @@ def serve(
         decode_threads=decode_threads,
         k_max=k_max,
         read_timeout_s=read_timeout,
+        image_roots=image_roots(image_root or []),
     )
     settings.check()  # before importing the web stack: a bad flag is one line, at once
     from ..serve.server import run

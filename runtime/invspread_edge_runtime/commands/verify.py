@@ -36,7 +36,8 @@ def verify(
     """Check that a backend and artifact embed like the FP32 model: mean/min cosine and top-1
     neighbour agreement on the probe set written at export, against thresholds per precision.
 
-    Exit status 1 when any artifact fails. Examples: invedge verify runs/fmnist/export --backend trt ·
+    Exit status 1 when any artifact fails, or differs from what the export's report.json records
+    (its size or sha256: a truncated or damaged file). Examples: invedge verify runs/fmnist/export --backend trt ·
     invedge verify runs/fmnist/export --engine model.int8.engine
     """
     from .. import console
@@ -50,10 +51,13 @@ def verify(
                 "count": len(check.probes),
                 "results": [r.to_dict() for r in check.results],
                 "errors": [{"precision": p, "error": e} for p, e in check.errors],
+                "damaged": [
+                    {"file": d.path.name, "precision": d.precision, "error": str(d)} for d in check.damaged
+                ],
             }
         )
     else:
-        console.print_table(_table(check.results, check.probes), min_width=160)
+        console.print_table(_table(check.results, check.probes, check.damaged), min_width=160)
         console.out.print(
             "mean/min cosine to the FP32 embeddings; top-1: probes whose nearest other probe agrees with FP32's "
             "(near-ties count as agreeing)",
@@ -63,7 +67,7 @@ def verify(
     console.success(f"{len(check.results)} artifact(s) embed like FP32 on {len(check.probes)} probes")
 
 
-def _table(results, probes):
+def _table(results, probes, damaged):
     from rich.table import Table
 
     table = Table(title=f"invedge verify: {len(probes)} probes in {probes.folder}", title_justify="left")
@@ -83,5 +87,9 @@ def _table(results, probes):
             r.agreeing,
             f"≥ {t['mean_cosine']:g} / {t['min_cosine']:g} / {t['top1_agreement']:g}",
             mark,
+        )
+    for d in damaged:  # not run: it is not the file that was exported
+        table.add_row(
+            d.path.name, d.precision or "?", "-", "-", "-", "-", "-", f"[red]damaged[/red]: {d.why}"
         )
     return table

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..backends.base import Backend
+from ..bounds import BENCH_ITERS, BENCH_SECONDS, WARMUP_CALLS, WARMUP_SECONDS
 from ..errors import InvedgeError
 from .stats import LatencyStats
 
@@ -49,12 +50,12 @@ class TimingPlan:
                 "--iters and --seconds were both given",
                 "Measure either by count (--iters) or by time (--seconds)",
             )
-        if self.warmup_iters < 0 or self.warmup_seconds < 0:
-            raise InvedgeError("Invalid --warmup: it must be zero or more")
-        if self.iters is not None and self.iters < 1:
-            raise InvedgeError(f"Invalid --iters {self.iters}. Use at least 1")
-        if self.seconds is not None and not self.seconds > 0:  # also NaN
-            raise InvedgeError(f"Invalid --seconds {self.seconds:g}. Use a duration above 0, e.g. 3")
+        WARMUP_CALLS.check(self.warmup_iters)
+        WARMUP_SECONDS.check(self.warmup_seconds)
+        if self.iters is not None:
+            BENCH_ITERS.check(self.iters)
+        if self.seconds is not None:
+            BENCH_SECONDS.check(self.seconds)
 
     @classmethod
     def from_options(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from ..bounds import BENCH_IMAGES
 from ..datasets import open_dataset
 from ..errors import DataError
 from ..metadata import ModelMeta
@@ -43,9 +44,8 @@ DEFAULT_COUNT = 1000  # images timed and measured
 
 
 def check_count(count: int) -> None:
-    """At least two images: accuracy compares each with its neighbours."""
-    if count < 2:
-        raise DataError(f"Invalid --images {count}. Use at least 2 (accuracy needs neighbours)")
+    """At least two images (accuracy compares each with its neighbours), and as many as fit in memory."""
+    BENCH_IMAGES.check(count)
 
 
 def load_bench_images(data: str, count: int, seed: int = 0, max_side: int = 1024) -> BenchImages:

@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import accuracy, evaluation
 from ..backends.base import Backend
+from ..bounds import BATCH, THREADS
 from ..errors import InvedgeError, MissingDependency
 from ..preprocess import preprocess_images
 from ..verify import bench_verdict
@@ -55,10 +56,11 @@ class BenchSettings:
         for p in self.precisions or ():
             if p not in ALL_PRECISIONS:
                 raise InvedgeError(f"Invalid precision {p!r}. Only {', '.join(ALL_PRECISIONS)} are supported")
-        if not self.batches or min(self.batches) < 1:
-            raise InvedgeError(f"Invalid batch sizes {self.batches}. Use positive whole numbers, e.g. 1,8,64")
-        if self.threads < 0:
-            raise InvedgeError(f"Invalid --threads {self.threads}. Use 0 (all cores) or a positive count")
+        if not self.batches:
+            raise InvedgeError("No batch sizes given. Use positive whole numbers, e.g. 1,8,64")
+        for batch in self.batches:
+            BATCH.check(batch)
+        THREADS.check(self.threads)
 
     def resolved_threads(self) -> int:
         if self.threads > 0:

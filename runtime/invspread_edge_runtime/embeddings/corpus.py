@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EmbeddingsError
+from ..errors import EmbeddingsError, NonFiniteError
 from ..files import pause_for_test, sha256_file
-from .folder import check_output
+from .folder import check_output, recover
 from .layout import DEFAULT_DTYPE, PART_SIZE, PARTS
 from .writer import EmbeddingWriter
 
@@ -203,6 +203,9 @@ def write_embeddings(
                     **(extra or {}),
                 }
             )
+        except NonFiniteError:  # the model gives NaN or inf: not one such row is written
+            writer.discard()
+            raise
         except KeyboardInterrupt as exc:  # in the loop or the join
             writer.flush()  # Ctrl-C: keep what was embedded, the next run resumes after it
             raise EmbeddingInterrupted(Path(out), writer.work, writer.count, total) from exc
@@ -261,6 +264,7 @@ def claimed_output(
     check_output(out, overwrite, retry_failed)  # before any work, and again under the lock
     found = find_images(images)
     with exclusive_lock(out, "embeddings folder"):
+        recover(out)  # a swap cut short: finished or undone, or its leftover named, before any work
         check_output(out, overwrite, retry_failed)
         yield out, found
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EmbeddingsError
-from ..files import atomic_write_json, leftovers, recover_swap, remove_leftovers, replace_folder
+from ..files import atomic_write_json, leftovers, recover_swap, remove_leftovers, replace_folder, unremovable
 from .layout import MANIFEST, OURS, PARTS, aside_path, staging_path
 from .parts import LABELS
 from .reader import EmbeddingSet, failed_count, load_embeddings
@@ -40,6 +40,8 @@ def prepare(
     finished = MANIFEST in present
     if finished and PARTS in present:  # a crash after the manifest, before the parts went
         shutil.rmtree(out / PARTS, ignore_errors=True)
+    if finished and (overwrite or retry_failed):
+        _refuse_unremovable(out)
     if retry_failed and finished:
         base = load_embeddings(out, verify=False)
         _check_base(out, base, state)
@@ -72,6 +74,8 @@ def check_output(out: str | os.PathLike[str], overwrite: bool = False, retry_fai
     _refuse_foreign(out, present)
     if MANIFEST in present and not (overwrite or retry_failed):
         _refuse_finished(out)
+    if MANIFEST in present:
+        _refuse_unremovable(out)
 
 
 def finish(work: Path, out: Path, manifest: dict[str, Any]) -> None:
@@ -113,6 +117,15 @@ def _refuse_foreign(out: Path, present: set[str]) -> None:
         raise EmbeddingsError(
             f"{out} already holds other files; refusing to write embeddings into it",
             "Choose a new or empty --out folder",
+        )
+
+
+def _refuse_unremovable(out: Path) -> None:
+    """The old folder is removed once the new one is swapped in: it must be removable."""
+    if (blocked := unremovable(out)) is not None:
+        raise EmbeddingsError(
+            f"cannot replace {out}: {blocked} is not writable, so the old embeddings could not be removed",
+            f"Make it writable (chmod -R u+w {out}) or choose another --out",
         )
 
 

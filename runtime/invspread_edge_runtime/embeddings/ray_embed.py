@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import socket
 import sys
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..backends.select import BACKEND_CHOICES
+from ..bounds import BATCH, RAY_ACTORS, RAY_GPUS_PER_ACTOR, THREADS
 from ..errors import ConfigError, EngineError, MissingDependency
 from .corpus import Embedded, EmbedRun, claimed_output, write_embeddings
 from .layout import DEFAULT_DTYPE
@@ -156,17 +156,18 @@ def check_options(
     """The refusals that need no Ray: ConfigError (EngineError for --backend), before anything starts."""
     if not address or not address.strip():
         raise ConfigError("Invalid --ray ''", "Pass --ray auto, or the address of a Ray cluster (HOST:6379)")
-    if actors is not None and actors < 1:
-        raise ConfigError(f"Invalid --ray-actors {actors}. It must be at least 1")
-    if gpus_per_actor is not None and not (gpus_per_actor >= 0 and math.isfinite(gpus_per_actor)):
-        raise ConfigError(
-            f"Invalid --ray-gpus-per-actor {gpus_per_actor}. It must be 0 (CPU actors) or more "
-            "(a fraction shares a GPU between actors)"
-        )
-    if batch_size < 1 or threads < 0:
-        raise ConfigError("Invalid --batch/--threads. --batch must be ≥ 1 and --threads ≥ 0")
+    if actors is not None:
+        RAY_ACTORS.check(actors)
+    if gpus_per_actor is not None:
+        RAY_GPUS_PER_ACTOR.check(gpus_per_actor)  # a fraction shares a GPU between actors
+    BATCH.check(batch_size)
+    THREADS.check(threads)
     if backend not in BACKEND_CHOICES:
         raise EngineError(f"Invalid backend {backend!r}. Only {', '.join(BACKEND_CHOICES)} are supported.")
+
+
+START_TRIES = 2  # ray.init's tries when its raylet misses Ray's start-up wait
+STARTUP_TIMEOUT = "timed out during startup"  # Ray's words for that
 
 
 def import_ray() -> Any:
@@ -203,7 +204,8 @@ def ray_session(ray: Any, address: str) -> Iterator[tuple[str, bool]]:
             if target is not None and target.startswith("ray://"):
                 ray.init(target, logging_level=logging.ERROR, log_to_driver=False)
             else:
-                ray.init(
+                init_ray(
+                    ray,
                     address=target or "local",
                     logging_level=logging.ERROR,
                     log_to_driver=False,
@@ -216,6 +218,23 @@ def ray_session(ray: Any, address: str) -> Iterator[tuple[str, bool]]:
             yield target or "local", True
     finally:
         ray.shutdown()
+
+
+def init_ray(ray: Any, **options: Any) -> None:
+    """`ray.init`, tried once more after a start-up time-out, then a TimeoutError.
+
+    Ray waits a fixed 30 s for the raylet it starts; a machine busy with other work can miss that
+    (Ray raises a bare Exception), and a second start usually makes it."""
+    for attempt in range(START_TRIES):
+        try:
+            ray.init(**options)
+            return
+        except Exception as exc:
+            if STARTUP_TIMEOUT not in str(exc):
+                raise
+            ray.shutdown()
+            if attempt == START_TRIES - 1:
+                raise TimeoutError(f"Ray did not start in time ({first_line(exc)})") from exc
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EmbeddingsError, InvedgeError
+from ..errors import EmbeddingsError, InvedgeError, NonFiniteError
 from ..files import check_regular, read_json, sha256_bytes, sha256_file
 from .layout import DTYPES, FORMAT, IDS, MANIFEST, PARTS, REDO, VECTORS, aside_path
 
@@ -134,7 +134,26 @@ def load_embeddings(path: str | os.PathLike[str], verify: bool = True) -> Embedd
         raise EmbeddingsError(f"{path / IDS} holds repeated ids", REDO)
     if verify and sha256_file(path / VECTORS) != manifest.get("embeddings_sha256"):
         raise EmbeddingsError(f"{path / VECTORS} is damaged (sha256 differs from the manifest)", REDO)
+    if verify:
+        _require_finite(path, vectors, ids)
     return EmbeddingSet(path=path, vectors=vectors, ids=ids, manifest=manifest)
+
+
+def _require_finite(path: Path, vectors: np.ndarray, ids: list[str], chunk: int = 65536) -> None:
+    """A NaN or inf row (a broken model's, written before embedding refused them) would make every
+    search through an index of it meaningless: refused by id, in chunks (no second copy in memory)."""
+    bad = [
+        start + int(row)
+        for start in range(0, len(vectors), chunk)
+        for row in np.flatnonzero(~np.isfinite(vectors[start : start + chunk]).all(axis=1))
+    ]
+    if bad:
+        raise NonFiniteError(
+            f"{path / VECTORS} holds NaN or infinite values in {len(bad)} of {len(vectors)} rows "
+            f"(first: {ids[bad[0]]})",
+            "Embed those images again with a model that gives finite embeddings (check it with "
+            "'invedge verify'), then rebuild",
+        )
 
 
 def _check_manifest(path: Path, manifest: dict[str, Any]) -> tuple[int, int, str]:

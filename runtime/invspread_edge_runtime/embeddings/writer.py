@@ -143,14 +143,24 @@ class EmbeddingWriter:
         self.failures = failed
         return manifest
 
-    def _give_up(self, failed: list[list[str]]) -> NoReturn:
-        """No image could be embedded: nothing worth keeping (a rerun tries every image again anyway)."""
+    def discard(self) -> None:
+        """Drop this run's unfinished work when it started it (not a resume): what a model that
+        gives NaN wrote is worth nothing (a rerun with it fails the same way; another model cannot
+        resume it)."""
+        if not self.resumed:
+            self._remove_work()
+
+    def _remove_work(self) -> None:
         self._store.remove()
         if self.staged:
             shutil.rmtree(self.work, ignore_errors=True)
         else:
             with contextlib.suppress(OSError):
                 self.work.rmdir()  # only if empty: a folder this run made
+
+    def _give_up(self, failed: list[list[str]]) -> NoReturn:
+        """No image could be embedded: nothing worth keeping (a rerun tries every image again anyway)."""
+        self._remove_work()
         first = f"; first: {failed[0][1]}" if failed else ""
         raise EmbeddingsError(
             f"no image could be embedded ({len(failed)} unreadable{first})",

@@ -10,6 +10,7 @@ truncated or foreign file is rejected on load. Writes are atomic; writers of one
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -140,7 +141,12 @@ def _read_bytes(path: Path) -> bytes:
         )
         raise IndexFileError(f"{path} is a folder, not an index file", hint) from exc
     except OSError as exc:
-        raise IndexFileError(f"cannot read {path}: {exc.strerror or exc}", "Check its permissions") from exc
+        hint = (
+            "Check its permissions"
+            if exc.errno in (errno.EACCES, errno.EPERM)
+            else "Check the path (a symbolic link that loops, or a failing disk)"
+        )
+        raise IndexFileError(f"cannot read {path}: {exc.strerror or exc}", hint) from exc
 
 
 def _parse(data: bytes, body: int) -> IndexFile:

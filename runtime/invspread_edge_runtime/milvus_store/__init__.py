@@ -12,6 +12,8 @@ One job per module:
 - `connect.py`: the client, its timeouts, and Milvus' errors turned into one-line ones;
 - `collection.py`: schema, index kinds and their parameters, the properties that make it ours;
 - `writes.py`: batched upserts with progress and retries; `tuning.py`: recall@10 and its tuning;
+- `state.py`: what a collection records of the writes into it (complete or not, who writes it now,
+  the temporaries a stopped --overwrite left), and the alive rule for a writer;
 - `gallery.py`: `MilvusGallery`, `open_gallery`; `build.py`: `build_gallery` (and --overwrite).
 """
 

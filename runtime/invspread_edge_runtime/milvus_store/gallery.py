@@ -5,18 +5,25 @@ check_space, add, remove, location) with the same checks and messages (index/ite
 the file index, `add` upserts: an id already held is replaced, not refused, so re-adding the same
 embeddings (a rerun after a dropped connection) is idempotent. Reads are Strong: an add and then a
 search sees it. Nothing of the gallery is kept in this process but its properties.
+
+Only a complete collection is opened for use (state.py: a build that stopped midway leaves an
+incomplete one); `open_gallery(..., incomplete_ok=True)` opens any, for `index info`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import IndexFileError
+from ..files import pause_for_test
 from ..index.items import (
     check_new_items,
     check_query_matrix,
@@ -28,6 +35,7 @@ from ..index.items import (
 from ..index.result import SearchResult
 from ..index.settings import DEFAULT_K
 from . import collection as schema
+from . import state as records
 from . import writes
 from .address import StoreAddress, check_collection, parse_store
 from .connect import call_timeout, connect, disconnect, failed
@@ -35,7 +43,8 @@ from .writes import batches
 
 MISSING_SCORE = np.float32(-3.4028235e38)  # where fewer than k were found (as faiss answers)
 LOAD_TRIES = 6  # 0.25 s doubling: 15 s in all
-PARTIAL_WRITE = ("not fully written", "No data left in file")  # Lite's messages for a segment mid-write
+# Lite's messages for a segment (or its index file) read while still being written
+PARTIAL_WRITE = ("not fully written", "No data left in file", "read error in")
 BUILD_TIMEOUT_S = 3600.0  # a load that builds the index (after a build or an add) may take this long
 
 
@@ -43,10 +52,18 @@ class MilvusGallery:
     """A collection made by invedge; open with `open_gallery`, make with `build_gallery`."""
 
     def __init__(
-        self, client: Any, store: StoreAddress, collection: str, meta: schema.Meta, dim: int
+        self,
+        client: Any,
+        store: StoreAddress,
+        collection: str,
+        meta: schema.Meta,
+        dim: int,
+        state: records.State | None = None,
     ) -> None:
         self.client, self.store, self.collection = client, store, collection
         self.meta, self._dim = meta, dim
+        self.state = state or records.State()  # as read when opened (or as the build left it)
+        self.notes: list[str] = []  # what a build tidied first (a stale temporary removed, a swap finished)
 
     # --- lifetime ------------------------------------------------------------------------------
 
@@ -99,11 +116,13 @@ class MilvusGallery:
         return self.meta.recall_at_10
 
     def info(self) -> dict[str, Any]:
-        """`Index.info()`'s keys, plus where the gallery lives."""
+        """`Index.info()`'s keys, plus where the gallery lives, whether its build finished, and the
+        writes into it that stopped midway (each with the command that finishes it)."""
+        count = len(self)
         return {
             "format": schema.FORMAT,
             "kind": self.kind,
-            "count": len(self),
+            "count": count,
             "dim": self.dim,
             "space": self.space,
             "model": self.model,
@@ -111,7 +130,27 @@ class MilvusGallery:
             "recall_at_10": self.recall_at_10,
             "store": self.store.shown,
             "collection": self.collection,
+            "complete": self.state.complete,
+            "status": records.status(self.state, self.store, self.collection, count),
+            "stopped_writes": self.stopped_writes(),
         }
+
+    def check_complete(self) -> None:
+        """Refuse a collection whose build has not finished (or a temporary), with the next step."""
+        records.check_usable(
+            self.state, self.store, self.collection, self.kind, self.params, lambda: len(self)
+        )
+
+    def stopped_writes(self) -> list[str]:
+        """A line for each write into this collection that stopped midway, with how to finish it."""
+        return records.stopped_writes(self.state, self.store, self.collection, self.kind, self.params)
+
+    def temporaries(self) -> list[str]:
+        """The temporaries of this collection that builds left (or are writing), one line each."""
+        found = records.temporaries(
+            self.client, self.store, self.collection, lambda name: _description(self.client, self.store, name)
+        )
+        return [records.leftover(name, state, self.store, self.collection) for name, state in found]
 
     def check_space(self, space_id: str | None, adding: str | None = None, model: str | None = None) -> None:
         """Refuse vectors of another embedding space (the file index's check and words)."""
@@ -210,37 +249,67 @@ class MilvusGallery:
         locations: list[str] | None = None,
         source: str = "the new items",
         on_progress: Callable[[int, int], None] | None = None,
+        recorded: bool = False,
     ) -> int:
-        """Upsert items in batches (an id held is replaced, not refused); returns how many were new."""
+        """Upsert items in batches (an id held is replaced, not refused); returns how many were new.
+
+        `recorded` (the CLI's adds of a folder `source`): a record while it writes, so that a kill
+        leaves a trace `index info` shows, which the rerun of the same add clears."""
         self.check_space(space_id, adding=source)
         ids = list(ids)
         vectors = check_new_items(vectors, ids, self.dim, source)
         locations = copy_locations(locations, ids)
         schema.check_fits(ids, locations)
         self._check_new_locations(ids, locations, source)
-        return writes.upsert(
-            self.client,
-            self.store,
-            self.collection,
-            vectors,
-            ids,
-            locations,
-            count_new=True,
-            on_progress=on_progress,
-        )
+        folder = os.path.abspath(source) if recorded else source  # the same add from any folder is known
+        with self._recording(recorded, "add", source=folder, total=len(ids)):
+            new = writes.upsert(
+                self.client,
+                self.store,
+                self.collection,
+                vectors,
+                ids,
+                locations,
+                count_new=True,
+                on_progress=on_progress,
+            )
+        if recorded:
+            self._drop_stopped(lambda w: w.doing == "add" and w.source == folder)
+        return new
 
-    def remove(self, ids: list[str]) -> int:
-        """Delete items by id; unknown ids are an error (nothing is removed then). Returns the count."""
+    def remove(self, ids: list[str], recorded: bool = False) -> int:
+        """Delete items by id; unknown ids are an error (nothing is removed then). Returns the count.
+
+        `recorded` (the CLI's removes): a record while it deletes; the rerun of a remove that stopped
+        midway (the same ids) deletes what is left, the ids already gone are no error then."""
         wanted = list(dict.fromkeys(ids))
         missing = set(wanted) - self.contains(wanted)
-        if missing:
+        digest = records.ids_digest(wanted)
+        finishing = recorded and any(
+            w.doing == "remove" and w.ids_sha256 == digest for w in self.state.stopped(self.store)
+        )
+        if missing and not finishing:
             raise missing_ids(missing)
-        for part in batches(len(wanted)):
-            chunk = wanted[part]
-            self._call(
-                "remove items", lambda t, c=chunk: self.client.delete(self.collection, ids=c, timeout=t)
-            )
-        return len(wanted)
+        present = [item for item in wanted if item not in missing]
+        with self._recording(recorded, "remove", total=len(wanted), ids_sha256=digest):
+            for part in batches(len(present)):
+                chunk = present[part]
+                self._call(
+                    "remove items", lambda t, c=chunk: self.client.delete(self.collection, ids=c, timeout=t)
+                )
+                pause_for_test("milvus-remove")
+        if recorded:
+            self._drop_stopped(lambda w: w.doing == "remove" and w.ids_sha256 == digest)
+        return len(present)
+
+    def _recording(self, recorded: bool, doing: str, **details: Any) -> contextlib.AbstractContextManager:
+        if not recorded:
+            return contextlib.nullcontext()
+        return records.Recording(self.client, self.store, self.collection, doing, **details)
+
+    def _drop_stopped(self, match: Callable[[records.Writer], bool]) -> None:
+        records.drop_stopped(self.client, self.store, self.collection, self.state, match)
+        self.state.writers = [w for w in self.state.writers if w.alive(self.store) or not match(w)]
 
     def _check_new_locations(self, ids: list[str], locations: list[str], source: str) -> None:
         """Refuse an image file held under another id (two folders that overlap), as the file index does."""
@@ -282,18 +351,22 @@ class MilvusGallery:
             raise failed(self.store, what, exc) from exc
 
 
-def open_gallery(store: str | StoreAddress, collection: str) -> MilvusGallery:
-    """The gallery `collection` in `store`; IndexFileError when missing or not made by invedge."""
+def open_gallery(store: str | StoreAddress, collection: str, incomplete_ok: bool = False) -> MilvusGallery:
+    """The gallery `collection` in `store`; IndexFileError when missing, not made by invedge, or
+    incomplete (a build that stopped midway; LockedError while one builds it) unless `incomplete_ok`."""
     address = parse_store(store) if isinstance(store, str) else store
     check_collection(collection)
     client = connect(address)
     try:
-        meta, dim = describe(client, address, collection)
+        held = describe(client, address, collection)
         load(client, address, collection)
+        gallery = MilvusGallery(client, address, collection, held.meta, held.dim, held.state)
+        if not incomplete_ok:
+            gallery.check_complete()
     except BaseException:
         disconnect(client, address)
         raise
-    return MilvusGallery(client, address, collection, meta, dim)
+    return gallery
 
 
 def _released(exc: BaseException) -> bool:
@@ -302,22 +375,49 @@ def _released(exc: BaseException) -> bool:
     return "released" in text or "not loaded" in text
 
 
-def describe(client: Any, store: StoreAddress, collection: str) -> tuple[schema.Meta, int]:
-    timeout = call_timeout()
+@dataclass
+class Described:
+    """A collection made by invedge: its settings, vector dimension, and the state of its writes."""
+
+    meta: schema.Meta
+    dim: int
+    state: records.State
+
+
+def describe(client: Any, store: StoreAddress, collection: str) -> Described:
     try:
-        exists = client.has_collection(collection, timeout=timeout)
+        exists = client.has_collection(collection, timeout=call_timeout())
     except Exception as exc:
         raise failed(store, "list collections", exc) from exc
     if not exists:
-        raise IndexFileError(
+        raise _missing(client, store, collection)
+    description = _description(client, store, collection)
+    meta, dim = schema.read_meta(description, store, collection)
+    return Described(meta, dim, records.read_state(description.get("properties") or {}))
+
+
+def _description(client: Any, store: StoreAddress, collection: str) -> dict[str, Any]:
+    try:
+        return client.describe_collection(collection, timeout=call_timeout())
+    except Exception as exc:
+        raise failed(store, f"describe {collection}", exc) from exc
+
+
+def _missing(client: Any, store: StoreAddress, collection: str) -> IndexFileError:
+    """No such collection: the build command, or what a build that replaced it left (its temporaries)."""
+    left = records.temporaries(client, store, collection, lambda name: _description(client, store, name))
+    if not left:
+        return IndexFileError(
             f"no collection {collection} in {store.shown}",
             f"Build it with 'invedge index build EMB --store {store.shown} --collection {collection}'",
         )
-    try:
-        description = client.describe_collection(collection, timeout=timeout)
-    except Exception as exc:
-        raise failed(store, f"describe {collection}", exc) from exc
-    return schema.read_meta(description, store, collection)
+    source = next((state.source for _, state in left if state.source), "EMB")
+    return IndexFileError(
+        f"no collection {collection} in {store.shown}: a build that replaced it stopped midway, leaving "
+        f"{', '.join(name for name, _ in left)}",
+        f"Rerun it ('invedge index build {source} --store {store.shown} --collection {collection} "
+        "--overwrite'): it puts the collection back first",
+    )
 
 
 def load(client: Any, store: StoreAddress, collection: str, refresh: bool = False) -> None:
@@ -346,7 +446,9 @@ def _load_settled(client: Any, collection: str, timeout: float) -> None:
     Milvus Lite 3 compacts flushed segments in a background thread; a load that meets a segment file
     still being written fails with "file seems not fully written" (seen at 100k rows right after a
     flush) or, a moment earlier in the same write, "No data left in file" (seen once in CI, on a
-    rebuild of 2 000 rows). Nothing is lost: the load is retried once the writing has had time to end.
+    rebuild of 2 000 rows), and an index file read short, faiss' "read error in FILE: N != M" (seen
+    once in CI, on an IVF build). Nothing is lost: the load is retried once the writing has had time
+    to end.
     """
     for attempt in range(LOAD_TRIES):
         try:

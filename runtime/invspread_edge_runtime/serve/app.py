@@ -2,6 +2,7 @@
 
 Here: the lifespan (start the batcher once listening, stop it after the drain), the one JSON
 shape of every error, the metrics of every request, the page and its files, and /docs offline.
+Every request, the page and /docs included, passes auth.Guard first (the token, the Host, the origin).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
+from .auth import Guard, error_response
 from .docs import docs_page
 from .errors import ServeError
 from .routes import router
@@ -74,12 +76,9 @@ def create_app(settings: ServeSettings, service: Service | None = None) -> FastA
     async def docs() -> HTMLResponse:
         return HTMLResponse(docs_page(app.openapi()))
 
-    app.add_middleware(Timed)
+    app.add_middleware(Guard)
+    app.add_middleware(Timed)  # added last: the outermost, so refusals by Guard are counted too
     return app
-
-
-def error_response(error: ServeError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
 async def _serve_error(request: Request, exc: Exception) -> JSONResponse:

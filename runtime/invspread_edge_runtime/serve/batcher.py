@@ -5,9 +5,12 @@ waiting and every other one already queued, up to `max_batch`; it waits for more
 `max_wait_ms` after the first) only while other images are on their way (being decoded: the app
 announces them with `arriving`), so a lone request never waits for company that is not coming.
 The batch runs as one `Embedder.embed_uint8` call (the same normalisation and L2 step as `Embedder.embed`).
-The queue is bounded: when it is full, `submit` refuses at once (the app answers 503 with
-Retry-After) rather than letting latency grow without bound. Results travel back to the event
-loop through asyncio futures.
+The queue is bounded: when it is full, `embed` refuses at once (503 with Retry-After) rather than
+letting latency grow without bound; a request of more images than the queue holds can never be
+served and is refused as too large (413). Results travel back to the event loop through asyncio
+futures. A batch the backend fails on (any exception, even one that is not an `Exception`) fails
+its requests with a 500 and the worker goes on with the next batch: it never dies with requests
+waiting on it.
 
     batcher = DynamicBatcher(embedder, max_batch=32, max_wait_ms=5, queue=256)
     batcher.start()
@@ -19,16 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ..embedder import Embedder
-from .errors import ServeError, queue_full
+from .errors import ServeError, backend_failed, queue_full, too_many_images
 
 
 @dataclass
@@ -39,6 +44,7 @@ class _Job:
 
 
 _STOP = object()
+LOG = logging.getLogger("invedge.serve")
 
 
 class DynamicBatcher:
@@ -62,6 +68,7 @@ class DynamicBatcher:
         self._thread = threading.Thread(target=self._work, name="invedge-batcher", daemon=True)
         self._accepting = False
         self._arriving = 0  # images being decoded for this batcher (changed on the event loop only)
+        self._failures = 0  # batches the backend failed on (the first one's traceback is logged)
 
     def start(self) -> None:
         self._accepting = True
@@ -80,12 +87,19 @@ class DynamicBatcher:
         finally:
             self._arriving -= count
 
+    def check_fits(self, count: int) -> None:
+        """413 for `count` images: more than the queue ever holds (refused before they are decoded)."""
+        if count > self.queue_size:
+            raise too_many_images(count, self.queue_size, f"--queue {self.queue_size}")
+
     async def embed(self, images: list[np.ndarray]) -> np.ndarray:
-        """(N, d) float32 unit rows for N (3, S, S) uint8 images; 503 when the queue has no room."""
+        """(N, d) float32 unit rows for N (3, S, S) uint8 images; 503 when the queue has no room now,
+        413 when it never will."""
         if not self._accepting:
             raise ServeError(
                 503, "the service is shutting down", "Retry on another instance", {"Retry-After": "1"}
             )
+        self.check_fits(len(images))
         # the event loop is the only producer: room checked here stays room until the puts below
         if self.depth() + len(images) > self.queue_size:
             raise queue_full(self.depth())
@@ -100,19 +114,26 @@ class DynamicBatcher:
     def stop(self) -> None:
         """Refuse new images, run those queued, and end the worker thread."""
         self._accepting = False
-        if self._thread.is_alive():
-            self._jobs.put(_STOP)
+        while self._thread.is_alive():  # a full queue: wait for room while the worker drains it
+            try:
+                self._jobs.put(_STOP, timeout=0.1)
+            except queue.Full:
+                continue
             self._thread.join()
 
     # --- the worker thread ------------------------------------------------------------------------
 
     def _work(self) -> None:
-        while True:
-            batch, stopping = self._next_batch()
-            if batch:
-                self._run(batch)
-            if stopping:
-                return
+        try:
+            while True:
+                batch, stopping = self._next_batch()
+                if batch:
+                    self._run(batch)
+                if stopping:
+                    return
+        finally:  # nothing waits forever: an image queued after the stop gets its refusal
+            self._accepting = False
+            self._refuse_waiting()
 
     def _next_batch(self) -> tuple[list[_Job], bool]:
         """The first job waiting, the others queued, and, while more are on their way, those that come
@@ -139,16 +160,45 @@ class DynamicBatcher:
         return batch, False  # type: ignore[return-value]
 
     def _run(self, batch: list[_Job]) -> None:
-        if self.on_batch is not None:
-            self.on_batch(len(batch))
         try:
+            if self.on_batch is not None:
+                self.on_batch(len(batch))
             vectors = self.embedder.embed_uint8(np.stack([job.image for job in batch]))
-        except Exception as exc:  # a backend failure fails this batch's requests, not the service
-            for job in batch:
-                job.loop.call_soon_threadsafe(_settle_error, job.future, exc)
+            if len(vectors) != len(batch):
+                raise RuntimeError(f"{len(vectors)} vectors back for {len(batch)} images")
+        except BaseException as exc:  # a backend failure fails this batch's requests, not the service
+            self._failed(exc, batch)
             return
         for job, vector in zip(batch, vectors, strict=True):
-            job.loop.call_soon_threadsafe(_settle, job.future, vector)
+            _answer(job, _settle, vector)
+
+    def _failed(self, exc: BaseException, batch: list[_Job]) -> None:
+        """Fail the batch's requests with a 500; the log gets one line (the first time, the traceback)."""
+        error = backend_failed(exc, len(batch))
+        self._failures += 1
+        LOG.error(
+            "%s (failed batches so far: %d)", error.message, self._failures, exc_info=self._failures == 1
+        )
+        for job in batch:
+            _answer(job, _settle_error, error)
+
+    def _refuse_waiting(self) -> None:
+        stopped = ServeError(
+            503, "the service is shutting down", "Retry on another instance", {"Retry-After": "1"}
+        )
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(job, _Job):
+                _answer(job, _settle_error, stopped)
+
+
+def _answer(job: _Job, settle: Callable[[asyncio.Future[np.ndarray], Any], None], value: Any) -> None:
+    """Hand a result to the job's event loop; a loop already closed (its requests are gone) is skipped."""
+    with contextlib.suppress(RuntimeError):
+        job.loop.call_soon_threadsafe(settle, job.future, value)
 
 
 def _settle(future: asyncio.Future[np.ndarray], vector: np.ndarray) -> None:

@@ -39,3 +39,29 @@ def queue_full(depth: int) -> ServeError:
         "Retry in a second",
         headers={"Retry-After": "1"},
     )
+
+
+def too_many_images(count: int | None, limit: int, flag: str | None) -> ServeError:
+    """413 for a request that can never be served, whatever the load: more images than `limit`
+    (`flag`: the option that sets it, e.g. "--queue 2"; None: the service's fixed limit)."""
+    sent = f"{count} images" if count is not None else f"more than {limit} images"
+    if flag is None:
+        return ServeError(
+            413,
+            f"the request holds {sent}; one request may hold at most {limit}",
+            f"Send at most {limit} per request",
+        )
+    return ServeError(
+        413,
+        f"the request holds {sent}; this service takes at most {limit} per request ({flag})",
+        f"Send at most {limit} per request, or start the service with a larger {flag.split()[0]}",
+    )
+
+
+def backend_failed(exc: BaseException, images: int) -> ServeError:
+    """500 for a batch the backend could not embed: its requests fail, the service keeps running."""
+    return ServeError(
+        500,
+        f"the backend failed on a batch of {images} images ({type(exc).__name__}: {exc})",
+        "The service keeps running: retry; if it fails again, see the server's log (the device, its memory)",
+    )

@@ -10,34 +10,32 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from ..embedder import l2_normalize
 from ..index.settings import DEFAULT_K
-from .auth import check_token
 from .errors import ServeError
+from .files import NotServed, ServedImage
 from .images import decode
 from .metrics import CONTENT_TYPE
 from .service import Service
-from .uploads import Upload, read_images, read_json
+from .uploads import Upload, max_images, read_images, read_json
 
 ID_PATTERN = re.compile(r"[^\x00-\x1f\x7f]{1,256}")  # printable, 1..256 characters
 
 
 def service_of(request: Request) -> Service:
-    """The running service, once the token (if any) checks out; 503 while it is still starting."""
+    """The running service (the token, if any, was checked by auth.Guard); 503 while it is starting."""
     service: Service | None = request.app.state.service
     if service is None:
         raise ServeError(503, "the service is starting", "Retry in a few seconds", {"Retry-After": "1"})
-    check_token(request, service.token)
     return service
 
 
@@ -50,12 +48,12 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Ready: model and gallery loaded")
+@router.get("/readyz", summary="Ready: model and gallery loaded, the gallery as on disk or in Milvus")
 async def readyz(request: Request) -> Any:
     if request.app.state.service is None:
         return JSONResponse({"status": "starting"}, status_code=503)
     service = service_of(request)
-    items = await run_in_threadpool(service.gallery.count)
+    items = await run_in_threadpool(service.gallery.ready)  # 503 saying why when not
     return {"status": "ready", "backend": service.backend_info.name, "gallery": items}
 
 
@@ -85,6 +83,7 @@ async def info(service: Service = Running) -> dict[str, Any]:
             "max_upload_mb": settings.max_upload_mb,
             "max_pixels": settings.max_pixels,
             "k_max": settings.k_max,
+            "max_images": max_images(settings)[0],
         },
     }
 
@@ -129,7 +128,7 @@ def neighbours(
         record.pop("found", None)
         for hit, location in zip(record["neighbours"], locations, strict=True):
             hit["path"] = location or None
-            on_server = bool(location) and Path(location).is_file()
+            on_server = service.images.may_serve(location)
             hit["image"] = f"/v1/gallery/{quote(hit['id'], safe='/')}/image" if on_server else None
     return {"k": k, "space_id": index.space_id, "results": records}
 
@@ -156,15 +155,30 @@ async def remove_item(item_id: str, service: Service = Running) -> dict[str, Any
 
 
 @router.get("/v1/gallery/{item_id:path}/image", summary="The image file of a gallery item")
-async def item_image(item_id: str, service: Service = Running) -> FileResponse:
-    path = await run_in_threadpool(service.gallery.location, item_id)
-    if path is None:
-        raise ServeError(404, f"no image file on this server for gallery item {item_id!r}")
-    return FileResponse(path)
+async def item_image(item_id: str, service: Service = Running) -> Response:
+    image = await run_in_threadpool(served_image, service, item_id)
+    return Response(image.data, media_type=image.media_type, headers={"X-Content-Type-Options": "nosniff"})
+
+
+def served_image(service: Service, item_id: str) -> ServedImage:
+    """The image file the gallery records for `item_id`, read as files.ImageRoots allows; 404 saying why not."""
+    recorded = service.gallery.location(item_id)
+    missing = f"no image file on this server for gallery item {item_id!r}"
+    if recorded is None:
+        raise ServeError(404, missing, "See the ids in the search results")
+    try:
+        return service.images.read(recorded)
+    except NotServed as why:
+        raise ServeError(
+            404,
+            f"{missing}: {why}",
+            "Gallery images are served only from the server's --image-root folders (docs/SERVE_API.md)",
+        ) from None
 
 
 async def embed_uploads(service: Service, uploads: list[Upload]) -> np.ndarray:
     """Decode in the decode pool (all uploads at once), then embed through the batcher: (N, d)."""
+    service.batcher.check_fits(len(uploads))  # more than the queue holds: 413 before any decoding
     loop = asyncio.get_running_loop()
     settings, size = service.settings, service.meta.image_size
     with service.batcher.arriving(len(uploads)):  # the batcher waits for these while they decode

@@ -1,14 +1,17 @@
 """Run the service with uvicorn: bind, announce the one serving line, drain on SIGTERM/Ctrl-C.
 
 The socket is bound here (not by uvicorn) so that `--port 0` can announce the port it got and a
-port in use is the CLI's one-line error. Signals: uvicorn's own handlers stop accepting and wait
-for in-flight requests (`timeout_graceful_shutdown`), then the lifespan stops the batcher; the
-signal is not raised again afterwards, so a drained service exits 0.
+port in use, or an address that is not this host's, is the CLI's one-line error; it is bound before
+the model loads (a wrong --host is refused at once) and listens only once everything is loaded.
+Signals: uvicorn's own handlers stop accepting and wait for in-flight requests
+(`timeout_graceful_shutdown`), then the lifespan stops the batcher; the signal is not raised again
+afterwards, so a drained service exits 0.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import signal
 import socket
@@ -33,7 +36,8 @@ def run(settings: ServeSettings) -> None:
     settings.check()
     for name in QUIET_LOGGERS:  # a client's malformed body is its 4xx, not a line on the server's stderr
         logging.getLogger(name).setLevel(logging.ERROR)
-    with Service.open(settings) as service, bind(settings.host, settings.port) as sock:
+    with bind(settings.host, settings.port) as sock, Service.open(settings) as service:
+        listen(sock, settings.host, settings.port)
         app = create_app(settings, service)
         config = uvicorn.Config(
             app,
@@ -50,7 +54,7 @@ def run(settings: ServeSettings) -> None:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on host:port (0: a free port), or the one-line error."""
+    """A TCP socket bound to host:port (0: a free port), not listening yet; or the one-line error."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -59,18 +63,43 @@ def bind(host: str, port: int) -> socket.socket:
         raise InvedgeError(
             f"cannot resolve --host {host}: {exc.strerror}", "Give an address or a host name"
         ) from exc
-    sock = socket.socket(family, kind, proto)
+    try:
+        sock = socket.socket(family, kind, proto)  # an IPv6 address on a host without IPv6 fails here
+    except OSError as exc:
+        raise cannot_listen(exc, host, port) from exc
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
-        sock.listen(2048)
     except OSError as exc:
         sock.close()
-        raise InvedgeError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-            "Choose another --port (0: any free port), or stop what uses it",
-        ) from exc
+        raise cannot_listen(exc, host, port) from exc
     return sock
+
+
+def listen(sock: socket.socket, host: str, port: int) -> None:
+    try:
+        sock.listen(2048)
+    except OSError as exc:
+        raise cannot_listen(exc, host, port) from exc
+
+
+def cannot_listen(exc: OSError, host: str, port: int) -> InvedgeError:
+    """Why host:port cannot be served, with the next step that fits the reason."""
+    where = f"cannot listen on {host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return InvedgeError(
+            f"{where}: the port is in use", "Choose another --port (0: any free port), or stop what uses it"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return InvedgeError(
+            f"{where}: {host} is not an address of this host",
+            "Give one of its addresses ('ip addr' lists them), 0.0.0.0 for all of them, or 127.0.0.1",
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM) and 0 < port < 1024:
+        return InvedgeError(
+            f"{where}: ports below 1024 need privileges", "Choose --port 1024 or above (0: any free port)"
+        )
+    return InvedgeError(f"{where}: {exc.strerror or exc}", "Check --host and --port")
 
 
 def url_of(sock: socket.socket) -> str:
@@ -80,9 +109,11 @@ def url_of(sock: socket.socket) -> str:
 
 def _announce(sock: socket.socket, service: Service) -> None:
     info = service.backend_info
+    roots = len(service.images)
+    images = f"images from {roots} --image-root" if roots else "images not served (no --image-root)"
     console.info(
         f"serving {url_of(sock)} (backend {info.name} on {info.device}, {info.precision}; "
-        f"gallery {service.gallery.count()} items)"
+        f"gallery {service.gallery.count()} items, {images})"
     )
 
 

@@ -16,12 +16,13 @@ from ..backends.base import BackendInfo
 from ..embedder import Embedder
 from ..metadata import ModelMeta
 from .batcher import DynamicBatcher
+from .files import ImageRoots
 from .gallery import LiveGallery
 from .metrics import Metrics
 from .settings import ServeSettings
 from .store_gallery import StoreGallery
 
-Gallery = LiveGallery | StoreGallery  # the same methods: current, count, describe, search, add, remove, ...
+Gallery = LiveGallery | StoreGallery  # the same methods: current, count, ready, describe, search, add, ...
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Service:
     gallery: Gallery
     decoders: ThreadPoolExecutor  # decoding and resizing uploads, beside the batcher's one thread
     metrics: Metrics
+    images: ImageRoots  # the --image-root folders: which recorded image files may be served
     token: str | None = None
 
     @property
@@ -55,11 +57,16 @@ class Service:
             if warning:
                 console.warn(warning)
         with contextlib.ExitStack() as stack:
+            images = stack.enter_context(
+                ImageRoots(settings.image_roots, settings.max_upload_bytes, settings.max_pixels)
+            )
             gallery = stack.enter_context(open_gallery(settings))
             embedder = stack.enter_context(
                 Embedder(settings.model, backend=settings.backend, precision=settings.precision)
             )
             gallery.current().check_space(embedder.space_id, model=str(settings.model))
+            if isinstance(gallery, LiveGallery):  # a file replaced by one of another space is refused
+                gallery.space_id = embedder.space_id
             batcher = DynamicBatcher(embedder, settings.max_batch, settings.max_wait_ms, settings.queue)
             metrics = Metrics(batcher.depth)
             batcher.on_batch = metrics.batch_size.observe
@@ -68,7 +75,7 @@ class Service:
             decoders = stack.enter_context(
                 ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="invedge-upload")
             )
-            yield cls(settings, embedder, batcher, gallery, decoders, metrics, token)
+            yield cls(settings, embedder, batcher, gallery, decoders, metrics, images, token)
 
 
 @contextlib.contextmanager

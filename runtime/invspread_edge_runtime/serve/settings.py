@@ -8,10 +8,25 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import bounds
 from ..errors import ConfigError, InvedgeError
+from .files import check_image_roots
 
 LOOPBACK_NAMES = ("localhost",)
+# ServeSettings field → its flag's range (the numbers: invspread_edge_runtime/bounds.py)
+SERVE_BOUNDS = {
+    "port": bounds.PORT,
+    "max_batch": bounds.SERVE_MAX_BATCH,
+    "max_wait_ms": bounds.MAX_WAIT_MS,
+    "queue": bounds.QUEUE,
+    "max_upload_mb": bounds.MAX_UPLOAD_MB,
+    "max_pixels": bounds.MAX_PIXELS,
+    "decode_threads": bounds.DECODE_THREADS,
+    "k_max": bounds.K_MAX,
+    "read_timeout_s": bounds.READ_TIMEOUT_S,
+}
 DRAIN_S = 10  # SIGTERM: seconds in-flight requests get to finish
+TOKEN_FILE_MAX_BYTES = 64 * 1024  # the token is its first line: no more is read
 
 
 @dataclass(frozen=True)
@@ -35,6 +50,7 @@ class ServeSettings:
     decode_threads: int = 4
     k_max: int = 100
     read_timeout_s: float = 10.0  # a client that has not sent its whole body by then gets 408
+    image_roots: tuple[Path, ...] = ()  # folders whose image files the gallery may serve (files.py)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -44,24 +60,9 @@ class ServeSettings:
         """One-line errors for flags out of range, for the gallery not given exactly once, and for a
         non-loopback host without a token."""
         self.check_gallery()
-        for flag, value, least in (
-            ("--max-batch", self.max_batch, 1),
-            ("--queue", self.queue, 1),
-            ("--max-pixels", self.max_pixels, 1),
-            ("--decode-threads", self.decode_threads, 1),
-            ("--k-max", self.k_max, 1),
-        ):
-            if value < least:
-                raise ConfigError(f"Invalid {flag} {value}. It must be at least {least}")
-        for flag, number in (
-            ("--max-wait-ms", self.max_wait_ms),
-            ("--max-upload-mb", self.max_upload_mb),
-            ("--read-timeout", self.read_timeout_s),
-        ):
-            if not 0 < number < float("inf"):  # NaN fails this too
-                raise ConfigError(f"Invalid {flag} {number}. It must be a positive number")
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"Invalid --port {self.port}. It must be 0..65535 (0: any free port)")
+        check_image_roots(self.image_roots)
+        for name, bound in SERVE_BOUNDS.items():  # each flag's range, nan and inf refused
+            bound.check(getattr(self, name))
         if self.token_file is None and not is_loopback(self.host):
             raise ConfigError(
                 f"--host {self.host} serves beyond this machine, so it needs --token-file",
@@ -97,8 +98,12 @@ def is_loopback(host: str) -> bool:
 
 def read_token(path: Path) -> tuple[str, str | None]:
     """The token in `path` (its first line) and a warning when others may read the file."""
+    from ..files import check_regular  # numpy comes with it: not at import (--help)
+
+    check_regular(path, "token file")  # a FIFO would block the start forever, a device never end
     try:
-        data = path.read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            data = fh.read(TOKEN_FILE_MAX_BYTES).decode("utf-8")
         mode = path.stat().st_mode
     except FileNotFoundError as exc:
         raise InvedgeError(f"token file not found: {path}", "Check the --token-file path") from exc

@@ -3,8 +3,8 @@
 A Milvus collection may hold more items than this process could copy, and other servers or
 `invedge index add --store` may change it at any time, so Milvus is its one holder: this class
 keeps only the open client (a `MilvusGallery`) and no items, ids or counts. It offers the methods
-the routes and the service use of `LiveGallery` (current, count, search, add, remove, location,
-on_change) with the same refusals and HTTP statuses.
+the routes and the service use of `LiveGallery` (current, count, ready, search, add, remove,
+location, on_change) with the same refusals and HTTP statuses.
 
 Concurrency: searches run in parallel on the one client (its gRPC channel is thread-safe). Adds
 and deletes of this process are serialised by a lock so that "id taken" (409) and "unknown id"
@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,7 @@ import numpy as np
 from ..errors import IndexFileError, InvedgeError
 from ..index.result import SearchResult
 from .errors import ServeError, from_invedge
-from .gallery import check_k, check_vectors, existing_file
+from .gallery import check_k, check_vectors
 
 
 class StoreGallery:
@@ -42,10 +41,15 @@ class StoreGallery:
 
     @classmethod
     def open(cls, store: str, collection: str) -> StoreGallery:
-        """Connect; the one-line error of `open_gallery` when unreachable, in use, missing or not ours."""
+        """Connect; the one-line error of `open_gallery` when unreachable, in use, missing, not ours or
+        incomplete (a build that stopped midway); a warning for each add or remove of it that did."""
+        from .. import console
         from ..milvus_store import open_gallery
 
-        return cls(open_gallery(store, collection))
+        gallery = open_gallery(store, collection)
+        for line in gallery.stopped_writes():
+            console.warn(line)
+        return cls(gallery)
 
     def close(self) -> None:
         self._gallery.close()
@@ -76,6 +80,10 @@ class StoreGallery:
             items = len(self._gallery)
         self._changed(items)
         return items
+
+    def ready(self) -> int:
+        """The items in the collection now; 503 when Milvus cannot answer (/readyz)."""
+        return self.count()
 
     def search(self, queries: np.ndarray, k: int, space_id: str | None) -> tuple[Any, SearchResult]:
         """Top-k for each query row, and the gallery that answered (for its space).
@@ -117,10 +125,11 @@ class StoreGallery:
             gallery.remove([item_id])
         return self.count()
 
-    def location(self, item_id: str) -> Path | None:
-        """The image file recorded for `item_id` when it exists on this machine, else None."""
+    def location(self, item_id: str) -> str | None:
+        """The location recorded for `item_id` (None: unknown id or none recorded); data, not a
+        file to serve: files.ImageRoots decides that."""
         with store_errors():
-            return existing_file(self._gallery.location(item_id))
+            return self._gallery.location(item_id)
 
     def _check_k(self, k: int) -> None:
         """409 for an empty gallery, 422 for k past its size (the file gallery's refusals)."""
@@ -135,10 +144,24 @@ class StoreGallery:
 def store_errors(missing: int = 422) -> Iterator[None]:
     """The store's refusals as HTTP errors: a gallery check (IndexFileError) → `missing` (422: bad
     vector or k; 404 for a remove), any other toolkit error (Milvus unreachable, a dropped
-    connection) → 503 with its one-line message: the request may be retried."""
+    connection) → 503 with its one-line message: the request may be retried; a collection dropped
+    while served → 503 too, saying that retrying will not help."""
     try:
         yield
     except IndexFileError as exc:
         raise from_invedge(exc, missing) from exc
     except InvedgeError as exc:
+        if collection_gone(exc.message):
+            raise ServeError(
+                503,
+                f"{exc.message} (dropped while served)",
+                "Build the collection again ('invedge index build EMBEDDINGS --store S --collection C'), "
+                "then restart 'invedge serve'",
+            ) from exc
         raise ServeError(503, exc.message, exc.hint or "Retry later", {"Retry-After": "1"}) from exc
+
+
+def collection_gone(message: str) -> bool:
+    """Milvus' words for a collection that no longer exists (dropped by another client)."""
+    text = message.lower()
+    return "collection" in text and ("does not exist" in text or "not found" in text)

@@ -14,12 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 
-from .errors import ServeError
+from .errors import ServeError, too_many_images
 from .settings import ServeSettings
 
 MAX_FILES = 256  # image fields in one request
+MAX_FIELDS = 64  # text fields in one request
+MAX_FIELD_KB = 64  # one text field
 CLOSE = {"Connection": "close"}  # the rest of a refused body is never read: end the connection
 
 
@@ -70,8 +73,11 @@ async def read_images(
             "Send the images as form fields named 'image' (curl -F image=@photo.jpg)",
         )
     body = limited(request, settings)
+    most, flag = max_images(settings)
     try:
-        async with body.form(max_files=MAX_FILES, max_fields=64, max_part_size=64 * 1024) as form:
+        async with body.form(
+            max_files=most, max_fields=MAX_FIELDS, max_part_size=MAX_FIELD_KB * 1024
+        ) as form:
             uploads = [
                 Upload(part.filename or "image", await part.read())
                 for part in form.getlist("image")
@@ -80,6 +86,8 @@ async def read_images(
             texts = {name: value for name in fields if isinstance(value := form.get(name), str)}
     except ClientDisconnect:
         raise ServeError(400, "the client closed the connection before sending the whole body") from None
+    except HTTPException as exc:  # the multipart parser's refusals (Starlette: 400 and its words)
+        raise form_refused(str(exc.detail), most, flag) from None
     if not uploads:
         raise ServeError(400, "no image in the request", "Send the images as form fields named 'image'")
     return uploads, texts
@@ -95,6 +103,37 @@ async def read_json(request: Request, settings: ServeSettings) -> Any:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ServeError(400, f"the body is not valid JSON ({exc})", 'Send {"vector": [...]}') from None
+
+
+def max_images(settings: ServeSettings) -> tuple[int, str | None]:
+    """The most images one request may hold, and the flag that sets it (None: the fixed MAX_FILES)."""
+    if settings.queue < MAX_FILES:  # more than the queue holds could never be embedded
+        return settings.queue, f"--queue {settings.queue}"
+    return MAX_FILES, None
+
+
+def form_refused(detail: str, most: int, flag: str | None) -> ServeError:
+    """A multipart body the parser refused: 413 past a count or size limit (sending the same again
+    can never succeed), else 400 with the parser's reason."""
+    if detail.startswith("Too many files"):
+        return too_many_images(None, most, flag)
+    if detail.startswith("Too many fields"):
+        return ServeError(
+            413,
+            f"the request holds more than {MAX_FIELDS} text fields",
+            "Send only the 'id' field beside the images",
+        )
+    if "exceeded maximum size" in detail:
+        return ServeError(
+            413,
+            f"a text field of the request is over {MAX_FIELD_KB} KB",
+            "Send the images as files (curl -F image=@photo.jpg)",
+        )
+    return ServeError(
+        400,
+        f"the multipart body is malformed ({detail.rstrip('.')})",
+        "Send form fields (curl -F image=@photo.jpg)",
+    )
 
 
 def too_large(size: int, settings: ServeSettings) -> ServeError:

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import console
+from ..bounds import ENGINE_MAX_BATCH, ENGINE_MIN_BATCH, ENGINE_OPT_BATCH, WORKSPACE_MB
 from ..errors import EngineError, ModelError
 from ..files import atomic_write_bytes, sha256_bytes, sha256_file
+from ..integrity import check_artifact
 from ..metadata import ARTIFACT_FILES, ModelMeta, read_model_meta
 from . import api, cuda
 from .cache import (
@@ -74,13 +76,11 @@ def check_profile(
     workspace_mb: int = DEFAULT_WORKSPACE_MB,
 ) -> BatchProfile:
     """The batch profile of these settings, or the one-line error for a bad range or workspace."""
-    profile = BatchProfile.of(min_batch, opt_batch, max_batch)
-    if workspace_mb <= 0:
-        raise EngineError(
-            f"Invalid --workspace-mb {workspace_mb}. It must be a positive size in MB",
-            "Pass e.g. --workspace-mb 1024",
-        )
-    return profile
+    for bound, value in ((ENGINE_MIN_BATCH, min_batch), (ENGINE_OPT_BATCH, opt_batch),
+                         (ENGINE_MAX_BATCH, max_batch), (WORKSPACE_MB, workspace_mb)):  # fmt: skip
+        if value is not None:
+            bound.check(value)
+    return BatchProfile.of(min_batch, opt_batch, max_batch)
 
 
 def engine_path_for(onnx_path: str | os.PathLike[str]) -> Path:
@@ -125,6 +125,7 @@ def build_engine(
     """
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     meta = meta or read_model_meta(onnx_path)
+    check_artifact(onnx_path, meta.checkpoint_sha256)  # never compile a damaged artifact into an engine
     precision, profile = check_settings(
         meta, str(onnx_path), precision, min_batch, opt_batch, max_batch, workspace_mb
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -248,8 +249,10 @@ def test_ort_trt_cache_is_keyed_and_reused_only_when_the_key_matches(
     upgraded.close()
 
 
-@pytest.mark.parametrize("damage", ["missing", "damaged", "other gpu"])
+@pytest.mark.parametrize("damage", ["missing", "damaged", "other gpu", "engine file replaced", "no hashes"])
 def test_an_unverified_ort_trt_cache_is_never_reused(tiny_export, tmp_path, fake_trt_provider, damage):
+    """With "engine file replaced" the sidecar is intact, but the engine is not the file it vouched for;
+    "no hashes": a sidecar that records the key only (as older ones did) vouches for no file."""
     from invspread_edge_runtime.backends import ort_cache
 
     fake, device = fake_trt_provider
@@ -263,8 +266,12 @@ def test_an_unverified_ort_trt_cache_is_never_reused(tiny_export, tmp_path, fake
         sidecar.unlink()
     elif damage == "damaged":
         sidecar.write_text("{not json")
-    else:
+    elif damage == "other gpu":
         device["gpu"] = ("NVIDIA H100", "9.0")
+    elif damage == "no hashes":
+        doc = json.loads(sidecar.read_text())
+        del doc["files"]
+        sidecar.write_text(json.dumps(doc))
     backend = OrtBackend(model, "ort-trt", max_batch=4, cache_dir=tmp_path / "c")
     assert backend.cache_status not in ("cached", "new") and fake.builds == 2
     assert planted.read_bytes() != b"an engine from somewhere else"  # emptied, then built afresh

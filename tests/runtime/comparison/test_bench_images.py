@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from invspread_edge_runtime.comparison.images import _bounded, load_bench_images
-from invspread_edge_runtime.errors import DataError
+from invspread_edge_runtime.errors import ConfigError
 
 
 def test_fashion_mnist_draw_is_reproducible():
@@ -38,9 +38,10 @@ def test_batches_wrap_around_the_set():
     assert len(pics.batches(1, limit=3)) == 3
 
 
-def test_too_few_images():
-    with pytest.raises(DataError):
-        load_bench_images("fashion-mnist", 1)
+@pytest.mark.parametrize("count", [1, 1_000_000])  # accuracy needs neighbours; all are kept in memory
+def test_an_image_count_out_of_range(count):
+    with pytest.raises(ConfigError, match=f"--images {count} is out of range. Use 2 to 10000"):
+        load_bench_images("fashion-mnist", count)
 
 
 def test_large_photos_reduced_once():

@@ -108,12 +108,14 @@ def test_overwrite_keeps_the_old_collection_until_the_new_one_is_complete(lite_s
     seen = {}
     swap = build._swap
 
-    def watching(client, store, temporary, collection):
+    def watching(client, store, temporary, collection, writer):
         with open_gallery(store, collection) as current:  # the new one is whole: the old still serves
             seen["old"] = (current.kind, len(current))
-        with open_gallery(store, temporary) as coming:
+        with pytest.raises(IndexFileError, match="is a temporary of a build of swapped"):
+            open_gallery(store, temporary)
+        with open_gallery(store, temporary, incomplete_ok=True) as coming:
             seen["new"] = (coming.kind, len(coming))
-        swap(client, store, temporary, collection)
+        swap(client, store, temporary, collection, writer)
 
     monkeypatch.setattr(build, "_swap", watching)
     with build_gallery(new, lite_store, "swapped", kind="hnsw", overwrite=True) as gallery:

@@ -296,9 +296,11 @@ def test_build_engine_refuses_wrong_files_in_one_line(tmp_path, capsys, make_tin
 @pytest.mark.parametrize(
     ("flags", "needle"),
     [
-        (["--min-batch", "0"], "invalid batch profile"),
+        (["--min-batch", "0"], "--min-batch 0 is out of range. Use 1 to 1024"),
+        (["--max-batch", "100000"], "--max-batch 100000 is out of range. Use 1 to 1024"),
         (["--min-batch", "8", "--max-batch", "4"], "invalid batch profile"),
-        (["--workspace-mb", "0"], "Invalid --workspace-mb 0"),
+        (["--workspace-mb", "0"], "--workspace-mb 0 is out of range"),
+        (["--workspace-mb", "9999999999999"], "--workspace-mb 9999999999999 is out of range"),
         (["--precision", "int4"], "invalid precision 'int4'"),
     ],
 )

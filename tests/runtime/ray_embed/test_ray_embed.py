@@ -18,6 +18,7 @@ from tiny import EMBEDDING_ATOL
 
 from invspread_edge_runtime.cli import create_app, run
 from invspread_edge_runtime.embeddings import EmbeddingInterrupted, embed_images, load_embeddings
+from invspread_edge_runtime.embeddings.ray_embed import STARTUP_TIMEOUT, init_ray
 from invspread_edge_runtime.embeddings.ray_workers import KILL_AFTER_ENV, KILL_MARKER_ENV
 from invspread_edge_runtime.errors import EmbeddingsError
 
@@ -35,7 +36,7 @@ def local_ray():
     """One local Ray for the module (a start costs seconds): `embed --ray` runs on this connection."""
     ray = pytest.importorskip("ray")
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    init_ray(ray, num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     yield ray
     ray.shutdown()
 
@@ -172,8 +173,10 @@ def test_the_cli_on_the_module_ray(local_ray, capsys, tiny_export, photos, singl
 def test_bad_ray_options_are_one_line_each(capsys, tiny_export, photos, tmp_path):
     out = tmp_path / "x.emb"
     for argv, fragment in [
-        (["--ray", "auto", "--ray-actors", "0"], "Invalid --ray-actors 0"),
-        (["--ray", "auto", "--ray-gpus-per-actor", "-1"], "Invalid --ray-gpus-per-actor -1"),
+        (["--ray", "auto", "--ray-actors", "0"], "--ray-actors 0 is out of range. Use 1 to 4096"),
+        (["--ray", "auto", "--ray-actors", "100000"], "--ray-actors 100000 is out of range"),
+        (["--ray", "auto", "--ray-gpus-per-actor", "-1"], "--ray-gpus-per-actor -1 is out of range"),
+        (["--ray", "auto", "--ray-gpus-per-actor", "nan"], "--ray-gpus-per-actor nan is not a number"),
         (["--ray-actors", "2"], "Add --ray auto"),
         (["--ray", "auto", "--backend", "tpu"], "Invalid backend 'tpu'"),
     ]:
@@ -226,3 +229,31 @@ def test_the_cli_starts_a_local_ray_and_stops_it(tmp_path, tiny_export, photos, 
     manifest = json.loads(done.stdout)
     assert manifest["count"] == 40 and manifest["backend"] == "ort-cpu"
     assert_same(tmp_path / "p.emb", single)
+
+
+class _SlowRay:
+    """ray.init that misses the raylet's start-up wait `misses` times (Ray raises a bare Exception)."""
+
+    def __init__(self, misses: int) -> None:
+        self.misses, self.inits, self.shutdowns = misses, 0, 0
+
+    def init(self, **options: object) -> None:
+        self.inits += 1
+        if self.inits <= self.misses:
+            raise Exception(f"The current node {STARTUP_TIMEOUT}. This could happen because ...")
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+
+
+def test_a_ray_start_that_times_out_once_is_tried_again():
+    ray = _SlowRay(misses=1)
+    init_ray(ray, num_cpus=2)
+    assert (ray.inits, ray.shutdowns) == (2, 1)
+
+
+def test_a_ray_start_that_keeps_timing_out_is_a_timeout_error_not_a_bare_exception():
+    ray = _SlowRay(misses=5)
+    with pytest.raises(TimeoutError, match="Ray did not start in time"):
+        init_ray(ray, num_cpus=2)
+    assert ray.inits == 2

@@ -24,11 +24,12 @@ READ_TIMEOUT_S = 1.5
 
 
 @pytest.fixture(scope="module")
-def api(served, tiny_export, serve_index):
+def api(served, tiny_export, serve_index, image_folder):
     """One server for the read-only tests: small limits, so that each is easy to pass."""
     with served(
         tiny_export / "model.onnx", serve_index, "--backend", "ort-cpu", "--max-upload-mb", "1",
         "--max-pixels", "10000", "--k-max", K_MAX, "--read-timeout", READ_TIMEOUT_S,
+        "--image-root", image_folder,
     ) as server:  # fmt: skip
         yield server
 
@@ -73,9 +74,10 @@ def test_health_readiness_and_info(api, tiny_export, serve_index):
     assert info["model"]["space_id"] == Index.load(serve_index).space_id
     assert info["gallery"] == {"items": 40, "kind": "flat", "path": str(serve_index)}
     assert info["batching"] == {"max_batch": 32, "max_wait_ms": 5.0, "queue": 256}
-    assert info["limits"] == {"max_upload_mb": 1.0, "max_pixels": 10000, "k_max": K_MAX}
+    assert info["limits"] == {"max_upload_mb": 1.0, "max_pixels": 10000, "k_max": K_MAX, "max_images": 256}
     assert re.match(
-        r"serving http://127\.0\.0\.1:\d+ \(backend ort-cpu on cpu, fp32; gallery 40 items\)\n$", api.stderr()
+        r"serving http://127\.0\.0\.1:\d+ \(backend ort-cpu on cpu, fp32; gallery 40 items, images from 1 --image-root\)\n$",
+        api.stderr(),
     )
 
 
@@ -171,7 +173,7 @@ def test_too_many_bytes_is_413(api):
     parts = urlsplit(api.url)
     with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
         sock.sendall(
-            b"POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+            b"POST /v1/embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n"
             b"Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\n" % (1024 * 1024 + 1)
         )
         reply = read_all(sock)
@@ -185,7 +187,7 @@ def test_too_many_bytes_without_content_length_is_413(api):
     parts = urlsplit(api.url)
     with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
         sock.sendall(
-            b"POST /v1/embed HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"POST /v1/embed HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
             b"Content-Type: multipart/form-data; boundary=b\r\n\r\n"
         )
         head = b'--b\r\nContent-Disposition: form-data; name="image"; filename="big.png"\r\n\r\n'
@@ -234,7 +236,7 @@ def test_a_half_sent_upload_times_out_with_408(api):
     started = time.monotonic()
     with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
         sock.sendall(
-            b"POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n"
+            b"POST /v1/embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5000\r\n"
             b"Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\n"
         )
         reply = read_all(sock)

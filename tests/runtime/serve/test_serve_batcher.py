@@ -63,13 +63,14 @@ def test_one_image_waits_at_most_max_wait(embedder, image_folder):
         batcher.stop()
 
 
-def test_a_full_queue_and_a_stopped_batcher_refuse_with_503(embedder, image_folder):
+def test_more_than_the_queue_is_413_and_a_stopped_batcher_503(embedder, image_folder):
+    """(A full queue, 503 with Retry-After: test_serve_faults.py.)"""
     images = uploads(image_files(image_folder, 3), embedder.meta.image_size)
     batcher = DynamicBatcher(embedder, max_batch=1, max_wait_ms=1, queue_size=2)
     batcher.start()
-    with pytest.raises(ServeError) as full:
-        asyncio.run(batcher.embed(images))
-    assert full.value.status == 503 and full.value.headers == {"Retry-After": "1"}
+    with pytest.raises(ServeError) as never:
+        asyncio.run(batcher.embed(images))  # 3 images never fit a queue of 2
+    assert never.value.status == 413 and "--queue 2" in never.value.message
     assert asyncio.run(batcher.embed(images[:2])).shape == (2, 32)
     batcher.stop()
     with pytest.raises(ServeError, match="shutting down"):

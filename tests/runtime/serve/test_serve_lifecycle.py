@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import signal
 import socket
@@ -16,12 +17,12 @@ from tiny import invedge
 TOKEN = "serve-test-token-123"
 
 
-def test_the_token_guards_everything_but_health_and_the_page(served, tiny_export, serve_index, image_folder):
+def test_the_token_guards_everything_but_health(served, tiny_export, serve_index, image_folder):
     data = image_files(image_folder, 1)[0].read_bytes()
+    login = {"Authorization": "Basic " + base64.b64encode(f"anyone:{TOKEN}".encode()).decode()}
     with served(tiny_export, serve_index, "--backend", "ort-cpu", "--queue", "1", token=TOKEN) as server:
         assert get(server.url, "/healthz").status == 200
-        assert get(server.url, "/").status == 200 and get(server.url, "/docs").status == 200
-        for path in ("/readyz", "/metrics", "/v1/info"):
+        for path in ("/", "/static/page.js", "/docs", "/openapi.json", "/readyz", "/metrics", "/v1/info"):
             refused = get(server.url, path)
             assert refused.status == 401 and refused.headers["www-authenticate"] == "Bearer"
             assert refused.error["message"] == "this service needs a token"
@@ -29,11 +30,20 @@ def test_the_token_guards_everything_but_health_and_the_page(served, tiny_export
             assert wrong.status == 401 and wrong.error["message"] == "missing or wrong token"
             assert get(server.url, path, {"Authorization": f"Basic {TOKEN}"}).status == 401
             assert get(server.url, path, server.headers).status == 200
+            assert get(server.url, path, login).status == 200  # a browser's login: the token as password
+        for path in ("/nope", "/healthz/", "/v1/gallery/x/image", "/static/nothing.js"):
+            assert get(server.url, path).status == 401, path  # not even which routes exist
         assert post_files(server.url, "/v1/embed", [("a.png", data)]).status == 401
+        # the browser sends its login by itself: another site's page may not post with it
+        other_site = post_files(
+            server.url, "/v1/embed", [("a.png", data)], headers={**login, "Origin": "http://evil.example"}
+        )
+        assert other_site.status == 403 and "another web page" in other_site.error["message"]
         assert post_files(server.url, "/v1/embed", [("a.png", data)], headers=server.headers).status == 200
-        # --queue 1: two images never fit, whatever the timing: 503 with Retry-After
-        full = post_files(server.url, "/v1/embed", [("a.png", data)] * 2, headers=server.headers)
-        assert full.status == 503 and full.headers["retry-after"] == "1" and "busy" in full.error["message"]
+        # --queue 1: two images never fit, whatever the timing: 413 naming the flag (not 503 "busy")
+        never = post_files(server.url, "/v1/embed", [("a.png", data)] * 2, headers=server.headers)
+        assert never.status == 413 and "retry-after" not in never.headers
+        assert "--queue 1" in never.error["message"]
 
 
 def test_sigterm_drains_a_request_in_flight(served, tiny_export, serve_index, image_folder):
@@ -43,7 +53,7 @@ def test_sigterm_drains_a_request_in_flight(served, tiny_export, serve_index, im
     server = served(tiny_export, serve_index, "--backend", "ort-cpu")
     parts = urlsplit(server.url)
     with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
-        head = f"POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+        head = f"POST /v1/embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
         sock.sendall(head.encode() + body[:100])
         time.sleep(0.3)  # the request has reached the app
         server.proc.send_signal(signal.SIGTERM)
@@ -64,10 +74,10 @@ def test_sigterm_drains_a_request_in_flight(served, tiny_export, serve_index, im
     [
         (("--host", "0.0.0.0"), "--host 0.0.0.0 serves beyond this machine, so it needs --token-file"),
         (("--host", "192.168.1.7"), "needs --token-file"),
-        (("--max-batch", "0"), "Invalid --max-batch 0. It must be at least 1"),
-        (("--queue", "0"), "Invalid --queue 0"),
-        (("--max-wait-ms", "-1"), "Invalid --max-wait-ms -1.0"),
-        (("--port", "70000"), "Invalid --port 70000"),
+        (("--max-batch", "0"), "--max-batch 0 is out of range. Use 1 to 1024"),
+        (("--queue", "0"), "--queue 0 is out of range"),
+        (("--max-wait-ms", "-1"), "--max-wait-ms -1 is out of range. Use a number above 0 and at most 1000"),
+        (("--port", "70000"), "--port 70000 is out of range. Use 0 to 65535 (0: any free port)"),
         (("--token-file", "/nonexistent/token"), "token file not found: /nonexistent/token"),
     ],
 )

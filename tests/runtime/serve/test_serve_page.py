@@ -1,6 +1,7 @@
 """The page of `invedge serve` in a real browser: headless Chromium (Debian's) driven by Playwright uploads
 a query and shows the neighbours `invedge search` prints for the same image, in its order, with its scores;
-the service's JSON errors and its token rule reach the person at the page."""
+the service's JSON errors reach the person at the page, and with a token the page, its files and its
+requests need the browser's login."""
 
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ SLOW_MS = 60_000  # a first search on 2 busy cores: load the model session, deco
 
 
 @pytest.fixture(scope="module")
-def server(served, tiny_export, serve_index):
+def server(served, tiny_export, serve_index, image_folder):
     """One `invedge serve` of the tiny model and the 40 test images for the tests without a token."""
-    with served(tiny_export / "model.onnx", serve_index) as server:
+    with served(tiny_export / "model.onnx", serve_index, "--image-root", image_folder) as server:
         yield server
 
 
@@ -113,19 +114,33 @@ def test_page_shows_the_services_error_message(server, page, image_folder):
     expect(page.locator("#results .neighbour")).to_have_count(3)
 
 
-def test_page_asks_for_the_token_and_sends_it(served, page, serve_index, tiny_export, image_folder):
+def test_with_a_token_the_page_needs_the_browsers_login(
+    served, browser, serve_index, tiny_export, image_folder
+):
     query = sorted((image_folder / "class3").glob("*.jpg"))[0]
+    token = "page-test-token"
+    args = (tiny_export / "model.onnx", serve_index, "--image-root", image_folder)
 
-    with served(tiny_export / "model.onnx", serve_index, token="page-test-token") as server:
-        open_page(page, server.url, state="locked")  # /v1/info answered 401
-        expect(page.locator("#model")).to_contain_text("token")
-        upload(page, query, state="error")  # no token: the search is refused too
-        expect(page.locator("#error")).to_be_visible()
+    with served(*args, token=token) as server:
+        stranger = browser.new_context()
+        try:  # no login: the browser gets no page (headless, it cannot ask), nor its files or /docs
+            with pytest.raises(sync_api.Error, match="ERR_INVALID_AUTH_CREDENTIALS"):
+                stranger.new_page().goto(server.url)
+            for path in ("/", "/static/page.js", "/static/page.css", "/docs", "/openapi.json"):
+                assert stranger.request.get(server.url + path).status == 401, path
+        finally:
+            stranger.close()
 
-        page.locator("#token").fill(server.token)
-        page.locator("#token").press("Tab")  # leaving the field sends it, and searches the query again
-        expect(page.locator("body")).to_have_attribute("data-state", "done", timeout=SLOW_MS)
-        shown = shown_neighbours(page)
+        user = browser.new_context(
+            http_credentials={"username": "me", "password": token}, viewport={"width": 1000, "height": 640}
+        )
+        try:
+            page = user.new_page()
+            open_page(page, server.url)  # the browser logs in: the token as the password
+            upload(page, query)  # its search and thumbnails carry the login too
+            shown = shown_neighbours(page)
+        finally:
+            user.close()
 
     assert len(shown) == 5 and shown[0]["id"].endswith(query.name)  # a gallery image is its own nearest
-    assert all(n["thumbnail"] for n in shown)  # thumbnails are fetched with the token too
+    assert all(n["thumbnail"] for n in shown)

@@ -79,8 +79,8 @@ def expected(store, tiny_export, queries) -> dict:
 
 
 @pytest.fixture(scope="module")
-def server(served, tiny_export, store, expected):
-    with serve_store(served, tiny_export, store) as running:
+def server(served, tiny_export, store, expected, image_folder):
+    with serve_store(served, tiny_export, store, "--image-root", image_folder) as running:
         yield running
 
 
@@ -177,9 +177,16 @@ def test_an_emptied_gallery_is_409_and_changes_persist_in_milvus(
     from invspread_edge_runtime.milvus_store import open_gallery
 
     store = build_store(serve_embeddings, tmp_path, keep=1)
-    last = load_embeddings(serve_embeddings).ids[0]
+    embeddings = load_embeddings(serve_embeddings)
+    last = embeddings.ids[0]
     image = image_files(image_folder, 1)[0]
-    with serve_store(served, tiny_export, store) as server:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("password=hunter2\n")
+    with open_gallery(store, COLLECTION) as gallery:  # a writer of the collection records any path it likes
+        gallery.add(embeddings.vectors[:1], [last], embeddings.space_id, [str(secret)], source="a writer")
+    with serve_store(served, tiny_export, store, "--image-root", image_folder) as server:
+        refused = get(server.url, f"/v1/gallery/{last}/image")  # files.py's rule, as for an index file
+        assert refused.status == 404 and "not under an --image-root" in refused.error["message"]
         assert call(server.url, "DELETE", f"/v1/gallery/{last}").json() == {"id": last, "items": 0}
         empty = post_files(server.url, "/v1/search?k=1", [(image.name, image.read_bytes())])
         assert empty.status == 409 and empty.error["message"] == "the gallery is empty"

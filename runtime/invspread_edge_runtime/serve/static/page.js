@@ -1,12 +1,13 @@
 "use strict";
 // The page of `invedge serve`: choose or drop a query image, POST it to /v1/search?k=K, show the query and
 // its neighbours (thumbnails from /v1/gallery/ID/image, ids, scores) and the model/backend from /v1/info.
-// Every request goes through `api()`: it sends the typed token as `Authorization: Bearer` and turns the
-// service's JSON errors ({"error": {"status", "message", "hint"}}) into one message shown in #error.
+// Every request goes through `api()`: it turns the service's JSON errors ({"error": {"status", "message",
+// "hint"}}) into one message shown in #error. A service with a token served this page only after the
+// browser's login (the token as the password), and the browser sends that login with every request here.
 // <body data-state> says where the page is (loading, locked, ready, searching, done, error): tests wait on it.
 
 const $ = (id) => document.getElementById(id);
-let lastFile = null; // the query shown: searched again when k or the token changes
+let lastFile = null; // the query shown: searched again when k changes
 let searches = 0; // a newer search makes the answer of an older one stale
 let objectUrls = []; // the images shown, released when the next search replaces them
 
@@ -19,9 +20,7 @@ class ApiError extends Error {
 }
 
 async function api(path, options = {}) {
-  const token = $("token").value.trim();
-  const headers = token ? { Authorization: `Bearer ${token}` } : {};
-  const response = await fetch(path, { ...options, headers });
+  const response = await fetch(path, options);
   if (!response.ok) throw await apiError(response);
   return response;
 }
@@ -63,8 +62,7 @@ async function loadInfo() {
     return true;
   } catch (error) {
     const locked = error.status === 401;
-    $("model").textContent = locked ? "this service needs a token: type it above" : "service not reachable";
-    if (locked) $("token").focus();
+    $("model").textContent = locked ? "the service refused the login: reload the page and log in" : "service not reachable";
     showError(error);
     setState(locked ? "locked" : "error");
     return false;
@@ -113,7 +111,7 @@ function showQuery(file) {
 async function showNeighbours(neighbours, mine) {
   const items = neighbours.map(neighbourItem);
   $("results").replaceChildren(...items.map(({ item }) => item));
-  // Thumbnails are fetched (not <img src>) so that the token goes with them; a missing one stays grey.
+  // Thumbnails are fetched (not <img src>) so that a refusal is seen; a missing one stays grey.
   await Promise.allSettled(
     items.map(async ({ tile, neighbour }) => {
       if (neighbour.image === null || neighbour.image === undefined) return;
@@ -166,9 +164,6 @@ function wire() {
     if (file) search(file);
   });
   $("k").addEventListener("change", () => lastFile && search(lastFile));
-  $("token").addEventListener("change", async () => {
-    if ((await loadInfo()) && lastFile) search(lastFile);
-  });
   $("controls").addEventListener("submit", (event) => event.preventDefault());
 
   const drop = $("drop");

@@ -1,0 +1,107 @@
+"""The allowed range of every size, count and factor the runtime's verbs take, and its one check.
+
+A value past its range is refused before any work, in one line that gives the range
+("--batch 100000 is out of range. Use 1 to 1024"): a typo such as 100000 for 1000 must not
+become minutes of work, gigabytes of memory, a crash inside faiss or an integer overflow inside
+ONNX Runtime. The limits are generous for real use and say in a comment what they protect.
+The toolkit's verbs state theirs the same way, beside the options they check
+(`invspread_edge.config`, `invspread_edge_export.pipeline`); `invedge serve`'s are here too.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The range of one option: low ≤ value ≤ high (low < value where `above`); floats also finite."""
+
+    flag: str
+    low: float
+    high: float
+    zero: str = ""  # what 0 means, where 0 is allowed and special ("all cores")
+    above: bool = False  # `low` itself is excluded (a duration, a rate)
+
+    def check(self, value: float) -> None:
+        """ConfigError naming the flag, the value and the allowed range; nothing for a value inside."""
+        if isinstance(value, float) and math.isnan(value):
+            raise ConfigError(f"{self.flag} nan is not a number", f"Use {self.allowed}")
+        if not self.contains(value):
+            raise ConfigError(f"{self.flag} {_shown(value)} is out of range", f"Use {self.allowed}")
+
+    def contains(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        return (value > self.low if self.above else value >= self.low) and value <= self.high
+
+    @property
+    def allowed(self) -> str:
+        """'8 to 1024', 'a number above 0 and at most 100', '0 to 1024 (0: all cores)'."""
+        if self.above:
+            text = f"a number above {_shown(self.low)} and at most {_shown(self.high)}"
+        else:
+            text = f"{_shown(self.low)} to {_shown(self.high)}"
+        return f"{text} ({'0: ' + self.zero})" if self.zero else text
+
+    @property
+    def help(self) -> str:
+        """The range for --help: '[8 ≤ x ≤ 1024]', '[0 < x ≤ 100]'."""
+        return f"[{_shown(self.low)} {'<' if self.above else '≤'} x ≤ {_shown(self.high)}]"
+
+
+def _shown(value: float) -> str:
+    """1024 → '1024', 1e308 → '1e+308', 0.5 → '0.5', 2**32 - 1 → '4294967295'."""
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:g}"
+    return str(value)
+
+
+def helped(text: str, bound: Bound) -> str:
+    """An option's help text with its range after it (what --help shows)."""
+    return f"{text} {bound.help}"
+
+
+# --- the runtime's verbs --------------------------------------------------------------------------
+# inference threads: ONNX Runtime and faiss take a C int; no machine has more cores than this
+THREADS = Bound("--threads", 0, 1024, zero="all cores")
+# images per inference call (embed --batch, bench --batch, engines' --min/--opt/--max-batch, serve
+# --max-batch): at a 1024 px model input one batch of 1024 is already 12 GB of float32
+BATCH = Bound("--batch", 1, 1024)
+ENGINE_MIN_BATCH = Bound("--min-batch", 1, BATCH.high)
+ENGINE_OPT_BATCH = Bound("--opt-batch", 1, BATCH.high)
+ENGINE_MAX_BATCH = Bound("--max-batch", 1, BATCH.high)
+WORKSPACE_MB = Bound("--workspace-mb", 1, 262_144)  # TensorRT's scratch memory: at most 256 GiB
+# neighbours per query (search --k, serve --k-max); a gallery smaller than k is refused separately
+K = Bound("--k", 1, 10_000)
+# faiss/Milvus approximate indexes: Milvus' own ranges (nlist, nprobe ≤ 65536); HNSW with one link
+# per node crashes faiss, and each link costs 8 bytes per item (M = 256: 2 KB per item)
+NLIST = Bound("--nlist", 1, 65_536)
+NPROBE = Bound("--nprobe", 1, 65_536)
+HNSW_M = Bound("--m", 2, 256)
+EF_SEARCH = Bound("--ef-search", 1, 32_768)
+# bench: images kept decoded in memory (photos reduced to a 1024 px side: ~3 MB each)
+BENCH_IMAGES = Bound("--images", 2, 10_000)
+BENCH_ITERS = Bound("--iters", 1, 1_000_000)
+BENCH_SECONDS = Bound("--seconds", 0, 3600, above=True)  # per row: an hour at most
+WARMUP_CALLS = Bound("--warmup", 0, 100_000)
+WARMUP_SECONDS = Bound("--warmup duration", 0, 3600)  # seconds
+# embed --ray: actors of one job, and GPUs each holds (a fraction shares a GPU; a node has ≤ 16)
+RAY_ACTORS = Bound("--ray-actors", 1, 4096)
+RAY_GPUS_PER_ACTOR = Bound("--ray-gpus-per-actor", 0, 16, zero="CPU actors")
+# class ids of --classes (train, eval): ImageNet-21k has 21 841 classes; a range of them is a list
+CLASS_ID = Bound("--classes", 0, 99_999)
+
+# invedge serve (serve/settings.py checks them)
+PORT = Bound("--port", 0, 65_535, zero="any free port")
+SERVE_MAX_BATCH = Bound("--max-batch", 1, BATCH.high)
+MAX_WAIT_MS = Bound("--max-wait-ms", 0, 1000, above=True)  # batching: a wait past 1 s is an outage
+QUEUE = Bound("--queue", 1, 16_384)  # images waiting, each a preprocessed input in memory
+MAX_UPLOAD_MB = Bound("--max-upload-mb", 0, 1024, above=True)  # a request body held in memory
+MAX_PIXELS = Bound("--max-pixels", 1, 200_000_000)  # one decoded image: 200 MP is 600 MB of RGB
+DECODE_THREADS = Bound("--decode-threads", 1, 64)  # each may hold a --max-pixels image
+K_MAX = Bound("--k-max", 1, K.high)
+READ_TIMEOUT_S = Bound("--read-timeout", 0, 3600, above=True)
