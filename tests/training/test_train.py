@@ -427,7 +427,9 @@ def test_a_locked_run_folder_is_refused_at_once(old_run):
 
     before = snapshot(old_run)
     with exclusive_lock(old_run, "run folder"):
-        with pytest.raises(LockedError, match=f"{old_run} is being written by another thread of this process"):
+        with pytest.raises(
+            LockedError, match=f"{old_run} is being written by another thread of this process"
+        ):
             train(tiny(old_run, epochs=1, eval_every=0), overwrite=True, show_progress=False)
         with pytest.raises(LockedError, match=r"pid \d+"):
             train(TrainConfig(out=str(old_run)), resume=True, epochs=2, show_progress=False)
