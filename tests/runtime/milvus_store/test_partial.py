@@ -6,12 +6,14 @@ named until its rerun finishes it. Real processes, killed at the test hook's pau
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,8 +36,9 @@ def invedge(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
-def killed(tmp_path: Path, point: str, *argv: object) -> None:
-    """Run `invedge argv` in a process, `kill -9` it where it pauses at `point`."""
+@contextlib.contextmanager
+def paused(tmp_path: Path, point: str, *argv: object) -> Iterator[subprocess.Popen]:
+    """`invedge argv` in a process, yielded once it pauses at `point`; `kill -9` on the way out."""
     marker, release = tmp_path / f"paused-{point}", tmp_path / "never"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("INVEDGE_TEST_PAUSE", "INVEDGE_DEBUG"))}
     env |= {
@@ -55,6 +58,7 @@ def killed(tmp_path: Path, point: str, *argv: object) -> None:
         while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert marker.exists(), proc.communicate(timeout=WAIT_S)
+        yield proc
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=WAIT_S)
     finally:
@@ -62,6 +66,12 @@ def killed(tmp_path: Path, point: str, *argv: object) -> None:
             proc.kill()
             proc.wait(timeout=WAIT_S)
     assert proc.returncode == -signal.SIGKILL
+
+
+def killed(tmp_path: Path, point: str, *argv: object) -> None:
+    """Run `invedge argv` in a process, `kill -9` it where it pauses at `point`."""
+    with paused(tmp_path, point, *argv):
+        pass
 
 
 @pytest.fixture(scope="module")
@@ -202,33 +212,13 @@ def test_on_a_server_a_running_build_is_left_alone_and_a_killed_one_is_not(
 ):
     server = milvus_server()
     where = ("--store", server.store, "--collection", "photos")
-    marker, release = tmp_path / "paused", tmp_path / "release"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("INVEDGE_TEST_PAUSE", "INVEDGE_DEBUG"))}
-    env |= {
-        "INVEDGE_MILVUS_BATCH": BATCH,
-        "INVEDGE_TEST_PAUSE_AT": "milvus-batch",
-        "INVEDGE_TEST_PAUSE_MARKER": str(marker),
-        "INVEDGE_TEST_PAUSE_RELEASE": str(release),
-        "INVEDGE_TEST_PAUSE_S": str(WAIT_S),
-    }
-    proc = subprocess.Popen([str(INVEDGE), "index", "build", emb, *where], env=env, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + WAIT_S
-        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert marker.exists(), proc.communicate(timeout=WAIT_S)
+    with paused(tmp_path, "milvus-batch", "index", "build", emb, *where) as proc:
         code, out, err = invedge(capsys, "index", "info", *where, "--json")  # paused, alive: being built
         assert code == 0 and json.loads(out)["status"].startswith("being built: 500 of 2,000"), err
         code, _, err = invedge(capsys, "search", *where, "q.png")
         assert code == 1 and "is being built" in error_line(err) and f"pid {proc.pid}" in error_line(err)
         code, _, err = invedge(capsys, "index", "build", emb, *where, "--overwrite")
         assert code == 1 and "being built by another process" in error_line(err)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=WAIT_S)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=WAIT_S)
     code, out, err = invedge(capsys, "index", "info", *where, "--json")  # its pid is gone: stopped
     assert json.loads(out)["status"].startswith("incomplete: its build stopped with 500 of 2,000"), err
     code, out, err = invedge(capsys, "index", "build", emb, *where, "--json")
