@@ -15,12 +15,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from invspread_edge_runtime.bounds import check_bounds
 from invspread_edge_runtime.datasets import select
 from invspread_edge_runtime.grid import Tile, draw_grid
 
 from . import augment_spec
 from .augment import AugmentConfig, TwoViews
-from .config import PREVIEW_BOUNDS, absolute_data, check_bounds, check_preview_pixels
+from .config import PREVIEW_BOUNDS, absolute_data, check_preview_pixels
 from .data import default_image_size, load_split
 
 NO_NORMALISATION = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # views01 never normalises; the config needs a pair

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from invspread_edge_export.parity import DIVERGED_HINT, name_some, nonfinite_tensors
+from invspread_edge_export.parity import nonfinite_tensors, require_finite_tensors, tensors_named
 from invspread_edge_runtime.errors import CheckpointError, NonFiniteError
 from invspread_edge_runtime.files import atomic_path, pause_for_test, sha256_file
 
@@ -119,8 +119,8 @@ def _refuse_nonfinite(path: str | os.PathLike[str], tensors: dict[str, torch.Ten
     bad = nonfinite_tensors(tensors)
     if bad:
         raise NonFiniteError(
-            f"the weights at step {step} hold NaN or infinite values in {len(bad)} tensor"
-            f"{'s' * (len(bad) != 1)} ({name_some(bad)}); {Path(path).name} was not written",
+            f"the weights at step {step} hold NaN or infinite values in {tensors_named(bad)}; "
+            f"{Path(path).name} was not written",
             "Train again with a lower --lr or a milder --aug",
         )
 
@@ -178,7 +178,7 @@ def _checkpoint_from(path: Path, state: Any, tensors: dict[str, torch.Tensor]) -
     model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     if not model_state:
         raise bad("weights are missing (no 'model.' tensors)")
-    require_finite(path, model_state, "weights")
+    require_finite_tensors(model_state, str(path))
 
     optimizer_state = None
     if "optimizer" in state:
@@ -213,19 +213,6 @@ def _checkpoint_from(path: Path, state: Any, tensors: dict[str, torch.Tensor]) -
         sha256=sha256_file(path),
         extra=extra,
     )
-
-
-def require_finite(
-    path: Path, tensors: dict[str, torch.Tensor], what: str, hint: str = DIVERGED_HINT
-) -> None:
-    """NonFiniteError naming the file and its first tensors that hold NaN or inf: a model with
-    them embeds everything as NaN (eval would report chance, an index would break)."""
-    bad = nonfinite_tensors(tensors)
-    if bad:
-        raise NonFiniteError(
-            f"{path} holds NaN or infinite {what} in {len(bad)} tensor{'s' * (len(bad) != 1)} ({name_some(bad)})",
-            hint,
-        )
 
 
 def check_model_config(config: dict[str, Any], bad: Any) -> None:
@@ -330,7 +317,7 @@ def restore_training_state(
             for name, value in param_state.items()
             if isinstance(value, torch.Tensor)
         }
-        require_finite(ckpt.path, momentum, "optimizer state")
+        require_finite_tensors(momentum, str(ckpt.path), "optimizer state")
     try:
         if ckpt.optimizer_state is not None:
             optimizer.load_state_dict(ckpt.optimizer_state)

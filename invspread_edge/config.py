@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from invspread_edge_runtime.bounds import BATCH, Bound, K
+from invspread_edge_runtime.bounds import BATCH, Bound, K, check_bounds
 from invspread_edge_runtime.errors import CheckpointError, ConfigError, InvedgeError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -154,13 +154,6 @@ def check_config(cfg: TrainConfig) -> None:
         check_step_pixels(cfg.batch_size, max(cfg.image_size or 0, augment["view_size"]))
     if cfg.arch not in ARCHS:
         raise ConfigError(f"Invalid architecture {cfg.arch!r}. Only {', '.join(ARCHS)} are supported.")
-
-
-def check_bounds(bounds: dict[str, Bound], values: dict[str, Any]) -> None:
-    """ConfigError for the first value out of its bound (None: not given, the default applies)."""
-    for name, bound in bounds.items():
-        if values.get(name) is not None:
-            bound.check(values[name])
 
 
 def check_step_pixels(batch_size: int, side: int) -> None:

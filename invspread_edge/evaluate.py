@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from invspread_edge_export.parity import DIVERGED_HINT
+from invspread_edge_export.parity import require_finite_outputs
+from invspread_edge_runtime.bounds import check_bounds
 from invspread_edge_runtime.datasets import ImageSet, parse_classes
 from invspread_edge_runtime.errors import ConfigError, DataError, InvedgeError, NonFiniteError
 from invspread_edge_runtime.evaluation import (
@@ -27,7 +28,7 @@ from invspread_edge_runtime.evaluation import (
 )
 
 from .augment import normalize_uint8
-from .config import EVAL_BOUNDS, check_bounds
+from .config import EVAL_BOUNDS
 from .data import UInt8Source, first_failure
 from .precision import Precision
 
@@ -81,13 +82,7 @@ def embed(
     idx = np.concatenate(kept)
     labels = None if source.images.labels is None else source.images.labels[idx]
     out = np.concatenate(vectors).astype(np.float32)
-    bad = int((~np.isfinite(out).all(axis=1)).sum())
-    if bad:  # a kNN over NaN rows reports chance, and says nothing
-        raise NonFiniteError(
-            f"the model gives NaN or infinite embeddings for {bad} of {len(out)} images of "
-            f"{source.images.name}: its weights overflow",
-            DIVERGED_HINT,
-        )
+    require_finite_outputs(out, "the model", f"images of {source.images.name}")
     return Embedded(out / np.linalg.norm(out, axis=1, keepdims=True).clip(min=1e-12), labels, failed)
 
 

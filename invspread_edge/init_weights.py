@@ -24,10 +24,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from invspread_edge_export.parity import require_finite_tensors
 from invspread_edge_runtime.errors import CheckpointError
 from invspread_edge_runtime.files import sha256_file
 
-from .checkpoint import CHECKPOINT_NAME, FORMAT, check_model_config, load_checkpoint, require_finite
+from .checkpoint import CHECKPOINT_NAME, FORMAT, check_model_config, load_checkpoint
 from .model import ARCHS, CifarResNet, TorchvisionResNet
 
 ACCEPTED = "a run folder of 'invedge train', a .safetensors state dict, or a weights-only .pth/.pt/.bin"
@@ -270,8 +271,8 @@ def load_init(source: str, model: nn.Module, arch: str) -> InitReport:
     mapping = {k: k for k in tensors if k in target} if kind == "run" else map_keys(tensors, target, arch)
     _check_mapping(path, tensors, target, mapping, arch, run_arch)
     state = {mk: tensors[fk].to(dtype=target[mk].dtype) for fk, mk in mapping.items()}
-    require_finite(
-        path, {fk: tensors[fk] for fk in mapping}, "weights", "Pass weights whose values are all finite"
+    require_finite_tensors(
+        {fk: tensors[fk] for fk in mapping}, str(path), hint="Pass weights whose values are all finite"
     )
     model.load_state_dict(state, strict=False)
     return InitReport(

@@ -86,26 +86,33 @@ def name_some(names: Sequence[str], first: int = 3) -> str:
     return shown + (f" and {len(names) - first} more" if len(names) > first else "")
 
 
-def require_finite_weights(model: nn.Module, what: str) -> None:
-    """NonFiniteError naming the first tensors of `model` that hold NaN or inf (`what`: the
-    checkpoint's name, for the message)."""
-    bad = nonfinite_tensors(model.state_dict())
+def tensors_named(names: Sequence[str]) -> str:
+    """'3 tensors (a, b, c)': how many, and the first few."""
+    return f"{len(names)} tensor{'s' * (len(names) != 1)} ({name_some(names)})"
+
+
+def require_finite_tensors(
+    tensors: dict[str, torch.Tensor], owner: str, what: str = "weights", hint: str = DIVERGED_HINT
+) -> None:
+    """NonFiniteError naming `owner` (a checkpoint, a model) and its first tensors that hold NaN
+    or inf: a model with them embeds everything as NaN (eval would report chance, an index break)."""
+    bad = nonfinite_tensors(tensors)
     if bad:
-        raise NonFiniteError(
-            f"{what} holds NaN or infinite weights in {len(bad)} tensor{'s' * (len(bad) != 1)} "
-            f"({name_some(bad)})",
-            DIVERGED_HINT,
-        )
+        raise NonFiniteError(f"{owner} holds NaN or infinite {what} in {tensors_named(bad)}", hint)
 
 
-def require_finite_outputs(embeddings: np.ndarray, what: str) -> None:
+def require_finite_weights(model: nn.Module, what: str) -> None:
+    """`require_finite_tensors` of `model`'s state (`what`: the checkpoint's name, for the message)."""
+    require_finite_tensors(model.state_dict(), what)
+
+
+def require_finite_outputs(embeddings: np.ndarray, what: str, of: str = "images in PyTorch") -> None:
     """NonFiniteError when the model's own (PyTorch) embeddings hold NaN or inf: finite weights
-    that overflow give a model no export can fix."""
+    that overflow give a model no export can fix (and a kNN over NaN rows reports chance)."""
     bad = int((~np.isfinite(embeddings).all(axis=1)).sum())
     if bad:
         raise NonFiniteError(
-            f"{what} gives NaN or infinite embeddings for {bad} of {len(embeddings)} images in PyTorch: "
-            "its weights overflow",
+            f"{what} gives NaN or infinite embeddings for {bad} of {len(embeddings)} {of}: its weights overflow",
             DIVERGED_HINT,
         )
 

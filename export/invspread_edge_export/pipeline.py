@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from invspread_edge_runtime.bounds import check_bounds
 from invspread_edge_runtime.datasets import open_dataset
 from invspread_edge_runtime.errors import DataError, InvedgeError
 from invspread_edge_runtime.files import atomic_path, atomic_write_json, sha256_file
@@ -92,9 +93,7 @@ class ExportOptions:
             )
         if self.calib is not None and not self.int8:
             raise InvedgeError("--calib is used only with --int8", "Add --int8")
-        for name, bound in EXPORT_BOUNDS.items():
-            if (value := getattr(self, name)) is not None:
-                bound.check(value)
+        check_bounds(EXPORT_BOUNDS, vars(self))
 
 
 Log = Callable[[str], None]

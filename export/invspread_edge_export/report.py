@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from invspread_edge_runtime.files import atomic_write_json, human_size
+from invspread_edge_runtime.integrity import REPORT_NAME
 
 from .accuracy_check import AccuracyResult
 from .parity import ParityResult
 
 REPORT_FORMAT = "invspread-edge/export-report/1"
-REPORT_NAME = "report.json"
 
 
 @dataclass

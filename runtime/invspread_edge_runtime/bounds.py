@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import ConfigError
 
@@ -51,6 +52,14 @@ class Bound:
     def help(self) -> str:
         """The range for --help: '[8 ≤ x ≤ 1024]', '[0 < x ≤ 100]'."""
         return f"[{_shown(self.low)} {'<' if self.above else '≤'} x ≤ {_shown(self.high)}]"
+
+
+def check_bounds(bounds: dict[str, Bound], values: dict[str, Any]) -> None:
+    """ConfigError for the first value out of its bound (None: not given, the default applies);
+    `bounds`: a field or argument name → its flag's range."""
+    for name, bound in bounds.items():
+        if values.get(name) is not None:
+            bound.check(values[name])
 
 
 def _shown(value: float) -> str:

@@ -30,9 +30,10 @@ from typing import Any
 
 from .errors import ModelError
 from .files import sha256_file
+from .metadata import PREFIX
 
 REPORT_NAME = "report.json"  # what `invedge export` writes last
-CHECKPOINT_KEY = "invedge.checkpoint_sha256"  # in report.json's "metadata": the ONNX files' metadata
+CHECKPOINT_KEY = PREFIX + "checkpoint_sha256"  # in report.json's "metadata": the ONNX files' metadata
 CHECKPOINT_FILE = "checkpoint.safetensors"  # a run folder's (report.json names the file)
 PROBE_MANIFEST = "probes/probes.json"  # report.json's "probes": {"manifest": this, "sha256": ...}
 

@@ -140,14 +140,14 @@ def measure(
         raise ModelError(
             f"the backend gave embeddings of shape {candidate.shape}, {reference.shape} expected"
         )
-    if np.isfinite(candidate).all():
+    nonfinite = int((~np.isfinite(candidate).all(axis=1)).sum())
+    if not nonfinite:
         mean_cos, min_cos = cosine_stats(reference, candidate)
         agree, strict = top1_agreement(reference, candidate, thresholds.get("mean_cosine"))
     else:  # NaN/inf out of an engine: as wrong as it gets, and said so
         mean_cos = min_cos = agree = strict = float("nan")
     figures = {"mean_cosine": mean_cos, "min_cosine": min_cos, "top1_agreement": agree}
     failures = []
-    nonfinite = int((~np.isfinite(candidate).all(axis=1)).sum())
     if nonfinite:
         failures.append(f"NaN or infinite embeddings for {nonfinite} of {len(candidate)} probes")
     for name in FIGURES:

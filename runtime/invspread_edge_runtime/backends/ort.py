@@ -154,10 +154,11 @@ class OrtBackend(Backend):
         # ort-trt: the cache slot's lock is held until its engine is built, has run and is keyed
         with contextlib.ExitStack() as self._guard:
             self._init(model_path, kind, threads, device_id, max_batch, cache_dir, meta)
-            if self._cache_key is not None and self._cache_dir is not None:
-                if self.cache_status != "cached":  # the provider may build at the first run: run once
-                    size = self.meta.image_size
-                    self.infer(np.zeros((1, 3, size, size), np.float32))
+            # ort-trt: the provider may build at the first run, so run once, then record the slot;
+            # a cached slot's sidecar was just checked to name this key and these files
+            if self._cache_key is not None and self._cache_dir is not None and self.cache_status != "cached":
+                size = self.meta.image_size
+                self.infer(np.zeros((1, 3, size, size), np.float32))
                 ort_cache.write_slot_sidecar(self._cache_dir, self._cache_key)
 
     def _init(

@@ -268,7 +268,12 @@ def _swap(client: Any, store: StoreAddress, new: str, collection: str, writer: r
     aside = records.temporary_name(collection, "old")
     marks = records.temporary(collection, "old") | {writer.writer.key: writer.writer.text()}
     records.set_properties(client, store, collection, marks)
-    _rename(client, store, collection, aside)
+    try:
+        _rename(client, store, collection, aside)
+    except BaseException:
+        with contextlib.suppress(Exception):  # still the complete collection: no stale marks on it
+            records.drop_properties(client, collection, list(marks))
+        raise
     pause_for_test("milvus-swap")
     try:
         _rename(client, store, new, collection)

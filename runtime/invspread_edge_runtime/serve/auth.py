@@ -23,7 +23,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import ServeError
+from .errors import ServeError, starting
 from .settings import is_loopback
 
 OPEN_PATHS = frozenset({"/healthz"})  # compared with the exact path: anything else needs the token
@@ -73,7 +73,7 @@ def refusal(scope: Scope) -> ServeError | None:
         return None
     service = app.state.service
     if service is None:
-        return ServeError(503, "the service is starting", "Retry in a few seconds", {"Retry-After": "1"})
+        return starting()
     return check_token(headers, service.token)
 
 

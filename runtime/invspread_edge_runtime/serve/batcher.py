@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..embedder import Embedder
-from .errors import ServeError, backend_failed, queue_full, too_many_images
+from .errors import backend_failed, queue_full, shutting_down, too_many_images
 
 
 @dataclass
@@ -96,9 +96,7 @@ class DynamicBatcher:
         """(N, d) float32 unit rows for N (3, S, S) uint8 images; 503 when the queue has no room now,
         413 when it never will."""
         if not self._accepting:
-            raise ServeError(
-                503, "the service is shutting down", "Retry on another instance", {"Retry-After": "1"}
-            )
+            raise shutting_down()
         self.check_fits(len(images))
         # the event loop is the only producer: room checked here stays room until the puts below
         if self.depth() + len(images) > self.queue_size:
@@ -183,9 +181,7 @@ class DynamicBatcher:
             _answer(job, _settle_error, error)
 
     def _refuse_waiting(self) -> None:
-        stopped = ServeError(
-            503, "the service is shutting down", "Retry on another instance", {"Retry-After": "1"}
-        )
+        stopped = shutting_down()
         while True:
             try:
                 job = self._jobs.get_nowait()

@@ -32,6 +32,14 @@ def from_invedge(exc: InvedgeError, status: int) -> ServeError:
     return ServeError(status, exc.message, exc.hint or "")
 
 
+def starting() -> ServeError:
+    return ServeError(503, "the service is starting", "Retry in a few seconds", {"Retry-After": "1"})
+
+
+def shutting_down() -> ServeError:
+    return ServeError(503, "the service is shutting down", "Retry on another instance", {"Retry-After": "1"})
+
+
 def queue_full(depth: int) -> ServeError:
     return ServeError(
         503,

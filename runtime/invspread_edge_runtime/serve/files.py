@@ -23,7 +23,6 @@ import errno
 import io
 import os
 import stat
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,21 +186,25 @@ class ImageRoots:
 
     def _media_type(self, data: bytes) -> str:
         """The media type of the format `data` decodes as; NotServed when it is not such an image."""
-        from PIL import Image  # here: settings (and so `invedge serve --help`) import this module
+        # here: settings (and so `invedge serve --help`) import this module. preprocess silences
+        # Pillow's DecompressionBombWarning for the process (warnings.catch_warnings is not thread-safe)
+        from PIL import Image
+
+        from .. import preprocess  # noqa: F401
 
         Image.init()  # every plugin registered (once), so that `formats` names only loaded ones
         formats = [name for name in MEDIA_TYPES if name in Image.OPEN]
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(io.BytesIO(data), formats=formats) as image:
-                    width, height = image.size
-                    if width * height > self.max_pixels:
-                        raise NotServed(f"it has {width * height:,} pixels, over --max-pixels")
-                    image.verify()
-                    kind = str(image.format)
+            with Image.open(io.BytesIO(data), formats=formats) as image:
+                width, height = image.size
+                if width * height > self.max_pixels:
+                    raise NotServed(f"it has {width * height:,} pixels, over --max-pixels")
+                image.verify()
+                kind = str(image.format)
         except NotServed:
             raise
+        except Image.DecompressionBombError:
+            raise NotServed("it has too many pixels, over --max-pixels") from None
         except Exception as exc:  # any decoder failure means the same: not an image we serve
             raise NotServed(f"it is not an image of a known format ({type(exc).__name__})") from None
         return MEDIA_TYPES[kind]

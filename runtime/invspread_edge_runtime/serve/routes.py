@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__
 from ..embedder import l2_normalize
 from ..index.settings import DEFAULT_K
-from .errors import ServeError
+from .errors import ServeError, starting
 from .files import NotServed, ServedImage
 from .images import decode
 from .metrics import CONTENT_TYPE
@@ -35,7 +35,7 @@ def service_of(request: Request) -> Service:
     """The running service (the token, if any, was checked by auth.Guard); 503 while it is starting."""
     service: Service | None = request.app.state.service
     if service is None:
-        raise ServeError(503, "the service is starting", "Retry in a few seconds", {"Retry-After": "1"})
+        raise starting()
     return service
 
 
@@ -178,7 +178,6 @@ def served_image(service: Service, item_id: str) -> ServedImage:
 
 async def embed_uploads(service: Service, uploads: list[Upload]) -> np.ndarray:
     """Decode in the decode pool (all uploads at once), then embed through the batcher: (N, d)."""
-    service.batcher.check_fits(len(uploads))  # more than the queue holds: 413 before any decoding
     loop = asyncio.get_running_loop()
     settings, size = service.settings, service.meta.image_size
     with service.batcher.arriving(len(uploads)):  # the batcher waits for these while they decode

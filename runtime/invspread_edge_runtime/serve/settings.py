@@ -61,8 +61,7 @@ class ServeSettings:
         non-loopback host without a token."""
         self.check_gallery()
         check_image_roots(self.image_roots)
-        for name, bound in SERVE_BOUNDS.items():  # each flag's range, nan and inf refused
-            bound.check(getattr(self, name))
+        bounds.check_bounds(SERVE_BOUNDS, vars(self))  # each flag's range, nan and inf refused
         if self.token_file is None and not is_loopback(self.host):
             raise ConfigError(
                 f"--host {self.host} serves beyond this machine, so it needs --token-file",
