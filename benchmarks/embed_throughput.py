@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
 
     from invspread_edge_runtime.embedder import Embedder, collect_images
-    from invspread_edge_runtime.embeddings import embed_to_folder
+    from invspread_edge_runtime.embeddings.corpus import embed_to_folder
     from invspread_edge_runtime.preprocess import load_image, to_uint8_chw
 
     with tempfile.TemporaryDirectory() as work:
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
 def make_jpegs(folder: Path, count: int, side: int) -> Path:
     from PIL import Image
 
-    from invspread_edge_runtime.datasets import open_dataset
+    from invspread_edge_runtime.evaluation.datasets import open_dataset
 
     images = open_dataset("fashion-mnist", "test").images
     folder.mkdir(parents=True)

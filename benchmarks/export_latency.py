@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     from invspread_edge_export.images import model_inputs
-    from invspread_edge_runtime.datasets import open_dataset
+    from invspread_edge_runtime.evaluation.datasets import open_dataset
     from invspread_edge_runtime.files import human_size
 
     torch.set_num_threads(args.threads)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The 30-minute CPU run on Fashion-MNIST (the figures of issues 2 and 13), with its baselines.
+# The 30-minute CPU run on Fashion-MNIST (the figures below, from two machines), with its baselines.
 # bf16 autocast and channels_last are picked where the CPU has native bf16 (AMX / AVX-512 BF16).
 #
 #   benchmarks/fmnist_recipe.sh                   # → runs/fmnist30 (6 epochs in fp32, 32 in bf16)
@@ -7,7 +7,7 @@
 #                                                 # full-size views, and both kNN curves against minutes
 #   RUN=/tmp/r WIDTH=8 EPOCHS=1 LIMIT=2048 EVAL_LIMIT=1000 benchmarks/fmnist_recipe.sh   # check the script
 #
-# Issue 13 (a 2-core AMD EPYC, AVX2 only: fp32 at 130-150 img/s with 28 px views, 5x slower than
+# On a 2-core AMD EPYC (AVX2 only: fp32 at 130-150 img/s with 28 px views, 5x slower than
 # the Xeon below). Short screens (python benchmarks/fmnist_screen.py: 19 200 images, 2 epochs,
 # kNN on 20 000 train / 10 000 test images) against the base run, 300 steps, 76.22 % in 285 s:
 # - 20 px views of the 28 px images (--aug size=20; evaluated at 28 px): 75.03 % at 300 steps
@@ -21,7 +21,7 @@
 # - On the Xeon, 20 px views should make each step about 1.7x faster as they did here, so 32 epochs
 #   should fit in 30 minutes there: this is estimated, and it has not been run there.
 #
-# Issue 2, on a 2-core AMX Xeon in bf16. Why width 16, all 60 000 images, batch 128, lr 0.03, cosine
+# On a 2-core AMX Xeon in bf16. Why width 16, all 60 000 images, batch 128, lr 0.03, cosine
 # (kNN on the full split, k = 200):
 # - Wider is much slower here: bare bf16 steps run at 686 img/s for width 16 but 335 for width 20
 #   (half the speed for 1.56x the FLOPs), 319 for 24 and 272 for 32. At equal wall time width 16
@@ -37,9 +37,10 @@
 #   EPOCHS=17 fits (28.2 min, 84.78 %). Every doubling of epochs has been worth about 0.65 points at
 #   this width (cosine: 4 epochs 83.56 %, 16 epochs 84.91 %, 20 epochs 85.13 %).
 # - All images: every image seen more often is worth less than new ones in a short budget.
-# The kNN per epoch comes from the training monitor (issue 2: the full split every 5 epochs; now
-# 10 000 train / 2 000 test images every epoch, EVAL_MEMORY / EVAL_QUERIES); the headline figure is
-# always the final fp32 `invedge eval` on the full split (60 000 memory, 10 000 queries).
+# The kNN per epoch comes from the training monitor (10 000 train / 2 000 test images every epoch,
+# EVAL_MEMORY / EVAL_QUERIES; the Xeon's figures above took the full split every 5 epochs); the
+# headline figure is always the final fp32 `invedge eval` on the full split (60 000 memory, 10 000
+# queries).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -387,9 +387,10 @@ def cifar10_estimate(check: Check) -> dict[str, Any]:
 
 
 def export_and_verify(check: Check) -> dict[str, Any]:
-    from invspread_edge_runtime.backends.select import find_artifacts, open_backend
-    from invspread_edge_runtime.probes import load_probe_set
-    from invspread_edge_runtime.verify import verify_backend
+    from invspread_edge_runtime.backends.select import find_artifacts
+    from invspread_edge_runtime.embedder import open_backend
+    from invspread_edge_runtime.verify.backend import verify_backend
+    from invspread_edge_runtime.verify.probes import load_probe_set
 
     run = Path(check.report["steps"]["long_run"]["run"])
     rc = cli(["export", run])

@@ -78,8 +78,8 @@ def bench_search(args: argparse.Namespace, tmp: Path) -> dict:
     import numpy as np
 
     from invspread_edge_runtime.embeddings.reader import EmbeddingSet
-    from invspread_edge_runtime.index import Index
-    from invspread_edge_runtime.milvus_store import build_gallery
+    from invspread_edge_runtime.index.gallery import Index
+    from invspread_edge_runtime.milvus_store.build import build_gallery
 
     rng = np.random.default_rng(0)
     vectors = unit(rng.standard_normal((args.gallery, args.dim), dtype=np.float32))
@@ -156,7 +156,7 @@ def bench_embed(args: argparse.Namespace, tmp: Path) -> dict:
     import numpy as np
     from embed_throughput import make_jpegs
 
-    from invspread_edge_runtime.embeddings import load_embeddings
+    from invspread_edge_runtime.embeddings.reader import load_embeddings
 
     folder = make_jpegs(tmp / "images", args.images, args.jpeg_size)
     print(f"embed: {args.images:,} JPEGs of {args.jpeg_size} px with {args.model}")
@@ -197,12 +197,14 @@ def bench_embed(args: argparse.Namespace, tmp: Path) -> dict:
 
 def embed_row(model: Path, folder: Path, out: Path, ray: str | None = None) -> dict:
     """One `embed_images` run (what `invedge embed [--ray]` runs): its rates, and when batches came back."""
-    from invspread_edge_runtime.embeddings.corpus import embed_images
+    from invspread_edge_runtime.embeddings.corpus import EmbedOptions
+    from invspread_edge_runtime.embeddings.job import embed_images
 
     marks: list[tuple[float, int]] = []
     started = time.perf_counter()
     run = embed_images(
-        model, [folder], out, ray=ray, on_progress=lambda done, _: marks.append((time.perf_counter(), done))
+        EmbedOptions(model, [folder], out, ray=ray),
+        on_progress=lambda done, _: marks.append((time.perf_counter(), done)),
     )
     total = time.perf_counter() - started
     manifest = run.manifest

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def bench_size(np, faiss, args, data: str, gallery, queries, limits: dict) -> list[dict]:
-    from invspread_edge_runtime.index import Index
+    from invspread_edge_runtime.index.gallery import Index
     from invspread_edge_runtime.index.topk import exact_topk, naive_topk
 
     n, d = gallery.shape
@@ -208,13 +208,14 @@ def unit(x):
 
 def real_embeddings(np, source: Path):
     """An embeddings folder's vectors, or Fashion-MNIST (train + test) embedded with a model."""
-    from invspread_edge_runtime.embeddings import MANIFEST, load_embeddings
+    from invspread_edge_runtime.embeddings.layout import MANIFEST
+    from invspread_edge_runtime.embeddings.reader import load_embeddings
 
     if (source / MANIFEST).is_file():
         vectors = np.asarray(load_embeddings(source).vectors, dtype=np.float32)
     else:
-        from invspread_edge_runtime.datasets import open_dataset
         from invspread_edge_runtime.embedder import Embedder
+        from invspread_edge_runtime.evaluation.datasets import open_dataset
 
         with Embedder(source) as emb:
             print(f"real: embedding Fashion-MNIST with {emb.info.name} ({Path(emb.info.model_path).name})")

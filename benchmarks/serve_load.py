@@ -10,7 +10,7 @@ The same JPEGs (Fashion-MNIST test images enlarged to `--jpeg-size` pixels), the
 - served: `invedge serve MODEL --index … --port 0 --max-batch BATCH` in a subprocess; for each client
   count, that many threads each POST one image per request to /v1/embed over a keep-alive connection
   for `--seconds`, after `--warmup` seconds not counted: images/s and p50/p95/p99 request latency.
-Ratios (the targets of issue 14): the rate at the largest client count over the offline rate
+Ratios (the targets): the rate at the largest client count over the offline rate
 (≥ 0.8: dynamic batching hides the HTTP cost), and the p50 at the smallest client count minus the
 offline single-image p50 (≤ 3 ms). The clients are threads of this process (http.client, the standard
 library only): on a machine with few cores they take CPU from the server, which the figures include.
@@ -145,7 +145,7 @@ def make_jpegs(folder: Path, count: int, side: int) -> list[Path]:
     """Fashion-MNIST test images enlarged to `side` px: real JPEGs to decode, on both paths alike."""
     from PIL import Image
 
-    from invspread_edge_runtime.datasets import open_dataset
+    from invspread_edge_runtime.evaluation.datasets import open_dataset
 
     images = open_dataset("fashion-mnist", "test").images
     folder.mkdir(parents=True)
@@ -161,7 +161,8 @@ def make_jpegs(folder: Path, count: int, side: int) -> list[Path]:
 def build_index(model: Path, paths: list[Path], work: Path, args: argparse.Namespace) -> Path:
     """The gallery the server loads (`invedge embed` + `invedge index build` in Python): the images."""
     from invspread_edge_runtime import Embedder, Index
-    from invspread_edge_runtime.embeddings import embed_to_folder, load_embeddings
+    from invspread_edge_runtime.embeddings.corpus import embed_to_folder
+    from invspread_edge_runtime.embeddings.reader import load_embeddings
 
     with Embedder(model, backend=args.backend, precision=args.precision) as emb:
         embed_to_folder(emb, paths, paths[0].parent, work / "gallery.emb")

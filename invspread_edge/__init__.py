@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from invspread_edge_runtime import __version__  # the project's one version (runtime/…/VERSION)
 from invspread_edge_runtime.lazy import lazy_getattr
+from invspread_edge_runtime.version import __version__  # the project's one version (runtime/…/VERSION)
 
 __all__ = [
     "TrainConfig",
     "TrainResult",
     "__version__",
     "build_model",
+    "evaluate_pixels",
     "evaluate_run",
+    "evaluate_untrained",
     "load_checkpoint",
     "train",
 ]
@@ -26,7 +28,7 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from .checkpoint import build_model, load_checkpoint
     from .config import TrainConfig
-    from .evaluate import evaluate_run
+    from .evaluate import evaluate_pixels, evaluate_run, evaluate_untrained
     from .train_events import TrainResult
     from .training import train
 
@@ -37,6 +39,8 @@ __getattr__ = lazy_getattr(
         "TrainResult": ".train_events",
         "train": ".training",
         "evaluate_run": ".evaluate",
+        "evaluate_pixels": ".evaluate",
+        "evaluate_untrained": ".evaluate",
         "build_model": ".checkpoint",
         "load_checkpoint": ".checkpoint",
     },

@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 
 from invspread_edge_runtime.bounds import check_bounds
-from invspread_edge_runtime.datasets import select
-from invspread_edge_runtime.grid import Tile, draw_grid
+from invspread_edge_runtime.evaluation.datasets import select
+from invspread_edge_runtime.search.grid import Tile, draw_grid
 
 from . import augment_spec
 from .augment import AugmentConfig, TwoViews
@@ -67,6 +67,20 @@ def augment_preview(
         rows.append(row)
     path = draw_grid(rows, out, thumb)
     return Preview(path, len(picked), views, size, why, augment_spec.canonical(spec))
+
+
+def preview_run(
+    run: str | os.PathLike[str], out: str | os.PathLike[str], images: int = 8, views: int = 2, seed: int = 0
+) -> Preview:
+    """`augment_preview` of what a run trained with: its data, preset, whole augmentation spec and
+    training size, from its checkpoint."""
+    from .checkpoint import load_checkpoint
+
+    config = load_checkpoint(run).config
+    train = config.get("train", {})
+    preset, aug = train.get("preset", augment_spec.DEFAULT_PRESET), train.get("aug", "")
+    size = int(config["image_size"])
+    return augment_preview(config["data"], out, preset, aug, size, images=images, views=views, seed=seed)
 
 
 def _pil(x: torch.Tensor) -> Image.Image:

@@ -15,7 +15,7 @@ from typing import Any
 
 from invspread_edge_runtime.errors import ConfigError
 
-from .config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+from .sizes import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 
 # The paper's CIFAR pipeline (Ye et al. 2019, the authors' torchvision transforms).
 NATURAL: dict[str, Any] = {
@@ -181,6 +181,11 @@ def parse_spec(aug: str) -> dict[str, Any]:
         if key == "jitter":
             fields["hue"] = min(parsed, 0.5)
     return fields
+
+
+def with_no_flip(aug: str | None, no_flip: bool) -> str | None:
+    """`--aug`'s text with `--no-flip`'s `flip=0` after it (the later key wins); None: neither given."""
+    return ",".join(part for part in (aug, "flip=0" if no_flip else None) if part) or None
 
 
 def canonical(fields: dict[str, Any]) -> str:

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from invspread_edge_runtime.datasets import LIMIT_SEED, ImageSet, open_dataset, select
 from invspread_edge_runtime.errors import DataError
+from invspread_edge_runtime.evaluation.datasets import LIMIT_SEED, ImageSet, open_dataset, select
 
-from .config import MIN_IMAGE_SIZE
+from .sizes import MIN_IMAGE_SIZE
 
 MEAN_STD_SAMPLE = 2000  # folders: images decoded to estimate the normalisation
 SIZE_SAMPLE = 1000  # folders: image headers read to find their common size

@@ -17,9 +17,8 @@ before the new run can start:
   every moment RUN is the complete old run or the complete new one.
 - The next run on RUN (train or resume) first removes what a killed run left behind: a staging
   folder, a replaced old run, temporary files of its atomic writes (`recover_run_folder`).
-Test hooks (INVEDGE_TEST_PAUSE_AT, invspread_edge_runtime/files.py `pause_for_test`): run-swap
-(before the swap), run-swapped (after the exchange, before the old run is removed); the
-checkpoint's own, checkpoint-save, is in checkpoint.py.
+Test hooks (invspread_edge_runtime/hooks.py): run-swap (before the swap), run-swapped (after the
+exchange, before the old run is removed); the checkpoint's own, checkpoint-save, is in checkpoint.py.
 """
 
 from __future__ import annotations
@@ -36,13 +35,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from invspread_edge_runtime import hooks
 from invspread_edge_runtime.errors import CheckpointError, DataError, InvedgeError
 from invspread_edge_runtime.files import (
     atomic_write_json,
     atomic_write_text,
     fsync_dir,
     os_error,
-    pause_for_test,
     probe_write,
     read_json,
     recover_swap,
@@ -337,7 +336,7 @@ def run_info(
     import torch
     import torchvision
 
-    from . import __version__
+    from invspread_edge_runtime.version import __version__
 
     return {
         "format": RUN_FORMAT,
@@ -375,14 +374,14 @@ def run_info(
 
 def swap_in(staging: Path, run_dir: Path) -> None:
     """Replace the run in `run_dir` by the complete run in `staging` (see the module's docstring)."""
-    pause_for_test("run-swap")  # test hook: the staged run complete, the old one not yet replaced
+    hooks.reached("run-swap")  # the staged run complete, the old one not yet replaced
     try:
         _carry_user_files(run_dir, staging)
         with contextlib.suppress(OSError):
             shutil.copymode(run_dir, staging)
         if _exchange(staging, run_dir):
             fsync_dir(run_dir.absolute().parent)
-            pause_for_test("run-swapped")  # test hook: the new run in place, the old one not yet removed
+            hooks.reached("run-swapped")  # the new run in place, the old one not yet removed
             shutil.rmtree(staging)  # now the old run
         else:
             replace_folder(staging, run_dir, replaced_path(run_dir))

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from invspread_edge_runtime.datasets import ImageSet, parse_classes
 from invspread_edge_runtime.errors import CheckpointError, ConfigError, DataError, InvedgeError
-from invspread_edge_runtime.evaluation import EvalData, eval_data
+from invspread_edge_runtime.evaluation.datasets import ImageSet, parse_classes
+from invspread_edge_runtime.evaluation.protocol import EvalData, eval_data
 
 from . import augment_spec, run_folder
 from . import distributed as dist_utils
@@ -50,7 +50,7 @@ class TrainData:
 
 @dataclass
 class Monitor:
-    """The fixed images the per-epoch kNN accuracy is measured on (evaluation.py's protocol)."""
+    """The fixed images the per-epoch kNN accuracy is measured on (the runtime's `evaluation.protocol`)."""
 
     sets: EvalData  # memory None: leave-one-out on the queries (a folder)
     warned: bool = False  # a small set's k warning: once per run
@@ -283,7 +283,7 @@ def _open_data(
             f"{run_dir} was trained on {cfg.data!r}, which cannot be opened here ({exc.message})",
             "Put the training data back where it was, then resume again",
         ) from exc
-    if ckpt is not None:  # the size it started at, whatever today's default rule says
+    if ckpt is not None:  # the size it started at, whatever the default rule would pick
         size, why = int(ckpt.config["image_size"]), "the run's own size"
     elif cfg.image_size is not None:
         size, why = cfg.image_size, "--image-size"

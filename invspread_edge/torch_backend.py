@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from invspread_edge_runtime.backends.base import Backend, BackendInfo
-from invspread_edge_runtime.comparison.registry import NotPresent, OpenOptions, register_runtime
-from invspread_edge_runtime.comparison.target import BenchTarget
+from invspread_edge_runtime.bench.registry import NotPresent, OpenOptions, register_runtime
+from invspread_edge_runtime.bench.target import BenchTarget
 from invspread_edge_runtime.files import sha256_file
 from invspread_edge_runtime.metadata import ModelMeta
 

@@ -32,9 +32,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from invspread_edge_runtime.datasets import ImageSet
 from invspread_edge_runtime.errors import InvedgeError, NonFiniteError
-from invspread_edge_runtime.evaluation import Embedded, knn_leave_one_out, knn_split
+from invspread_edge_runtime.evaluation.datasets import ImageSet
+from invspread_edge_runtime.evaluation.protocol import Embedded, knn_leave_one_out, knn_split
 
 from . import distributed as dist_utils
 from . import run_folder, run_setup

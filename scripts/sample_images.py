@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from invspread_edge_runtime.datasets import open_dataset
+from invspread_edge_runtime.evaluation.datasets import open_dataset
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,7 +17,7 @@ from tiny import FMNIST_MEAN, FMNIST_STD, tiny_config
 
 @pytest.fixture(scope="session")
 def fmnist_test():
-    from invspread_edge_runtime.datasets import open_dataset
+    from invspread_edge_runtime.evaluation.datasets import open_dataset
 
     return open_dataset("fashion-mnist", "test")
 

@@ -89,7 +89,7 @@ def synthetic(n: int = 2000, dim: int = 32, seed: int = 0, space_id: str = "spac
 
 def embeddings_folder(out: Path, n: int, dim: int = 16, seed: int = 0, prefix: str = "img") -> Path:
     """A real embeddings folder (as `invedge embed` writes it) of `n` synthetic unit vectors."""
-    from invspread_edge_runtime.embeddings import EmbeddingWriter
+    from invspread_edge_runtime.embeddings.writer import EmbeddingWriter
 
     emb = synthetic(n, dim, seed=seed, prefix=prefix)
     space = {"space_id": "space-a", "checkpoint_sha256": "0" * 64, "embedding_dim": dim}
@@ -116,9 +116,9 @@ def stopped_store(folder: Path, emb: Path, left: str, source: Path | None = None
     import os
     import socket
 
-    from invspread_edge_runtime.embeddings import load_embeddings
-    from invspread_edge_runtime.milvus_store import build_gallery
+    from invspread_edge_runtime.embeddings.reader import load_embeddings
     from invspread_edge_runtime.milvus_store import state as records
+    from invspread_edge_runtime.milvus_store.build import build_gallery
 
     store = f"milvus:{folder / 'g.db'}"
     embeddings = load_embeddings(emb)

@@ -1,4 +1,4 @@
-"""The bad-input corpus (issue 10): every verb fed every kind of wrong file, folder and option value.
+"""The bad-input corpus: every verb fed every kind of wrong file, folder and option value.
 
 Each case builds its bad file or situation in `tmp_path` (copies of small good artifacts made once
 per module, then damaged), runs the CLI verb in-process, and checks the one voice of errors:
@@ -606,6 +606,11 @@ CASES = [
       "imgs"),
     C("eval-precision-unknown", lambda t, g: ["eval", run_copy(t, g), "--precision", "fp8"], "fp8|--precision", alone=True),
     C("eval-baseline-unknown", lambda t, g: ["eval", "--baseline", "noise"], "noise|--baseline", alone=True),
+    C("eval-width-0", lambda t, g: ["eval", run_copy(t, g), "--width", "0"], "--width", alone=True),
+    C("eval-baseline-pixels-width-0", lambda t, g: ["eval", "--baseline", "pixels", "--width", "0"], "--width",
+      alone=True),
+    C("eval-baseline-pixels-precision-unknown", lambda t, g: ["eval", "--baseline", "pixels", "--precision", "fp8"],
+      "fp8|--precision", alone=True),
     # export
     C("export-no-checkpoint", lambda t, g: ["export", mkdir(t / "norun")], "norun", alone=True),
     C("export-checkpoint-truncated", _export_damaged(lambda r: truncate(r / "checkpoint.safetensors")),
@@ -909,7 +914,7 @@ CASES = [
     C("unknown-verb", lambda t, g: ["embedd", "x"], "embedd", code=2, alone=True),
     C("index-unknown-subverb", lambda t, g: ["index", "merge", "x"], "merge", code=2, alone=True),
     C("search-missing-argument", lambda t, g: ["search", idx(t, g)], "--help", code=2, alone=True),
-    # the next round (after issue 10): FIFOs where a file is expected (a read would wait forever)
+    # FIFOs where a file is expected (a read would wait forever)
     C("index-info-a-fifo", lambda t, g: ["index", "info", fifo(t / "g.index")], "g.index", alone=True),
     C("index-build-vectors-a-fifo", _emb_damaged("build", lambda e: fifo(e / "embeddings.npy")),
       "embeddings.npy", alone=True),

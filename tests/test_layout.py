@@ -90,6 +90,18 @@ def test_the_import_graph_reads_every_package():
     }
 
 
+def test_every_folder_of_modules_is_a_package():
+    """A folder of modules without `__init__.py` imports from the source tree (a namespace package)
+    but is left out of the wheel that setuptools' package finder builds: the device install breaks."""
+    loose = [
+        str(folder.relative_to(REPO))
+        for root in PACKAGES.values()
+        for folder in [root, *root.rglob("*")]
+        if folder.is_dir() and any(folder.glob("*.py")) and not (folder / "__init__.py").exists()
+    ]
+    assert loose == []
+
+
 def test_no_test_folder_shadows_a_module_we_import():
     """pytest puts test folders on sys.path: tests/runtime/tensorrt/ made `import tensorrt` find a namespace
     package of test files where TensorRT is not installed (and tests written for that case skipped)."""

@@ -1,7 +1,7 @@
 """invspread-edge export: checkpoint → verified ONNX, INT8 (QDQ), FP16 and TensorRT engines.
 
 One job per module: `onnx_export` (dynamo exporter, metadata), `parity` (the runtime's ort-cpu
-backend vs PyTorch), `calibration_set` (which images calibrate; the sets in `calibration/`),
+backend vs PyTorch), `calibration_set` (which images calibrate; the sets in the top-level `calibration/`),
 `calibrate` (the reader and the range cache), `quantize` (the two INT8 artifacts), `fp16`,
 `accuracy_check` (converted vs FP32 on held-out images), `engines` (TensorRT engines at export),
 `export_folder` (the folder's lock, staging and stale artifacts), `report`, and `pipeline`, which
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from invspread_edge_runtime import __version__
 from invspread_edge_runtime.lazy import lazy_getattr
+from invspread_edge_runtime.version import __version__
 
 __all__ = ["ExportOptions", "ExportReport", "__version__", "export_model", "meta_from_config"]
 

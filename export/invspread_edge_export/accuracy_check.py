@@ -8,7 +8,7 @@ up to an explicitly allowed drop. A mean cosine to FP32 below `min_mean_cosine` 
 the task metric says: galleries embedded by the FP32 model must stay searchable with the converted
 one (measured: entropy calibration gave a 0.65 mean cosine while kNN accuracy rose 2.8 points).
 
-The images, k, T and the metrics are the runtime's one evaluation protocol (`evaluation`), and
+The images, k, T and the metrics are the runtime's one evaluation protocol (`evaluation.protocol`), and
 every model is run by the runtime's own ONNX Runtime CPU backend, so the check tests what ships.
 """
 
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from invspread_edge_runtime.accuracy import cosine_stats, top1_agreement
 from invspread_edge_runtime.backends.base import Backend
-from invspread_edge_runtime.backends.select import open_backend
+from invspread_edge_runtime.embedder import open_backend
 from invspread_edge_runtime.errors import AccuracyError
-from invspread_edge_runtime.evaluation import Embedded, eval_data, knn_split, recalls
+from invspread_edge_runtime.evaluation.accuracy import cosine_stats, top1_agreement
+from invspread_edge_runtime.evaluation.protocol import Embedded, eval_data, knn_split, recalls
 from invspread_edge_runtime.metadata import ModelMeta
 from invspread_edge_runtime.preprocess import normalize
 
@@ -82,7 +82,7 @@ class AccuracyResult:
 def held_out_set(
     data: str, meta: ModelMeta, queries: int = DEFAULT_QUERIES, memory: int = DEFAULT_MEMORY
 ) -> HeldOut:
-    """The evaluation protocol's images (runtime `evaluation.eval_data`): test-split queries and
+    """The evaluation protocol's images (runtime `evaluation.protocol.eval_data`): test-split queries and
     train-split memory, or a folder's own images, each the first N of the one fixed shuffle."""
     sets = eval_data(data, "knn", queries=queries, memory=memory)
     size, q = meta.image_size, sets.queries

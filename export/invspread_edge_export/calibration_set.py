@@ -2,7 +2,8 @@
 
 A manifest names each image by its index in a data set and the sha256 of its pixels, so two builds
 calibrate on identical pixels (and a changed data set is caught, not silently used). The default
-set for Fashion-MNIST ships in this package's `calibration/` folder; `make_manifest` draws one from any labelled set.
+set for Fashion-MNIST ships in the repository's top-level `calibration/` folder (this package's
+data); `make_manifest` draws one from any labelled set.
 
 Pixel hash: sha256 of the image's RGB pixels at native size, as height × width × 3 uint8 bytes,
 decoded by the toolkit's one decoder (`preprocess.load_image`: EXIF orientation applied, 16-bit
@@ -15,20 +16,22 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from invspread_edge_runtime.datasets import ImageSet, open_dataset
 from invspread_edge_runtime.errors import DataError, InvedgeError
+from invspread_edge_runtime.evaluation.datasets import ImageSet, open_dataset
 from invspread_edge_runtime.files import atomic_write_json, read_json
 from invspread_edge_runtime.preprocess import list_images, load_image
 
 MANIFEST_FORMAT = "invspread-edge/calibration/1"
-# The manifests are this package's data (calibration/ beside this file), installed or not.
+# The manifests are this package's data: the repository's top-level calibration/, installed as the
+# subpackage `invspread_edge_export.calibration` (an editable install maps it to that folder).
 CALIBRATION_DIR = Path(
-    os.environ.get("INVEDGE_CALIBRATION_DIR", Path(__file__).resolve().parent / "calibration")
+    os.environ.get("INVEDGE_CALIBRATION_DIR") or str(resources.files("invspread_edge_export.calibration"))
 )
 DEFAULT_MANIFESTS = {"fashion-mnist": "fashion-mnist-train-v1.json"}
 DEFAULT_COUNT = 512

@@ -2,8 +2,8 @@
 
 One engine is built from each of the int8 and fp16 artifacts the export wrote (from fp32 when it
 wrote neither), beside its ONNX file (`model.int8.engine`, ...), all sharing one timing cache in
-the folder. The build is the runtime's own (`tensorrt.build_engine`:
-its probe check runs before anything is written). It lives here, not in the runtime, because it
+the folder. The build is the runtime's own (`tensorrt.build.build_engine`, handed the probe check
+`verify.engines.probe_plan_check`, which runs before anything is written). It lives here, not in the runtime, because it
 reads and extends the export's report; it runs inside `export_model`, under the folder's lock.
 """
 
@@ -52,8 +52,9 @@ def build_engines(
 ) -> list[dict[str, Any]]:
     """Build an engine beside each source artifact of `report` (see the module docstring); returns
     the report's entries for them ({"engine": path, **sidecar})."""
-    from invspread_edge_runtime.tensorrt import build_engine
-    from invspread_edge_runtime.tensorrt.build import engine_path_for
+    from invspread_edge_runtime.metadata import read_model_meta
+    from invspread_edge_runtime.tensorrt.build import build_engine, engine_path_for
+    from invspread_edge_runtime.verify.engines import probe_plan_check
 
     entries = []
     for precision in [p for p in ENGINE_SOURCES if report.artifact(p)] or ["fp32"]:
@@ -61,6 +62,7 @@ def build_engines(
         assert artifact is not None  # fp32 is always exported
         onnx_path = artifact.path
         log(f"building a TensorRT engine from {onnx_path.name} (minutes on a Jetson)")
+        meta = read_model_meta(onnx_path)
         info = build_engine(
             onnx_path,
             engine_path_for(onnx_path),
@@ -70,6 +72,8 @@ def build_engines(
             options.max_batch,
             options.workspace_mb,
             report.out_dir / TIMING_CACHE_NAME,
+            meta=meta,
+            check=probe_plan_check(onnx_path, meta),
         )
         entries.append({"engine": str(info.engine_path), **info.to_json()})
     return entries

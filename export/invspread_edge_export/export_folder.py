@@ -38,8 +38,8 @@ from invspread_edge_runtime.files import (
 )
 from invspread_edge_runtime.locks import exclusive_lock
 from invspread_edge_runtime.metadata import ARTIFACT_FILES, read_model_meta
-from invspread_edge_runtime.probes import MANIFEST, PROBE_DIR
 from invspread_edge_runtime.tensorrt.cache import read_sidecar, sidecar_path
+from invspread_edge_runtime.verify.probes import MANIFEST, PROBE_DIR
 
 from .report import REPORT_NAME, ExportReport
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from invspread_edge_runtime.datasets import ImageSet
+from invspread_edge_runtime.evaluation.datasets import ImageSet
 from invspread_edge_runtime.metadata import ModelMeta
 from invspread_edge_runtime.preprocess import normalize
 

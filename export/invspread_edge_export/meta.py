@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from invspread_edge_runtime import __version__ as TOOLKIT_VERSION
 from invspread_edge_runtime.errors import CheckpointError
 from invspread_edge_runtime.metadata import ModelMeta
+from invspread_edge_runtime.version import __version__ as TOOLKIT_VERSION
 
 REQUIRED_KEYS = ("arch", "embedding_dim", "image_size", "mean", "std")
 

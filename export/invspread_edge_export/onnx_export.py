@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import onnx
     from torch import nn
 
-DEFAULT_OPSET = 18  # TensorRT 10.3 (JetPack 6) parses opsets up to 20; 18 is the lowest the issue allows
+DEFAULT_OPSET = 18  # the lowest the dynamo exporter writes; TensorRT 10.3 (JetPack 6) parses up to 20
 MIN_OPSET = 18
 PRODUCER = "invspread-edge"
 

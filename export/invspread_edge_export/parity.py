@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from invspread_edge_runtime.accuracy import cosine_stats
 from invspread_edge_runtime.backends.base import Backend
 from invspread_edge_runtime.errors import ModelError, NonFiniteError
+from invspread_edge_runtime.evaluation.accuracy import cosine_stats
 
 if TYPE_CHECKING:
     import torch
@@ -133,7 +133,7 @@ def cpu_backend(onnx_path: str | os.PathLike[str], threads: int = 0) -> Backend:
     """The runtime's ONNX Runtime CPU backend on `onnx_path` (threads 0: ONNX Runtime's default):
     the one `invedge embed --backend ort-cpu` opens, with its checks of the graph against the
     model's metadata. Close it when done (`with`)."""
-    from invspread_edge_runtime.backends.select import open_backend
+    from invspread_edge_runtime.embedder import open_backend
 
     return open_backend(onnx_path, "ort-cpu", threads=threads)
 

@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from invspread_edge_runtime.bounds import check_bounds
-from invspread_edge_runtime.datasets import open_dataset
 from invspread_edge_runtime.errors import DataError, InvedgeError
+from invspread_edge_runtime.evaluation.datasets import open_dataset
 from invspread_edge_runtime.files import atomic_path, atomic_write_json, sha256_file
 from invspread_edge_runtime.integrity import PROBE_MANIFEST
 from invspread_edge_runtime.metadata import ModelMeta
-from invspread_edge_runtime.probes import DEFAULT_COUNT as PROBE_COUNT
-from invspread_edge_runtime.probes import write_probe_set
-from invspread_edge_runtime.verify_export import check_exported
+from invspread_edge_runtime.verify.export import check_exported
+from invspread_edge_runtime.verify.probes import DEFAULT_COUNT as PROBE_COUNT
+from invspread_edge_runtime.verify.probes import write_probe_set
 
 from . import accuracy_check, calibrate, calibration_set, quantize
 from .bounds import EXPORT_BOUNDS
@@ -161,7 +161,7 @@ def _export_staged(
 
     fp32 = _export_fp32(model, meta, options, parity_inputs, reference, log)
     report.artifacts.append(fp32)
-    # fixed images + their FP32 embeddings, for `invedge verify` and the engine builds (issue 12)
+    # fixed images + their FP32 embeddings, for `invedge verify` and the engine builds
     probes = (
         calib if calib is not None else calibration_images(replace(options, calib_count=PROBE_COUNT), data)
     )

@@ -1,4 +1,5 @@
-"""`invedge augment-preview`: check flags, call invspread_edge.augment_preview, say what it wrote."""
+"""`invedge augment-preview`: check flags, call invspread_edge.augment_preview (or preview_run for
+--run), say what it wrote."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from invspread_edge.augment_spec import DEFAULT_PRESET, KEYS, PRESETS
+from invspread_edge.augment_spec import DEFAULT_PRESET, KEYS, PRESETS, with_no_flip
 from invspread_edge.config import MAX_PREVIEW_PIXELS, PREVIEW_BOUNDS
 from invspread_edge_runtime.bounds import helped
 
@@ -52,7 +53,7 @@ def register(app: typer.Typer) -> None:
             0, "--seed", help=helped("Random seed of the views.", PREVIEW_BOUNDS["seed"])
         ),
     ) -> None:
-        from invspread_edge.augment_preview import augment_preview
+        from invspread_edge.augment_preview import augment_preview, preview_run
         from invspread_edge_runtime import console
         from invspread_edge_runtime.errors import InvedgeError
 
@@ -62,29 +63,17 @@ def register(app: typer.Typer) -> None:
                     "--run takes the run's own data, size and augmentation",
                     "Drop --data, --preset, --aug, --no-flip and --image-size, or drop --run",
                 )
-            data, preset, aug, image_size = _run_settings(run)
-        if data is None:
+            preview = preview_run(run, out, images=images, views=views, seed=seed)
+        elif data is None:
             raise InvedgeError("no data given", "Pass --data DATA (or --run RUN_DIR)")
-        aug = ",".join(part for part in (aug, "flip=0" if no_flip else None) if part)
-        preview = augment_preview(
-            data, out, preset or DEFAULT_PRESET, aug, image_size, images=images, views=views, seed=seed
-        )
+        else:
+            aug = with_no_flip(aug, no_flip) or ""
+            preset = preset or DEFAULT_PRESET
+            preview = augment_preview(
+                data, out, preset, aug, image_size, images=images, views=views, seed=seed
+            )
         console.info(
             f"{preview.images} images × {preview.views} views at {preview.image_size} px "
             f"({preview.size_reason}): {preview.spec}"
         )
         console.out.print(f"wrote {preview.path}", highlight=False)
-
-
-def _run_settings(run: Path) -> tuple[str, str, str, int]:
-    """A run's data, preset, whole augmentation spec and training size, from its checkpoint."""
-    from invspread_edge.checkpoint import load_checkpoint
-
-    config = load_checkpoint(run).config
-    train = config.get("train", {})
-    return (
-        config["data"],
-        train.get("preset", DEFAULT_PRESET),
-        train.get("aug", ""),
-        int(config["image_size"]),
-    )

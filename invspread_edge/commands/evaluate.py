@@ -10,7 +10,7 @@ import typer
 from invspread_edge.config import EVAL_BOUNDS
 from invspread_edge_runtime.bounds import helped
 from invspread_edge_runtime.commands.options import JsonOpt
-from invspread_edge_runtime.evaluation import KNN_K, PROTOCOLS, RECALL_KS
+from invspread_edge_runtime.evaluation.protocol import KNN_K, PROTOCOLS, RECALL_KS
 
 RECALLS = "/".join(map(str, RECALL_KS))
 HELP = f"""Measure a run's embedding: weighted kNN (k={KNN_K}) or retrieval (Recall@{RECALLS}, NMI).
@@ -68,6 +68,9 @@ def register(app: typer.Typer) -> None:
         ),
         as_json: bool = JsonOpt,
     ) -> None:
+        from contextlib import nullcontext
+
+        from invspread_edge.evaluate import check_eval_options
         from invspread_edge_runtime import console
         from invspread_edge_runtime.errors import InvedgeError
 
@@ -75,19 +78,16 @@ def register(app: typer.Typer) -> None:
             raise InvedgeError(
                 "no run given", "Pass a run folder, e.g. 'invedge eval runs/fmnist', or --baseline pixels"
             )
-        from invspread_edge.evaluate import evaluate_run
-
+        # every option, whichever mode runs: a flag the mode ignores is refused too when bad
+        check_eval_options(
+            baseline, protocol, batch_size=batch, workers=workers, width=width, k=k, limit=limit,
+            precision=precision, device=device,
+        )  # fmt: skip
         progress = None if as_json else console.progress(transient=True)
-        if progress is not None:
-            with progress:
-                result = evaluate_run(
-                    str(run) if run is not None else None, data, protocol, classes, limit, baseline,
-                    batch, workers, precision, device, width=width, progress=progress, k=k,
-                )  # fmt: skip
-        else:
-            result = evaluate_run(
-                str(run) if run is not None else None, data, protocol, classes, limit, baseline,
-                batch, workers, precision, device, width=width, k=k,
+        with progress if progress is not None else nullcontext():
+            result = _evaluate(
+                run, baseline, width, progress, data=data, protocol=protocol, classes=classes, limit=limit,
+                workers=workers, k=k, batch_size=batch, precision=precision, device=device,
             )  # fmt: skip
         if as_json:
             console.print_json(result)
@@ -95,6 +95,30 @@ def register(app: typer.Typer) -> None:
             _table(result)
             if run is not None and baseline is None:
                 console.out.print(f"Next: [bold]invedge export {run}[/bold]", highlight=False)
+
+
+def _evaluate(
+    run: Path | None,
+    baseline: str | None,
+    width: int,
+    progress: Any,
+    *,
+    batch_size: int,
+    precision: str,
+    device: str,
+    **on: Any,
+) -> dict[str, Any]:
+    """--baseline (checked: one of BASELINES) picks the library's mode; `on`: what to measure on,
+    the same for every mode."""
+    from invspread_edge.evaluate import evaluate_pixels, evaluate_run, evaluate_untrained
+
+    model = dict(batch_size=batch_size, precision=precision, device=device, progress=progress)
+    if baseline is None:
+        assert run is not None
+        return evaluate_run(str(run), **on, **model)
+    if baseline == "untrained":
+        return evaluate_untrained(run=run, width=width, **on, **model)
+    return evaluate_pixels(run=run, normalized=baseline == "pixels-normalized", **on)
 
 
 def _table(result: dict[str, Any]) -> None:

@@ -1,13 +1,13 @@
 """`invedge export`: a run's checkpoint → verified ONNX (FP32), INT8 pair, FP16, TensorRT engines.
 
-The body checks flags (`ExportOptions.check`), loads the checkpoint, calls
-`invspread_edge_export.pipeline.export_model` (which also builds the engines) and prints what was
-written. torch, onnx and onnxruntime are imported when the command runs.
+The body gathers the flags into `ExportOptions`, calls `invspread_edge.export_run.export_run`
+(checks, the checkpoint, then `invspread_edge_export.pipeline.export_model`, which also builds
+the engines) and prints what was written. torch, onnx and onnxruntime are imported when the
+command runs.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -52,7 +52,7 @@ def export(
         help=helped("Calibration images to use.", EXPORT_BOUNDS["calib_count"]),
     ),
     calib_method: str = typer.Option(
-        DEFAULT_METHOD, "--calib-method", help=f"One of: {', '.join(METHOD_NAMES)}."
+        DEFAULT_METHOD, "--calib-method", metavar="METHOD", help=f"One of: {', '.join(METHOD_NAMES)}."
     ),
     data: str = typer.Option(
         None, "--data", help="Images for the parity and accuracy checks (default: the run's training data)."
@@ -109,15 +109,13 @@ def export(
     Examples: invedge export runs/fmnist --int8 · invedge export runs/fmnist --int8 --calib ./calib_images
     """
     from invspread_edge_export.engines import EngineOptions
-    from invspread_edge_export.export_folder import check_out_folder
-    from invspread_edge_export.meta import meta_from_config
-    from invspread_edge_export.pipeline import ExportOptions, export_model
+    from invspread_edge_export.pipeline import ExportOptions
     from invspread_edge_runtime import console
 
-    from ..checkpoint import build_model, load_checkpoint
+    from ..export_run import default_out, export_run
 
     options = ExportOptions(
-        out_dir=out or Path(),  # without --out: RUN/export, set once the checkpoint is loaded
+        out_dir=out or default_out(run),
         int8=int8,
         fp16=fp16,
         opset=opset,
@@ -132,22 +130,7 @@ def export(
         overwrite=overwrite,
         engine=EngineOptions(min_batch, opt_batch, max_batch, workspace_mb) if engine else None,
     )
-    options.check()  # every flag, the output folder and TensorRT: before the checkpoint loads
-    if out is not None:
-        check_out_folder(out, (run.parent if run.is_file() else run) / "export")
-    if options.engine is not None:
-        options.engine.check()
-
-    ckpt = load_checkpoint(run)
-    meta = meta_from_config(ckpt.config, ckpt.sha256)
-    assert ckpt.path is not None
-    options = replace(options, out_dir=out or ckpt.path.parent / "export")
-    checkpoint = {"path": str(ckpt.path), "sha256": ckpt.sha256, "epoch": ckpt.epoch, "arch": meta.arch}
-    source = data or str(ckpt.config.get("data", "fashion-mnist"))
-    report = export_model(
-        build_model(ckpt), meta, options, data=source, checkpoint=checkpoint, log=console.info
-    )
-
+    report = export_run(run, options, out_chosen=out is not None, data=data, log=console.info)
     for warning in report.warnings:
         console.warn(warning)
     if json_out:

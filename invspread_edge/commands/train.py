@@ -1,22 +1,26 @@
-"""`invedge train`: check flags, call invspread_edge.training.train, print what it returns."""
+"""`invedge train`: TrainConfig's fields as flags, one call to invspread_edge.training.train, its
+result printed.
+
+The flags are built from the fields (`config.option`: help, short form, range), so a new setting
+is a new field and nothing here; this module adds only the verb's own options (--resume, --no-flip,
+--overwrite, --quiet).
+"""
 
 from __future__ import annotations
 
+import inspect
+import typing
+from dataclasses import Field, fields
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from invspread_edge.augment_spec import KEYS, PRESETS
-from invspread_edge.config import MAX_STEP_PIXELS, SCHEDULES, TRAIN_BOUNDS, TrainConfig
+from invspread_edge.augment_spec import with_no_flip
+from invspread_edge.config import TrainConfig
 from invspread_edge_runtime.bounds import helped
 
-DEFAULTS = TrainConfig()  # the library's defaults, shown in --help (a flag left out keeps them)
-
-
-def _ranged(text: str, field: str) -> str:
-    """Help text with the field's allowed range (config.TRAIN_BOUNDS, checked before any work)."""
-    return helped(text, TRAIN_BOUNDS[field])
-
+DEFAULTS = TrainConfig()  # the library's defaults (a flag left out keeps them)
 
 HELP = """Train an encoder without labels (Invariant and Spreading Instance Feature, Ye et al. 2019).
 
@@ -33,198 +37,63 @@ Examples:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("train", help=HELP)
-    def train_cmd(
-        data: str = typer.Option(
-            None,
-            "--data",
-            "-d",
-            help=f"{DEFAULTS.data} (default), cifar10:PATH, cifar100:PATH, stl10:PATH, or a folder.",
-        ),
-        out: Path = typer.Option(
-            None, "--out", "-o", help="Run folder to create (default: runs/<data name>)."
-        ),
-        resume: Path = typer.Option(
-            None, "--resume", help="Continue the run in this folder exactly where it stopped."
-        ),
-        epochs: int = typer.Option(
-            None,
-            "--epochs",
-            help=_ranged(f"Epochs (default {DEFAULTS.epochs}); with --resume, train longer.", "epochs"),
-        ),
-        batch_size: int = typer.Option(
-            None,
-            "--batch-size",
-            "-b",
-            help=_ranged(
-                f"Images per step per process (default {DEFAULTS.batch_size}; batch × image size² at "
-                f"most {MAX_STEP_PIXELS:,}).",
-                "batch_size",
-            ),
-        ),
-        lr: float = typer.Option(
-            None, "--lr", help=_ranged(f"Initial learning rate (default {DEFAULTS.lr}).", "lr")
-        ),
-        schedule: str = typer.Option(
-            None,
-            "--schedule",
-            help=f"{SCHEDULES[0]} (the recipe's, default), {SCHEDULES[1]} or {SCHEDULES[2]}.",
-        ),
-        arch: str = typer.Option(
-            None, "--arch", help=f"{DEFAULTS.arch} (default), cifar_resnet34, resnet18/34/50."
-        ),
-        width: int = typer.Option(
-            None,
-            "--width",
-            help=_ranged(f"Channels of the first stage ({DEFAULTS.width}: the paper's; default).", "width"),
-        ),
-        embedding_dim: int = typer.Option(
-            None,
-            "--embedding-dim",
-            help=_ranged(f"Embedding size (default {DEFAULTS.embedding_dim}).", "embedding_dim"),
-        ),
-        image_size: int = typer.Option(
-            None,
-            "--image-size",
-            help=_ranged(
-                "Training size (default: native; a folder's own size up to 64 px, else 64).", "image_size"
-            ),
-        ),
-        preset: str = typer.Option(
-            None,
-            "--preset",
-            help=f"Augmentation preset: {', '.join(PRESETS)} (default {DEFAULTS.preset}: the paper's).",
-        ),
-        aug: str = typer.Option(
-            None,
-            "--aug",
-            help=f"Augmentation over the preset, key=value,... with keys {', '.join(KEYS)}.",
-        ),
-        no_flip: bool = typer.Option(False, "--no-flip", help="No horizontal flip (same as --aug flip=0)."),
-        init: str = typer.Option(
-            None,
-            "--init",
-            help="Start from these weights: a run folder, a checkpoint, or a state dict "
-            "(.safetensors, weights-only .pth).",
-        ),
-        temperature: float = typer.Option(
-            None,
-            "--temperature",
-            help=_ranged(f"Loss temperature T (default {DEFAULTS.temperature}).", "temperature"),
-        ),
-        detach_keys: bool = typer.Option(
-            None,
-            "--detach-keys/--no-detach-keys",
-            help="Gradient through each similarity's row only, as the authors' code (default), or "
-            "through both sides (--no-detach-keys, as SimCLR).",
-        ),
-        limit: int = typer.Option(
-            None, "--limit", help=_ranged("Train on the first N images of a fixed shuffle.", "limit")
-        ),
-        classes: str = typer.Option(None, "--classes", help="Train on these classes only, e.g. 0-4."),
-        seed: int = typer.Option(
-            None, "--seed", help=_ranged(f"Random seed (default {DEFAULTS.seed}).", "seed")
-        ),
-        workers: int = typer.Option(
-            None,
-            "--workers",
-            help=_ranged(f"Decoding processes for folders (default {DEFAULTS.workers}).", "workers"),
-        ),
-        precision: str = typer.Option(
-            None, "--precision", help=f"{DEFAULTS.precision} (default), fp32, bf16 or fp16 (CUDA)."
-        ),
-        device: str = typer.Option(None, "--device", help=f"{DEFAULTS.device} (default), cpu or cuda."),
-        eval_every: int = typer.Option(
-            None,
-            "--eval-every",
-            help=_ranged(
-                f"kNN accuracy every N epochs (default {DEFAULTS.eval_every}; 0: off).", "eval_every"
-            ),
-        ),
-        eval_memory: int = typer.Option(
-            None,
-            "--eval-memory",
-            help=_ranged(
-                f"kNN monitor memory images (default {DEFAULTS.eval_memory}; 0: all).", "eval_memory"
-            ),
-        ),
-        eval_queries: int = typer.Option(
-            None,
-            "--eval-queries",
-            help=_ranged(
-                f"kNN monitor query images (default {DEFAULTS.eval_queries}; 0: all).", "eval_queries"
-            ),
-        ),
-        save_every_steps: int = typer.Option(
-            None,
-            "--save-every-steps",
-            help=_ranged("Also checkpoint every N steps (0: off).", "save_every_steps"),
-        ),
-        sync_bn: bool = typer.Option(None, "--sync-bn", help="SyncBatchNorm across processes (torchrun)."),
-        compile: bool = typer.Option(
-            None, "--compile", help="torch.compile the model: faster steps after a minute of compiling."
-        ),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    ) -> None:
-        from invspread_edge_runtime.errors import InvedgeError
+    app.command("train", help=HELP)(train_cmd)
 
-        given = {
-            k: v
-            for k, v in dict(
-                data=data,
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-                schedule=schedule,
-                arch=arch,
-                width=width,
-                embedding_dim=embedding_dim,
-                image_size=image_size,
-                preset=preset,
-                aug=",".join(part for part in (aug, "flip=0" if no_flip else None) if part) or None,
-                init=init,
-                temperature=temperature,
-                detach_keys=detach_keys,
-                limit=limit,
-                classes=classes,
-                seed=seed,
-                workers=workers,
-                precision=precision,
-                device=device,
-                eval_every=eval_every,
-                eval_memory=eval_memory,
-                eval_queries=eval_queries,
-                save_every_steps=save_every_steps,
-                sync_bn=sync_bn,
-                compile=compile,
-            ).items()
-            if v is not None
-        }
-        from invspread_edge.training import train
 
-        from .train_console import TrainConsole, print_result
+def train_cmd(
+    *,
+    resume: Path = typer.Option(
+        None, "--resume", help="Continue the run in this folder exactly where it stopped."
+    ),
+    no_flip: bool = typer.Option(False, "--no-flip", help="No horizontal flip (same as --aug flip=0)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    **flags: Any,
+) -> None:
+    """`flags`: one value per TrainConfig flag, None where it was left out."""
+    from invspread_edge.training import train
 
-        if resume is not None:
-            others = sorted(k for k in given if k != "epochs") + (["out"] if out is not None else [])
-            if others:
-                flags = ", ".join("--" + k.replace("_", "-") for k in others)
-                raise InvedgeError(
-                    f"--resume continues with the run's own settings; {flags} cannot change",
-                    "Only --epochs may be given with --resume",
-                )
-            cfg = TrainConfig(out=str(resume))
-            result = train(cfg, resume=True, epochs=epochs, show_progress=not quiet, events=TrainConsole())
-        else:
-            if out is None:
-                out = Path("runs") / _default_name(given.get("data", DEFAULTS.data))
-            if init is not None:
-                given = {**_init_architecture(init, given), **given}
-            cfg = TrainConfig(out=str(out), **given)
-            result = train(cfg, overwrite=overwrite, show_progress=not quiet, events=TrainConsole())
-        print_result(result)
-        if result.interrupted:
-            raise typer.Exit(130)
+    from .train_console import TrainConsole, print_result
+
+    given = {name: value for name, value in flags.items() if value is not None}
+    if (aug := with_no_flip(given.pop("aug", None), no_flip)) is not None:
+        given["aug"] = aug
+    if resume is not None:
+        cfg, epochs = _resumed(resume, given), given.get("epochs")
+        result = train(cfg, resume=True, epochs=epochs, show_progress=not quiet, events=TrainConsole())
+    else:
+        result = train(_new_run(given), overwrite=overwrite, show_progress=not quiet, events=TrainConsole())
+    print_result(result)
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
+def _resumed(run: Path, given: dict[str, Any]) -> TrainConfig:
+    """A resume continues with the run's own settings: only --epochs may be given."""
+    from invspread_edge_runtime.errors import InvedgeError
+
+    others = sorted(name for name in given if name not in ("epochs", "out"))
+    if "out" in given:
+        others.append("out")  # the settings by name, then where the run would go
+    if others:
+        raise InvedgeError(
+            f"--resume continues with the run's own settings; {', '.join(map(_flag, others))} cannot change",
+            "Only --epochs may be given with --resume",
+        )
+    return TrainConfig(out=str(run))
+
+
+def _new_run(given: dict[str, Any]) -> TrainConfig:
+    """The flags given over the defaults; --out defaults to runs/<data name>, and an --init run's
+    architecture fills the architecture flags left out."""
+    out = (
+        Path(given["out"])
+        if "out" in given
+        else Path("runs") / _default_name(given.get("data", DEFAULTS.data))
+    )
+    if "init" in given:
+        given = {**_init_architecture(given["init"], given), **given}
+    return TrainConfig(**{**given, "out": str(out)})
 
 
 def _init_architecture(init: str, given: dict) -> dict:
@@ -242,3 +111,65 @@ def _default_name(data: str) -> str:
     kind, _, path = data.partition(":")
     name = Path(path or data).expanduser().name if (path or "/" in data or data.startswith(".")) else data
     return (kind + "-" + name if path else name) or "train"
+
+
+# --- the flags, from TrainConfig's fields --------------------------------------------------------
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _field_option(f: Field, annotation: Any) -> inspect.Parameter:
+    """The typer option of one `config.option` field. Its default is None (left out: the library's
+    default, or the run's own with --resume); the help names the default it stands for."""
+    if "help" not in f.metadata:
+        raise TypeError(
+            f"TrainConfig.{f.name}: declare it with config.option(...) or config.python_only(...)"
+        )
+    flag = _flag(f.name)
+    kind = next((t for t in typing.get_args(annotation) if t is not type(None)), annotation)  # int | None
+    decls = [f"{flag}/--no-{flag[2:]}" if kind is bool and f.default is True else flag]
+    if f.metadata["short"]:
+        decls.append(f.metadata["short"])
+    option = typer.Option(None, *decls, help=_help(f), show_default=False, metavar=f.metadata["metavar"])
+    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+
+
+def _help(f: Field) -> str:
+    """The field's help, its range ('[1 ≤ x ≤ 256]') and its default ('[default: 64]')."""
+    bound, text = f.metadata["bound"], f.metadata["help"]
+    text = helped(text, bound) if bound is not None else text
+    default = _shown_default(f)
+    return f"{text} [default: {default}]" if default is not None else text
+
+
+def _shown_default(f: Field) -> str | None:
+    """What --help names as the default: None where there is none to name (a flag that is off, no
+    value) or where the help says it."""
+    if f.metadata["shown"] is not None:
+        return f.metadata["shown"]
+    if f.default is True:
+        return _flag(f.name)[2:]  # the pair --detach-keys/--no-detach-keys: detach-keys
+    return None if f.default in (None, "") or f.default is False else str(f.default)
+
+
+# where --help lists the verb's own options: after the flag named here, else last
+OWN_AFTER = {"resume": "out", "no_flip": "aug"}
+
+
+def _with_field_options(command: Any) -> Any:
+    """`command` (keyword-only options, then **flags) with one option per TrainConfig flag, in
+    the fields' order, and its own placed by OWN_AFTER: typer reads the signature."""
+    hints = typing.get_type_hints(TrainConfig)
+    own = [p for p in inspect.signature(command).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    params: list[inspect.Parameter] = []
+    for f in fields(TrainConfig):
+        if f.metadata.get("flag", True):
+            params.append(_field_option(f, hints[f.name]))
+            params.extend(p for p in own if OWN_AFTER.get(p.name) == f.name)
+    command.__signature__ = inspect.Signature([*params, *(p for p in own if p not in params)])
+    return command
+
+
+train_cmd = _with_field_options(train_cmd)

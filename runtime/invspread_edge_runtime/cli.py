@@ -35,10 +35,13 @@ def create_app(register_extra: Callable[[typer.Typer], None] | None = None) -> t
     dependencies inside the command, so building the app imports no torch.
     """
     from .commands import bench, embed, engine, index, search, serve, verify
+    from .commands.help_screen import HelpGroup
 
     app = typer.Typer(
         name="invedge",
         help="invspread-edge: unsupervised image embeddings, exported and served on the edge.",
+        cls=HelpGroup,
+        callback=_root_options,
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
@@ -50,6 +53,22 @@ def create_app(register_extra: Callable[[typer.Typer], None] | None = None) -> t
     for module in (embed, index, search, serve, bench, engine, verify):
         module.register(app)
     return app
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from .version import __version__
+
+        console.out.print(f"invedge {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+def _root_options(
+    version: bool = typer.Option(
+        False, "--version", help="Show the version and exit.", is_eager=True, callback=_show_version
+    ),
+) -> None:
+    """`invedge --version`; the verbs take every other option."""
 
 
 def register_plugin_verbs(app: typer.Typer) -> None:

@@ -1,4 +1,4 @@
-"""Images → L2-normalised embeddings, with a backend from `backends.select`.
+"""Images → L2-normalised embeddings, with a backend opened here (`open_backend`).
 
 Decoding and resizing run in a thread pool a few batches ahead of the model (Pillow and numpy
 release the GIL while they work, and so does every backend while it infers), so the model does not
@@ -20,15 +20,47 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .backends.base import Backend, BackendInfo
+from .backends import select
+from .backends.base import Backend, BackendInfo, EngineCheck
 from .backends.select import DEFAULT_BACKEND
-from .errors import DataError, InvedgeError, NonFiniteError
+from .errors import DataError, InvedgeError
 from .metadata import ModelMeta
 from .preprocess import load_image, normalize, to_rgb, to_uint8_chw
+from .verify.engines import PROBE_CHECK
 
 ImageLike = str | os.PathLike[str] | Image.Image
 PREFETCH_BATCHES = 2  # batches decoded ahead of the one the model is running
 DEFAULT_BATCH_SIZE = 64  # images per inference call
+
+
+def open_backend(
+    model: str | os.PathLike[str],
+    backend: str = DEFAULT_BACKEND,
+    threads: int = 0,
+    precision: str | None = None,
+    max_batch: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    device_id: int = 0,
+    *,
+    engine_path: str | os.PathLike[str] | None = None,
+    trust_engine: bool = False,
+    check: EngineCheck | None = PROBE_CHECK,
+) -> Backend:
+    """Open `model` (file or export folder) on `backend` ("auto" or one of `backends.select.BACKENDS`):
+    `backends.select.open_backend`, with every engine TensorRT builds here checked against the probe
+    set beside its ONNX file before it is kept (`check`; None keeps an engine unchecked)."""
+    return select.open_backend(
+        model,
+        backend,
+        threads=threads,
+        precision=precision,
+        max_batch=max_batch,
+        cache_dir=cache_dir,
+        device_id=device_id,
+        engine_path=engine_path,
+        trust_engine=trust_engine,
+        check=check,
+    )
 
 
 @dataclass
@@ -62,8 +94,6 @@ class Embedder:
         if isinstance(model, Backend):
             self.backend = model
         else:
-            from .backends.select import open_backend
-
             self.backend = open_backend(
                 model,
                 backend,
@@ -141,10 +171,7 @@ class Embedder:
 
     def embed_uint8(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, S, S) uint8 images already resized (e.g. an ImageSet) → (N, d) normalised."""
-        vectors = self.backend.infer(normalize(batch, self.meta.mean, self.meta.std))
-        if self.finite_only:
-            require_finite(vectors, self.info.model_path)
-        return l2_normalize(vectors)
+        return self.backend.embed_uint8(batch, self.finite_only)
 
     def preprocess(self, images: Sequence[ImageLike]) -> np.ndarray:
         """The model's exact input for these images: (N, 3, S, S) float32."""
@@ -186,26 +213,6 @@ class Embedder:
         # in-memory images take the same decoding rules as files (16-bit, EXIF, alpha: preprocess.to_rgb)
         pil = to_rgb(image) if isinstance(image, Image.Image) else load_image(Path(image))
         return to_uint8_chw(pil, self.meta.image_size)
-
-
-def require_finite(vectors: np.ndarray, model: str) -> None:
-    """NonFiniteError when a model gave NaN or inf for any image: one such row in an embeddings
-    folder or an index makes every search through it meaningless, so none is ever written."""
-    bad = int((~np.isfinite(vectors).all(axis=1)).sum())
-    if bad:
-        raise NonFiniteError(
-            f"{Path(model).name or 'the model'} gives NaN or infinite embeddings for {bad} of {len(vectors)} "
-            "images: it is broken (exported from diverged weights, or an engine that overflows)",
-            "Check it with 'invedge verify EXPORT_FOLDER', and export it again from a checkpoint whose "
-            "training did not diverge",
-        )
-
-
-def l2_normalize(vectors: np.ndarray) -> np.ndarray:
-    """Rows to unit length (the models normalise already; INT8/FP16 rounding leaves them slightly off)."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, np.float32(1e-12))
 
 
 @dataclass

@@ -34,7 +34,60 @@ class ModelError(InvedgeError):
 
 
 class IndexFileError(InvedgeError):
-    """A gallery index (file or search) that is damaged, foreign or incompatible."""
+    """A gallery index (a file, a Milvus collection) that is missing, damaged, foreign or incompatible."""
+
+
+class GalleryError(InvedgeError):
+    """Queries, new items or ids that a gallery cannot take (the rules of gallery.py); the gallery
+    itself is fine. The service answers each subclass with its own status (serve/errors.py)."""
+
+
+class EmptyGalleryError(GalleryError):
+    """A search of a gallery that holds no items; `add`: the command that adds some."""
+
+    def __init__(self, message: str, hint: str | None = None, add: str = "") -> None:
+        super().__init__(message, hint)
+        self.add = add
+
+
+class KOutOfRangeError(GalleryError):
+    """A k outside 1 to `count`, the gallery's size."""
+
+    def __init__(self, message: str, hint: str | None = None, count: int = 0) -> None:
+        super().__init__(message, hint)
+        self.count = count
+
+
+class SpaceMismatchError(GalleryError):
+    """Vectors embedded by a model of another embedding space (`space_id`) than the gallery's (`ours`)."""
+
+    def __init__(self, message: str, hint: str | None = None, space_id: str = "", ours: str = "") -> None:
+        super().__init__(message, hint)
+        self.space_id, self.ours = space_id, ours
+
+
+class DimensionMismatchError(GalleryError):
+    """Vectors of another dimension (`dim`) than the gallery's (`ours`)."""
+
+    def __init__(self, message: str, hint: str | None = None, dim: int = 0, ours: int = 0) -> None:
+        super().__init__(message, hint)
+        self.dim, self.ours = dim, ours
+
+
+class UnknownIdsError(GalleryError):
+    """Ids to remove that the gallery does not hold (`ids`); nothing is removed then."""
+
+    def __init__(self, message: str, hint: str | None = None, ids: list[str] | None = None) -> None:
+        super().__init__(message, hint)
+        self.ids = ids or []
+
+
+class DuplicateIdsError(GalleryError):
+    """New ids that repeat, or that the gallery holds already (`ids`)."""
+
+    def __init__(self, message: str, hint: str | None = None, ids: list[str] | None = None) -> None:
+        super().__init__(message, hint)
+        self.ids = ids or []
 
 
 class EmbeddingsError(InvedgeError):
@@ -60,6 +113,10 @@ class ConfigError(InvedgeError, ValueError):
 
 class LockedError(InvedgeError):
     """Another process is writing the same output (see locks.py)."""
+
+
+class WriteError(InvedgeError):
+    """A file or folder that could not be written: disk full, no permission (files.os_error)."""
 
 
 class Interrupted(InvedgeError):

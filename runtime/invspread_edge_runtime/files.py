@@ -16,14 +16,14 @@ import shlex
 import shutil
 import stat
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from .errors import InvedgeError
+from . import hooks
+from .errors import InvedgeError, WriteError
 
 _TEMP_NAME = re.compile(r"^\.(.+)\.[A-Za-z0-9_]+\.tmp$")  # what atomic_path's mkstemp names look like
 
@@ -162,29 +162,6 @@ def remove_leftovers(folder: str | os.PathLike[str], names: Iterable[str] | None
     return removed
 
 
-def pause_for_test(point: str) -> None:
-    """Test hook: with INVEDGE_TEST_PAUSE_AT=<point>, stop here so a test can kill the process.
-
-    The process writes the file $INVEDGE_TEST_PAUSE_MARKER (when set), then waits until the file
-    $INVEDGE_TEST_PAUSE_RELEASE exists (when set), at most INVEDGE_TEST_PAUSE_S seconds (default
-    60). Points: embed-batch (after each batch), embed-join (embeddings.npy half written),
-    embed-swap (the old folder moved aside, the new one not yet in place), index-save (the index
-    file half written), milvus-batch (after each batch upserted into Milvus), milvus-remove (after
-    each batch deleted by `index remove --store`), milvus-swap (a Milvus collection moved aside by
-    `index build --overwrite`, the new one not yet renamed in). Does nothing when
-    INVEDGE_TEST_PAUSE_AT is unset.
-    """
-    if os.environ.get("INVEDGE_TEST_PAUSE_AT") != point:
-        return
-    marker = os.environ.get("INVEDGE_TEST_PAUSE_MARKER")
-    if marker:
-        Path(marker).write_text(f"{os.getpid()} {point}\n", encoding="utf-8")
-    release = os.environ.get("INVEDGE_TEST_PAUSE_RELEASE")
-    deadline = time.monotonic() + float(os.environ.get("INVEDGE_TEST_PAUSE_S", "60"))
-    while time.monotonic() < deadline and not (release and Path(release).exists()):
-        time.sleep(0.05)
-
-
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -233,7 +210,7 @@ def probe_write(folder: str | os.PathLike[str]) -> None:
     os.unlink(name)
 
 
-def replace_folder(new: Path, target: Path, aside: Path | None = None, pause_at: str | None = None) -> None:
+def replace_folder(new: Path, target: Path, aside: Path | None = None, hook_point: str | None = None) -> None:
     """Put the complete folder `new` in place of `target`: the old one is renamed to `aside`
     (default `.NAME.old` beside it) first and removed only after, so a crash leaves the old or the
     new folder whole; the writer's recovery, under its lock, finishes or undoes the swap.
@@ -243,7 +220,7 @@ def replace_folder(new: Path, target: Path, aside: Path | None = None, pause_at:
     copy left at `aside` is named, never left behind in silence). An `aside` left by an earlier
     swap is removed first (InvedgeError naming it when it cannot be).
 
-    `pause_at`: a `pause_for_test` point between the two renames (the old folder aside, the new
+    `hook_point`: the `hooks.reached` point between the two renames (the old folder aside, the new
     one not yet in place).
     """
     aside = aside or default_aside(target)
@@ -252,8 +229,8 @@ def replace_folder(new: Path, target: Path, aside: Path | None = None, pause_at:
     moved = target.exists()
     if moved:
         os.rename(target, aside)
-    if pause_at:
-        pause_for_test(pause_at)
+    if hook_point:
+        hooks.reached(hook_point)
     try:
         os.rename(new, target)
     except OSError:
@@ -342,7 +319,7 @@ def recover_swap(
     return done
 
 
-def os_error(exc: OSError, target: Path, *, atomic: bool = True) -> InvedgeError:
+def os_error(exc: OSError, target: Path, *, atomic: bool = True) -> WriteError:
     """The one-line error for a failed write of `target` (disk full, permissions, ...).
 
     `atomic`: the failed write left `target` as it was (`atomic_path`'s promise), so the message
@@ -354,16 +331,16 @@ def os_error(exc: OSError, target: Path, *, atomic: bool = True) -> InvedgeError
             kept = f"; the previous {target.name} is intact"
         elif atomic and not target.exists():
             kept = f"; nothing was written to {target.name}"
-        return InvedgeError(
+        return WriteError(
             f"disk full while writing {target}", f"Free some space and run the same command again{kept}"
         )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return InvedgeError(f"cannot write {target}: {exc.strerror}", "Choose a writable output folder")
+        return WriteError(f"cannot write {target}: {exc.strerror}", "Choose a writable output folder")
     if exc.errno in (errno.ENOTDIR, errno.EEXIST):  # mkdir(parents) meets a file where a folder must be
-        return InvedgeError(
+        return WriteError(
             f"cannot write {target}: a file stands where a folder is expected in its path",
             "Choose another output path",
         )
-    return InvedgeError(
+    return WriteError(
         f"cannot write {target}: {exc.strerror or exc}", "Check the path and run the same command again"
     )

@@ -8,7 +8,7 @@ A file is checked against that record where it is used:
   that cannot be read as a model, is damaged (a stat: every artifact of the folder, every time);
 - choosing one to run (`backends.select.pick_artifact`: every backend, `invedge verify`, Ray's plan)
   and building an engine from one (`tensorrt.build`): its sha256;
-- reading the probe set (`probes.load_probe_set`): the manifest's sha256.
+- reading the probe set (`verify.probes.load_probe_set`): the manifest's sha256.
 
 A folder without a usable report.json (a bare model.onnx, a report of another checkpoint, an export
 made before report.json recorded the probe manifest) is used as it is: there is nothing to compare with.

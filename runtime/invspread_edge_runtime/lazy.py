@@ -1,4 +1,5 @@
-"""Public names of a package, imported on first use, so `import package` stays instant."""
+"""Public names of a package, imported on first use: the root packages use it to keep torch (training,
+export) or numpy, Pillow and the backends (runtime) out of `import package.errors` and the CLI's start."""
 
 from __future__ import annotations
 

@@ -138,6 +138,12 @@ def preprocess_images(images: list[Image.Image], meta: ModelMeta) -> np.ndarray:
     return normalize(stacked, meta.mean, meta.std)
 
 
+def load_uint8(paths: list[Path], size: int) -> np.ndarray:
+    """Image files → (N, 3, size, size) uint8, decoded and resized as `Embedder` does (DataError for
+    an unreadable one): for the fixed sets whose every file must embed (the probe set)."""
+    return np.stack([to_uint8_chw(load_image(path), size) for path in paths])
+
+
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     """Every supported image under `folder`, recursively, in a stable (sorted) order."""
     folder = Path(folder)

@@ -96,7 +96,7 @@ def test_fashion_mnist_held_out_is_test_queries_and_train_memory(tiny_export):
 
 
 def test_held_out_images_follow_the_evaluation_protocol(fmnist_test, tiny_export):
-    from invspread_edge_runtime.evaluation import eval_data
+    from invspread_edge_runtime.evaluation.protocol import eval_data
 
     meta = read_model_meta(tiny_export / "model.onnx")
     held = ac.held_out_set("fashion-mnist", meta, queries=30, memory=50)

@@ -82,7 +82,7 @@ def test_int8_runs_close_to_fp32(tiny_export, fmnist_test):
     from invspread_edge_export.images import model_inputs
     from invspread_edge_export.parity import cpu_backend as ort_session
     from invspread_edge_export.parity import infer_in_batches as ort_embeddings
-    from invspread_edge_runtime.accuracy import cosine_stats
+    from invspread_edge_runtime.evaluation.accuracy import cosine_stats
 
     meta = read_model_meta(tiny_export / "model.onnx")
     x = model_inputs(fmnist_test, meta, np.arange(16))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from invspread_edge_runtime import accuracy as acc
+from invspread_edge_runtime.evaluation import accuracy as acc
 
 
 def _unit(x):

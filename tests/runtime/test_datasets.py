@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from invspread_edge_runtime import datasets
-from invspread_edge_runtime.datasets import open_dataset, read_idx
 from invspread_edge_runtime.errors import DataError, InvedgeError
+from invspread_edge_runtime.evaluation import datasets
+from invspread_edge_runtime.evaluation.datasets import open_dataset, read_idx
 
 
 def test_fashion_mnist_splits(fmnist_test):

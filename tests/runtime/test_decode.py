@@ -22,8 +22,8 @@ from PIL import Image
 from tiny import FMNIST_MEAN, FMNIST_STD
 
 from invspread_edge_runtime.backends.base import Backend, BackendInfo
-from invspread_edge_runtime.datasets import image_folder
 from invspread_edge_runtime.errors import DataError
+from invspread_edge_runtime.evaluation.datasets import image_folder
 from invspread_edge_runtime.metadata import ModelMeta
 from invspread_edge_runtime.preprocess import load_image, normalize, to_rgb, to_uint8_chw
 
@@ -67,7 +67,7 @@ def test_16_bit_png_keeps_its_gradient(tmp_path):
     a = gradient16()
     Image.fromarray(a).save(tmp_path / "g16.png")
     with Image.open(tmp_path / "g16.png") as raw:
-        assert raw.mode == "I;16"  # the case that used to clip to white
+        assert raw.mode == "I;16"  # the case a plain 8-bit conversion clips to white
     got = np.asarray(load_image(tmp_path / "g16.png"))
     np.testing.assert_array_equal(got, gray3(a >> 8))
     assert (got == 255).mean() < 0.01 and got.min() == 0 and got.max() == 255

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from tiny import invedge
 
-from invspread_edge_runtime import verify
 from invspread_edge_runtime.embedder import Embedder
 from invspread_edge_runtime.errors import NonFiniteError
-from invspread_edge_runtime.probes import THRESHOLDS
+from invspread_edge_runtime.verify import backend as verify
+from invspread_edge_runtime.verify.probes import THRESHOLDS
 
 
 def broken_onnx(src, dst, value: float = np.nan):

@@ -9,10 +9,11 @@ import pytest
 from PIL import Image
 from tiny import EMBEDDING_ATOL
 
-from invspread_edge_runtime.accuracy import cosine_stats
 from invspread_edge_runtime.embedder import Embedder, collect_images
-from invspread_edge_runtime.embeddings import embed_to_folder, load_embeddings
+from invspread_edge_runtime.embeddings.corpus import embed_to_folder
+from invspread_edge_runtime.embeddings.reader import load_embeddings
 from invspread_edge_runtime.errors import DataError, ModelError
+from invspread_edge_runtime.evaluation.accuracy import cosine_stats
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def test_equal_to_the_training_side_evaluation(tiny_run, tiny_export, mixed_fold
     from invspread_edge.augment import normalize_uint8
     from invspread_edge.checkpoint import build_model, load_checkpoint
     from invspread_edge.data import UInt8Source
-    from invspread_edge_runtime.datasets import open_dataset
+    from invspread_edge_runtime.evaluation.datasets import open_dataset
 
     images = open_dataset(str(mixed_folder))
     ckpt = load_checkpoint(tiny_run)

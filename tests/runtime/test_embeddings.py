@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from invspread_edge_runtime.embeddings import EmbeddingWriter, load_embeddings
+from invspread_edge_runtime.embeddings.reader import load_embeddings
+from invspread_edge_runtime.embeddings.writer import EmbeddingWriter
 from invspread_edge_runtime.errors import EmbeddingsError
 
 SPACE = {"space_id": "0123456789abcdef/8", "checkpoint_sha256": "0123456789abcdef" * 4, "embedding_dim": 8}
@@ -175,7 +176,8 @@ def test_a_dead_writers_temporary_file_never_blocks_a_rerun(tmp_path, name):
 
 
 def test_a_swap_cut_short_by_a_crash_is_finished_or_undone(tmp_path):
-    from invspread_edge_runtime.embeddings import aside_path, recover, staging_path
+    from invspread_edge_runtime.embeddings.folder import recover
+    from invspread_edge_runtime.embeddings.layout import aside_path, staging_path
 
     out = tmp_path / "e.emb"
     finished(out, tmp_path, ["old0"])
@@ -402,7 +404,7 @@ def _rmtree_failing_on(suffix: str, monkeypatch) -> None:
 def test_an_overwrite_that_cannot_remove_the_old_folder_fails_and_the_next_run_cleans_up(
     tmp_path, monkeypatch
 ):
-    from invspread_edge_runtime.embeddings import aside_path
+    from invspread_edge_runtime.embeddings.layout import aside_path
     from invspread_edge_runtime.errors import InvedgeError
 
     out = tmp_path / "e.emb"
@@ -427,7 +429,7 @@ def test_an_overwrite_that_cannot_remove_the_old_folder_fails_and_the_next_run_c
 
 
 def test_an_overwrite_of_a_folder_it_may_not_clean_is_refused_before_any_work(tmp_path, monkeypatch):
-    from invspread_edge_runtime.embeddings import check_output
+    from invspread_edge_runtime.embeddings.folder import check_output
 
     out = tmp_path / "e.emb"
     finished(out, tmp_path, ["old0"])

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from invspread_edge_runtime import accuracy, evaluation
-from invspread_edge_runtime.datasets import select
 from invspread_edge_runtime.errors import DataError, InvedgeError
+from invspread_edge_runtime.evaluation import accuracy
+from invspread_edge_runtime.evaluation import protocol as evaluation
+from invspread_edge_runtime.evaluation.datasets import select
 
 
 def test_protocols_match_the_runtime_metrics():
@@ -58,8 +59,8 @@ def _near_collapsed(per_class=10, classes=4):
 
 
 def test_knn_on_a_set_smaller_than_k_clamps_k_and_warns(capsys):
-    """40 images of 4 classes: leave-one-out with k = 200 used to vote over all 39 others, where the
-    query's own class is one image short: 0 % for an embedding whose neighbours are all right."""
+    """40 images of 4 classes: leave-one-out with an unclamped k = 200 votes over all 39 others, where
+    the query's own class is one image short: 0 % for an embedding whose neighbours are all right."""
     items = _near_collapsed()
     raw = accuracy.knn_predict(items.vectors, items.labels, items.vectors, 200, 0.1, exclude_self=True)
     assert (raw == items.labels).mean() == 0.0  # the trap: a global vote against one's own class

@@ -130,22 +130,6 @@ def test_read_json_of_a_folder_is_one_clear_error(tmp_path):
         read_json(tmp_path / "run.json", "run.json")
 
 
-def test_the_pause_hook_does_nothing_unless_asked(tmp_path, monkeypatch):
-    from invspread_edge_runtime.files import pause_for_test
-
-    monkeypatch.delenv("INVEDGE_TEST_PAUSE_AT", raising=False)
-    monkeypatch.setenv("INVEDGE_TEST_PAUSE_MARKER", str(tmp_path / "marker"))
-    pause_for_test("embed-join")
-    assert not (tmp_path / "marker").exists()
-    monkeypatch.setenv("INVEDGE_TEST_PAUSE_AT", "embed-join")
-    monkeypatch.setenv("INVEDGE_TEST_PAUSE_RELEASE", str(tmp_path / "release"))
-    (tmp_path / "release").write_text("go")  # released already: returns at once
-    pause_for_test("index-save")
-    assert not (tmp_path / "marker").exists()
-    pause_for_test("embed-join")
-    assert (tmp_path / "marker").read_text().split()[1] == "embed-join"
-
-
 def _folder(path, text):
     path.mkdir()
     (path / "done").write_text(text)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from invspread_edge_runtime.errors import DataError
-from invspread_edge_runtime.grid import QUERY_COLOUR, Tile, draw_grid
+from invspread_edge_runtime.search.grid import QUERY_COLOUR, Tile, draw_grid
 
 
 def test_grid_lays_out_queries_and_neighbours(image_folder, tmp_path):

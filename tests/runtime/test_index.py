@@ -5,9 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from invspread_edge_runtime import index as index_module
-from invspread_edge_runtime.errors import IndexFileError
-from invspread_edge_runtime.index import Index, faiss_engines
+from invspread_edge_runtime.errors import (
+    DimensionMismatchError,
+    DuplicateIdsError,
+    EmptyGalleryError,
+    IndexFileError,
+    KOutOfRangeError,
+    SpaceMismatchError,
+    UnknownIdsError,
+)
+from invspread_edge_runtime.index import faiss_engines
+from invspread_edge_runtime.index import index_file as index_module
+from invspread_edge_runtime.index.gallery import Index
 from invspread_edge_runtime.index.topk import exact_topk, naive_topk
 
 SPACE = {"space_id": "0123456789abcdef/16", "checkpoint_sha256": "0123456789abcdef" * 4, "embedding_dim": 16}
@@ -151,13 +160,13 @@ def test_add_and_remove_keep_ids_and_vectors_in_step(no_faiss):
     result = index.search(gallery[[3, 70, 4]], k=1)
     assert result.ids[0][0] != "item3" and result.ids[1][0] != "new10" and result.ids[2] == ["item4"]
     assert result.locations[2] == ["/img/4.png"]
-    with pytest.raises(IndexFileError, match="already in the gallery"):
+    with pytest.raises(DuplicateIdsError, match="already in the gallery"):
         index.add(gallery[:1], ["item5"])
-    with pytest.raises(IndexFileError, match="another embedding space"):
+    with pytest.raises(SpaceMismatchError, match="another embedding space"):
         index.add(gallery[:1], ["other0"], space_id="ffffffffffffffff/16")
-    with pytest.raises(IndexFileError, match="dimension 8"):
+    with pytest.raises(DimensionMismatchError, match="dimension 8"):
         index.add(unit(rng, 1, d=8), ["other1"])
-    with pytest.raises(IndexFileError, match="not in the gallery"):
+    with pytest.raises(UnknownIdsError, match="not in the gallery"):
         index.remove(["nope", "item4"])
     assert "item4" in index.ids  # nothing removed on error
 
@@ -177,20 +186,20 @@ def test_remove_from_approximate_index_renumbers(kind):
 def test_bad_queries_and_galleries_give_clear_errors(no_faiss):
     rng = np.random.default_rng(7)
     index = Index.build(unit(rng, 10), ids_for(10), SPACE)
-    with pytest.raises(IndexFileError, match="another embedding space"):
+    with pytest.raises(SpaceMismatchError, match="another embedding space"):
         index.search(unit(rng, 1), k=1, space_id="ffffffffffffffff/16")
-    with pytest.raises(IndexFileError, match="dimension 8"):
+    with pytest.raises(DimensionMismatchError, match="dimension 8"):
         index.search(unit(rng, 1, d=8), k=1)
-    with pytest.raises(IndexFileError, match="holds 10 items"):
+    with pytest.raises(KOutOfRangeError, match="holds 10 items"):
         index.search(unit(rng, 1), k=11)
     with pytest.raises(IndexFileError, match="empty"):
         Index.build(np.zeros((0, 16), np.float32), [], SPACE)
-    with pytest.raises(IndexFileError, match="repeated"):
+    with pytest.raises(DuplicateIdsError, match="repeated"):
         Index.build(unit(rng, 2), ["a", "a"], SPACE)
     with pytest.raises(IndexFileError, match="Invalid index kind"):
         Index.build(unit(rng, 2), ["a", "b"], SPACE, kind="lsh")
     index.remove(ids_for(10))
-    with pytest.raises(IndexFileError, match="empty"):
+    with pytest.raises(EmptyGalleryError, match="empty"):
         index.search(unit(rng, 1), k=1)
 
 
@@ -252,7 +261,7 @@ def test_an_empty_gallery_is_a_valid_index(kind, tmp_path):
     index.save(tmp_path / "g.index")  # the last item removed: saved, not a crash
     empty = Index.load(tmp_path / "g.index")
     assert len(empty) == 0 and empty.dim == 16 and empty.info()["count"] == 0
-    with pytest.raises(IndexFileError, match="empty"):
+    with pytest.raises(EmptyGalleryError, match="empty"):
         empty.search(gallery[:1], k=1)
     empty.add(gallery[:5], ids_for(5, "back"), space_id=SPACE["space_id"])
     empty.save(tmp_path / "g.index")
@@ -281,7 +290,7 @@ def test_an_approximate_search_that_finds_fewer_than_k_says_so():
 def test_adding_another_models_embeddings_is_not_called_queries(no_faiss):
     rng = np.random.default_rng(12)
     index = Index.build(unit(rng, 4), ids_for(4), SPACE, model={"path": "/m/model.onnx"})
-    with pytest.raises(IndexFileError) as caught:
+    with pytest.raises(SpaceMismatchError) as caught:
         index.add(unit(rng, 1), ["x"], space_id="ffffffffffffffff/16", source="other.emb")
     message = str(caught.value)
     assert "other.emb" in message and "/m/model.onnx" in message and "quer" not in message

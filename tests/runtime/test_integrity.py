@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from tiny import flip, truncate
 
-from invspread_edge_runtime.backends.select import find_artifacts, open_backend
+from invspread_edge_runtime.backends.select import find_artifacts
 from invspread_edge_runtime.cli import create_app, run
+from invspread_edge_runtime.embedder import open_backend
 from invspread_edge_runtime.files import sha256_file
 from invspread_edge_runtime.integrity import ArtifactDamaged, check_artifact, read_report
 

@@ -1,6 +1,6 @@
 """Real `invedge` processes: two writers at once on one output, kill -9 at the worst moment, Ctrl-C.
 
-Each scenario pauses one process at a chosen point with the test hook of `files.pause_for_test`
+Each scenario pauses one process at a chosen point with the test hook of `hooks.reached`
 (INVEDGE_TEST_PAUSE_AT + a marker file it writes + a release file it waits for), so the order of
 events is forced, never hoped for: no test depends on how fast anything runs. Every wait is bounded.
 """
@@ -232,7 +232,7 @@ def test_kill_9_in_the_join_of_embed_then_a_rerun_succeeds(tmp_path, model, over
     victim.kill9()
     if overwrite:
         assert snapshot(out) == before  # the old folder is whole: the new one was built beside it
-    else:  # the crash left our own temporary file inside the folder (it used to block every rerun)
+    else:  # the crash left our own temporary file inside the folder (a rerun must not trip on it)
         assert any(p.name.endswith(".tmp") for p in out.iterdir())
 
     done = invedge(tmp_path, *command)

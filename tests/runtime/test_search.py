@@ -9,8 +9,9 @@ import pytest
 
 from invspread_edge_runtime import Embedder, Index
 from invspread_edge_runtime.embedder import collect_images
-from invspread_edge_runtime.embeddings import embed_to_folder, load_embeddings
-from invspread_edge_runtime.errors import IndexFileError
+from invspread_edge_runtime.embeddings.corpus import embed_to_folder
+from invspread_edge_runtime.embeddings.reader import load_embeddings
+from invspread_edge_runtime.errors import SpaceMismatchError
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def test_queries_from_another_model_are_refused(gallery, tiny_export):
     index = Index.build(np.asarray(emb.vectors), emb.ids, foreign)
     with Embedder(tiny_export / "model.onnx", backend="ort-cpu") as embedder:
         queries = embedder.embed(paths[:1])
-        with pytest.raises(IndexFileError, match="another embedding space"):
+        with pytest.raises(SpaceMismatchError, match="another embedding space"):
             index.search(queries, k=1, space_id=embedder.space_id)
 
 

@@ -1,4 +1,4 @@
-"""The probe set (invspread_edge_runtime/probes.py, verify.py) and `invedge verify`: written at export, checked on every backend.
+"""The probe set (invspread_edge_runtime/verify/probes.py, verify/backend.py) and `invedge verify`: written at export, checked on every backend.
 
 What these show on the CPU: export writes the probe files with their hashes; every artifact of a
 small export passes on ort-cpu; a backend whose outputs are perturbed (a double: it stands in for a
@@ -20,14 +20,16 @@ import numpy as np
 import pytest
 from tiny import EMBEDDING_ATOL, REPO, TRT_API
 
-from invspread_edge_runtime import verify
 from invspread_edge_runtime.backends.base import Backend
-from invspread_edge_runtime.backends.select import open_backend
 from invspread_edge_runtime.cli import create_app, run
+from invspread_edge_runtime.embedder import open_backend
 from invspread_edge_runtime.errors import DataError, ModelError
+from invspread_edge_runtime.evaluation.accuracy import top1_agreement
 from invspread_edge_runtime.files import sha256_file
 from invspread_edge_runtime.metadata import read_model_meta
-from invspread_edge_runtime.probes import (
+from invspread_edge_runtime.verify import backend as verify
+from invspread_edge_runtime.verify.engines import PROBE_CHECK
+from invspread_edge_runtime.verify.probes import (
     DEFAULT_COUNT,
     EMBEDDINGS,
     FORMAT,
@@ -210,11 +212,11 @@ def test_top1_agreement_counts_near_ties_but_not_wrong_neighbours():
     ref /= np.linalg.norm(ref, axis=1, keepdims=True)
     ref[1] = ref[0] + 1e-4 * rng.standard_normal(16)  # probes 0 and 1: a near-duplicate pair
     ref /= np.linalg.norm(ref, axis=1, keepdims=True)
-    assert verify.top1_agreement(ref, ref) == (1.0, 1.0)
+    assert top1_agreement(ref, ref, ties=True) == top1_agreement(ref, ref) == 1.0
     shuffled = ref[rng.permutation(32)]  # every probe's neighbour is now a stranger
-    tied, strict = verify.top1_agreement(ref, shuffled)
+    tied, strict = top1_agreement(ref, shuffled, ties=True), top1_agreement(ref, shuffled)
     assert tied < 0.5 and strict < 0.5
-    tied, _ = verify.top1_agreement(ref, shuffled, accepted_cosine=0.98)  # int8's floor: strangers still
+    tied = top1_agreement(ref, shuffled, ties=True, accepted_cosine=0.98)  # int8's floor: strangers still
     assert tied < 0.5
 
 
@@ -228,9 +230,9 @@ def test_an_untrained_networks_probes_are_all_ties_at_the_accepted_error():
     noisy = ref + 0.015 * rng.standard_normal((32, 32)) / np.sqrt(32)
     noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
     assert (ref @ ref.T).min() > 0.999 and (noisy * ref).sum(axis=1).min() > 0.9995
-    _, strict = verify.top1_agreement(ref, noisy)
+    strict = top1_agreement(ref, noisy)
     assert strict < 0.8  # the order of near-ties is noise
-    tied, _ = verify.top1_agreement(ref, noisy, accepted_cosine=0.98)
+    tied = top1_agreement(ref, noisy, ties=True, accepted_cosine=0.98)
     assert tied == 1.0
 
 
@@ -332,15 +334,14 @@ def test_a_probe_set_of_another_model_is_refused(tmp_path, tiny_export, make_tin
 
 
 def test_a_failed_write_keeps_the_old_probe_set(export_copy, monkeypatch):
-    import invspread_edge_runtime.embedder as embed
+    import invspread_edge_runtime.preprocess as preprocess
 
     before = sha256_file(export_copy / PROBE_DIR / EMBEDDINGS)
 
-    class Broken(embed.Embedder):
-        def embed(self, images, skip_unreadable=False):
-            raise DataError("decoder exploded")
+    def broken(paths, size):
+        raise DataError("decoder exploded")
 
-    monkeypatch.setattr(embed, "Embedder", Broken)
+    monkeypatch.setattr(preprocess, "load_uint8", broken)
     images = load_probe_set(export_copy).paths
     from PIL import Image
 
@@ -417,7 +418,7 @@ def test_ort_trt_engine_that_passes_is_kept(fake_ort_trt, export_copy, tmp_path)
     from invspread_edge_runtime.backends.ort import OrtBackend
 
     cache = tmp_path / "cache"
-    backend = OrtBackend(export_copy / "model.int8.onnx", "ort-trt", cache_dir=cache)
+    backend = OrtBackend(export_copy / "model.int8.onnx", "ort-trt", cache_dir=cache, check=PROBE_CHECK)
     backend.close()
     (engine,) = cache.rglob("*.engine")
     assert (engine.parent / ort_cache.SIDECAR).is_file()  # keyed, so the next session reuses it
@@ -431,7 +432,7 @@ def test_ort_trt_engine_that_fails_leaves_no_cached_engine(fake_ort_trt, export_
     with pytest.raises(
         verify.VerifyFailed, match=r"ONNX Runtime TensorRT engine built from model.int8.onnx fails"
     ) as exc:
-        OrtBackend(export_copy / "model.int8.onnx", "ort-trt", cache_dir=cache)
+        OrtBackend(export_copy / "model.int8.onnx", "ort-trt", cache_dir=cache, check=PROBE_CHECK)
     assert "its cache folder was emptied" in exc.value.message and "mean cos 0." in exc.value.message
     assert [p for p in cache.rglob("*") if p.is_file() and not p.name.endswith(".lock")] == []
 
@@ -441,11 +442,11 @@ def test_ort_trt_cached_engine_that_fails_is_removed(fake_ort_trt, export_copy, 
     from invspread_edge_runtime.backends.ort import OrtBackend
 
     cache = tmp_path / "cache"
-    first = OrtBackend(export_copy / "model.int8.onnx", "ort-trt", cache_dir=cache)
+    first = OrtBackend(export_copy / "model.int8.onnx", "ort-trt", cache_dir=cache, check=PROBE_CHECK)
     first.close()
     fake_ort_trt.bad = True
     with pytest.raises(verify.VerifyFailed):
-        OrtBackend(export_copy / "model.int8.onnx", "ort-trt", cache_dir=cache)
+        OrtBackend(export_copy / "model.int8.onnx", "ort-trt", cache_dir=cache, check=PROBE_CHECK)
     assert list(cache.rglob("*.engine")) == [] and list(cache.rglob("invedge-cache.json")) == []
 
 
@@ -453,11 +454,11 @@ def test_ort_trt_cached_engine_that_fails_is_removed(fake_ort_trt, export_copy, 
 
 
 def test_bench_rows_carry_the_verify_result(tiny_export):
-    from invspread_edge_runtime.comparison.harness import TimingPlan
-    from invspread_edge_runtime.comparison.images import load_bench_images
-    from invspread_edge_runtime.comparison.report import COLUMNS
-    from invspread_edge_runtime.comparison.runner import BenchSettings, run_bench
-    from invspread_edge_runtime.comparison.target import resolve_target
+    from invspread_edge_runtime.bench.harness import TimingPlan
+    from invspread_edge_runtime.bench.images import load_bench_images
+    from invspread_edge_runtime.bench.report import COLUMNS
+    from invspread_edge_runtime.bench.runner import BenchSettings, run_bench
+    from invspread_edge_runtime.bench.target import resolve_target
 
     settings = BenchSettings(
         runtimes=["ort-cpu"],

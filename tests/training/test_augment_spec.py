@@ -16,7 +16,7 @@ def test_natural_is_the_paper_recipe_and_the_old_default():
     assert AugmentConfig.from_spec(spec, 28, MEAN, STD) == AugmentConfig(image_size=28, mean=MEAN, std=STD)
 
 
-def test_the_issue_example():
+def test_a_full_spec_over_a_preset():
     spec = augment_spec.resolve("natural", "crop=0.35-1,flip=0,jitter=0.2,gray=0.1,blur=0.5")
     assert spec["scale"] == (0.35, 1.0) and spec["flip_p"] == 0.0 and spec["grayscale_p"] == 0.1
     assert spec["brightness"] == spec["contrast"] == spec["saturation"] == spec["hue"] == 0.2

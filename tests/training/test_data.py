@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from invspread_edge import data
-from invspread_edge_runtime.datasets import open_dataset
 from invspread_edge_runtime.errors import DataError
+from invspread_edge_runtime.evaluation.datasets import open_dataset
 
 
 def test_fingerprint_names_the_images(fmnist_test, image_folder):

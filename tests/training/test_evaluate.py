@@ -9,8 +9,8 @@ import torch
 from invspread_edge import evaluate
 from invspread_edge.checkpoint import build_model, load_checkpoint
 from invspread_edge.data import UInt8Source
-from invspread_edge_runtime.datasets import open_dataset
 from invspread_edge_runtime.errors import DataError, InvedgeError
+from invspread_edge_runtime.evaluation.datasets import open_dataset
 from invspread_edge_runtime.preprocess import normalize
 
 
@@ -64,14 +64,14 @@ def test_folder_is_leave_one_out(tiny_run, image_folder):
 
 
 def test_baselines_by_the_same_code(tiny_run):
-    pixels = evaluate.evaluate_run(None, "fashion-mnist", "knn", limit=500, baseline="pixels")
+    pixels = evaluate.evaluate_pixels("fashion-mnist", "knn", limit=500)
     assert pixels["evaluated"] == "raw pixels" and 0.5 < pixels["knn_accuracy"] < 1
-    centred = evaluate.evaluate_run(None, "fashion-mnist", "knn", limit=500, baseline="pixels-normalized")
+    centred = evaluate.evaluate_pixels("fashion-mnist", "knn", limit=500, normalized=True)
     assert centred["evaluated"].startswith("normalised pixels")
     assert centred["knn_accuracy"] != pixels["knn_accuracy"]
-    untrained = evaluate.evaluate_run(str(tiny_run), "fashion-mnist", "knn", limit=300, baseline="untrained")
+    untrained = evaluate.evaluate_untrained("fashion-mnist", "knn", limit=300, run=str(tiny_run))
     assert untrained["evaluated"].startswith("untrained") and untrained["checkpoint_sha256"] is None
-    alone = evaluate.evaluate_run(None, "fashion-mnist", "knn", limit=300, baseline="untrained", width=8)
+    alone = evaluate.evaluate_untrained("fashion-mnist", "knn", limit=300, width=8)
     assert "width 8" in alone["evaluated"]
 
 
@@ -79,8 +79,6 @@ def test_baselines_by_the_same_code(tiny_run):
     ("kwargs", "match"),
     [
         (dict(protocol="map"), "Only knn, retrieval"),
-        (dict(baseline="random"), "Only pixels, pixels-normalized, untrained"),
-        (dict(run=None), "nothing to evaluate"),
     ],
 )
 def test_bad_options(tiny_run, kwargs, match):
@@ -106,7 +104,7 @@ def test_eval_without_data_uses_the_data_the_checkpoint_was_trained_on(tiny_run,
     )
     r = evaluate.evaluate_run(str(run), None, "knn")
     assert r["data"] == str(image_folder) and r["mode"] == "leave-one-out" and r["queries"] == 40
-    assert evaluate.evaluate_run(None, None, "knn", baseline="pixels", limit=300)["data"] == "fashion-mnist"
+    assert evaluate.evaluate_pixels(None, "knn", limit=300)["data"] == "fashion-mnist"
 
     gone = tmp_path / "gone"
     save_checkpoint(gone / "checkpoint.safetensors", build_model(load_checkpoint(tiny_run)),
@@ -136,5 +134,6 @@ def test_bad_values_are_config_errors(tiny_run, kwargs, match):
 
     args = dict(run=str(tiny_run), data="fashion-mnist", limit=10)
     args.update(kwargs)
+    mode = evaluate.evaluate_untrained if args.pop("baseline", None) else evaluate.evaluate_run
     with pytest.raises(ConfigError, match=match):
-        evaluate.evaluate_run(**args)
+        mode(**args)

@@ -11,8 +11,8 @@ from tiny import EMBEDDING_ATOL, FMNIST_MEAN, FMNIST_STD
 
 from invspread_edge.checkpoint import build_model, load_checkpoint
 from invspread_edge.torch_backend import TorchBackend, register_torch_runtimes, torch_unavailable
-from invspread_edge_runtime.comparison.registry import NotPresent, OpenOptions, runtimes, unregister_runtime
-from invspread_edge_runtime.comparison.target import resolve_target
+from invspread_edge_runtime.bench.registry import NotPresent, OpenOptions, runtimes, unregister_runtime
+from invspread_edge_runtime.bench.target import resolve_target
 from invspread_edge_runtime.preprocess import normalize
 
 

@@ -159,6 +159,30 @@ def test_default_run_names():
     assert train_cmd._default_name("./my_images") == "my_images"
 
 
+def test_the_flags_are_train_configs_fields():
+    """Each `config.option` field is one `invedge train` flag with its help and range; the
+    python-only fields are none."""
+    from dataclasses import fields
+
+    import typer
+
+    from invspread_edge.config import TRAIN_BOUNDS, TrainConfig
+    from invspread_edge_runtime.cli import create_app
+
+    params = {p.name: p for p in typer.main.get_command(create_app()).commands["train"].params}
+    for f in fields(TrainConfig):
+        if not f.metadata.get("flag", True):
+            assert f.name not in params
+            continue
+        assert params[f.name].opts[0] == "--" + f.name.replace("_", "-")
+        assert params[f.name].help.startswith(f.metadata["help"])
+        if f.name in TRAIN_BOUNDS:
+            assert TRAIN_BOUNDS[f.name].help in params[f.name].help
+    assert params["data"].opts[1:] == ["-d"] and params["batch_size"].opts[1:] == ["-b"]
+    assert params["detach_keys"].secondary_opts == ["--no-detach-keys"]
+    assert "[default: 128]" in params["batch_size"].help
+
+
 def _spawn(*argv: str) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.Popen(

@@ -1,7 +1,7 @@
 """`invedge train` as real processes: two at once on one run folder, and kill -9 at the worst moments.
 
-The worst moments are reached with the test hook INVEDGE_TEST_PAUSE_AT=<point> (invspread_edge_runtime/files.py
-`pause_for_test`): the process writes a marker file there and waits, and the test kills it, or
+The worst moments are reached with the test hook INVEDGE_TEST_PAUSE_AT=<point>
+(invspread_edge_runtime/hooks.py): the process writes a marker file there and waits, and the test kills it, or
 lets it go on by creating the release file. Points: checkpoint-save (a new checkpoint half written,
 the previous one in place), run-swap (an --overwrite's new run complete in its staging folder, the
 old run still in RUN), run-swapped (the folders exchanged, the old run not yet removed).

@@ -26,13 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from ..engine_checks import cache_listing, verify_ort_trt_session
-from ..errors import EngineError, MissingDependency, ModelError
+from ..errors import AccuracyError, EngineError, MissingDependency, ModelError
 from ..locks import exclusive_lock
 from ..metadata import ModelMeta, read_model_meta
 from ..tensorrt.cache import DEFAULT_MAX_BATCH
 from . import ort_cache
-from .base import Backend, BackendInfo
+from .base import Backend, BackendInfo, EngineCheck
 
 PROVIDERS = {
     "ort-cpu": "CPUExecutionProvider",
@@ -148,7 +147,9 @@ class OrtBackend(Backend):
         max_batch: int | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         meta: ModelMeta | None = None,
+        check: EngineCheck | None = None,
     ) -> None:
+        self._check = check  # ort-trt: judges the provider's new engine (see EngineCheck); None: unchecked
         self._cache_key: ort_cache.OrtTrtKey | None = None
         self.cache_status: str | None = None  # ort-trt: "cached", "new", or why the cache was emptied
         # ort-trt: the cache slot's lock is held until its engine is built, has run and is keyed
@@ -190,26 +191,15 @@ class OrtBackend(Backend):
         if threads > 0:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        providers: list[Any]
         self._cache_dir: Path | None = None
         if kind == "ort-trt":
             max_batch = max_batch or DEFAULT_MAX_BATCH
-            base = Path(cache_dir) if cache_dir else default_cache_dir(path)
-            keyed = trt_provider_options(self.meta, base, max_batch, device_id=device_id)
-            self._cache_key = ort_cache.current_key(
-                path, self.meta.precision, keyed, ort.__version__, device_id
-            )
-            self._cache_dir = ort_cache.slot_dir(base, path, self._cache_key)
-            self._guard.enter_context(exclusive_lock(self._cache_dir, "TensorRT provider cache"))
-            self.cache_status = ort_cache.prepare_slot(self._cache_dir, self._cache_key)  # never unverified
-            cache_before = cache_listing(self._cache_dir)  # what this session's engine build adds
-            trt_options = trt_provider_options(self.meta, self._cache_dir, max_batch, device_id=device_id)
-            providers = [(provider, trt_options), ("CUDAExecutionProvider", {"device_id": device_id})]
+            providers = self._trt_providers(ort, path, max_batch, cache_dir, device_id)
+            cache_before = ort_cache.listing(self._cache_dir)  # what this session's engine build adds
         elif kind == "ort-cuda":
-            providers = [(provider, {"device_id": device_id})]
+            providers = [(provider, {"device_id": device_id}), "CPUExecutionProvider"]
         else:
-            providers = []
-        providers.append("CPUExecutionProvider")
+            providers = ["CPUExecutionProvider"]
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own (unexported) exception types
@@ -236,8 +226,38 @@ class OrtBackend(Backend):
             model_path=str(path),
             max_batch=self._max_batch,
         )
-        if kind == "ort-trt" and self._cache_dir is not None:  # the engine runs the probe set first
-            verify_ort_trt_session(self, path, self._cache_dir, cache_before)
+        if kind == "ort-trt" and self._cache_dir is not None:
+            self._check_engine(path, self._cache_dir, cache_before)
+
+    def _check_engine(self, path: Path, slot: Path, before: dict[str, int]) -> None:
+        """The provider builds its engine at session creation or at the first run (which the check's
+        is) into the cache slot, whose sidecar is written only after this passed. On a failure the
+        slot is emptied, so no engine of it is ever reused, and the AccuracyError goes on."""
+        if self._check is None or not self._check.has_reference(path, "ort-trt"):
+            return
+        try:
+            self._check(self, path)
+        except AccuracyError:
+            self.close()
+            ort_cache.empty_failed_slot(slot, before)
+            raise
+
+    def _trt_providers(
+        self, ort: Any, path: Path, max_batch: int, cache_dir: str | os.PathLike[str] | None, device_id: int
+    ) -> list[Any]:
+        """The TensorRT provider on this model's cache slot, locked until its engine is checked."""
+        base = Path(cache_dir) if cache_dir else default_cache_dir(path)
+        keyed = trt_provider_options(self.meta, base, max_batch, device_id=device_id)
+        self._cache_key = ort_cache.current_key(path, self.meta.precision, keyed, ort.__version__, device_id)
+        self._cache_dir = ort_cache.slot_dir(base, path, self._cache_key)
+        self._guard.enter_context(exclusive_lock(self._cache_dir, "TensorRT provider cache"))
+        self.cache_status = ort_cache.prepare_slot(self._cache_dir, self._cache_key)  # never unverified
+        trt_options = trt_provider_options(self.meta, self._cache_dir, max_batch, device_id=device_id)
+        return [
+            ("TensorrtExecutionProvider", trt_options),
+            ("CUDAExecutionProvider", {"device_id": device_id}),
+            "CPUExecutionProvider",
+        ]
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, S, S) float32 → (N, d) float32; batches beyond the profile's maximum are split."""

@@ -150,6 +150,25 @@ def _changed_files(slot: Path, recorded: dict[str, str] | None) -> list[str]:
     )
 
 
+def listing(slot: str | os.PathLike[str] | None) -> dict[str, int]:
+    """name → mtime_ns of the files in a slot (before a session: what its engine build adds)."""
+    if slot is None or not Path(slot).is_dir():
+        return {}
+    return {p.name: p.stat().st_mtime_ns for p in Path(slot).iterdir() if p.is_file()}
+
+
+def empty_failed_slot(slot: Path, before: dict[str, int]) -> None:
+    """Empty a slot whose new engine failed its check, so no engine of it is ever reused."""
+    written = sorted(n for n, t in listing(slot).items() if before.get(n) != t)
+    for path in slot.iterdir():
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if written:
+        console.info(f"removed the engine files of the failed check: {', '.join(written)}")
+
+
 def prepare_slot(slot: str | os.PathLike[str], key: OrtTrtKey) -> str:
     """Make `slot` safe to hand to the provider: "cached" when its sidecar names `key`, else the
     reason it was emptied (or "new"). Call under the slot's lock."""

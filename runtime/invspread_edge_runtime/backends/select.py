@@ -25,7 +25,7 @@ from ..errors import EngineError, InvedgeError, MissingDependency, ModelError
 from ..integrity import ArtifactDamaged, ExportRecord, check_artifact, combined, read_report
 from ..metadata import ARTIFACT_FILES, PRECISIONS, ModelMeta, read_model_meta
 from ..tensorrt.cache import DEFAULT_MAX_BATCH
-from .base import Backend
+from .base import Backend, EngineCheck
 
 BACKENDS = ("trt", "ort-trt", "ort-cuda", "ort-cpu")  # fastest first: the order of `auto`
 BACKEND_CHOICES = ("auto", *BACKENDS)  # what --backend accepts
@@ -218,8 +218,13 @@ def open_backend(
     *,
     engine_path: str | os.PathLike[str] | None = None,
     trust_engine: bool = False,
+    check: EngineCheck | None,
 ) -> Backend:
     """Open `model` (file or export folder) on `backend` ("auto" or one of BACKENDS).
+
+    `check` judges an engine TensorRT builds on the way (native, or in ONNX Runtime's provider)
+    before it is kept; the caller hands it in (`embedder.open_backend`: the probe check), None keeps
+    it unchecked.
 
     `engine_path`: a TensorRT engine file to run instead of building one (native backend only);
     without its sidecar it is refused unless `trust_engine` (see tensorrt.load.load_engine).
@@ -245,7 +250,7 @@ def open_backend(
         try:
             path, meta = pick_artifact(artifacts, name, precision)
             opened = _open(
-                name, path, meta, threads, max_batch, cache_dir, device_id, engine_path, trust_engine
+                name, path, meta, threads, max_batch, cache_dir, device_id, engine_path, trust_engine, check
             )
         except (InvedgeError, RuntimeError, OSError) as exc:
             if (
@@ -271,8 +276,9 @@ def _open(
     max_batch: int | None,
     cache_dir: str | os.PathLike[str] | None,
     device_id: int,
-    engine_path: str | os.PathLike[str] | None = None,
-    trust_engine: bool = False,
+    engine_path: str | os.PathLike[str] | None,
+    trust_engine: bool,
+    check: EngineCheck | None,
 ) -> Backend:
     if name == "trt":
         try:
@@ -291,9 +297,17 @@ def _open(
             engine_path=engine_path,
             trust_engine=trust_engine,
             meta=meta,
+            check=check,
         )
     from .ort import OrtBackend
 
     return OrtBackend(
-        path, name, threads=threads, device_id=device_id, max_batch=max_batch, cache_dir=cache_dir, meta=meta
+        path,
+        name,
+        threads=threads,
+        device_id=device_id,
+        max_batch=max_batch,
+        cache_dir=cache_dir,
+        meta=meta,
+        check=check,
     )

@@ -18,9 +18,10 @@ import numpy as np
 from ..errors import EngineError, ModelError
 from ..metadata import ModelMeta, read_model_meta
 from ..tensorrt import api
+from ..tensorrt.build import PlanCheck
 from ..tensorrt.cache import DEFAULT_MAX_BATCH, DEFAULT_MIN_BATCH, DEFAULT_WORKSPACE_MB
 from ..tensorrt.load import LoadedEngine, get_or_build_engine, load_engine
-from .base import Backend, BackendInfo
+from .base import Backend, BackendInfo, EngineCheck
 
 
 class TensorRTBackend(Backend):
@@ -31,7 +32,9 @@ class TensorRTBackend(Backend):
     explicit engine instead (checked against its sidecar, never rebuilt); one without a sidecar is
     refused unless `trust_engine` (see `tensorrt.load.load_engine`: engines are code for the GPU).
     `meta`: the ONNX file's metadata when the caller has read it (`open_backend` has), else read
-    here, once; it is always the ONNX file's, also when an engine file runs.
+    here, once; it is always the ONNX file's, also when an engine file runs. `check` judges an
+    engine built here before it is cached (see `base.EngineCheck`); None, which callers write out on
+    purpose, caches it unchecked.
     """
 
     def __init__(
@@ -48,6 +51,7 @@ class TensorRTBackend(Backend):
         loaded: LoadedEngine | None = None,  # an engine already deserialised (the build's probe check)
         trust_engine: bool = False,
         meta: ModelMeta | None = None,
+        check: EngineCheck | None,
     ) -> None:
         self._buffers: list[int] = []
         self._stream: Any = None
@@ -62,7 +66,15 @@ class TensorRTBackend(Backend):
             self.loaded = load_engine(engine_path, onnx_path=onnx_path, trust_engine=trust_engine)
         else:
             self.loaded = get_or_build_engine(
-                onnx_path, cache_dir, precision, min_batch, opt_batch, max_batch, workspace_mb, meta=meta
+                onnx_path,
+                cache_dir,
+                precision,
+                min_batch,
+                opt_batch,
+                max_batch,
+                workspace_mb,
+                meta=meta,
+                check=None if check is None else plan_check(check, onnx_path, meta),
             )
         engine = self.loaded.engine
         try:
@@ -161,6 +173,27 @@ class TensorRTBackend(Backend):
             self.cuda.stream_destroy(stream)
         if hasattr(self, "loaded"):
             self.loaded.engine = None
+
+
+def plan_check(check: EngineCheck, onnx_path: str | os.PathLike[str], meta: ModelMeta) -> PlanCheck:
+    """`check` as the native builder runs it: on the serialized plan, before it is written."""
+
+    def run(trt: Any, plan: bytes) -> dict[str, Any] | None:
+        if not check.has_reference(Path(onnx_path), "trt"):
+            return None
+        runtime = trt.Runtime(api.make_logger(trt))
+        engine = runtime.deserialize_cuda_engine(plan)
+        if engine is None:
+            raise EngineError(f"TensorRT could not deserialise the engine it just built from {onnx_path}")
+        backend = TensorRTBackend(
+            onnx_path, loaded=LoadedEngine(engine, runtime, None, "built"), meta=meta, check=None
+        )
+        try:
+            return check(backend, Path(onnx_path))
+        finally:
+            backend.close()
+
+    return run
 
 
 def _io_names(trt: Any, engine: Any) -> tuple[str, str]:

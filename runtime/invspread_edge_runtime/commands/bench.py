@@ -7,11 +7,11 @@ from pathlib import Path
 
 import typer
 
+from ..bench.harness import DEFAULT_WARMUP
+from ..bench.images import DEFAULT_COUNT, DEFAULT_DATA
+from ..bench.registry import ALL_PRECISIONS, BUILTIN_RUNTIMES, TOOLKIT_RUNTIMES
+from ..bench.runner import DEFAULT_BATCHES
 from ..bounds import BATCH, BENCH_IMAGES, BENCH_ITERS, BENCH_SECONDS, WARMUP_CALLS, WARMUP_SECONDS, helped
-from ..comparison.harness import DEFAULT_WARMUP
-from ..comparison.images import DEFAULT_COUNT, DEFAULT_DATA
-from ..comparison.registry import ALL_PRECISIONS, BUILTIN_RUNTIMES, TOOLKIT_RUNTIMES
-from ..comparison.runner import DEFAULT_BATCHES
 from .options import ThreadsOpt, writable_output
 
 
@@ -49,6 +49,7 @@ def bench(
     warmup: str = typer.Option(
         DEFAULT_WARMUP,
         "--warmup",
+        metavar="N",
         help=f"Warm-up calls per row: a count (10) or a duration (2s); calls {WARMUP_CALLS.help}, "
         f"seconds {WARMUP_SECONDS.help}.",
     ),
@@ -63,7 +64,7 @@ def bench(
         True, "--accuracy/--no-accuracy", help="Measure cosine, top-1 agreement, kNN."
     ),
     json_path: str | None = typer.Option(
-        None, "--json", help="Write the records as JSON to this file ('-': stdout)."
+        None, "--json", metavar="PATH", help="Write the records as JSON to this file ('-': stdout)."
     ),
     md_path: Path | None = typer.Option(None, "--md", help="Write a markdown table to this file."),
     plot_path: Path | None = typer.Option(None, "--plot", help="Write a latency-vs-batch PNG to this file."),
@@ -74,11 +75,11 @@ def bench(
     A runtime this machine lacks is listed with the reason.
     """
     from .. import console
-    from ..comparison.environment import busy_warning, collect_environment
-    from ..comparison.harness import TimingPlan
-    from ..comparison.images import check_count, load_bench_images
-    from ..comparison.runner import BenchSettings, run_bench
-    from ..comparison.target import resolve_target
+    from ..bench.environment import busy_warning, collect_environment
+    from ..bench.harness import TimingPlan
+    from ..bench.images import check_count, load_bench_images
+    from ..bench.runner import BenchSettings, run_bench
+    from ..bench.target import resolve_target
 
     started = time.perf_counter()
     settings = BenchSettings(
@@ -116,7 +117,7 @@ def bench(
 def _print_report(report, json_path: str | None, md_path: Path | None, plot_path: Path | None) -> None:
     """The table on the terminal (unless the JSON goes to stdout) and the files asked for."""
     from .. import console
-    from ..comparison.report import (
+    from ..bench.report import (
         footer_lines,
         note_lines,
         rich_table,
@@ -149,7 +150,7 @@ def _print_report(report, json_path: str | None, md_path: Path | None, plot_path
 def _summary(report, started: float) -> None:
     """How many rows ran, and the fastest one as the next command; an error when none ran."""
     from .. import console
-    from ..comparison.report import fastest
+    from ..bench.report import fastest
     from ..errors import InvedgeError
 
     ok = sum(r.status == "ok" for r in report.rows)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING
 
 import typer
 
-from ..bounds import BATCH, RAY_ACTORS, RAY_GPUS_PER_ACTOR, THREADS, helped
+from ..bounds import RAY_ACTORS, RAY_GPUS_PER_ACTOR, helped
 from ..embeddings.layout import DEFAULT_DTYPE, DTYPES
 from .options import BackendOpt, BatchOpt, JsonOpt, ModelArg, ThreadsOpt
+
+if TYPE_CHECKING:
+    from ..embeddings.corpus import EmbedOptions, EmbedResult
 
 
 def register(app: typer.Typer) -> None:
@@ -50,6 +54,7 @@ def embed(
         help="Run on Ray: 'auto' (the cluster RAY_ADDRESS names, else a local Ray on all cores and GPUs) "
         "or a cluster's address (HOST:6379, ray://HOST:10001). Images and model at the same paths on "
         "every node. Needs the [ray] extra.",
+        metavar="ADDRESS",
         show_default=False,
     ),
     ray_actors: int | None = typer.Option(
@@ -71,36 +76,41 @@ def embed(
 ) -> None:
     """Embed images into an embeddings folder; run it again to resume after an interruption."""
     from .. import console
-    from ..embeddings import MANIFEST, VECTORS, EmbeddingInterrupted, embed_images
-    from ..embeddings.corpus import embeddings_out
-    from ..errors import ConfigError, Interrupted
-    from ..files import human_size
+    from ..embeddings.corpus import EmbedOptions
 
-    if dtype not in DTYPES:
-        raise ConfigError(f"Invalid --dtype {dtype!r}. Only {', '.join(DTYPES)} are supported")
-    BATCH.check(batch)
-    THREADS.check(threads)
-    if overwrite and retry_failed:
-        raise ConfigError(
-            "--overwrite and --retry-failed contradict each other",
-            "Pass --overwrite to embed everything again, or --retry-failed to keep what is done",
-        )
-    if ray is None and (ray_actors is not None or ray_gpus_per_actor is not None):
-        raise ConfigError(
-            "--ray-actors and --ray-gpus-per-actor size a Ray run", "Add --ray auto (or a cluster's address)"
-        )
-    if ray is not None:
-        from ..embeddings.ray_embed import check_options
+    options = EmbedOptions(
+        model,
+        images,
+        out,
+        backend=backend,
+        batch=batch,
+        threads=threads,
+        precision=precision,
+        dtype=dtype,
+        overwrite=overwrite,
+        retry_failed=retry_failed,
+        ray=ray,
+        ray_actors=ray_actors,
+        ray_gpus_per_actor=ray_gpus_per_actor,
+    )
+    result = _embed_with_progress(options)
+    if json_out:
+        console.print_json(result.to_dict())
+    _report(options, result)
 
-        check_options(ray, ray_actors, ray_gpus_per_actor, batch, threads, backend)
-    out = embeddings_out(out)
-    on_ray = RayArgs(ray, ray_actors, ray_gpus_per_actor)
-    resume = resume_command(model, images, out, backend, precision, dtype, overwrite, retry_failed, on_ray)
+
+def _embed_with_progress(options: EmbedOptions) -> EmbedResult:
+    """`embeddings.job.embed_images` with a progress bar; Ctrl-C becomes the line that says how to resume."""
+    from .. import console
+    from ..embeddings.corpus import EmbeddingInterrupted
+    from ..embeddings.job import embed_images
+    from ..errors import Interrupted
+
     bar, task = console.progress(), None
 
     def started(embedder, found) -> None:  # embedder: a RayPlan with --ray
         nonlocal task
-        if ray is None:
+        if options.ray is None:
             report_backend(embedder)
             what = f"{embedder.info.name} ({Path(embedder.info.model_path).name})"
         else:
@@ -116,109 +126,81 @@ def embed(
         bar.update(task, completed=done)
 
     try:
-        run = embed_images(
-            model,
-            images,
-            out,
-            backend=backend,
-            batch_size=batch,
-            threads=threads,
-            precision=precision,
-            dtype=dtype,
-            overwrite=overwrite,
-            retry_failed=retry_failed,
-            on_start=started,
-            on_progress=advance,
-            ray=ray,
-            ray_actors=ray_actors,
-            ray_gpus_per_actor=ray_gpus_per_actor,
-        )
+        return embed_images(options, on_start=started, on_progress=advance)
     except EmbeddingInterrupted as exc:
         kept = f"{exc.saved:,} of {exc.total:,} images are embedded and saved in {exc.work / 'parts'}"
-        if overwrite and exc.work != exc.out:
-            kept += f" ({out} is unchanged until the new embeddings are complete)"
-        raise Interrupted(f"stopped by Ctrl-C; {kept}", f"Resume with: {resume}") from exc
+        if options.overwrite and exc.work != exc.out:
+            kept += f" ({options.out} is unchanged until the new embeddings are complete)"
+        raise Interrupted(f"stopped by Ctrl-C; {kept}", f"Resume with: {resume_command(options)}") from exc
     except KeyboardInterrupt as exc:
         raise Interrupted(
-            f"stopped by Ctrl-C before any image was embedded; {out} is unchanged",
-            f"Run again with: {resume}",
+            f"stopped by Ctrl-C before any image was embedded; {options.out} is unchanged",
+            f"Run again with: {resume_command(options)}",
         ) from exc
     finally:
         bar.stop()
-    manifest, seconds = run.manifest, run.seconds
+
+
+def _report(options: EmbedOptions, result: EmbedResult) -> None:
+    """The lines after an embed: images skipped, resumed, the summary and the next command."""
+    from .. import console
+    from ..embeddings.layout import MANIFEST, VECTORS
+    from ..files import human_size
+
+    manifest, seconds, out = result.manifest, result.seconds, result.out
     size = (out / VECTORS).stat().st_size + (out / MANIFEST).stat().st_size
     rate = (manifest["count"] + manifest["failed_count"] - manifest["resumed"]) / max(
         manifest["seconds"], 1e-9
     )
-    if json_out:
-        console.print_json(
-            manifest
-            | {
-                "path": str(out),
-                "total_seconds": round(seconds, 3),
-                "duplicates_skipped": len(run.images.duplicates),
-            }
-        )
     if manifest["failed_count"]:
         first = manifest["failed"][0]
         n = manifest["failed_count"]
-        retry = resume_command(model, images, out, backend, precision, dtype, False, True, on_ray)
+        retry = resume_command(replace(options, overwrite=False, retry_failed=True))
         console.warn(
             f"{n} unreadable image{'s' * (n != 1)} skipped (first: {first['reason']}). "
             f"Fix or replace {'them' if n != 1 else 'it'}, then add {'them' if n != 1 else 'it'} with: {retry}"
         )
     if manifest["resumed"]:
-        what = "kept from the finished folder" if retry_failed else "were already done"
+        what = "kept from the finished folder" if options.retry_failed else "were already done"
         console.info(f"resumed: {manifest['resumed']:,} images {what}")
-    if retry_failed and manifest["resumed"] == manifest["count"] and not manifest["failed_count"]:
+    if options.retry_failed and manifest["resumed"] == manifest["count"] and not manifest["failed_count"]:
         console.info(f"nothing to retry: every image given is already in {out}")
     console.success(
-        f"{manifest['count']:,} embeddings ({manifest['dim']}-d {dtype}) → {out} ({human_size(size)}) "
-        f"in {seconds:.1f} s ({rate:,.0f} img/s with {run.backend.name}{' on Ray' * (ray is not None)})"
+        f"{manifest['count']:,} embeddings ({manifest['dim']}-d {options.dtype}) → {out} ({human_size(size)}) "
+        f"in {seconds:.1f} s ({rate:,.0f} img/s with {result.backend.name}{' on Ray' * (options.ray is not None)})"
     )
     named = out if out.name not in ("", "..") else out.absolute().resolve()  # --out . has no name to reuse
     console.info(f"next: invedge index build {out} --out {named.with_suffix('.index')}")
 
 
-class RayArgs(NamedTuple):
-    """The --ray options of a run, for the command line that resumes it."""
-
-    address: str | None = None
-    actors: int | None = None
-    gpus_per_actor: float | None = None
-
-
-def resume_command(
-    model: Path,
-    images: list[Path],
-    out: Path,
-    backend: str,
-    precision: str | None,
-    dtype: str,
-    overwrite: bool,
-    retry_failed: bool,
-    ray: RayArgs = RayArgs(),
-) -> str:
+def resume_command(options: EmbedOptions) -> str:
     """The `invedge embed` command line that continues this run (what matters for resuming)."""
     import shlex
 
-    argv = ["invedge", "embed", str(model), *(str(i) for i in images), "--out", str(out)]
-    if backend != "auto":
-        argv += ["--backend", backend]
-    if precision:
-        argv += ["--precision", precision]
-    if dtype != DEFAULT_DTYPE:
-        argv += ["--dtype", dtype]
-    if overwrite:
+    argv = [
+        "invedge",
+        "embed",
+        str(options.model),
+        *(str(i) for i in options.images),
+        "--out",
+        str(options.out),
+    ]
+    if options.backend != "auto":
+        argv += ["--backend", options.backend]
+    if options.precision:
+        argv += ["--precision", options.precision]
+    if options.dtype != DEFAULT_DTYPE:
+        argv += ["--dtype", options.dtype]
+    if options.overwrite:
         argv.append("--overwrite")
-    if retry_failed:
+    if options.retry_failed:
         argv.append("--retry-failed")
-    if ray.address is not None:
-        argv += ["--ray", ray.address]
-        if ray.actors is not None:
-            argv += ["--ray-actors", str(ray.actors)]
-        if ray.gpus_per_actor is not None:
-            argv += ["--ray-gpus-per-actor", f"{ray.gpus_per_actor:g}"]
+    if options.ray is not None:
+        argv += ["--ray", options.ray]
+        if options.ray_actors is not None:
+            argv += ["--ray-actors", str(options.ray_actors)]
+        if options.ray_gpus_per_actor is not None:
+            argv += ["--ray-gpus-per-actor", f"{options.ray_gpus_per_actor:g}"]
     return shlex.join(argv)
 
 

@@ -36,9 +36,9 @@ def build_engine_command(
     from ..files import human_size
     from ..integrity import check_artifact
     from ..metadata import read_model_meta
-    from ..tensorrt import build_engine
-    from ..tensorrt.build import check_settings, engine_path_for
+    from ..tensorrt.build import build_engine, check_settings, engine_path_for
     from ..tensorrt.cache import TIMING_CACHE_NAME
+    from ..verify.engines import probe_plan_check
 
     existing(model, "model")
     if model.is_dir():
@@ -53,7 +53,7 @@ def build_engine_command(
     engine_path = out or engine_path_for(model)
     timing = timing_cache or engine_path.with_name(TIMING_CACHE_NAME)
     console.info(f"building a TensorRT engine from {model} (takes minutes on a Jetson)…")
-    info = build_engine(model, engine_path, *settings, timing, meta=meta)
+    info = build_engine(model, engine_path, *settings, timing, meta=meta, check=probe_plan_check(model, meta))
     if json_out:
         console.print_json(
             {"engine": str(info.engine_path), "sidecar": str(info.sidecar_path), **info.to_json()}

@@ -6,12 +6,16 @@ With `--store S --collection C` the gallery is a Milvus collection and every pos
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from ..bounds import EF_SEARCH, NPROBE, THREADS, K, helped
+from ..bounds import EF_SEARCH, NPROBE, K, helped
 from ..index.settings import DEFAULT_K
-from .options import BackendOpt, CollectionOpt, JsonOpt, StoreOpt, ThreadsOpt
+from .options import BackendOpt, CollectionOpt, JsonOpt, StoreOpt, ThreadsOpt, writable_output
+
+if TYPE_CHECKING:
+    from ..search.images import ImageSearch
 
 
 def register(app: typer.Typer) -> None:
@@ -46,28 +50,17 @@ def search(
 ) -> None:
     """Find the gallery items nearest to each query image (cosine similarity)."""
     from .. import console
-    from ..image_search import search_images
-    from ..milvus_store.address import gallery_flags
-    from .embed import report_backend
+    from ..search.images import SearchOptions, search_gallery
 
-    address = gallery_flags(store, collection)
-    if address is None and len(paths) < 2:
+    if store is None and collection is None and len(paths) < 2:
         ctx.fail("Missing argument 'QUERY...'.")
-    index_path, queries = (None, list(paths)) if address is not None else (paths[0], list(paths[1:]))
-    for bound, value in ((K, k), (THREADS, threads), (NPROBE, nprobe), (EF_SEARCH, ef_search)):
-        if value is not None:
-            bound.check(value)
-    if grid is not None:  # before any work: a grid that cannot be written fails now
-        from .options import writable_output
-
-        writable_output(grid, "--grid")
-
-    def started(embedder, found) -> None:
-        if (note := found.note()) is not None:
-            console.warn(note)
-        report_backend(embedder)
-
-    options = dict(
+    index, queries = (None, paths) if store is not None else (paths[0], paths[1:])
+    options = SearchOptions(
+        queries,
+        index=index,
+        store=store,
+        collection=collection,
+        k=k,
         model=model,
         backend=backend,
         threads=threads,
@@ -75,58 +68,43 @@ def search(
         nprobe=nprobe,
         ef_search=ef_search,
         grid=grid,
-        on_start=started,
     )
-    if address is not None:
-        from ..milvus_store import open_gallery
+    if grid is not None:  # before any work: a grid that cannot be written fails now
+        writable_output(grid, "--grid")
+    found = search_gallery(options, on_start=_started, on_warning=console.warn)
+    _print(found, json_out)
 
-        with open_gallery(address, collection) as gallery:
-            for line in gallery.stopped_writes():  # complete, but an add or remove of it stopped midway
-                console.warn(line)
-            found = search_images(gallery, queries, k, **options)
-            count = len(gallery)
-    else:
-        found = search_images(index_path, queries, k, **options)
-        count = len(found.index)
+
+def _started(embedder, images) -> None:
+    from .. import console
+    from .embed import report_backend
+
+    if (note := images.note()) is not None:
+        console.warn(note)
+    report_backend(embedder)
+
+
+def _print(found: ImageSearch, json_out: bool) -> None:
+    """The results (a table, or the JSON on stdout) and the lines around them on stderr."""
+    from .. import console
+
     if found.skipped:
         console.warn(f"{len(found.skipped)} unreadable query image(s) skipped: {found.skipped[0][1]}")
     if found.device_note:
         console.info(f"  {found.device_note}; searching on the CPU")
-    result, names = found.result, [_shown(path) for path in found.queries]
-    records = result.records(names)
     if json_out:
-        where = {"index": str(index_path) if index_path is not None else None}
-        if store is not None:
-            where |= {"store": address.shown, "collection": collection}
-        console.print_json(
-            where
-            | {
-                "k": k,
-                "searcher": result.searcher,
-                "backend": found.backend.name,
-                "results": records,
-                "skipped": [{"query": _shown(path), "reason": reason} for path, reason in found.skipped],
-                "warnings": list(result.notes),
-            }
-        )
+        console.print_json(found.to_dict())
     else:
-        console.out.print(_table(records))
-    for line in result.notes:
+        console.out.print(_table(found.records()))
+    for line in found.result.notes:
         console.warn(line)
     if found.grid is not None:
         console.success(f"wrote {found.grid}")
+    n = len(found.queries)
     console.info(
-        f"{len(names)} quer{'y' if len(names) == 1 else 'ies'} × top-{k} of {count:,} items "
-        f"({result.searcher}, embedded with {found.backend.name}) in {found.seconds:.2f} s"
+        f"{n} quer{'y' if n == 1 else 'ies'} × top-{found.k} of {found.count:,} items "
+        f"({found.result.searcher}, embedded with {found.backend.name}) in {found.seconds:.2f} s"
     )
-
-
-def _shown(path: Path) -> str:
-    """A path as the user would type it: relative to the working folder when under it."""
-    import os
-
-    relative = os.path.relpath(path)
-    return str(path) if relative.startswith("..") else relative
 
 
 def _table(records: list[dict]):

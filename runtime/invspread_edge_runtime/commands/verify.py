@@ -41,7 +41,7 @@ def verify(
     invedge verify runs/fmnist/export --engine model.int8.engine
     """
     from .. import console
-    from ..verify_export import require_all_pass, verify_export
+    from ..verify.export import require_all_pass, verify_export
 
     check = verify_export(export, backend, precision, engine, trust_engine=trust_engine)
     if json_out:

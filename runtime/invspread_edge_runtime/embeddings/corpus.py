@@ -1,4 +1,10 @@
-"""The corpus-embedding job: images → an embeddings folder, resumable, under the folder's lock."""
+"""The corpus-embedding job: images → an embeddings folder, resumable, under the folder's lock.
+
+What every embed shares, whichever loop turns images into vectors: its options (`EmbedOptions`)
+and result (`EmbedResult`), the claim of the output folder (`claimed_output`) and the writing
+around the loop (`write_embeddings`); and the loop in this process (`embed_in_process`). The loop
+on a Ray cluster is ray_embed.py's; job.py chooses between the two.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +12,19 @@ import contextlib
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import EmbeddingsError, NonFiniteError
-from ..files import pause_for_test, sha256_file
+from .. import hooks
+from ..bounds import BATCH, RAY_ACTORS, RAY_GPUS_PER_ACTOR, THREADS, check_bounds
+from ..errors import ConfigError, EmbeddingsError, EngineError, NonFiniteError
+from ..files import sha256_file
 from .folder import check_output, recover
-from .layout import DEFAULT_DTYPE, PART_SIZE, PARTS
+from .layout import DEFAULT_DTYPE, DTYPES, PART_SIZE, PARTS
 from .writer import EmbeddingWriter
 
 
@@ -51,7 +59,7 @@ def relative_id(path: Path, root: Path) -> str:
 
 
 @dataclass
-class Embedded:
+class LoopBatch:
     """One batch from an embedding loop: vectors for `ids` (in order), and the ids that could not
     be read, each with its reason ("unreadable image PATH: why")."""
 
@@ -62,15 +70,15 @@ class Embedded:
 
 # The one part that differs between a single process and a Ray cluster: pending (id, path) pairs
 # in, batches out (in the pending order, so that ids.json is the same whichever loop ran).
-EmbedLoop = Callable[[list[tuple[str, Path]]], Iterable[Embedded]]
+EmbedLoop = Callable[[list[tuple[str, Path]]], Iterable[LoopBatch]]
 
 
 def embedder_loop(embedder: Any) -> EmbedLoop:
     """The single-process loop: `embedder.embed_batches` (decoding a few batches ahead in threads)."""
 
-    def loop(pending: list[tuple[str, Path]]) -> Iterator[Embedded]:
+    def loop(pending: list[tuple[str, Path]]) -> Iterator[LoopBatch]:
         for batch in embedder.embed_batches([p for _, p in pending]):
-            yield Embedded(
+            yield LoopBatch(
                 [pending[i][0] for i in batch.positions],
                 batch.vectors,
                 [(pending[i][0], reason) for i, reason in batch.failures],
@@ -185,7 +193,7 @@ def write_embeddings(
                 done += _take(writer, batch, expected, seen)
                 if on_progress is not None:
                     on_progress(done, total)
-                pause_for_test("embed-batch")
+                hooks.reached("embed-batch")
             if len(seen) != len(expected):
                 writer.flush()  # keep what came back: the rerun embeds only the missing ones
                 missing = next(item for item, _ in pending if item not in seen)
@@ -211,7 +219,7 @@ def write_embeddings(
             raise EmbeddingInterrupted(Path(out), writer.work, writer.count, total) from exc
 
 
-def _take(writer: EmbeddingWriter, batch: Embedded, expected: set[str], seen: set[str]) -> int:
+def _take(writer: EmbeddingWriter, batch: LoopBatch, expected: set[str], seen: set[str]) -> int:
     """Write the batch's pending images not taken yet, once each; returns how many were new."""
     keep = [k for k, item in enumerate(batch.ids) if item in expected and item not in seen]
     ids = [batch.ids[k] for k in keep]
@@ -228,14 +236,83 @@ def _take(writer: EmbeddingWriter, batch: Embedded, expected: set[str], seen: se
     return len(ids) + failed
 
 
-@dataclass
-class EmbedRun:
-    """What `embed_images` did: the manifest it wrote, the backend and the images it was given."""
+@dataclass(frozen=True)
+class EmbedOptions:
+    """What one `invedge embed` is asked to do. A value the command refuses raises its one-line
+    ConfigError when the options are made, before any image is read or a model opened.
 
+    `batch`: images per inference call (None: the embedder's default). `ray`: run the embedding
+    loop on a Ray cluster ("auto" or an address: see ray_embed.py), sized by `ray_actors` and
+    `ray_gpus_per_actor`. `out` is kept as the writer needs it (`embeddings_out`).
+    """
+
+    model: Path
+    images: Sequence[Path]  # files and folders (kept as a tuple)
+    out: Path
+    backend: str = "auto"
+    batch: int | None = None
+    threads: int = 0
+    precision: str | None = None
+    dtype: str = DEFAULT_DTYPE
+    overwrite: bool = False
+    retry_failed: bool = False
+    ray: str | None = None
+    ray_actors: int | None = None
+    ray_gpus_per_actor: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"Invalid --dtype {self.dtype!r}. Only {', '.join(DTYPES)} are supported")
+        check_bounds({"batch": BATCH, "threads": THREADS}, vars(self))
+        if self.overwrite and self.retry_failed:
+            raise ConfigError(
+                "--overwrite and --retry-failed contradict each other",
+                "Pass --overwrite to embed everything again, or --retry-failed to keep what is done",
+            )
+        if self.ray is None and (self.ray_actors is not None or self.ray_gpus_per_actor is not None):
+            raise ConfigError(
+                "--ray-actors and --ray-gpus-per-actor size a Ray run",
+                "Add --ray auto (or a cluster's address)",
+            )
+        if self.ray is not None:
+            self._check_ray()
+        object.__setattr__(self, "model", Path(self.model))
+        object.__setattr__(self, "images", tuple(Path(image) for image in self.images))
+        object.__setattr__(self, "out", embeddings_out(self.out))
+
+    def _check_ray(self) -> None:
+        """The refusals of a Ray run that need no Ray (EngineError for the backend, as the embedder's)."""
+        from ..backends.select import BACKEND_CHOICES
+
+        if not self.ray or not self.ray.strip():
+            raise ConfigError(
+                "Invalid --ray ''", "Pass --ray auto, or the address of a Ray cluster (HOST:6379)"
+            )
+        # a fraction of a GPU shares it between actors
+        check_bounds({"ray_actors": RAY_ACTORS, "ray_gpus_per_actor": RAY_GPUS_PER_ACTOR}, vars(self))
+        if self.backend not in BACKEND_CHOICES:
+            raise EngineError(
+                f"Invalid backend {self.backend!r}. Only {', '.join(BACKEND_CHOICES)} are supported."
+            )
+
+
+@dataclass
+class EmbedResult:
+    """What an embed did: the folder, the manifest it wrote, the backend and the images it was given."""
+
+    out: Path
     manifest: dict[str, Any]
     backend: Any  # backends.base.BackendInfo
     images: Any  # embedder.ImageSources: paths, root, duplicates skipped
     seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """What `invedge embed --json` prints: the manifest, where it is, and the run's own figures."""
+        return self.manifest | {
+            "path": str(self.out),
+            "total_seconds": round(self.seconds, 3),
+            "duplicates_skipped": len(self.images.duplicates),
+        }
 
 
 def embeddings_out(out: str | os.PathLike[str]) -> Path:
@@ -249,10 +326,8 @@ def embeddings_out(out: str | os.PathLike[str]) -> Path:
 
 
 @contextlib.contextmanager
-def claimed_output(
-    out: str | os.PathLike[str], images: list[Path], overwrite: bool, retry_failed: bool
-) -> Iterator[tuple[Path, Any]]:
-    """(out, the images found) under the lock of `out`, after the refusals: every embed's prelude.
+def claimed_output(options: EmbedOptions) -> Iterator[Any]:
+    """The images found, under the lock of `options.out`, after the refusals: every embed's prelude.
 
     The cheap refusals of `out` come first, then the images are found, then the lock is taken
     (a second writer waits, then finds the first one's result and refuses) and `out` checked again.
@@ -260,68 +335,40 @@ def claimed_output(
     from ..embedder import find_images
     from ..locks import exclusive_lock
 
-    out = embeddings_out(out)
-    check_output(out, overwrite, retry_failed)  # before any work, and again under the lock
-    found = find_images(images)
+    out = options.out
+    check_output(out, options.overwrite, options.retry_failed)  # before any work, and again under the lock
+    found = find_images(options.images)
     with exclusive_lock(out, "embeddings folder"):
         recover(out)  # a swap cut short: finished or undone, or its leftover named, before any work
-        check_output(out, overwrite, retry_failed)
-        yield out, found
+        check_output(out, options.overwrite, options.retry_failed)
+        yield found
 
 
-def embed_images(
-    model: str | os.PathLike[str],
-    images: list[Path],
-    out: str | os.PathLike[str],
+def embed_in_process(
+    options: EmbedOptions,
     *,
-    backend: str = "auto",
-    batch_size: int | None = None,
-    threads: int = 0,
-    precision: str | None = None,
-    dtype: str = DEFAULT_DTYPE,
-    overwrite: bool = False,
-    retry_failed: bool = False,
     on_start: Callable[[Any, Any], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
-    ray: str | None = None,
-    ray_actors: int | None = None,
-    ray_gpus_per_actor: float | None = None,
-) -> EmbedRun:
-    """Embed image files and folders with `model` into the embeddings folder `out`: `invedge embed`.
+) -> EmbedResult:
+    """The embed in this process (job.embed_images chooses it, or Ray's).
 
     The refusals of `out` and the images come first (`claimed_output`), then the model opens under
     the lock. `on_start(embedder, images)` is called once the model is open, `on_progress(done,
     total)` after each batch. Ctrl-C raises `EmbeddingInterrupted` once what was embedded is saved.
-    `ray`: run the embedding loop on a Ray cluster instead ("auto" or an address: see
-    ray_embed.embed_images_ray, which then calls `on_start(plan, images)` with its `RayPlan`).
     """
-    if ray is not None:
-        from .ray_embed import embed_images_ray
-
-        return embed_images_ray(
-            model,
-            images,
-            out,
-            address=ray,
-            actors=ray_actors,
-            gpus_per_actor=ray_gpus_per_actor,
-            backend=backend,
-            batch_size=batch_size,
-            threads=threads,
-            precision=precision,
-            dtype=dtype,
-            overwrite=overwrite,
-            retry_failed=retry_failed,
-            on_start=on_start,
-            on_progress=on_progress,
-        )
     from ..embedder import Embedder
 
     started = time.perf_counter()
-    sizes = {} if batch_size is None else {"batch_size": batch_size}
+    sizes = {} if options.batch is None else {"batch_size": options.batch}
     with (
-        claimed_output(out, images, overwrite, retry_failed) as (out, found),
-        Embedder(model, backend=backend, threads=threads, precision=precision, **sizes) as embedder,
+        claimed_output(options) as found,
+        Embedder(
+            options.model,
+            backend=options.backend,
+            threads=options.threads,
+            precision=options.precision,
+            **sizes,
+        ) as embedder,
     ):
         if on_start is not None:
             on_start(embedder, found)
@@ -329,11 +376,11 @@ def embed_images(
             embedder,
             found.paths,
             found.root,
-            out,
-            dtype=dtype,
-            overwrite=overwrite,
-            retry_failed=retry_failed,
+            options.out,
+            dtype=options.dtype,
+            overwrite=options.overwrite,
+            retry_failed=options.retry_failed,
             on_progress=on_progress,
             lock=False,
         )
-    return EmbedRun(manifest, embedder.info, found, time.perf_counter() - started)
+    return EmbedResult(options.out, manifest, embedder.info, found, time.perf_counter() - started)

@@ -84,7 +84,7 @@ def finish(work: Path, out: Path, manifest: dict[str, Any]) -> None:
     atomic_write_json(work / MANIFEST, manifest)
     shutil.rmtree(work / PARTS, ignore_errors=True)
     if work != out:
-        replace_folder(work, out, aside_path(out), pause_at="embed-swap")
+        replace_folder(work, out, aside_path(out), hook_point="embed-swap")
 
 
 def recover(out: str | os.PathLike[str]) -> str | None:
@@ -103,7 +103,7 @@ def recover(out: str | os.PathLike[str]) -> str | None:
     if done is not None or aside.exists():
         return done
     if staged_done and out.is_dir():
-        replace_folder(staging, out, aside, pause_at="embed-swap")
+        replace_folder(staging, out, aside, hook_point="embed-swap")
         return "completed an interrupted swap"
     return None
 

@@ -1,6 +1,6 @@
 """`invedge embed --ray`: the embedding loop on a Ray cluster (Ray Data), everything else as without it.
 
-The driver (this process) does what a single-process embed does before and after the loop
+The driver (this process) does what an embed in one process does before and after the loop
 (`corpus.claimed_output`, `corpus.write_embeddings`: the checks, the lock, the writer and its parts,
 resume, the manifest); only the loop that turns pending images into vectors runs on Ray:
 
@@ -35,11 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from ..backends.select import BACKEND_CHOICES
-from ..bounds import BATCH, RAY_ACTORS, RAY_GPUS_PER_ACTOR, THREADS
-from ..errors import ConfigError, EngineError, MissingDependency
-from .corpus import Embedded, EmbedRun, claimed_output, write_embeddings
-from .layout import DEFAULT_DTYPE
+from .. import hooks
+from ..errors import ConfigError, MissingDependency
+from .corpus import EmbedOptions, EmbedResult, LoopBatch, claimed_output, write_embeddings
 
 INSTALL = "pip install 'invspread-edge-runtime[ray]'"
 # Input blocks (one decode task each) of this many batches: a Ray task costs milliseconds to
@@ -82,56 +80,44 @@ class RayPlan:
 
 
 def embed_images_ray(
-    model: str | os.PathLike[str],
-    images: list[Path],
-    out: str | os.PathLike[str],
+    options: EmbedOptions,
     *,
-    address: str = "auto",
-    actors: int | None = None,
-    gpus_per_actor: float | None = None,
-    backend: str = "auto",
-    batch_size: int | None = None,
-    threads: int = 0,
-    precision: str | None = None,
-    dtype: str = DEFAULT_DTYPE,
-    overwrite: bool = False,
-    retry_failed: bool = False,
     on_start: Callable[[Any, Any], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
-) -> EmbedRun:
-    """`corpus.embed_images` with its embedding loop on Ray: the same folder, ids and manifest.
+) -> EmbedResult:
+    """The embed with its loop on Ray (`options.ray`): the same folder, ids and manifest as in one process.
 
-    `address`: "auto" (the cluster RAY_ADDRESS names, else a Ray started here on all cores and
+    `options.ray`: "auto" (the cluster RAY_ADDRESS names, else a Ray started here on all cores and
     GPUs), or any address `ray.init` takes ("HOST:6379", "ray://HOST:10001"). A process already
-    connected to Ray (`ray.is_initialized()`) runs on that connection and keeps it. `actors`
-    (default: one per GPU, else one per node) and `gpus_per_actor` (default: 1 where the cluster
+    connected to Ray (`ray.is_initialized()`) runs on that connection and keeps it. `ray_actors`
+    (default: one per GPU, else one per node) and `ray_gpus_per_actor` (default: 1 where the cluster
     has GPUs, else 0) size the actor pool. `on_start(plan, images)` gets the `RayPlan`.
     """
     from ..backends.base import BackendInfo
     from ..backends.select import find_artifacts
     from ..embedder import DEFAULT_BATCH_SIZE
 
-    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
-    check_options(address, actors, gpus_per_actor, batch_size, threads, backend)
+    batch_size = DEFAULT_BATCH_SIZE if options.batch is None else options.batch
+    backend = options.backend
     ray = import_ray()
     started = time.perf_counter()
-    with claimed_output(out, images, overwrite, retry_failed) as (out, found):
-        artifacts = find_artifacts(model)  # the model is checked before Ray starts
-        with ray_session(ray, address) as (where, ours):
-            plan = make_plan(ray, where, ours, artifacts, backend, precision, actors, gpus_per_actor, threads)
+    with claimed_output(options) as found:
+        artifacts = find_artifacts(options.model)  # the model is checked before Ray starts
+        with ray_session(ray, options.ray) as (where, ours):
+            plan = make_plan(ray, where, ours, artifacts, options)
             if on_start is not None:
                 on_start(plan, found)
             manifest = write_embeddings(
-                ray_loop(ray, plan, batch_size, threads),
+                ray_loop(ray, plan, batch_size, options.threads),
                 plan.meta,
                 plan.model_path,
                 found.paths,
                 found.root,
-                out,
+                options.out,
                 backend=lambda: ",".join(sorted(plan.backends)) or backend,
-                dtype=dtype,
-                overwrite=overwrite,
-                retry_failed=retry_failed,
+                dtype=options.dtype,
+                overwrite=options.overwrite,
+                retry_failed=options.retry_failed,
                 on_progress=on_progress,
                 lock=False,
                 extra={"ray": {"actors": plan.actors, "gpus_per_actor": plan.gpus_per_actor}},
@@ -142,28 +128,7 @@ def embed_images_ray(
         precision=plan.meta.precision,
         model_path=str(plan.model_path),
     )
-    return EmbedRun(manifest, info, found, time.perf_counter() - started)
-
-
-def check_options(
-    address: str,
-    actors: int | None,
-    gpus_per_actor: float | None,
-    batch_size: int,
-    threads: int,
-    backend: str = "auto",
-) -> None:
-    """The refusals that need no Ray: ConfigError (EngineError for --backend), before anything starts."""
-    if not address or not address.strip():
-        raise ConfigError("Invalid --ray ''", "Pass --ray auto, or the address of a Ray cluster (HOST:6379)")
-    if actors is not None:
-        RAY_ACTORS.check(actors)
-    if gpus_per_actor is not None:
-        RAY_GPUS_PER_ACTOR.check(gpus_per_actor)  # a fraction shares a GPU between actors
-    BATCH.check(batch_size)
-    THREADS.check(threads)
-    if backend not in BACKEND_CHOICES:
-        raise EngineError(f"Invalid backend {backend!r}. Only {', '.join(BACKEND_CHOICES)} are supported.")
+    return EmbedResult(options.out, manifest, info, found, time.perf_counter() - started)
 
 
 START_TRIES = 2  # ray.init's tries when its raylet misses Ray's start-up wait
@@ -305,20 +270,11 @@ def quiet_ray_data() -> Iterator[None]:
             h.setLevel(level)
 
 
-def make_plan(
-    ray: Any,
-    where: str,
-    ours: bool,
-    artifacts: dict[str, Any],
-    backend: str,
-    precision: str | None,
-    actors: int | None,
-    gpus_per_actor: float | None,
-    threads: int,
-) -> RayPlan:
+def make_plan(ray: Any, where: str, ours: bool, artifacts: dict[str, Any], options: EmbedOptions) -> RayPlan:
     """Size the actor pool from the cluster's resources and choose the one model file to run."""
     from ..backends.select import pick_artifact
 
+    backend, actors, gpus_per_actor = options.backend, options.ray_actors, options.ray_gpus_per_actor
     resources = ray.cluster_resources()
     cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
     nodes = max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
@@ -331,7 +287,7 @@ def make_plan(
         )
     if actors is None:
         actors = max(1, int(gpus // gpus_per_actor)) if gpus_per_actor else nodes
-    cpus_per_actor = float(threads or 1)
+    cpus_per_actor = float(options.threads or 1)
     if actors * cpus_per_actor >= cpus:
         raise ConfigError(
             f"{actors} embedding actor{'s' * (actors != 1)} of {cpus_per_actor:g} CPU would take all "
@@ -341,7 +297,7 @@ def make_plan(
     # one file for every actor, chosen for where they run: the manifest names the file that made
     # every vector (backends.select's preference: int8-cpu on CPUs, fp16 for CUDA/TensorRT)
     target = backend if backend != "auto" else ("ort-cuda" if gpus_per_actor else "ort-cpu")
-    path, meta = pick_artifact(artifacts, target, precision)
+    path, meta = pick_artifact(artifacts, target, options.precision)
     return RayPlan(
         address=where,
         started=ours,
@@ -357,11 +313,11 @@ def make_plan(
     )
 
 
-def ray_loop(ray: Any, plan: RayPlan, batch_size: int, threads: int) -> Callable[..., Iterator[Embedded]]:
+def ray_loop(ray: Any, plan: RayPlan, batch_size: int, threads: int) -> Callable[..., Iterator[LoopBatch]]:
     """The `corpus.EmbedLoop` on Ray: the pipeline of the module docstring."""
     from . import ray_workers
 
-    def loop(pending: list[tuple[str, Path]]) -> Iterator[Embedded]:
+    def loop(pending: list[tuple[str, Path]]) -> Iterator[LoopBatch]:
         if not pending:
             return
         with warnings.catch_warnings():  # Ray's own: copying a context reads its deprecated fields
@@ -383,7 +339,7 @@ def ray_loop(ray: Any, plan: RayPlan, batch_size: int, threads: int) -> Callable
                 num_cpus=1,
                 memory=DECODE_MEMORY + batch_size * 3 * plan.meta.image_size**2,
             )
-            env = ray_workers.hook_env()
+            env = hooks.environment()
             data = data.map_batches(
                 ray_workers.EmbedActor,
                 fn_constructor_kwargs={
@@ -409,8 +365,8 @@ def block_count(rows: int, batch_size: int, cpus: float) -> int:
     return max(1, -(-batches // ROWS_PER_BLOCK_BATCHES), min(batches, int(2 * cpus)))
 
 
-def in_order(blocks: Any, pending: list[tuple[str, Path]], plan: RayPlan) -> Iterator[Embedded]:
-    """Rows → `Embedded` batches in pending order, each `pos` once (a retried batch's repeat is dropped).
+def in_order(blocks: Any, pending: list[tuple[str, Path]], plan: RayPlan) -> Iterator[LoopBatch]:
+    """Rows → `LoopBatch`es in pending order, each `pos` once (a retried batch's repeat is dropped).
 
     Rows that arrive ahead of a missing one wait for it; rows still waiting at the end (after an
     image that never came back) are given in order all the same: `write_embeddings` saves them
@@ -435,7 +391,7 @@ def in_order(blocks: Any, pending: list[tuple[str, Path]], plan: RayPlan) -> Ite
 
 def batch_of(
     positions: list[int], held: dict[int, tuple[np.ndarray, str]], pending: list[tuple[str, Path]], dim: int
-) -> Embedded:
+) -> LoopBatch:
     ids, vectors, failures = [], [], []
     for pos in positions:
         vector, reason = held.pop(pos)
@@ -445,4 +401,4 @@ def batch_of(
             ids.append(pending[pos][0])
             vectors.append(vector)
     stacked = np.stack(vectors).astype(np.float32, copy=False) if vectors else np.zeros((0, dim), np.float32)
-    return Embedded(ids, stacked, failures)
+    return LoopBatch(ids, stacked, failures)

@@ -13,16 +13,11 @@ it on the workers, from the same installed package as the driver's (every node n
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-# Test hook: an actor exits (os._exit(1), as a killed worker does) after this many batches, once
-# per run: the first to create the marker file (O_EXCL) dies, a restarted actor sees the file.
-KILL_AFTER_ENV, KILL_MARKER_ENV = "INVEDGE_TEST_RAY_KILL_AFTER", "INVEDGE_TEST_RAY_KILL_MARKER"
-TEST_ENV = (KILL_AFTER_ENV, KILL_MARKER_ENV)  # passed to the workers (runtime_env) when set
+from .. import hooks
 
 
 def decode_images(batch: dict[str, np.ndarray], image_size: int) -> dict[str, np.ndarray]:
@@ -55,7 +50,6 @@ class EmbedActor:
 
         self.embedder = Embedder(model_path, backend=backend, threads=threads, decode_workers=1)
         self.dim = self.embedder.meta.embedding_dim
-        self.batches = 0
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         reasons = batch["reason"]
@@ -63,26 +57,6 @@ class EmbedActor:
         vectors = np.zeros((len(reasons), self.dim), dtype=np.float32)
         if ok.any():
             vectors[ok] = self.embedder.embed_uint8(np.asarray(batch["pixels"])[ok])
-        self.batches += 1
-        die_for_test(self.batches)
+        hooks.reached("ray-batch")
         name = np.array([self.embedder.info.name] * len(reasons), dtype=object)
         return {"pos": batch["pos"], "vector": vectors, "reason": reasons, "backend": name}
-
-
-def die_for_test(batches: int) -> None:
-    """The kill hook (KILL_AFTER_ENV): exit like a killed worker, the batch done but not returned."""
-    after = os.environ.get(KILL_AFTER_ENV)
-    if not after or batches < int(after):
-        return
-    marker = os.environ.get(KILL_MARKER_ENV)
-    if marker:
-        try:
-            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
-            return  # this run's one kill happened already
-    os._exit(1)
-
-
-def hook_env() -> dict[str, Any]:
-    """The test hooks' variables set here, for the workers' runtime_env (empty when none is set)."""
-    return {name: os.environ[name] for name in TEST_ENV if os.environ.get(name)}

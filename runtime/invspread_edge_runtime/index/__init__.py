@@ -8,40 +8,17 @@ Kinds:
   measured when they are built and stored with them.
 
 One job per module:
-- `gallery.py`: `Index`, the one object callers hold (build, load, save, add, remove, search);
-- `items.py`: the gallery's vectors, ids, image files and space, and the checks of queries and changes;
+- `gallery.py`: `Index`, the one object callers hold (build, load, save, add, remove, search), and
+  `changing` (lock, re-read, change, save: the one way to change an index file);
+- `items.py`: the gallery's vectors, ids, image files and space, kept by the gallery rules (the
+  root gallery.py);
 - `dispatch.py`: which engine answers, and keeping every engine in step with the changes;
 - `build.py`: building a new index, measuring its recall@10 and tuning it;
 - `engine.py`: the interface every engine implements, and how a remote store (Milvus) plugs in;
 - `topk.py` (numpy), `faiss_engines.py` (faiss flat, ivf, hnsw and their tuning), `search_graph.py`
   (ONNX on a GPU): the engines;
 - `index_file.py`: the file format (checksummed, atomic) and the writers' lock (`writing`);
-- `result.py`: `SearchResult`; `settings.py`: kinds and defaults (numpy-free, for the CLI).
+- `result.py`: `SearchResult`; `settings.py`: kinds and defaults (numpy-free, for the CLI);
+- `manage.py`: `invedge index build|add|remove|info` as library calls, options in and results out,
+  for an index file or a Milvus collection.
 """
-
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-from ..lazy import lazy_getattr
-from .settings import KINDS, RECALL_QUERIES
-
-__all__ = ["FORMAT", "KINDS", "MAGIC", "RECALL_QUERIES", "Index", "SearchEngine", "SearchResult", "writing"]
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .engine import SearchEngine
-    from .gallery import Index
-    from .index_file import FORMAT, MAGIC, writing
-    from .result import SearchResult
-
-__getattr__ = lazy_getattr(
-    __name__,
-    {
-        "Index": ".gallery",
-        "SearchResult": ".result",
-        "SearchEngine": ".engine",
-        "FORMAT": ".index_file",
-        "MAGIC": ".index_file",
-        "writing": ".index_file",
-    },
-)

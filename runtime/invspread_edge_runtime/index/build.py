@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import IndexFileError
+from ..gallery import as_matrix, check_unique, copy_locations
 from .faiss_engines import FaissAnn
-from .items import as_matrix, check_unique, copy_locations
 from .settings import EF_CONSTRUCTION, EF_SEARCH, HNSW_M, KINDS, RECALL_QUERIES, TARGET_RECALL
 
 if TYPE_CHECKING:  # pragma: no cover

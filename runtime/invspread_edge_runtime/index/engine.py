@@ -8,14 +8,13 @@ never decides what the gallery holds. Engines here: `topk.NumpyExact`, `faiss_en
 `faiss_engines.FaissAnn` (ivf / hnsw, with its tuning) and `search_graph.OnnxExact` (exact on a
 GPU through ONNX Runtime); `dispatch.Engines` chooses which one answers.
 
-A remote store was planned here as a sixth engine; what issue 15 built instead is
-`milvus_store.MilvusGallery`: a Milvus collection is a gallery whose only holder is Milvus (a
-100M-image gallery cannot be copied into the process, and this interface hands engines the
-gallery's vectors), so it is not an engine of `Index` but a gallery of its own with the surface
-the CLI and `invedge serve` use of `Index` (len, kind, params, info, search, check_space, add,
-remove, location), the same checks and messages (items.py's functions), searched on Milvus' own
-servers. Its settings and embedding space live in the collection's properties, not in an index
-file; adds are upserts (idempotent), in batches with retries. See docs/milvus.md.
+A remote store is not one of these engines: `milvus_store.MilvusGallery` is a Milvus collection
+as a gallery whose only holder is Milvus (a 100M-image gallery cannot be copied into the process,
+and this interface hands engines the gallery's vectors), so it is not an engine of `Index` but a
+gallery of its own: both are the root gallery.py's `Gallery` (len, kind, params, info, search,
+check_space, add, remove, location), with the same rules and messages, the Milvus one searched on
+Milvus' own servers. Its settings and embedding space live in the collection's properties, not in
+an index file; adds are upserts (idempotent), in batches with retries. See docs/milvus.md.
 """
 
 from __future__ import annotations

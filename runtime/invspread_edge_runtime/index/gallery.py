@@ -1,20 +1,27 @@
-"""The gallery: `Index`, the one object callers hold (build, load, save, add, remove, search).
+"""The gallery in an index file: `Index`, the one object callers hold (build, load, save, add, remove,
+search), and `changing`, the one way to change an index file (lock, re-read, change, save).
 
-`Index` joins three jobs, each in its own module: the items and every check a caller can fail
-(items.py), which engine answers and keeping the engines in step (dispatch.py), and building and
-tuning a new index (build.py). The file format is index_file.py's. The vectors are always kept, so
-adding and removing items never loses anything and an approximate index can be rebuilt or
-searched exactly.
+`Index` is a `Gallery` (the root gallery.py: the interface and its rules) joining three jobs, each in
+its own module: the items and the rules they keep (items.py), which engine answers and keeping the
+engines in step (dispatch.py), and building and tuning a new index (build.py). The file format is
+index_file.py's. The vectors are always kept, so adding and removing items never loses anything
+and an approximate index can be rebuilt or searched exactly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import gallery as rules
 from ..errors import IndexFileError
+from ..gallery import IN_MEMORY, Gallery, Where
 from . import build as building
 from . import faiss_engines, index_file
 from .dispatch import Engines
@@ -23,8 +30,10 @@ from .result import SearchResult
 from .settings import DEFAULT_K, RECALL_QUERIES
 
 
-class Index:
+class Index(Gallery):
     """Build with `Index.build` or `Index.from_embeddings`, search with `search`, persist with `save`."""
+
+    format = index_file.FORMAT
 
     def __init__(
         self,
@@ -43,6 +52,7 @@ class Index:
         self.recall_at_10 = recall_at_10
         self.threads = threads
         self.engines = Engines(kind, params or {}, threads)
+        self.path: Path | None = None  # the index file it was read from (`load`)
 
     # Index.build(vectors, ids, space, kind="flat", *, locations, model, nlist, nprobe, m, ef_search,
     # ef_construction, target_recall, threads, seed): check, build, measure and tune (build.py)
@@ -91,17 +101,23 @@ class Index:
         return self.items.dim
 
     @property
-    def space_id(self) -> str:
-        return self.items.space_id
-
-    @property
     def params(self) -> dict[str, Any]:
         """The kind's settings as stored (IVF: nlist, nprobe, seed; HNSW: m, ef_search, ef_construction)."""
         return self.engines.params
 
-    def check_space(self, space_id: str | None, adding: str | None = None, model: str | None = None) -> None:
-        """Refuse vectors of another embedding space (`Items.check_space`)."""
-        self.items.check_space(space_id, adding, model)
+    def where(self) -> Where:
+        """The index file it was read from (in memory when built here and not read)."""
+        return Where(str(self.path), str(self.path)) if self.path is not None else IN_MEMORY
+
+    def contains(self, ids: list[str]) -> set[str]:
+        return set(ids).intersection(self.ids)
+
+    def location(self, item_id: str) -> str | None:
+        try:
+            row = self.ids.index(item_id)
+        except ValueError:
+            return None
+        return self.locations[row] or None
 
     # --- search (dispatch.py) -------------------------------------------------------------------
 
@@ -109,7 +125,9 @@ class Index:
         self, queries: np.ndarray, k: int = DEFAULT_K, space_id: str | None = None, exact: bool = False
     ) -> SearchResult:
         """Top-k gallery items for each query row; `space_id` (ModelMeta.space_id) is checked."""
-        queries = self.items.check_queries(queries, k, space_id)
+        self.check_space(space_id)
+        queries = rules.check_queries(queries, self.dim)
+        rules.check_k(k, len(self))
         engine = self.engines.pick(self.items, exact)
         scores, rows = engine.search(queries, k)
         result = SearchResult(scores, rows, self.ids, self.locations, engine.name)
@@ -142,10 +160,12 @@ class Index:
         space_id: str | None = None,
         locations: list[str] | None = None,
         source: str = "the new items",
-    ) -> None:
+    ) -> int:
         """Append items (their space must be the gallery's; ids must be new). `source`: for errors."""
-        start = self.items.append(vectors, ids, space_id, locations, source)
+        self.check_space(space_id, adding=source)
+        start = self.items.append(vectors, ids, locations, source)
         self.engines.added(self.items, start)
+        return len(self) - start
 
     def remove(self, ids: list[str]) -> int:
         """Remove items by id; unknown ids are an error (nothing is removed then). Returns the count."""
@@ -154,18 +174,6 @@ class Index:
         return len(removed)
 
     # --- persistence (index_file.py) ------------------------------------------------------------
-
-    def info(self) -> dict[str, Any]:
-        return {
-            "format": index_file.FORMAT,
-            "kind": self.kind,
-            "count": len(self),
-            "dim": self.dim,
-            "space": self.space,
-            "model": self.model,
-            "params": self.params,
-            "recall_at_10": self.recall_at_10,
-        }
 
     def save(self, path: str | os.PathLike[str]) -> int:
         """Write atomically; returns the file size in bytes."""
@@ -188,6 +196,7 @@ class Index:
             recall_at_10=header.get("recall_at_10"),
             threads=threads,
         )
+        index.path = Path(path)
         if "faiss" in header["sections"] and faiss_engines.faiss_module() is not None:
             try:
                 index.engines.restore(stored.faiss() or b"", len(index), index.dim)
@@ -197,6 +206,38 @@ class Index:
                     index_file.REBUILD,
                 ) from exc
         return index
+
+
+@dataclass
+class Change:
+    """One change of an index file: its gallery as read under the lock, and the size it was saved at."""
+
+    index: Index
+    size_bytes: int = 0  # of the file written (0 until it is)
+
+
+@contextlib.contextmanager
+def changing(
+    path: str | os.PathLike[str],
+    timeout: float | None = None,
+    load: Callable[[Path], Index] | None = None,
+    saved: Callable[[Index], None] | None = None,
+) -> Iterator[Change]:
+    """Lock, re-read, change, save: the gallery of index file `path`, read under the file's lock for
+    one change (the block changes `.index`), then written atomically with the lock still held, so
+    that no other writer's change in between is lost; `.size_bytes` is then the file's size. Nothing
+    is written when the block raises.
+
+    `timeout`: the longest wait for the lock (then LockedError naming its holder). `load`: how to
+    read the file (default `Index.load`). `saved(index)`: called once it is written, the lock still
+    held (to serve what was written).
+    """
+    with index_file.writing(path, timeout=timeout) as locked:
+        change = Change(load(locked) if load is not None else Index.load(locked))
+        yield change
+        change.size_bytes = change.index.save(locked)
+        if saved is not None:
+            saved(change.index)
 
 
 def _first_line(exc: BaseException) -> str:

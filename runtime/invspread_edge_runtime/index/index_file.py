@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
+from .. import hooks
 from ..errors import IndexFileError, InvedgeError
-from ..files import atomic_path, check_regular, pause_for_test, remove_leftovers
+from ..files import atomic_path, check_regular, remove_leftovers
 from ..locks import exclusive_lock
+from ..version import __version__
 from .settings import KINDS
 
 FORMAT = "invspread-edge-index/1"
@@ -86,7 +87,7 @@ def write_index(
             digest.update(chunk)
             if number == 3:
                 fh.flush()
-                pause_for_test("index-save")  # a kill here: a half-written temporary file
+                hooks.reached("index-save")  # a kill here: a half-written temporary file
         fh.write(digest.digest())
     return Path(path).stat().st_size
 

@@ -1,8 +1,8 @@
 """Galleries in Milvus: a collection that Milvus alone holds, searched on Milvus' own servers.
 
 A 100M-image gallery cannot be copied into one process, so a Milvus collection is not an engine of
-`index.Index` (which keeps every vector): `MilvusGallery` offers the surface the CLI and
-`invedge serve` use of `Index`, with the same checks and messages (index/items.py's functions).
+`index.Index` (which keeps every vector): `MilvusGallery` is a `Gallery` as `Index` is (the root
+gallery.py: the interface, and the rules with their messages).
 One code path serves Milvus Lite (`--store milvus:FILE.db`, the real engine in this process) and a
 Milvus server (`--store milvus://HOST:PORT`). pymilvus is optional (the `[milvus]` extra) and
 imported only here, lazily.
@@ -16,20 +16,3 @@ One job per module:
   the temporaries a stopped --overwrite left), and the alive rule for a writer;
 - `gallery.py`: `MilvusGallery`, `open_gallery`; `build.py`: `build_gallery` (and --overwrite).
 """
-
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-from ..lazy import lazy_getattr
-from .address import StoreAddress, parse_store
-
-__all__ = ["MilvusGallery", "StoreAddress", "build_gallery", "open_gallery", "parse_store"]
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .build import build_gallery
-    from .gallery import MilvusGallery, open_gallery
-
-__getattr__ = lazy_getattr(
-    __name__, {"MilvusGallery": ".gallery", "open_gallery": ".gallery", "build_gallery": ".build"}
-)

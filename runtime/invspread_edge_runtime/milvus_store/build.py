@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from .. import hooks
 from ..errors import IndexFileError, LockedError
-from ..files import pause_for_test
+from ..gallery import as_matrix, check_unique
 from ..index.faiss_engines import FaissAnn
-from ..index.items import as_matrix, check_unique
 from ..index.settings import EF_CONSTRUCTION, HNSW_M, KINDS
 from . import collection as schema
 from . import state as records
@@ -274,7 +274,7 @@ def _swap(client: Any, store: StoreAddress, new: str, collection: str, writer: r
         with contextlib.suppress(Exception):  # still the complete collection: no stale marks on it
             records.drop_properties(client, collection, list(marks))
         raise
-    pause_for_test("milvus-swap")
+    hooks.reached("milvus-swap")
     try:
         _rename(client, store, new, collection)
     except BaseException:

@@ -1,9 +1,9 @@
-"""`MilvusGallery`: a gallery whose only holder is a Milvus collection, with the surface of `index.Index`.
+"""`MilvusGallery`: a `Gallery` (the root gallery.py) whose only holder is a Milvus collection.
 
-What the CLI and `invedge serve` use of `Index` (len, kind, params, space, model, info, search,
-check_space, add, remove, location) with the same checks and messages (index/items.py). Unlike
-the file index, `add` upserts: an id already held is replaced, not refused, so re-adding the same
-embeddings (a rerun after a dropped connection) is idempotent. Reads are Strong: an add and then a
+The interface and the rules of `index.gallery.Index` (the same checks and messages: the root
+gallery.py's functions), plus where it lives and the state of its writes. Unlike the file index,
+`add` upserts: an id already held is replaced, not refused, so re-adding the same embeddings (a
+rerun after a dropped connection) is idempotent. Reads are Strong: an add and then a
 search sees it. Nothing of the gallery is kept in this process but its properties.
 
 Only a complete collection is opened for use (state.py: a build that stopped midway leaves an
@@ -22,16 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from .. import gallery as rules
+from .. import hooks
 from ..errors import IndexFileError
-from ..files import pause_for_test
-from ..index.items import (
-    check_new_items,
-    check_query_matrix,
-    check_space,
-    copy_locations,
-    locations_held,
-    missing_ids,
-)
+from ..gallery import Gallery, Where
 from ..index.result import SearchResult
 from ..index.settings import DEFAULT_K
 from . import collection as schema
@@ -48,8 +42,10 @@ PARTIAL_WRITE = ("not fully written", "No data left in file", "read error in")
 BUILD_TIMEOUT_S = 3600.0  # a load that builds the index (after a build or an add) may take this long
 
 
-class MilvusGallery:
+class MilvusGallery(Gallery):
     """A collection made by invedge; open with `open_gallery`, make with `build_gallery`."""
+
+    format = schema.FORMAT
 
     def __init__(
         self,
@@ -61,7 +57,7 @@ class MilvusGallery:
         state: records.State | None = None,
     ) -> None:
         self.client, self.store, self.collection = client, store, collection
-        self.meta, self._dim = meta, dim
+        self.meta, self.dim = meta, dim  # the collection's properties: kind, params, space, model, recall
         self.state = state or records.State()  # as read when opened (or as the build left it)
         self.notes: list[str] = []  # what a build tidied first (a stale temporary removed, a swap finished)
 
@@ -100,14 +96,6 @@ class MilvusGallery:
         return self.meta.space
 
     @property
-    def space_id(self) -> str:
-        return self.meta.space_id
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    @property
     def model(self) -> dict[str, Any]:
         return self.meta.model
 
@@ -115,25 +103,28 @@ class MilvusGallery:
     def recall_at_10(self) -> float | None:
         return self.meta.recall_at_10
 
+    def where(self) -> Where:
+        """The collection in its store (as shown: never a token)."""
+        shown, collection = self.store.shown, self.collection
+        return Where(
+            f"{collection} in {shown}",
+            f"--store {shown} --collection {collection}",
+            {"store": shown, "collection": collection},
+        )
+
     def info(self) -> dict[str, Any]:
-        """`Index.info()`'s keys, plus where the gallery lives, whether its build finished, and the
+        """`Gallery.info()`, plus where the gallery lives, whether its build finished, and the
         writes into it that stopped midway (each with the command that finishes it)."""
-        count = len(self)
-        return {
-            "format": schema.FORMAT,
-            "kind": self.kind,
-            "count": count,
-            "dim": self.dim,
-            "space": self.space,
-            "model": self.model,
-            "params": self.params,
-            "recall_at_10": self.recall_at_10,
-            "store": self.store.shown,
-            "collection": self.collection,
-            "complete": self.state.complete,
-            "status": records.status(self.state, self.store, self.collection, count),
-            "stopped_writes": self.stopped_writes(),
-        }
+        facts = super().info()
+        return (
+            facts
+            | self.where().facts
+            | {
+                "complete": self.state.complete,
+                "status": records.status(self.state, self.store, self.collection, facts["count"]),
+                "stopped_writes": self.stopped_writes(),
+            }
+        )
 
     def check_complete(self) -> None:
         """Refuse a collection whose build has not finished (or a temporary), with the next step."""
@@ -151,10 +142,6 @@ class MilvusGallery:
             self.client, self.store, self.collection, lambda name: _description(self.client, self.store, name)
         )
         return [records.leftover(name, state, self.store, self.collection) for name, state in found]
-
-    def check_space(self, space_id: str | None, adding: str | None = None, model: str | None = None) -> None:
-        """Refuse vectors of another embedding space (the file index's check and words)."""
-        check_space(self.space_id, self.model, space_id, adding, model)
 
     def contains(self, ids: list[str]) -> set[str]:
         """Those of `ids` the collection holds."""
@@ -193,10 +180,12 @@ class MilvusGallery:
     def search(
         self, queries: np.ndarray, k: int = DEFAULT_K, space_id: str | None = None, exact: bool = False
     ) -> SearchResult:
-        """Top-k items for each query row, answered by Milvus; the same checks as `Index.search`."""
+        """Top-k items for each query row, answered by Milvus; the same rules as `Index.search`
+        (space and dimension before any call to Milvus)."""
         self.check_space(space_id)
+        queries = rules.check_queries(queries, self.dim)
         count = len(self)
-        queries = check_query_matrix(queries, k, self.dim, count)
+        rules.check_k(k, count)
         params = schema.search_params(self.kind, self.params, k, exact, count)
         hits = self._call(
             "search",
@@ -218,9 +207,9 @@ class MilvusGallery:
     def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
         """Trade speed for recall in this process's searches (the stored params stay)."""
         if nprobe is not None and self.kind == "ivf":
-            self.meta.params["nprobe"] = int(nprobe)
+            self.params["nprobe"] = int(nprobe)
         if ef_search is not None and self.kind == "hnsw":
-            self.meta.params["ef_search"] = int(ef_search)
+            self.params["ef_search"] = int(ef_search)
 
     def follow_backend(self, info: Any) -> str | None:
         """Never moves: Milvus searches on its own servers."""
@@ -250,15 +239,20 @@ class MilvusGallery:
         source: str = "the new items",
         on_progress: Callable[[int, int], None] | None = None,
         recorded: bool = False,
+        upsert: bool = True,
     ) -> int:
         """Upsert items in batches (an id held is replaced, not refused); returns how many were new.
 
         `recorded` (the CLI's adds of a folder `source`): a record while it writes, so that a kill
-        leaves a trace `index info` shows, which the rerun of the same add clears."""
+        leaves a trace `index info` shows, which the rerun of the same add clears. `upsert=False`:
+        an id held is refused (DuplicateIdsError), as the file index does, once space and dimension
+        are checked (those need no call to Milvus)."""
         self.check_space(space_id, adding=source)
         ids = list(ids)
-        vectors = check_new_items(vectors, ids, self.dim, source)
-        locations = copy_locations(locations, ids)
+        vectors = rules.check_new_items(vectors, ids, self.dim, source)
+        if not upsert:
+            rules.check_not_held(ids, self.contains(ids), source)
+        locations = rules.copy_locations(locations, ids)
         schema.check_fits(ids, locations)
         self._check_new_locations(ids, locations, source)
         folder = os.path.abspath(source) if recorded else source  # the same add from any folder is known
@@ -289,7 +283,7 @@ class MilvusGallery:
             w.doing == "remove" and w.ids_sha256 == digest for w in self.state.stopped(self.store)
         )
         if missing and not finishing:
-            raise missing_ids(missing)
+            raise rules.unknown_ids(missing)
         present = [item for item in wanted if item not in missing]
         with self._recording(recorded, "remove", total=len(wanted), ids_sha256=digest):
             for part in batches(len(present)):
@@ -297,7 +291,7 @@ class MilvusGallery:
                 self._call(
                     "remove items", lambda t, c=chunk: self.client.delete(self.collection, ids=c, timeout=t)
                 )
-                pause_for_test("milvus-remove")
+                hooks.reached("milvus-remove")
         if recorded:
             self._drop_stopped(lambda w: w.doing == "remove" and w.ids_sha256 == digest)
         return len(present)
@@ -333,7 +327,7 @@ class MilvusGallery:
                 (wanted[row["location"]], row["id"]) for row in rows if wanted[row["location"]] != row["id"]
             ]
         if again:
-            raise locations_held(again, source)
+            raise rules.locations_held(again, source)
 
     def _call(self, what: str, call: Callable[[float], Any]) -> Any:
         """One Milvus call with the call timeout; its failure as one line naming the store."""

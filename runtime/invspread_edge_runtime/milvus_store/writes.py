@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from .. import hooks
 from ..errors import InvedgeError
-from ..files import pause_for_test
 from .address import StoreAddress
 from .connect import call_timeout, failed, is_connection, is_input_error
 
@@ -96,7 +96,7 @@ def upsert(
         written += len(rows)
         if on_progress is not None:
             on_progress(written, total)
-        pause_for_test("milvus-batch")
+        hooks.reached("milvus-batch")
     return new
 
 

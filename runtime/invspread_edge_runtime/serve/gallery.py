@@ -1,8 +1,8 @@
 """The served gallery: searched in memory, changed on disk under the CLI's lock, never losing an update.
 
 Searches use the in-memory `Index`, reloaded when the file on disk is another one (its stat
-identity changed: `invedge index add` replaced it). Adds and deletes take `index_file.writing`
-(the lock `invedge index add/remove` take), reload the file, change it, save it atomically and
+identity changed: `invedge index add` replaced it). Adds and deletes go through
+`index.gallery.changing` (lock, re-read, change, save: as `invedge index add/remove` do) and then
 swap the in-memory reference: copy-on-write, so a search in flight keeps the object it started
 with and a concurrent CLI writer's items are never overwritten. This process's own adds and deletes
 go one at a time (a thread lock) before taking the file's lock, so that lock only ever waits for
@@ -13,14 +13,16 @@ fault, not a crash: searches go on with the last good copy, `ready()` (/readyz) 
 the reason, and adds and deletes are refused (503): a change is written over the file on disk only
 after reading that file, never from the stale copy over a damaged one (the damaged file stays for
 whoever looks into it). The log says it once; the next good file (a new stamp) ends the fault.
+
+The gallery's rules (empty, k, space, dimension, ids) are `Index`'s; their statuses, serve/errors.py's.
+It is a `ServedGallery` (serve/service.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,11 +30,12 @@ from typing import Any
 import numpy as np
 
 from .. import console
-from ..errors import IndexFileError, InvedgeError, LockedError
-from ..index import Index, index_file
+from ..errors import IndexFileError, InvedgeError, LockedError, WriteError
+from ..index import index_file
+from ..index.gallery import Index, changing
 from ..index.result import SearchResult
 from ..locks import default_timeout
-from .errors import ServeError
+from .errors import ServeError, gallery_rules
 
 Stamp = tuple[int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns
 WRITE_WAIT_S = 10.0  # longest an add or delete waits for another process writing the file
@@ -96,72 +99,52 @@ class LiveGallery:
     def search(self, queries: np.ndarray, k: int, space_id: str | None) -> tuple[Index, SearchResult]:
         """Top-k for each query row, and the index that answered (for its ids and locations)."""
         index = self.current()
-        check_vectors(index, queries, space_id)
-        check_k(len(index), k, "'invedge index add'")
-        return index, index.search(queries, k, space_id=space_id)
+        with gallery_rules():
+            return index, index.search(queries, k, space_id=space_id)
 
     def add(self, item_id: str, vector: np.ndarray, space_id: str, location: str = "") -> int:
-        """Add one item and write the file; 409 when the id is taken. Returns the new gallery size."""
-        with self._changing() as index:
-            if item_id in set(index.ids):
-                raise ServeError(
-                    409, f"id {item_id!r} is already in the gallery", "Choose another id, or DELETE it first"
-                )
-            check_vectors(index, vector[None, :], space_id)
-            index.add(
+        """Add one item and write the file: 409/422 for a vector of another space/dimension, then 409
+        when the id is taken (`Index.add`'s order). Returns the new gallery size."""
+        return self._change(
+            lambda index: index.add(
                 vector[None, :], [item_id], space_id=space_id, locations=[location], source="the upload"
             )
-            self._save(index)
-        return len(index)
+        )
 
     def remove(self, item_id: str) -> int:
         """Delete one item and write the file; 404 when no item has that id. Returns the new size."""
-        with self._changing() as index:
-            if item_id not in set(index.ids):
-                raise ServeError(
-                    404, f"no gallery item has the id {item_id!r}", "See the ids in the search results"
-                )
-            index.remove([item_id])
-            self._save(index)
-        return len(index)
+        return self._change(lambda index: index.remove([item_id]))
 
     def location(self, item_id: str) -> str | None:
         """The location the index records for `item_id` (None: unknown id or none recorded); data,
         not a file to serve: files.ImageRoots decides that."""
-        index = self.current()
-        try:
-            row = index.ids.index(item_id)
-        except ValueError:
-            return None
-        return index.locations[row] or None
+        return self.current().location(item_id)
 
-    @contextlib.contextmanager
-    def _changing(self) -> Iterator[Index]:
-        """The file's gallery, read under the file's lock, for one change; 503 when another process
-        holds the lock past WRITE_WAIT_S, or when the file cannot be read (nothing is written then)."""
-        with self._writing, contextlib.ExitStack() as held:
+    def _change(self, change: Callable[[Index], object]) -> int:
+        """One change of the file's gallery (`changing`: read under the file's lock, written, then
+        served); the new size. A broken rule is its status; 503 when another process holds the lock
+        past WRITE_WAIT_S, when the file cannot be read or written (nothing is written then)."""
+        with self._writing:  # this process's changes one at a time: the file's lock waits for others only
             try:
-                held.enter_context(
-                    index_file.writing(self.path, timeout=min(WRITE_WAIT_S, default_timeout()))
-                )
-            except InvedgeError as exc:  # LockedError names the holder; or the lock file cannot be made
+                timeout = min(WRITE_WAIT_S, default_timeout())
+                with (
+                    changing(self.path, timeout, self._load_for_change, self._publish) as changed,
+                    gallery_rules(),
+                ):
+                    change(changed.index)
+            except (LockedError, WriteError) as exc:  # the lock's holder; a lock file or save not written
                 raise not_changed(exc) from exc
-            stamp = _stamp(self.path)
-            try:
-                index = self._load_again()
-            except InvedgeError as exc:
-                with self._swap:
-                    self._set_fault(Fault(stamp, exc))
-                    raise unreadable(exc, len(self._index)) from exc
-            yield index
+        return len(changed.index)
 
-    def _save(self, index: Index) -> None:
-        """Write the changed gallery (under the file's lock) and serve it; 503 when it cannot be written."""
+    def _load_for_change(self, path: Path) -> Index:
+        """The file's gallery under its lock; a file that cannot be read is a fault (503, nothing written)."""
+        stamp = _stamp(path)
         try:
-            index.save(self.path)
+            return self._load_again()
         except InvedgeError as exc:
-            raise not_changed(exc) from exc
-        self._publish(index)
+            with self._swap:
+                self._set_fault(Fault(stamp, exc))
+                raise unreadable(exc, len(self._index)) from exc
 
     def _publish(self, index: Index) -> None:
         """Swap in the index just written (called with the file lock held: the stamp is its file's)."""
@@ -243,31 +226,6 @@ def not_changed(error: InvedgeError) -> ServeError:
         f"{error.message}; the gallery was not changed",
         "Give the service's user a writable index folder with free space, then retry",
     )
-
-
-def check_vectors(index: Index, vectors: np.ndarray, space_id: str | None) -> None:
-    """409 for vectors of another embedding space, 422 for the wrong dimension."""
-    if space_id is not None and index.space_id and space_id != index.space_id:
-        raise ServeError(
-            409,
-            f"the vector comes from another embedding space ({space_id}) than the gallery ({index.space_id})",
-            "Embed it with the gallery's model (GET /v1/info), or serve a gallery of its space",
-        )
-    if vectors.ndim != 2 or vectors.shape[1] != index.dim:
-        got = vectors.shape[-1] if vectors.ndim else 0
-        raise ServeError(
-            422,
-            f"the vector has dimension {got}, the gallery {index.dim}",
-            "Send a vector of the gallery's dimension",
-        )
-
-
-def check_k(items: int, k: int, cli_add: str) -> None:
-    """409 for an empty gallery, 422 for k past its size; `cli_add`: the CLI command that adds items."""
-    if items == 0:
-        raise ServeError(409, "the gallery is empty", f"Add items with POST /v1/gallery or {cli_add}")
-    if k > items:
-        raise ServeError(422, f"k = {k} but the gallery holds {items} items", f"Use k between 1 and {items}")
 
 
 def _stamp(path: Path) -> Stamp | None:

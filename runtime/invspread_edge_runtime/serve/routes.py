@@ -18,9 +18,9 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from .. import __version__
-from ..embedder import l2_normalize
+from ..backends.base import l2_normalize
 from ..index.settings import DEFAULT_K
+from ..version import __version__
 from .errors import ServeError, starting
 from .files import NotServed, ServedImage
 from .images import decode

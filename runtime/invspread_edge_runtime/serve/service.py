@@ -2,18 +2,24 @@
 
 `Service.open(settings)` loads everything before the server listens, so a missing index, an
 unreachable Milvus or an unusable model is the CLI's one-line error and never a half-started service.
-The gallery is an index file (`LiveGallery`) or a Milvus collection (`StoreGallery`), as the flags say.
+The gallery is an index file (`LiveGallery`) or a Milvus collection (`StoreGallery`), as the flags
+say: either is a `ServedGallery`, what the routes use of a gallery.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
 
 from ..backends.base import BackendInfo
 from ..embedder import Embedder
+from ..gallery import Gallery
+from ..index.result import SearchResult
 from ..metadata import ModelMeta
 from .batcher import DynamicBatcher
 from .files import ImageRoots
@@ -22,7 +28,44 @@ from .metrics import Metrics
 from .settings import ServeSettings
 from .store_gallery import StoreGallery
 
-Gallery = LiveGallery | StoreGallery  # the same methods: current, count, ready, describe, search, add, ...
+
+class ServedGallery(Protocol):
+    """A `Gallery` (the root gallery.py) kept current for the service: every method is safe from any
+    thread, and every refusal is a `ServeError` (its HTTP status from serve/errors.py's table).
+
+    An add refuses, in this order, a vector of another embedding space (409) or dimension (422),
+    checked without asking the store, then an id the gallery holds (409); a remove, an unknown id (404).
+    """
+
+    on_change: Callable[[int], None] | None  # told the gallery's size after a change (a metrics gauge)
+
+    def current(self) -> Gallery:
+        """The gallery as it is now."""
+        ...
+
+    def count(self) -> int: ...
+
+    def ready(self) -> int:
+        """The gallery's size when it can be served; else 503 saying why (/readyz)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """The gallery part of /v1/info."""
+        ...
+
+    def search(self, queries: np.ndarray, k: int, space_id: str | None) -> tuple[Gallery, SearchResult]:
+        """Top-k for each query row, and the gallery that answered."""
+        ...
+
+    def add(self, item_id: str, vector: np.ndarray, space_id: str, location: str = "") -> int:
+        """Add one item (the refusals above, in that order); the gallery's size after."""
+        ...
+
+    def remove(self, item_id: str) -> int:
+        """Remove one item (404 when no item has the id); the gallery's size after."""
+        ...
+
+    def location(self, item_id: str) -> str | None: ...
 
 
 @dataclass
@@ -30,7 +73,7 @@ class Service:
     settings: ServeSettings
     embedder: Embedder
     batcher: DynamicBatcher
-    gallery: Gallery
+    gallery: ServedGallery
     decoders: ThreadPoolExecutor  # decoding and resizing uploads, beside the batcher's one thread
     metrics: Metrics
     images: ImageRoots  # the --image-root folders: which recorded image files may be served
@@ -79,7 +122,7 @@ class Service:
 
 
 @contextlib.contextmanager
-def open_gallery(settings: ServeSettings) -> Iterator[Gallery]:
+def open_gallery(settings: ServeSettings) -> Iterator[ServedGallery]:
     """The gallery the flags name: a Milvus collection (closed at the end) or an index file."""
     if settings.store is not None:
         assert settings.collection is not None  # settings.check() refused --store without it

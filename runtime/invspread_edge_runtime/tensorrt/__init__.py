@@ -1,24 +1,14 @@
 """Native TensorRT: build engines from exported ONNX files on the device, cache and load them.
 
-    from invspread_edge_runtime.tensorrt import build_engine
-    info = build_engine("model.int8.onnx", "model.int8.engine", precision="int8", max_batch=64)
+    from invspread_edge_runtime.metadata import read_model_meta
+    from invspread_edge_runtime.tensorrt.build import build_engine
+    from invspread_edge_runtime.verify.engines import probe_plan_check
 
+    onnx = "model.int8.onnx"
+    check = probe_plan_check(onnx, read_model_meta(onnx))  # the probe set beside it judges the engine
+    info = build_engine(onnx, "model.int8.engine", precision="int8", max_batch=64, check=check)
+
+One job per module: `api.py` (the bindings, imported on first use), `cuda.py` (cuda-python),
+`cache.py` (engine keys and sidecars), `build.py` (ONNX → plan), `load.py` (plan → execution context).
 Nothing here imports `tensorrt` or cuda-python until a function needs them.
 """
-
-from .build import build_engine
-from .cache import BatchProfile, EngineInfo, EngineKey, default_cache_dir, read_sidecar, sidecar_path
-from .load import LoadedEngine, get_or_build_engine, load_engine
-
-__all__ = [
-    "BatchProfile",
-    "EngineInfo",
-    "EngineKey",
-    "LoadedEngine",
-    "build_engine",
-    "default_cache_dir",
-    "get_or_build_engine",
-    "load_engine",
-    "read_sidecar",
-    "sidecar_path",
-]

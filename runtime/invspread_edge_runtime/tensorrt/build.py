@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,11 @@ def current_key(
     )
 
 
+# (tensorrt module, serialized plan) → the figures for the sidecar, None when unchecked; raises on a
+# failing engine. Handed in by whoever opens the model, so the builder never imports verification.
+PlanCheck = Callable[[Any, bytes], "dict[str, Any] | None"]
+
+
 def build_engine(
     onnx_path: str | os.PathLike[str],
     engine_path: str | os.PathLike[str],
@@ -116,12 +122,16 @@ def build_engine(
     *,
     verbose: bool = False,
     meta: ModelMeta | None = None,
+    check: PlanCheck | None,
 ) -> EngineInfo:
     """Build a TensorRT engine for this GPU from an exported ONNX file and write it atomically with
     its sidecar (`<engine>.json`). `precision` defaults to the ONNX file's own (from its metadata)
     and must match it. `opt_batch` defaults to `max_batch`. `timing_cache`: a file read if present
     and written back after the build. `meta`: the ONNX file's metadata when the caller has read it
-    already (else it is read here, once). Raises EngineError / ModelError / MissingDependency.
+    already (else it is read here, once). `check` runs the new plan before anything is written
+    (`verify.engines.probe_plan_check`: the probe set beside the ONNX file); None, which a
+    caller must write out, writes it unchecked.
+    Raises EngineError / ModelError / MissingDependency, and the check's AccuracyError.
     """
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     meta = meta or read_model_meta(onnx_path)
@@ -133,7 +143,43 @@ def build_engine(
     trt, _, gpu = api.open_device()
     key = current_key(onnx_path, precision, profile, trt, gpu)
     started = time.perf_counter()
+    data, input_shape, cache = _build_plan(trt, onnx_path, meta, profile, workspace_mb, timing_cache, verbose)
+    verified = check(trt, data) if check is not None else None  # a failure: nothing is written
+    info = EngineInfo(
+        engine_path=engine_path,
+        key=key,
+        engine_sha256=sha256_bytes(data),
+        engine_bytes=len(data),
+        input_name=meta.input_name,
+        output_name=meta.output_name,
+        input_shape=input_shape,
+        embedding_dim=meta.embedding_dim,
+        checkpoint_sha256=meta.checkpoint_sha256,
+        onnx_path=str(onnx_path),
+        workspace_mb=workspace_mb,
+        build_seconds=round(time.perf_counter() - started, 3),
+        built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        extra={"verify": verified} if verified else {},
+    )
+    # The old sidecar goes first: an engine without a sidecar is rebuilt, never trusted.
+    sidecar_path(engine_path).unlink(missing_ok=True)
+    atomic_write_bytes(engine_path, data)
+    write_sidecar(info)
+    if cache is not None and timing_cache:
+        atomic_write_bytes(timing_cache, bytes(memoryview(cache.serialize())))
+    return info
 
+
+def _build_plan(
+    trt: Any,
+    onnx_path: Path,
+    meta: ModelMeta,
+    profile: BatchProfile,
+    workspace_mb: int,
+    timing_cache: str | os.PathLike[str] | None,
+    verbose: bool,
+) -> tuple[bytes, tuple[int, int, int], Any]:
+    """Parse, configure and build: (the serialized plan, the input's (C, H, W), the timing cache)."""
     logger = api.make_logger(trt, verbose)
     try:
         builder = trt.Builder(logger)
@@ -170,32 +216,7 @@ def build_engine(
             "Try a smaller --max-batch or a larger --workspace-mb",
         )
     data = bytes(memoryview(plan))
-    from ..engine_checks import verify_plan  # the engine runs the probe set before it is written (issue 12)
-
-    verified = verify_plan(trt, data, onnx_path, meta)  # VerifyFailed: nothing is written
-    info = EngineInfo(
-        engine_path=engine_path,
-        key=key,
-        engine_sha256=sha256_bytes(data),
-        engine_bytes=len(data),
-        input_name=meta.input_name,
-        output_name=meta.output_name,
-        input_shape=input_shape,
-        embedding_dim=meta.embedding_dim,
-        checkpoint_sha256=meta.checkpoint_sha256,
-        onnx_path=str(onnx_path),
-        workspace_mb=workspace_mb,
-        build_seconds=round(time.perf_counter() - started, 3),
-        built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        extra={"verify": verified} if verified else {},
-    )
-    # The old sidecar goes first: an engine without a sidecar is rebuilt, never trusted.
-    sidecar_path(engine_path).unlink(missing_ok=True)
-    atomic_write_bytes(engine_path, data)
-    write_sidecar(info)
-    if cache is not None and timing_cache:
-        atomic_write_bytes(timing_cache, bytes(memoryview(cache.serialize())))
-    return info
+    return data, input_shape, cache
 
 
 def _check_io(network: Any, meta: ModelMeta, source: str) -> tuple[int, int, int]:

@@ -18,7 +18,7 @@ from ..errors import EngineError, InvedgeError
 from ..files import sha256_bytes, sha256_file
 from ..metadata import ModelMeta, read_model_meta
 from . import api, cuda
-from .build import build_engine, current_key, resolve_precision
+from .build import PlanCheck, build_engine, current_key, resolve_precision
 from .cache import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MIN_BATCH,
@@ -101,10 +101,11 @@ def get_or_build_engine(
     workspace_mb: int = DEFAULT_WORKSPACE_MB,
     *,
     meta: ModelMeta | None = None,
+    check: PlanCheck | None,
 ) -> LoadedEngine:
     """The engine for `onnx_path` on this device: from the cache when its key matches and it
     deserialises, else (re)built into the cache, saying why. `meta`: the ONNX file's metadata when
-    the caller has read it (the backend has), else read here, once."""
+    the caller has read it (the backend has), else read here, once. `check`: see `build_engine`."""
     onnx_path = Path(onnx_path)
     meta = meta or read_model_meta(onnx_path)
     precision = resolve_precision(meta, precision, str(onnx_path))
@@ -122,7 +123,16 @@ def get_or_build_engine(
     console.info(f"TensorRT engine {path.name}: {reason}; building it (this takes a while, once)")
     timing = cache_dir / f"timing-{_slug(key.tensorrt_version)}-{_slug(gpu.name)}.cache"
     info = build_engine(
-        onnx_path, path, precision, profile.min, profile.opt, profile.max, workspace_mb, timing, meta=meta
+        onnx_path,
+        path,
+        precision,
+        profile.min,
+        profile.opt,
+        profile.max,
+        workspace_mb,
+        timing,
+        meta=meta,
+        check=check,
     )
     runtime, engine = _deserialize(trt, path.read_bytes())
     if engine is None:

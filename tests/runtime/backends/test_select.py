@@ -13,7 +13,8 @@ import pytest
 
 from invspread_edge_runtime.backends import select
 from invspread_edge_runtime.backends.base import Backend, BackendInfo
-from invspread_edge_runtime.backends.select import find_artifacts, open_backend, pick_artifact
+from invspread_edge_runtime.backends.select import find_artifacts, pick_artifact
+from invspread_edge_runtime.embedder import open_backend
 from invspread_edge_runtime.errors import EngineError, ModelError
 
 

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from invspread_edge_runtime.errors import ConfigError
-from invspread_edge_runtime.milvus_store import parse_store
-from invspread_edge_runtime.milvus_store.address import check_collection
+from invspread_edge_runtime.milvus_store.address import check_collection, parse_store
 
 
 def test_store_forms():

@@ -6,9 +6,18 @@ import numpy as np
 import pytest
 from milvus_testing import synthetic
 
-from invspread_edge_runtime.errors import IndexFileError
-from invspread_edge_runtime.index import Index
-from invspread_edge_runtime.milvus_store import build, build_gallery, open_gallery
+from invspread_edge_runtime.errors import (
+    DimensionMismatchError,
+    GalleryError,
+    IndexFileError,
+    KOutOfRangeError,
+    SpaceMismatchError,
+    UnknownIdsError,
+)
+from invspread_edge_runtime.index.gallery import Index
+from invspread_edge_runtime.milvus_store import build
+from invspread_edge_runtime.milvus_store.build import build_gallery
+from invspread_edge_runtime.milvus_store.gallery import open_gallery
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +64,16 @@ def test_info_has_the_file_index_keys_and_where(flat):
 
 
 def test_space_and_dimension_checks(flat, emb):
-    with pytest.raises(IndexFileError, match="another embedding space"):
+    with pytest.raises(SpaceMismatchError, match="another embedding space"):
         flat.search(emb.vectors[:1], k=5, space_id="space-b")
-    with pytest.raises(IndexFileError, match="dimension 16, the gallery 32"):
+    with pytest.raises(DimensionMismatchError, match="dimension 16, the gallery 32"):
         flat.search(np.ones((1, 16), np.float32), k=5)
-    with pytest.raises(IndexFileError, match="k = 2001 but the gallery holds 2000"):
+    with pytest.raises(KOutOfRangeError, match="k = 2001 but the gallery holds 2000"):
         flat.search(emb.vectors[:1], k=2001)
     other = synthetic(5, 32, space_id="space-b", prefix="b")
-    with pytest.raises(IndexFileError, match=r"b\.emb was embedded by a model of another embedding space"):
+    with pytest.raises(
+        SpaceMismatchError, match=r"b\.emb was embedded by a model of another embedding space"
+    ):
         flat.add(other.vectors, other.ids, space_id="space-b", source="b.emb")
     assert len(flat) == 2000
 
@@ -79,9 +90,9 @@ def test_add_remove_contains_location_and_idempotent_re_add(lite_store):
         assert hit.ids == [[more.ids[0]]] and hit.scores[0, 0] == pytest.approx(1.0, abs=1e-5)
         assert gallery.contains([more.ids[0], "nope"]) == {more.ids[0]}
         assert gallery.location(more.ids[1]) == more.locations()[1] and gallery.location("nope") is None
-        with pytest.raises(IndexFileError, match="already in the gallery under another id"):
+        with pytest.raises(GalleryError, match="already in the gallery under another id"):
             gallery.add(more.vectors[:1], ["renamed"], "space-a", more.locations()[:1], source="again.emb")
-        with pytest.raises(IndexFileError, match="1 id not in the gallery: nope"):
+        with pytest.raises(UnknownIdsError, match="1 id not in the gallery: nope"):
             gallery.remove([more.ids[0], "nope"])
         assert len(gallery) == 320  # nothing removed
         assert gallery.remove(more.ids[:5]) == 5 and len(gallery) == 315
@@ -140,7 +151,7 @@ def test_missing_and_foreign_collections(lite_store, flat):
         open_gallery(lite_store, "nothing_here")
     from pymilvus import MilvusClient
 
-    from invspread_edge_runtime.milvus_store import parse_store
+    from invspread_edge_runtime.milvus_store.address import parse_store
 
     client = MilvusClient(uri=parse_store(lite_store).uri)
     client.create_collection("theirs", dimension=8)
@@ -159,7 +170,7 @@ def test_too_long_ids_are_refused_before_any_write(lite_store):
         pass
     from pymilvus import MilvusClient
 
-    from invspread_edge_runtime.milvus_store import parse_store
+    from invspread_edge_runtime.milvus_store.address import parse_store
 
     assert "long_ids" not in MilvusClient(uri=parse_store(lite_store).uri).list_collections()
 

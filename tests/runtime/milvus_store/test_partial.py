@@ -21,8 +21,9 @@ from milvus_testing import WAIT_S, embeddings_folder, error_line, one_line
 from tiny import invedge as run_invedge
 
 from invspread_edge_runtime.errors import IndexFileError, LockedError
-from invspread_edge_runtime.milvus_store import open_gallery, parse_store
 from invspread_edge_runtime.milvus_store import state as records
+from invspread_edge_runtime.milvus_store.address import parse_store
+from invspread_edge_runtime.milvus_store.gallery import open_gallery
 
 INVEDGE = Path(sys.executable).parent / "invedge"
 pytestmark = pytest.mark.skipif(not INVEDGE.exists(), reason="the invedge console script is not installed")

@@ -15,7 +15,7 @@ import pytest
 from milvus_testing import WAIT_S, error_line, free_port, one_line
 from tiny import invedge as run_invedge
 
-from invspread_edge_runtime.milvus_store import open_gallery
+from invspread_edge_runtime.milvus_store.gallery import open_gallery
 
 INVEDGE = Path(sys.executable).parent / "invedge"
 pytestmark = pytest.mark.skipif(not INVEDGE.exists(), reason="the invedge console script is not installed")

@@ -136,11 +136,11 @@ def test_precision_comes_from_the_graph(tmp_path, make_tiny_onnx):
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here")
 def test_without_tensorrt_build_says_how_to_install(tmp_path, make_tiny_onnx):
-    from invspread_edge_runtime.tensorrt import build_engine
+    from invspread_edge_runtime.tensorrt.build import build_engine
 
     onnx = make_tiny_onnx(tmp_path / "model.onnx")
     with pytest.raises(MissingDependency, match="'tensorrt'") as exc:
-        build_engine(onnx, tmp_path / "model.engine")
+        build_engine(onnx, tmp_path / "model.engine", check=None)
     assert "pip install tensorrt" in exc.value.hint
     assert not (tmp_path / "model.engine").exists()
 
@@ -150,7 +150,7 @@ def test_without_tensorrt_backend_is_a_missing_dependency(tmp_path, make_tiny_on
     from invspread_edge_runtime.backends.trt import TensorRTBackend
 
     with pytest.raises(MissingDependency, match="'tensorrt'") as exc:
-        TensorRTBackend(make_tiny_onnx(tmp_path / "model.onnx"), cache_dir=tmp_path)
+        TensorRTBackend(make_tiny_onnx(tmp_path / "model.onnx"), cache_dir=tmp_path, check=None)
     assert "pip install tensorrt" in exc.value.hint
 
 
@@ -180,15 +180,16 @@ def test_without_tensorrt_the_package_is_named_before_the_gpu(
     """The build and the backend agree: without TensorRT, whatever CUDA looks like, the error says to
     install TensorRT (not "no usable NVIDIA GPU", nor cuda-python, which is not the missing piece)."""
     from invspread_edge_runtime.backends.trt import TensorRTBackend
-    from invspread_edge_runtime.tensorrt import build_engine, cuda
+    from invspread_edge_runtime.tensorrt import cuda
+    from invspread_edge_runtime.tensorrt.build import build_engine
 
     monkeypatch.setattr(cuda, "import_cudart", cudart)
     onnx = make_tiny_onnx(tmp_path / "model.onnx")
     with pytest.raises(MissingDependency, match="'tensorrt'") as exc:
         if entry == "build_engine":
-            build_engine(onnx, tmp_path / "model.engine")
+            build_engine(onnx, tmp_path / "model.engine", check=None)
         else:
-            TensorRTBackend(onnx, cache_dir=tmp_path)
+            TensorRTBackend(onnx, cache_dir=tmp_path, check=None)
     assert "pip install tensorrt" in exc.value.hint
     assert not (tmp_path / "model.engine").exists()
 

@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 from tiny import EMBEDDING_ATOL
 
+from invspread_edge_runtime import hooks
 from invspread_edge_runtime.cli import create_app, run
-from invspread_edge_runtime.embeddings import EmbeddingInterrupted, embed_images, load_embeddings
+from invspread_edge_runtime.embeddings.corpus import EmbeddingInterrupted, EmbedOptions
+from invspread_edge_runtime.embeddings.job import embed_images
 from invspread_edge_runtime.embeddings.ray_embed import STARTUP_TIMEOUT, init_ray
-from invspread_edge_runtime.embeddings.ray_workers import KILL_AFTER_ENV, KILL_MARKER_ENV
+from invspread_edge_runtime.embeddings.reader import load_embeddings
 from invspread_edge_runtime.errors import EmbeddingsError
 
 BATCH = 8  # 41 images: 6 batches, so that a run can be cut, and a worker killed, in its middle
@@ -54,12 +56,13 @@ def photos(image_folder, tmp_path_factory) -> Path:
 def single(tiny_export, photos, tmp_path_factory):
     """The single-process folder of the same images: what every Ray run must equal."""
     out = tmp_path_factory.mktemp("single") / "photos.emb"
-    embed_images(tiny_export, [photos], out, batch_size=BATCH)
+    embed_images(EmbedOptions(tiny_export, [photos], out, batch=BATCH))
     return load_embeddings(out)
 
 
-def on_ray(tiny_export, photos, out, **kwargs):
-    return embed_images(tiny_export, [photos], out, batch_size=BATCH, ray="auto", **kwargs)
+def on_ray(tiny_export, photos, out, on_start=None, on_progress=None, **options):
+    options = EmbedOptions(tiny_export, [photos], out, batch=BATCH, ray="auto", **options)
+    return embed_images(options, on_start=on_start, on_progress=on_progress)
 
 
 def assert_same(folder: Path, single) -> None:
@@ -119,8 +122,9 @@ def test_a_worker_killed_mid_run_and_the_run_still_exact(
     local_ray, tiny_export, photos, single, tmp_path, monkeypatch
 ):
     marker = tmp_path / "killed"
-    monkeypatch.setenv(KILL_AFTER_ENV, "2")  # the actor exits during its 2nd batch, before returning it
-    monkeypatch.setenv(KILL_MARKER_ENV, str(marker))
+    # the actor exits during its 2nd batch, before returning it
+    monkeypatch.setenv(hooks.EXIT_AT, "ray-batch:2")
+    monkeypatch.setenv(hooks.EXIT_MARKER, str(marker))
     done = on_ray(tiny_export, photos, tmp_path / "ray.emb")
     assert marker.exists()  # the kill happened: Ray restarted the actor and re-ran the lost batch
     assert done.manifest["count"] == 40

@@ -201,7 +201,7 @@ def test_the_servers_own_writes_never_wait_on_themselves(serve_index, tmp_path, 
     assert saving.wait(WAIT_S)
     second = threading.Thread(target=add, args=("second",))
     second.start()
-    second.join(0.5)  # long enough for a lock poll to announce a wait (the old behaviour)
+    second.join(0.5)  # long enough for a lock poll to announce a wait, if the second add polled the lock
     release.set()
     first.join(WAIT_S)
     second.join(WAIT_S)
@@ -268,8 +268,8 @@ def test_a_milvus_collection_dropped_while_served_is_503_saying_so(serve_embeddi
     """(In this process: a Milvus Lite file is opened by one process, the server's.)"""
     pytest.importorskip("pymilvus", reason="the [milvus] extra is not installed")
     pytest.importorskip("milvus_lite", reason="the [milvus] extra is not installed")
-    from invspread_edge_runtime.embeddings import load_embeddings
-    from invspread_edge_runtime.milvus_store import build_gallery
+    from invspread_edge_runtime.embeddings.reader import load_embeddings
+    from invspread_edge_runtime.milvus_store.build import build_gallery
     from invspread_edge_runtime.serve.store_gallery import StoreGallery
 
     emb = load_embeddings(serve_embeddings)

@@ -31,8 +31,8 @@ K_MAX = 50
 
 def build_store(embeddings, folder, keep: int | None = None) -> str:
     """A Milvus Lite store in `folder` whose collection holds the embeddings (the first `keep` of them)."""
-    from invspread_edge_runtime.embeddings import load_embeddings
-    from invspread_edge_runtime.milvus_store import build_gallery
+    from invspread_edge_runtime.embeddings.reader import load_embeddings
+    from invspread_edge_runtime.milvus_store.build import build_gallery
 
     store = f"milvus:{folder / 'gallery.db'}"
     emb = load_embeddings(embeddings)
@@ -61,7 +61,8 @@ def store(serve_embeddings, tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def expected(store, tiny_export, queries) -> dict:
     """What `open_gallery` answers for the queries (read before the server holds the Lite file)."""
-    from invspread_edge_runtime.milvus_store import open_gallery, parse_store
+    from invspread_edge_runtime.milvus_store.address import parse_store
+    from invspread_edge_runtime.milvus_store.gallery import open_gallery
 
     with Embedder(tiny_export / "model.onnx", backend="ort-cpu") as embedder:
         vectors, space_id = embedder.embed(queries), embedder.space_id
@@ -173,8 +174,8 @@ def test_refusals_have_the_file_gallerys_statuses(server, expected, queries):
 def test_an_emptied_gallery_is_409_and_changes_persist_in_milvus(
     served, tiny_export, serve_embeddings, image_folder, tmp_path, capsys
 ):
-    from invspread_edge_runtime.embeddings import load_embeddings
-    from invspread_edge_runtime.milvus_store import open_gallery
+    from invspread_edge_runtime.embeddings.reader import load_embeddings
+    from invspread_edge_runtime.milvus_store.gallery import open_gallery
 
     store = build_store(serve_embeddings, tmp_path, keep=1)
     embeddings = load_embeddings(serve_embeddings)
@@ -216,8 +217,9 @@ def test_a_milvus_server_is_shared_and_its_loss_is_503(
     """The remote path: another client's add is seen at once (nothing is cached in the service), a
     Milvus that went away is a 503 naming it, the service still running, and once it is back (its
     collection released, as after any restart) searches work again without restarting the service."""
-    from invspread_edge_runtime.embeddings import load_embeddings
-    from invspread_edge_runtime.milvus_store import build_gallery, open_gallery
+    from invspread_edge_runtime.embeddings.reader import load_embeddings
+    from invspread_edge_runtime.milvus_store.build import build_gallery
+    from invspread_edge_runtime.milvus_store.gallery import open_gallery
 
     store = milvus_server.store
     emb = load_embeddings(serve_embeddings)

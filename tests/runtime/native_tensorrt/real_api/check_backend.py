@@ -26,7 +26,12 @@ def onnx_file(tmp_path, make_tiny_onnx):
 def open_backend(rig, onnx_file, tmp_path, min_batch=1, max_batch=4, **kwargs):
     rig.simulate_engine(min_batch, max_batch, max_batch)
     return TensorRTBackend(
-        onnx_file, max_batch=max_batch, cache_dir=tmp_path / "cache", min_batch=min_batch, **kwargs
+        onnx_file,
+        max_batch=max_batch,
+        cache_dir=tmp_path / "cache",
+        min_batch=min_batch,
+        **kwargs,
+        check=None,
     )
 
 
@@ -123,7 +128,7 @@ def test_tensorrt_refusals_become_engine_errors(rig, onnx_file, tmp_path):
 def test_non_float32_io_is_refused(rig, trt_real, cudart, onnx_file, tmp_path):
     rig.simulate_engine(1, 4, 4, dtype=trt_real.DataType.HALF)
     with pytest.raises(ModelError, match="not float32"):
-        TensorRTBackend(onnx_file, max_batch=4, cache_dir=tmp_path / "cache")
+        TensorRTBackend(onnx_file, max_batch=4, cache_dir=tmp_path / "cache", check=None)
     assert cudart.allocations == {} and cudart.streams == set()
 
 
@@ -145,10 +150,10 @@ def test_engine_that_does_not_match_the_metadata_is_refused(rig, cudart, onnx_fi
 
 
 def test_explicit_engine_without_sidecar_needs_trust(rig, onnx_file, tmp_path):
-    from invspread_edge_runtime.tensorrt import build_engine
+    from invspread_edge_runtime.tensorrt.build import build_engine
     from invspread_edge_runtime.tensorrt.cache import sidecar_path
 
-    info = build_engine(onnx_file, tmp_path / "model.engine", max_batch=4)
+    info = build_engine(onnx_file, tmp_path / "model.engine", max_batch=4, check=None)
     sidecar_path(info.engine_path).unlink()
     with pytest.raises(EngineError, match="no sidecar"):
         open_backend(rig, onnx_file, tmp_path, engine_path=info.engine_path)
@@ -158,9 +163,9 @@ def test_explicit_engine_without_sidecar_needs_trust(rig, onnx_file, tmp_path):
 
 
 def test_explicit_engine_is_used_as_is(rig, onnx_file, tmp_path):
-    from invspread_edge_runtime.tensorrt import build_engine
+    from invspread_edge_runtime.tensorrt.build import build_engine
 
-    info = build_engine(onnx_file, tmp_path / "model.engine", max_batch=4)
+    info = build_engine(onnx_file, tmp_path / "model.engine", max_batch=4, check=None)
     backend = open_backend(rig, onnx_file, tmp_path, engine_path=info.engine_path)
     assert backend.loaded.status == "loaded" and backend.info.model_path == str(info.engine_path)
     assert rig.builder.build_serialized_network.call_count == 1
@@ -175,9 +180,9 @@ def test_embedder_on_an_explicit_engine_preprocesses_from_the_onnx_metadata(rig,
     from invspread_edge_runtime.embedder import Embedder
     from invspread_edge_runtime.metadata import read_model_meta
     from invspread_edge_runtime.preprocess import normalize, to_uint8_chw
-    from invspread_edge_runtime.tensorrt import build_engine
+    from invspread_edge_runtime.tensorrt.build import build_engine
 
-    info = build_engine(onnx_file, tmp_path / "model.engine", max_batch=4)
+    info = build_engine(onnx_file, tmp_path / "model.engine", max_batch=4, check=None)
     meta = read_model_meta(onnx_file)
     picture = Image.fromarray(np.random.default_rng(5).integers(0, 256, (40, 36, 3), dtype=np.uint8))
     with Embedder(open_backend(rig, onnx_file, tmp_path, engine_path=info.engine_path)) as embedder:
@@ -275,11 +280,11 @@ def test_event_failure_at_setup_releases_everything(rig, cudart, onnx_file, tmp_
 
 def test_bench_rows_of_the_backend_get_cuda_event_device_times(rig, onnx_file, tmp_path):
     """`invedge bench` on this backend: device_* come from its events, labelled so, none from IO binding."""
-    from invspread_edge_runtime.comparison.harness import TimingPlan
-    from invspread_edge_runtime.comparison.images import load_bench_images
-    from invspread_edge_runtime.comparison.registry import register_runtime, unregister_runtime
-    from invspread_edge_runtime.comparison.runner import BenchSettings, run_bench
-    from invspread_edge_runtime.comparison.target import resolve_target
+    from invspread_edge_runtime.bench.harness import TimingPlan
+    from invspread_edge_runtime.bench.images import load_bench_images
+    from invspread_edge_runtime.bench.registry import register_runtime, unregister_runtime
+    from invspread_edge_runtime.bench.runner import BenchSettings, run_bench
+    from invspread_edge_runtime.bench.target import resolve_target
 
     def open_trt(target, precision, options):
         return open_backend(rig, onnx_file, tmp_path, max_batch=options.max_batch)

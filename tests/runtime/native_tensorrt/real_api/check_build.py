@@ -13,9 +13,10 @@ from engine_rig import PLAN, TIMING
 from invspread_edge_runtime.errors import EngineError, ModelError
 from invspread_edge_runtime.files import sha256_bytes, sha256_file
 from invspread_edge_runtime.tensorrt import api as trt_api
-from invspread_edge_runtime.tensorrt import build_engine, get_or_build_engine, load_engine, read_sidecar
-from invspread_edge_runtime.tensorrt.cache import sidecar_path
+from invspread_edge_runtime.tensorrt.build import build_engine
+from invspread_edge_runtime.tensorrt.cache import read_sidecar, sidecar_path
 from invspread_edge_runtime.tensorrt.cuda import CudaRuntime
+from invspread_edge_runtime.tensorrt.load import get_or_build_engine, load_engine
 
 
 @pytest.fixture
@@ -35,7 +36,15 @@ def test_build_engine_call_sequence(rig, trt_real, version_major, tmp_path, make
     out = tmp_path / "engines" / "model.engine"
 
     info = build_engine(
-        onnx, out, precision, min_batch=1, opt_batch=8, max_batch=16, workspace_mb=256, timing_cache=timing
+        onnx,
+        out,
+        precision,
+        min_batch=1,
+        opt_batch=8,
+        max_batch=16,
+        workspace_mb=256,
+        timing_cache=timing,
+        check=None,
     )
 
     rig.builder.create_network.assert_called_once_with(expected_network_flags(trt_real, version_major))
@@ -73,7 +82,7 @@ def test_strong_typing_is_feature_detected(trt_real, version_major):
 
 
 def test_opt_batch_defaults_to_max(rig, onnx_file, tmp_path):
-    build_engine(onnx_file, tmp_path / "m.engine", max_batch=32)
+    build_engine(onnx_file, tmp_path / "m.engine", max_batch=32, check=None)
     rig.profile.set_shape.assert_called_once_with("images", (1, 3, 28, 28), (32, 3, 28, 28), (32, 3, 28, 28))
     rig.config.set_timing_cache.assert_not_called()  # no timing cache asked for
 
@@ -90,7 +99,7 @@ def test_parser_errors_are_reported(rig, api, onnx_file, tmp_path):
     rig.parser.get_error.return_value = error
 
     with pytest.raises(EngineError, match=r"DequantizeLinear_7 \(DequantizeLinear\): zero point must be 0"):
-        build_engine(onnx_file, tmp_path / "m.engine")
+        build_engine(onnx_file, tmp_path / "m.engine", check=None)
     rig.parser.get_error.assert_called_once_with(0)
     rig.builder.build_serialized_network.assert_not_called()
     assert not (tmp_path / "m.engine").exists()
@@ -100,7 +109,7 @@ def test_failed_build_writes_nothing(rig, onnx_file, tmp_path):
     rig.builder.build_serialized_network.side_effect = None
     rig.builder.build_serialized_network.return_value = None  # what TensorRT returns on failure
     with pytest.raises(EngineError, match="could not build"):
-        build_engine(onnx_file, tmp_path / "m.engine")
+        build_engine(onnx_file, tmp_path / "m.engine", check=None)
     assert list(tmp_path.glob("m.engine*")) == []
 
 
@@ -108,14 +117,14 @@ def test_real_builder_without_gpu_is_a_clear_error(rig, monkeypatch, onnx_file, 
     """The real Builder class: its factory returns null here (stub library), as it does without a GPU."""
     rig.install(monkeypatch, builder=False)
     with pytest.raises(EngineError, match="could not create a builder"):
-        build_engine(onnx_file, tmp_path / "m.engine")
+        build_engine(onnx_file, tmp_path / "m.engine", check=None)
 
 
 def test_timing_cache_from_another_gpu_is_replaced(rig, onnx_file, tmp_path, capsys):
     timing = tmp_path / "timing.cache"
     timing.write_bytes(b"old-cache")
     rig.config.set_timing_cache.side_effect = [False, True]  # TensorRT refuses a cache from another device
-    build_engine(onnx_file, tmp_path / "m.engine", timing_cache=timing)
+    build_engine(onnx_file, tmp_path / "m.engine", timing_cache=timing, check=None)
     assert [c.args[0] for c in rig.config.create_timing_cache.call_args_list] == [b"old-cache", b""]
     assert "another GPU" in capsys.readouterr().err
     assert timing.read_bytes() == TIMING
@@ -123,10 +132,10 @@ def test_timing_cache_from_another_gpu_is_replaced(rig, onnx_file, tmp_path, cap
 
 def test_precision_must_match_the_graph(rig, api, onnx_file, tmp_path, make_tiny_onnx):
     with pytest.raises(EngineError, match=r"fp32 model.*model\.int8\.onnx"):
-        build_engine(onnx_file, tmp_path / "m.engine", precision="int8")
+        build_engine(onnx_file, tmp_path / "m.engine", precision="int8", check=None)
     cpu = make_tiny_onnx(tmp_path / "model.int8-cpu.onnx", precision="int8-cpu")
     with pytest.raises(ModelError, match="CPU INT8 artifact"):
-        build_engine(cpu, tmp_path / "m.engine")
+        build_engine(cpu, tmp_path / "m.engine", check=None)
     rig.builder.create_network.assert_not_called()
 
 
@@ -134,8 +143,8 @@ def test_precision_must_match_the_graph(rig, api, onnx_file, tmp_path, make_tiny
 
 
 def test_cache_builds_once_then_reuses(rig, onnx_file, tmp_path):
-    first = get_or_build_engine(onnx_file, tmp_path / "cache", max_batch=16)
-    second = get_or_build_engine(onnx_file, tmp_path / "cache", max_batch=16)
+    first = get_or_build_engine(onnx_file, tmp_path / "cache", max_batch=16, check=None)
+    second = get_or_build_engine(onnx_file, tmp_path / "cache", max_batch=16, check=None)
     assert (first.status, second.status) == ("built", "cached")
     assert rig.builder.build_serialized_network.call_count == 1
     assert second.engine is rig.engine and second.info == first.info
@@ -196,9 +205,9 @@ def _sidecar_damaged(rig, path):
     ],
 )
 def test_cache_rebuilds_when_stale(rig, onnx_file, tmp_path, capsys, make_stale):
-    first = get_or_build_engine(onnx_file, tmp_path / "cache", max_batch=16)
+    first = get_or_build_engine(onnx_file, tmp_path / "cache", max_batch=16, check=None)
     reason = make_stale(rig, first.info.engine_path)
-    again = get_or_build_engine(onnx_file, tmp_path / "cache", max_batch=16)
+    again = get_or_build_engine(onnx_file, tmp_path / "cache", max_batch=16, check=None)
     assert again.status == "rebuilt"
     assert rig.builder.build_serialized_network.call_count == 2
     assert reason in capsys.readouterr().err
@@ -209,7 +218,7 @@ def test_cache_rebuilds_when_stale(rig, onnx_file, tmp_path, capsys, make_stale)
 
 
 def test_explicit_engine_loads_when_it_matches(rig, onnx_file, tmp_path):
-    info = build_engine(onnx_file, tmp_path / "m.engine")
+    info = build_engine(onnx_file, tmp_path / "m.engine", check=None)
     loaded = load_engine(info.engine_path, onnx_path=onnx_file)
     assert loaded.status == "loaded" and loaded.engine is rig.engine and loaded.info == info
 
@@ -224,7 +233,7 @@ def test_explicit_engine_loads_when_it_matches(rig, onnx_file, tmp_path):
     ],
 )
 def test_explicit_engine_refused_with_reason(rig, onnx_file, tmp_path, make_stale, message):
-    info = build_engine(onnx_file, tmp_path / "m.engine")
+    info = build_engine(onnx_file, tmp_path / "m.engine", check=None)
     make_stale(rig, info.engine_path)
     with pytest.raises(EngineError, match=message) as exc:
         load_engine(info.engine_path, onnx_path=onnx_file)
@@ -233,14 +242,14 @@ def test_explicit_engine_refused_with_reason(rig, onnx_file, tmp_path, make_stal
 
 
 def test_explicit_engine_from_other_onnx_refused(rig, onnx_file, tmp_path, make_tiny_onnx):
-    info = build_engine(onnx_file, tmp_path / "m.engine")
+    info = build_engine(onnx_file, tmp_path / "m.engine", check=None)
     other = make_tiny_onnx(tmp_path / "other.onnx", embedding_dim=16)
     with pytest.raises(EngineError, match="another ONNX file"):
         load_engine(info.engine_path, onnx_path=other)
 
 
 def test_explicit_engine_without_sidecar_is_refused_unless_trusted(rig, onnx_file, tmp_path, capsys):
-    info = build_engine(onnx_file, tmp_path / "m.engine")
+    info = build_engine(onnx_file, tmp_path / "m.engine", check=None)
     sidecar_path(info.engine_path).unlink()
     with pytest.raises(EngineError, match=r"no sidecar .*untrusted source") as exc:
         load_engine(info.engine_path)
@@ -267,7 +276,7 @@ def test_graph_that_does_not_match_its_metadata_is_refused(
     rig.api.set_property(double, "name", name)
     rig.api.set_property(double, "shape", rig.trt.Dims(shape))
     with pytest.raises(ModelError, match=message):
-        build_engine(onnx_file, tmp_path / "m.engine")
+        build_engine(onnx_file, tmp_path / "m.engine", check=None)
     rig.builder.build_serialized_network.assert_not_called()
     assert not (tmp_path / "m.engine").exists()
 

@@ -12,9 +12,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from invspread_edge_runtime import verify
-from invspread_edge_runtime.probes import write_probe_set
-from invspread_edge_runtime.tensorrt import build_engine, get_or_build_engine, read_sidecar
+from invspread_edge_runtime.metadata import read_model_meta
+from invspread_edge_runtime.tensorrt.build import build_engine as build_unchecked
+from invspread_edge_runtime.tensorrt.cache import read_sidecar
+from invspread_edge_runtime.tensorrt.load import get_or_build_engine as get_or_build_unchecked
+from invspread_edge_runtime.verify import backend as verify
+from invspread_edge_runtime.verify.engines import probe_plan_check
+from invspread_edge_runtime.verify.probes import write_probe_set
+
+
+def build_engine(onnx, engine, **options):
+    """The build as every caller runs it: with the probe check handed in."""
+    return build_unchecked(onnx, engine, check=probe_plan_check(onnx, read_model_meta(onnx)), **options)
+
+
+def get_or_build_engine(onnx, cache, **options):
+    return get_or_build_unchecked(onnx, cache, check=probe_plan_check(onnx, read_model_meta(onnx)), **options)
 
 
 @pytest.fixture

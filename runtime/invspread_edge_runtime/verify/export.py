@@ -3,7 +3,7 @@
     check = verify_export("runs/fmnist/export", backend="trt")   # every artifact TensorRT runs
     require_all_pass(check)                                      # VerifyFailed naming the failures
 
-The probe set is `probes.py`'s, the figures and verdict `verify.py`'s; this module picks the
+The probe set is `probes.py`'s, the figures and verdict `backend.py`'s; this module picks the
 artifacts (or an engine file), opens each on the backend and collects the results.
 `check_exported` is the export's last step: every artifact on ort-cpu, figures kept in probes.json.
 """
@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import console
-from .backends.base import Backend
-from .errors import EngineError, InvedgeError
-from .integrity import ArtifactDamaged, combined
-from .metadata import ModelMeta
+from .. import console
+from ..backends.base import Backend
+from ..errors import EngineError, InvedgeError
+from ..integrity import ArtifactDamaged, combined
+from ..metadata import ModelMeta
+from .backend import VerifyFailed, VerifyResult, require_pass, suggestion, verify_backend
 from .probes import Log, ProbeSet, load_probe_set, record_export_check
-from .verify import VerifyFailed, VerifyResult, require_pass, suggestion, verify_backend
 
 
 @dataclass
@@ -53,8 +53,8 @@ def verify_export(
     listed in `damaged`, every one of them when no `precision` is asked for: a check that passes
     must mean the whole export is what was exported.
     """
-    from .backends.select import BACKEND_CHOICES, find_artifacts, pick_artifact
-    from .metadata import PRECISIONS
+    from ..backends.select import BACKEND_CHOICES, find_artifacts, pick_artifact
+    from ..metadata import PRECISIONS
 
     if backend not in BACKEND_CHOICES:
         raise InvedgeError(f"Invalid --backend {backend!r}. Only {', '.join(BACKEND_CHOICES)} are supported")
@@ -125,7 +125,7 @@ def check_exported(
 ) -> list[str]:
     """Verify each exported artifact on ort-cpu against the probe set and store the figures in
     probes.json (`export_check`); returns one warning per artifact that does not pass."""
-    from .backends.select import open_backend
+    from ..embedder import open_backend
 
     probes = load_probe_set(out_dir)
     figures: dict[str, Any] = {}
@@ -163,18 +163,18 @@ def _open_for_check(
     engine: str | os.PathLike[str] | None,
     trust_engine: bool,
 ) -> Backend:
-    from .backends.select import open_backend
+    from ..embedder import open_backend
 
     if engine is not None:
-        from .backends.trt import TensorRTBackend
+        from ..backends.trt import TensorRTBackend
 
-        return TensorRTBackend(path, engine_path=engine, trust_engine=trust_engine, meta=meta)
+        return TensorRTBackend(path, engine_path=engine, trust_engine=trust_engine, meta=meta, check=None)
     return open_backend(path, backend, precision=precision)
 
 
 def _engine_precision(engine: Path) -> str:
     """The precision an engine file was built for, from its sidecar."""
-    from .tensorrt.cache import read_sidecar
+    from ..tensorrt.cache import read_sidecar
 
     if not engine.is_file():
         raise EngineError(f"engine file not found: {engine}")

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from invspread_edge_runtime.comparison.report import markdown, plot_series, rich_table, write_json, write_plot
-from invspread_edge_runtime.comparison.runner import BenchReport, BenchRow
+from invspread_edge_runtime.bench.report import markdown, plot_series, rich_table, write_json, write_plot
+from invspread_edge_runtime.bench.runner import BenchReport, BenchRow
 
 
 def ok_row(runtime: str, precision: str, batch: int, p50: float) -> BenchRow:

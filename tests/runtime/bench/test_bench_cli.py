@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from invspread_edge_runtime.bench.registry import unregister_runtime
 from invspread_edge_runtime.cli import create_app, run
-from invspread_edge_runtime.comparison.registry import unregister_runtime
 
 REQUIRED = (
     "runtime", "precision", "batch", "status", "cold_start_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
@@ -175,7 +175,7 @@ def test_bad_options_are_one_line_errors(tiny_export, full_toolkit, capsys, args
 def test_an_output_that_cannot_be_written_fails_before_measuring(
     tmp_path, tiny_export, full_toolkit, capsys, monkeypatch, option, where
 ):
-    import invspread_edge_runtime.comparison.runner as runner
+    import invspread_edge_runtime.bench.runner as runner
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("measured although the output cannot be written")

@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from .. import accuracy, evaluation
 from ..backends.base import Backend
 from ..bounds import BATCH, THREADS
 from ..errors import InvedgeError, MissingDependency
+from ..evaluation import accuracy
+from ..evaluation import protocol as evaluation
 from ..preprocess import preprocess_images
-from ..verify import bench_verdict
+from ..verify.backend import bench_verdict
 from .harness import TimingPlan, backend_iteration, measure, time_first_call, timed_call
 from .images import BenchImages
 from .registry import ALL_PRECISIONS, NotPresent, OpenOptions, RuntimeSpec, open_onnx_backend, runtimes
@@ -262,7 +263,7 @@ def _bench_one(
                 f"{name} {precision} batch {batch}: p50 {row.p50_ms:.2f} ms, "
                 f"{row.throughput_ips:.0f} img/s, cold start {row.cold_start_ms:.0f} ms"
             )
-        if any(r.status == OK for r in rows):  # the export's probe set, where it has one (issue 12)
+        if any(r.status == OK for r in rows):  # the export's probe set, where it has one
             verdict = bench_verdict(backend, target.source, precision)
             for row in rows:
                 row.verify = verdict

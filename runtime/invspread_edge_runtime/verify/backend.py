@@ -8,8 +8,8 @@
 Figures, against the FP32 embeddings of the same images: mean and minimum cosine, and top-1
 neighbour agreement among the probes (each probe's nearest other probe under FP32 and under the
 backend are the same); the verdict compares them with the probe set's thresholds for the
-backend's precision. `invedge verify` runs this on an export's artifacts (`verify_export`), engine
-builds right after building (`engine_checks`), `invedge bench` on each row (`bench_verdict`).
+backend's precision. `invedge verify` runs this on an export's artifacts (`export`), engine
+builds right after building (`engines`), `invedge bench` on each row (`bench_verdict`).
 """
 
 from __future__ import annotations
@@ -21,12 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from .accuracy import cosine_stats, nearest_neighbours
-from .backends.base import Backend
-from .errors import AccuracyError, ModelError
+from ..backends.base import Backend
+from ..errors import AccuracyError, ModelError
+from ..evaluation.accuracy import cosine_stats, top1_agreement
+from ..preprocess import load_uint8
 from .probes import FIGURES, ProbeSet, check_space, find_probe_set, load_probe_set
-
-TIE_FRACTION = 0.1  # top-1 agreement: neighbours this close (share of the similarity spread) are tied
 
 
 class VerifyFailed(AccuracyError):
@@ -46,7 +45,7 @@ class VerifyResult:
     probes: int
     mean_cosine: float
     min_cosine: float
-    top1_agreement: float  # ties within TIE_FRACTION count as agreeing (see `top1_agreement`)
+    top1_agreement: float  # near-ties count as agreeing (`evaluation.accuracy.top1_agreement`)
     top1_strict: float  # the same neighbour exactly (the export's and the bench's figure)
     thresholds: dict[str, float]
     # NaN or inf outputs (when any), then one per figure below its threshold
@@ -100,24 +99,10 @@ def verify_backend(backend: Backend, probes: ProbeSet, *, precision: str | None 
 
 
 def embed_probes(backend: Backend, probes: ProbeSet) -> np.ndarray:
-    """(N, d) L2-normalised embeddings of the probe files by `backend`, decoded and preprocessed by
-    the runtime's `Embedder` (what `invedge embed` does), whatever the backend."""
-    from .embedder import Embedder
-
-    with Embedder(
-        _Borrowed(backend), batch_size=len(probes), decode_workers=1, finite_only=False
-    ) as embedder:
-        return embedder.embed(list(probes.paths))
-
-
-class _Borrowed(Backend):
-    """The caller's backend, lent to an Embedder that must not close it."""
-
-    def __init__(self, inner: Backend) -> None:
-        self.inner, self.meta, self.info, self.notes = inner, inner.meta, inner.info, inner.notes
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        return self.inner.infer(batch)
+    """(N, d) L2-normalised embeddings of the probe files by `backend`, decoded and preprocessed as
+    `invedge embed` does (`preprocess.load_uint8`, `Backend.embed_uint8`), whatever the backend.
+    NaN rows stay: the figures measure them."""
+    return backend.embed_uint8(load_uint8(list(probes.paths), backend.meta.image_size), finite_only=False)
 
 
 # --- the figures and the verdict ------------------------------------------------------------------
@@ -143,7 +128,8 @@ def measure(
     nonfinite = int((~np.isfinite(candidate).all(axis=1)).sum())
     if not nonfinite:
         mean_cos, min_cos = cosine_stats(reference, candidate)
-        agree, strict = top1_agreement(reference, candidate, thresholds.get("mean_cosine"))
+        agree = top1_agreement(reference, candidate, ties=True, accepted_cosine=thresholds.get("mean_cosine"))
+        strict = top1_agreement(reference, candidate)
     else:  # NaN/inf out of an engine: as wrong as it gets, and said so
         mean_cos = min_cos = agree = strict = float("nan")
     figures = {"mean_cosine": mean_cos, "min_cosine": min_cos, "top1_agreement": agree}
@@ -167,47 +153,6 @@ def measure(
         thresholds=dict(thresholds),
         failures=failures,
     )
-
-
-def top1_agreement(
-    reference: np.ndarray, candidate: np.ndarray, accepted_cosine: float | None = None
-) -> tuple[float, float]:
-    """(tie-aware, strict) top-1 neighbour agreement among the probes.
-
-    Strict: each probe's nearest other probe is the same under both embeddings. Tie-aware: the
-    neighbour the candidate picks is, under the reference, the nearest or as near as makes no
-    difference: within TIE_FRACTION of that probe's similarity spread (nearest minus median), or
-    within what the error `accepted_cosine` allows (the precision's mean-cosine threshold) moves a
-    similarity gap. A few dozen probes of ten classes hold near-ties (two shirts equally close to a
-    third) whose order flips on any 1e-4 change; an untrained network, whose embeddings all point
-    one way (every similarity above 0.999), is all ties. The floor depends on the threshold, never on
-    the candidate's own error: a broken engine picks neighbours no nearer than the median and fails.
-    """
-    sims = (reference @ reference.T).astype(np.float64)
-    np.fill_diagonal(sims, np.nan)
-    ref_nn = nearest_neighbours(reference, 1)[:, 0]
-    cand_nn = nearest_neighbours(candidate, 1)[:, 0]
-    rows = np.arange(len(reference))
-    best = sims[rows, ref_nn]
-    median = np.nanmedian(sims, axis=1)
-    tolerance = np.maximum(
-        TIE_FRACTION * np.maximum(best - median, 0.0), gap_noise(accepted_cosine, reference)
-    )
-    tied = sims[rows, cand_nn] >= best - tolerance
-    return float(tied.mean()), float((ref_nn == cand_nn).mean())
-
-
-def gap_noise(accepted_cosine: float | None, reference: np.ndarray) -> float:
-    """How far an embedding error at `accepted_cosine` typically moves the gap between two similarities.
-
-    An error of length e = sqrt(2 (1 - cos)) on unit vectors in d dimensions moves a similarity
-    a·b by about e·sqrt(2/d) (two independent terms Δa·b and a·Δb, each of spread e/sqrt(d)), and the
-    gap between two of them by 2e/sqrt(d): one spread of it. 0 when no threshold is given.
-    """
-    if accepted_cosine is None or not 0.0 < accepted_cosine < 1.0:
-        return 0.0
-    error = np.sqrt(2.0 * (1.0 - accepted_cosine))
-    return float(2.0 * error / np.sqrt(reference.shape[1]))
 
 
 def require_pass(result: VerifyResult, what: str | None = None, kept: str = "") -> None:

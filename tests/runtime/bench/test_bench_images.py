@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from invspread_edge_runtime.comparison.images import _bounded, load_bench_images
+from invspread_edge_runtime.bench.images import _bounded, load_bench_images
 from invspread_edge_runtime.errors import ConfigError
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .errors import DataError
-from .files import atomic_path
-from .preprocess import load_image, to_rgb
+from ..errors import DataError
+from ..files import atomic_path
+from ..preprocess import load_image, to_rgb
 
 QUERY_COLOUR = (33, 102, 172)
 TILE_BACKGROUND = (245, 245, 245)

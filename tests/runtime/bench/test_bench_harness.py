@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from invspread_edge_runtime.backends.base import Backend, BackendInfo
-from invspread_edge_runtime.comparison.harness import (
+from invspread_edge_runtime.bench.harness import (
     Timing,
     TimingPlan,
     backend_iteration,
@@ -20,7 +20,7 @@ from invspread_edge_runtime.comparison.harness import (
     parse_warmup,
     time_first_call,
 )
-from invspread_edge_runtime.comparison.stats import LatencyStats, throughput
+from invspread_edge_runtime.bench.stats import LatencyStats, throughput
 from invspread_edge_runtime.errors import InvedgeError
 
 

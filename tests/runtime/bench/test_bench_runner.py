@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 
 from invspread_edge_runtime.backends.base import Backend, BackendInfo
-from invspread_edge_runtime.comparison.harness import TimingPlan
-from invspread_edge_runtime.comparison.images import load_bench_images
-from invspread_edge_runtime.comparison.registry import (
+from invspread_edge_runtime.bench.harness import TimingPlan
+from invspread_edge_runtime.bench.images import load_bench_images
+from invspread_edge_runtime.bench.registry import (
     NotPresent,
     register_runtime,
     runtimes,
     unregister_runtime,
 )
-from invspread_edge_runtime.comparison.runner import BenchSettings, default_precisions, run_bench
-from invspread_edge_runtime.comparison.target import BenchTarget
+from invspread_edge_runtime.bench.runner import BenchSettings, default_precisions, run_bench
+from invspread_edge_runtime.bench.target import BenchTarget
 from invspread_edge_runtime.errors import InvedgeError
 from invspread_edge_runtime.metadata import ModelMeta
 

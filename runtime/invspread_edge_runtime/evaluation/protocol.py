@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from . import accuracy, console
+from .. import console
+from ..errors import ConfigError, DataError, InvedgeError
+from . import accuracy
 from .datasets import ImageSet, open_dataset, select
-from .errors import ConfigError, DataError, InvedgeError
 
 PROTOCOLS = ("knn", "retrieval")
 KNN_K, KNN_T = 200, 0.1  # the paper's k and temperature

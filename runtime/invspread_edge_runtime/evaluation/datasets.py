@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .bounds import CLASS_ID
-from .errors import ConfigError, DataError, InvedgeError
-from .preprocess import list_images, load_image, to_uint8_chw
+from ..bounds import CLASS_ID
+from ..errors import ConfigError, DataError, InvedgeError
+from ..preprocess import list_images, load_image, to_uint8_chw
 
 LIMIT_SEED = 0  # a limit takes the first N of this fixed shuffle, whatever the training seed is
 FASHION_MNIST_DIR = Path(os.environ.get("INVEDGE_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))

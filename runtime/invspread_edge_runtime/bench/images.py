@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 
 from ..bounds import BENCH_IMAGES
-from ..datasets import open_dataset
 from ..errors import DataError
+from ..evaluation.datasets import open_dataset
 from ..metadata import ModelMeta
 from ..preprocess import preprocess_images
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from invspread_edge_runtime.comparison.environment import (
+from invspread_edge_runtime.bench.environment import (
     collect_environment,
     cpu_info,
     gpu_info,
@@ -122,7 +122,7 @@ def test_busy_machine_is_flagged():
 def test_torch_version_read_without_importing_torch():
     code = (
         "import sys, json\n"
-        "from invspread_edge_runtime.comparison.environment import collect_environment\n"
+        "from invspread_edge_runtime.bench.environment import collect_environment\n"
         "env = collect_environment()\n"
         "print(json.dumps({'torch_loaded': 'torch' in sys.modules, 'packages': env['packages']}))\n"
     )

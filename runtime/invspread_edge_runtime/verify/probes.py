@@ -3,7 +3,7 @@
 An INT8 ONNX file that is accurate on ONNX Runtime's CPU provider can still give an engine that is
 not (TensorRT fuses, reorders and picks its own kernels on the device). So the export folder
 carries a few dozen fixed images and the FP32 model's embeddings of them, against which every
-backend and artifact is compared where it runs (`verify.verify_backend`):
+backend and artifact is compared where it runs (`backend.verify_backend`):
 
     probes = load_probe_set("runs/fmnist/export")             # every file checked against its sha256
 
@@ -14,7 +14,7 @@ Layout, in the export folder:
                         pass thresholds per precision, and the figures each artifact had at export
     probes/000.png …    the images, resized and centre-cropped to the model's input size (so a folder of
                         large photos stays small; the runtime's resize leaves them as they are)
-    probes/fp32.npy     (N, d) float32: the FP32 ONNX model on ort-cpu, through `Embedder` (decode and
+    probes/fp32.npy     (N, d) float32: the FP32 ONNX model on ort-cpu, decoded as `invedge embed` does (decode and
                         preprocessing as shipped), written after the export's parity check passed
 
 This module owns that format: where the folder is, writing it, reading and validating it.
@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError, InvedgeError, ModelError
-from .files import _umask, atomic_write_json, read_json, replace_folder, sha256_file
-from .integrity import check_probe_manifest
-from .metadata import ModelMeta
+from ..errors import DataError, InvedgeError, ModelError
+from ..files import _umask, atomic_write_json, read_json, replace_folder, sha256_file
+from ..integrity import check_probe_manifest
+from ..metadata import ModelMeta
 
 FORMAT = "invspread-edge/probes/1"
 PROBE_DIR = "probes"
@@ -44,7 +44,7 @@ EMBEDDINGS = "fp32.npy"
 DEFAULT_COUNT = 32
 
 # Pass thresholds per precision: mean cosine, min cosine, top-1 agreement (fraction of probes).
-# Written into probes.json at export; `verify.measure` judges a backend by them.
+# Written into probes.json at export; `backend.measure` judges a backend by them.
 # - fp32: TensorRT runs FP32 convolutions in TF32 on Ampere and newer GPUs (its default), which
 #   moves embeddings by ~1e-4 in cosine; anything past 0.9995 mean is not a faithful FP32 engine.
 # - fp16 / bf16: half-precision rounding of activations (bf16 has 3 fewer mantissa bits).
@@ -129,7 +129,7 @@ def write_probe_set(
     `min_mean_cosine`: the export's `--min-cosine`, which becomes the INT8 mean-cosine threshold.
     The folder is built beside the old one and swapped in at the end: a failure leaves the old set.
     """
-    from .metadata import read_model_meta
+    from ..metadata import read_model_meta
 
     out_dir, fp32_model = Path(out_dir), Path(fp32_model)
     meta = read_model_meta(fp32_model)
@@ -157,7 +157,7 @@ def write_probe_set(
 
 def _write_images(work: Path, images: Sequence[Any], n: int, size: int) -> dict[str, str]:
     """The first `n` images as PNG files at the model's input size; file name → sha256, in order."""
-    from .preprocess import resize_center_crop, to_rgb
+    from ..preprocess import resize_center_crop, to_rgb
 
     files: dict[str, str] = {}
     for i in range(n):
@@ -170,11 +170,11 @@ def _write_images(work: Path, images: Sequence[Any], n: int, size: int) -> dict[
 
 def _write_embeddings(work: Path, fp32_model: Path, meta: ModelMeta, names: list[str]) -> None:
     """The FP32 model's embeddings of the written files, decoded and preprocessed as shipped."""
-    from .backends.ort import OrtBackend
-    from .embedder import Embedder
+    from ..backends.ort import OrtBackend
+    from ..preprocess import load_uint8
 
-    with Embedder(OrtBackend(fp32_model, "ort-cpu", meta=meta), batch_size=len(names)) as embedder:
-        emb = embedder.embed([work / name for name in names])
+    with OrtBackend(fp32_model, "ort-cpu", meta=meta) as backend:
+        emb = backend.embed_uint8(load_uint8([work / name for name in names], meta.image_size))
     if emb.shape != (len(names), meta.embedding_dim) or not np.isfinite(emb).all():
         raise ModelError(f"the FP32 model gave unusable probe embeddings (shape {emb.shape})")
     np.save(work / EMBEDDINGS, np.ascontiguousarray(emb, dtype=np.float32), allow_pickle=False)
@@ -274,7 +274,7 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
     if not path.exists():
         raise DataError(
             f"no probe set in {folder.parent} ({PROBE_DIR}/{MANIFEST} is missing)",
-            "Re-export the model with 'invedge export RUN' (exports since issue 12 write one)",
+            "Re-export the model with 'invedge export RUN': every export writes one",
         )
     try:
         manifest = read_json(path, "probe manifest")
@@ -323,7 +323,7 @@ def _read_embeddings(path: Path, count: int, dim: int) -> np.ndarray:
 
 
 def _check_images(paths: tuple[Path, ...], size: int) -> None:
-    from .preprocess import load_image
+    from ..preprocess import load_image
 
     for path in paths:
         img = load_image(path)  # DataError names an undecodable file

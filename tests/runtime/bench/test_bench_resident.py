@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from invspread_edge_runtime.backends.ort import OrtBackend
-from invspread_edge_runtime.comparison import runner
-from invspread_edge_runtime.comparison.harness import TimingPlan
-from invspread_edge_runtime.comparison.images import load_bench_images
-from invspread_edge_runtime.comparison.registry import register_runtime, unregister_runtime
-from invspread_edge_runtime.comparison.resident import resident_call
-from invspread_edge_runtime.comparison.runner import BenchSettings, run_bench
-from invspread_edge_runtime.comparison.target import resolve_target
+from invspread_edge_runtime.bench import runner
+from invspread_edge_runtime.bench.harness import TimingPlan
+from invspread_edge_runtime.bench.images import load_bench_images
+from invspread_edge_runtime.bench.registry import register_runtime, unregister_runtime
+from invspread_edge_runtime.bench.resident import resident_call
+from invspread_edge_runtime.bench.runner import BenchSettings, run_bench
+from invspread_edge_runtime.bench.target import resolve_target
 from invspread_edge_runtime.preprocess import normalize
 
 

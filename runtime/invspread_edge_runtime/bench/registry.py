@@ -150,7 +150,7 @@ def builtin_unavailable(name: str) -> str | None:
 
 def open_onnx_backend(name: str, model: Path, precision: str, options: OpenOptions) -> Backend:
     """Open one of the runtime's own backends on one ONNX file."""
-    from ..backends.select import open_backend
+    from ..embedder import open_backend
 
     return open_backend(
         model, backend=name, threads=options.threads, precision=precision, max_batch=options.max_batch
