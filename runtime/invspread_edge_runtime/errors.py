@@ -95,7 +95,9 @@ class EmbeddingsError(InvedgeError):
 
 
 class EngineError(InvedgeError):
-    """A TensorRT engine that cannot be built, loaded or run."""
+    """A backend that cannot run the model here: a TensorRT engine that cannot be built, loaded or
+    run, an ONNX Runtime provider that cannot start (a backend's, the GPU search graph's), no GPU,
+    or no backend at all that runs the model."""
 
 
 class AccuracyError(InvedgeError):
@@ -117,6 +119,10 @@ class LockedError(InvedgeError):
 
 class WriteError(InvedgeError):
     """A file or folder that could not be written: disk full, no permission (files.os_error)."""
+
+
+class UnreachableError(InvedgeError):
+    """A service the command needs (a Milvus server, a Ray cluster) that does not answer."""
 
 
 class Interrupted(InvedgeError):

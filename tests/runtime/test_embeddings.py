@@ -10,7 +10,7 @@ import pytest
 
 from invspread_edge_runtime.embeddings.reader import load_embeddings
 from invspread_edge_runtime.embeddings.writer import EmbeddingWriter
-from invspread_edge_runtime.errors import EmbeddingsError
+from invspread_edge_runtime.errors import DataError, EmbeddingsError
 
 SPACE = {"space_id": "0123456789abcdef/8", "checkpoint_sha256": "0123456789abcdef" * 4, "embedding_dim": 8}
 MODEL = {"path": "/models/model.onnx", "sha256": "aa" * 32, "precision": "fp32"}
@@ -112,7 +112,7 @@ def test_damaged_or_inconsistent_folders_are_rejected(tmp_path):
 def test_nothing_embedded_is_an_error(tmp_path):
     w = writer(tmp_path / "e.emb", tmp_path)
     w.add_failure("a.jpg", "unreadable")
-    with pytest.raises(EmbeddingsError, match="no image could be embedded"):
+    with pytest.raises(DataError, match="no image could be embedded"):
         w.finish()
 
 
@@ -145,7 +145,7 @@ def test_an_overwrite_that_fails_leaves_the_old_folder_whole(tmp_path):
     before = contents(out)
     w = writer(out, tmp_path, overwrite=True)
     w.add_failure("bad.jpg", "unreadable image /x/bad.jpg: cannot identify image file")
-    with pytest.raises(EmbeddingsError, match="no image could be embedded"):
+    with pytest.raises(DataError, match="no image could be embedded"):
         w.finish()
     assert contents(out) == before and load_embeddings(out).ids == ["old0"]
 
@@ -319,7 +319,7 @@ def test_no_image_embedded_names_the_first_file_and_why(tmp_path):
     w = writer(tmp_path / "e.emb", tmp_path)
     w.add_failure("a.jpg", "unreadable image /photos/a.jpg: cannot identify image file")
     w.add_failure("b.jpg", "unreadable image /photos/b.jpg: truncated")
-    with pytest.raises(EmbeddingsError) as caught:
+    with pytest.raises(DataError) as caught:
         w.finish()
     assert "2 unreadable; first: unreadable image /photos/a.jpg: cannot identify image file" in str(
         caught.value

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 
 from .. import console
-from ..errors import EngineError, InvedgeError, MissingDependency, ModelError
+from ..errors import ConfigError, EngineError, InvedgeError, MissingDependency, ModelError
 from ..integrity import ArtifactDamaged, ExportRecord, check_artifact, combined, read_report
 from ..metadata import ARTIFACT_FILES, PRECISIONS, ModelMeta, read_model_meta
 from ..tensorrt.cache import DEFAULT_MAX_BATCH
@@ -156,14 +156,15 @@ def _one_checkpoint(
 def pick_artifact(
     artifacts: dict[str, tuple[Path, ModelMeta]], backend: str, precision: str | None = None
 ) -> tuple[Path, ModelMeta]:
-    """The artifact `backend` should run (see the module docstring); ModelError when none fits.
+    """The artifact `backend` should run (see the module docstring); ModelError when none fits,
+    ConfigError for a `precision` that is none of ours.
 
     The one chosen is compared with the sha256 its folder's report.json records (ArtifactDamaged):
     every caller that runs an artifact chooses it here first.
     """
     if precision is not None:
         if precision not in PRECISIONS:
-            raise ModelError(f"Invalid precision {precision!r}. Only {', '.join(PRECISIONS)} are supported.")
+            raise ConfigError(f"Invalid precision {precision!r}. Only {', '.join(PRECISIONS)} are supported.")
         if precision not in artifacts:
             raise ModelError(
                 f"no {precision} artifact here (found: {', '.join(sorted(artifacts))})",
@@ -232,9 +233,9 @@ def open_backend(
     ONNX file); its `notes` are lines saying what was chosen and why.
     """
     if backend not in BACKEND_CHOICES:
-        raise EngineError(f"Invalid backend {backend!r}. Only {', '.join(BACKEND_CHOICES)} are supported.")
+        raise ConfigError(f"Invalid backend {backend!r}. Only {', '.join(BACKEND_CHOICES)} are supported.")
     if engine_path is not None and backend not in ("auto", "trt"):
-        raise EngineError(
+        raise ConfigError(
             f"an engine file runs on the native TensorRT backend, not {backend}", "Use --backend trt"
         )
     artifacts = find_artifacts(model)
@@ -255,7 +256,7 @@ def open_backend(
         except (InvedgeError, RuntimeError, OSError) as exc:
             if (
                 backend != "auto"
-                or isinstance(exc, ArtifactDamaged)
+                or isinstance(exc, (ArtifactDamaged, ConfigError))  # a bad --precision: no backend helps
                 or (isinstance(exc, ModelError) and name == "ort-cpu")
             ):
                 raise

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import hooks
 from ..bounds import BATCH, RAY_ACTORS, RAY_GPUS_PER_ACTOR, THREADS, check_bounds
-from ..errors import ConfigError, EmbeddingsError, EngineError, NonFiniteError
+from ..errors import ConfigError, EmbeddingsError, NonFiniteError
 from ..files import sha256_file
 from .folder import check_output, recover
 from .layout import DEFAULT_DTYPE, DTYPES, PART_SIZE, PARTS
@@ -281,7 +281,7 @@ class EmbedOptions:
         object.__setattr__(self, "out", embeddings_out(self.out))
 
     def _check_ray(self) -> None:
-        """The refusals of a Ray run that need no Ray (EngineError for the backend, as the embedder's)."""
+        """The refusals of a Ray run that need no Ray (the backend's words are the embedder's)."""
         from ..backends.select import BACKEND_CHOICES
 
         if not self.ray or not self.ray.strip():
@@ -291,7 +291,7 @@ class EmbedOptions:
         # a fraction of a GPU shares it between actors
         check_bounds({"ray_actors": RAY_ACTORS, "ray_gpus_per_actor": RAY_GPUS_PER_ACTOR}, vars(self))
         if self.backend not in BACKEND_CHOICES:
-            raise EngineError(
+            raise ConfigError(
                 f"Invalid backend {self.backend!r}. Only {', '.join(BACKEND_CHOICES)} are supported."
             )
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from .. import hooks
-from ..errors import ConfigError, MissingDependency
+from ..errors import ConfigError, MissingDependency, UnreachableError
 from .corpus import EmbedOptions, EmbedResult, LoopBatch, claimed_output, write_embeddings
 
 INSTALL = "pip install 'invspread-edge-runtime[ray]'"
@@ -236,8 +236,8 @@ def probe(address: str) -> None:
         raise unreachable(address, exc.strerror or exc.__class__.__name__) from exc
 
 
-def unreachable(address: str, why: str) -> ConfigError:
-    return ConfigError(
+def unreachable(address: str, why: str) -> UnreachableError:
+    return UnreachableError(
         f"cannot reach a Ray cluster at {address} ({why})",
         "Check that the cluster is up ('ray status' on its head node), that this machine reaches that "
         "port (the head's GCS port, default 6379, or ray://HOST:10001 for Ray Client), or use --ray auto",

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from ..errors import EmbeddingsError
+from ..errors import DataError
 from . import folder
 from .layout import DEFAULT_DTYPE, DTYPES, FORMAT, PART_SIZE
 from .parts import PartStore
@@ -162,7 +162,7 @@ class EmbeddingWriter:
         """No image could be embedded: nothing worth keeping (a rerun tries every image again anyway)."""
         self._remove_work()
         first = f"; first: {failed[0][1]}" if failed else ""
-        raise EmbeddingsError(
+        raise DataError(
             f"no image could be embedded ({len(failed)} unreadable{first})",
             "Fix or remove the unreadable images, then run the same command again",
         )

@@ -16,7 +16,7 @@ import threading
 from collections import Counter
 from typing import Any
 
-from ..errors import InvedgeError, MissingDependency
+from ..errors import InvedgeError, MissingDependency, UnreachableError
 from .address import StoreAddress
 
 INSTALL = "pip install 'invspread-edge-runtime[milvus]'"
@@ -140,9 +140,9 @@ def _locked(store: StoreAddress) -> bool:
     return False
 
 
-def unreachable(store: StoreAddress, exc: Exception | None = None) -> InvedgeError:
+def unreachable(store: StoreAddress, exc: Exception | None = None) -> UnreachableError:
     why = f" ({message_of(exc)})" if exc is not None else ""
-    return InvedgeError(f"cannot reach Milvus at {store.shown}{why}", CHECK)
+    return UnreachableError(f"cannot reach Milvus at {store.shown}{why}", CHECK)
 
 
 def failed(store: StoreAddress, what: str, exc: Exception) -> InvedgeError:

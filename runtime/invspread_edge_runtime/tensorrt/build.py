@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import console
 from ..bounds import ENGINE_MAX_BATCH, ENGINE_MIN_BATCH, ENGINE_OPT_BATCH, WORKSPACE_MB
-from ..errors import EngineError, ModelError
+from ..errors import ConfigError, EngineError, ModelError
 from ..files import atomic_write_bytes, sha256_bytes, sha256_file
 from ..integrity import check_artifact
 from ..metadata import ARTIFACT_FILES, ModelMeta, read_model_meta
@@ -45,7 +45,7 @@ def resolve_precision(meta: ModelMeta, requested: str | None, source: str) -> st
         return check_precision(meta.precision)
     check_precision(requested)
     if requested != meta.precision:
-        raise EngineError(
+        raise ConfigError(
             f"{source} is a {meta.precision} model; TensorRT takes the precision from the ONNX graph, "
             f"so a {requested} engine needs the {requested} artifact",
             f"Build from {ARTIFACT_FILES[requested]} ('invedge export RUN --{requested}' writes it)"
@@ -131,7 +131,8 @@ def build_engine(
     already (else it is read here, once). `check` runs the new plan before anything is written
     (`verify.engines.probe_plan_check`: the probe set beside the ONNX file); None, which a
     caller must write out, writes it unchecked.
-    Raises EngineError / ModelError / MissingDependency, and the check's AccuracyError.
+    Raises EngineError / ModelError / MissingDependency, ConfigError for a `precision` that is not the
+    ONNX file's, and the check's AccuracyError.
     """
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     meta = meta or read_model_meta(onnx_path)

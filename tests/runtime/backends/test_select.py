@@ -15,7 +15,7 @@ from invspread_edge_runtime.backends import select
 from invspread_edge_runtime.backends.base import Backend, BackendInfo
 from invspread_edge_runtime.backends.select import find_artifacts, pick_artifact
 from invspread_edge_runtime.embedder import open_backend
-from invspread_edge_runtime.errors import EngineError, ModelError
+from invspread_edge_runtime.errors import ConfigError, EngineError, ModelError
 
 
 def test_export_folder_artifacts_follow_the_backend(tiny_export):
@@ -31,7 +31,7 @@ def test_export_folder_artifacts_follow_the_backend(tiny_export):
     assert pick_artifact(artifacts, "ort-cpu", precision="fp32")[0].name == "model.onnx"
     with pytest.raises(ModelError, match="cannot run on TensorRT"):
         pick_artifact(artifacts, "trt", precision="int8-cpu")
-    with pytest.raises(ModelError, match="Invalid precision"):
+    with pytest.raises(ConfigError, match="Invalid precision"):
         pick_artifact(artifacts, "ort-cpu", precision="int4")
 
 
@@ -73,7 +73,7 @@ def test_auto_on_a_cpu_machine_says_why_it_chose_the_cpu(tiny_export, monkeypatc
     assert backend.info.name == "ort-cpu" and backend.info.precision == "int8-cpu"
     assert backend.notes[0].startswith("trt: skipped (the tensorrt")
     assert backend.notes[-1].startswith("ort-cpu: model.int8-cpu.onnx (int8-cpu) on cpu")
-    with pytest.raises(EngineError, match="Invalid backend"):
+    with pytest.raises(ConfigError, match="Invalid backend"):
         open_backend(tiny_export, "tensorflow")
 
 
@@ -139,6 +139,12 @@ def test_auto_moves_on_when_a_faster_backend_fails_to_start(tiny_export, fake_tr
     assert any(n.startswith("ort-cuda: skipped") for n in backend.notes)
     with pytest.raises(EngineError, match="no CUDA device"):
         open_backend(tiny_export, "trt")  # asked for by name: the error is the answer
+
+
+def test_auto_refuses_an_unknown_precision_at_once(tiny_export, fake_trt):
+    with pytest.raises(ConfigError, match="Invalid precision 'int4'"):
+        open_backend(tiny_export, precision="int4")  # no backend can help: none is tried
+    assert fake_trt.opened == []
 
 
 # --- an export folder holds the artifacts of one checkpoint, checked when it is opened ------------
@@ -223,7 +229,7 @@ def test_a_damaged_artifact_is_named_not_skipped(tmp_path, make_tiny_onnx, capsy
 
 
 def test_an_engine_file_runs_on_native_tensorrt_only(tiny_export, fake_trt, tmp_path):
-    with pytest.raises(EngineError, match="native TensorRT backend, not ort-cpu"):
+    with pytest.raises(ConfigError, match="native TensorRT backend, not ort-cpu"):
         open_backend(tiny_export, "ort-cpu", engine_path=tmp_path / "m.engine")
 
 

@@ -11,7 +11,13 @@ from dataclasses import replace
 
 import pytest
 
-from invspread_edge_runtime.errors import EngineError, InvedgeError, MissingDependency, ModelError
+from invspread_edge_runtime.errors import (
+    ConfigError,
+    EngineError,
+    InvedgeError,
+    MissingDependency,
+    ModelError,
+)
 from invspread_edge_runtime.metadata import read_model_meta
 from invspread_edge_runtime.tensorrt.build import resolve_precision
 from invspread_edge_runtime.tensorrt.cache import (
@@ -124,7 +130,7 @@ def test_precision_comes_from_the_graph(tmp_path, make_tiny_onnx):
     fp16 = read_model_meta(make_tiny_onnx(tmp_path / "model.fp16.onnx", precision="fp16"))
     assert resolve_precision(fp16, None, "model.fp16.onnx") == "fp16"
     assert resolve_precision(fp16, "fp16", "model.fp16.onnx") == "fp16"
-    with pytest.raises(EngineError, match="is a fp16 model") as exc:
+    with pytest.raises(ConfigError, match="is a fp16 model") as exc:
         resolve_precision(fp16, "int8", "model.fp16.onnx")
     assert "model.int8.onnx" in exc.value.hint
     cpu = read_model_meta(make_tiny_onnx(tmp_path / "model.int8-cpu.onnx", precision="int8-cpu"))

@@ -10,7 +10,7 @@ import json
 import pytest
 from engine_rig import PLAN, TIMING
 
-from invspread_edge_runtime.errors import EngineError, ModelError
+from invspread_edge_runtime.errors import ConfigError, EngineError, ModelError
 from invspread_edge_runtime.files import sha256_bytes, sha256_file
 from invspread_edge_runtime.tensorrt import api as trt_api
 from invspread_edge_runtime.tensorrt.build import build_engine
@@ -131,7 +131,7 @@ def test_timing_cache_from_another_gpu_is_replaced(rig, onnx_file, tmp_path, cap
 
 
 def test_precision_must_match_the_graph(rig, api, onnx_file, tmp_path, make_tiny_onnx):
-    with pytest.raises(EngineError, match=r"fp32 model.*model\.int8\.onnx"):
+    with pytest.raises(ConfigError, match=r"fp32 model.*model\.int8\.onnx"):
         build_engine(onnx_file, tmp_path / "m.engine", precision="int8", check=None)
     cpu = make_tiny_onnx(tmp_path / "model.int8-cpu.onnx", precision="int8-cpu")
     with pytest.raises(ModelError, match="CPU INT8 artifact"):
