@@ -20,32 +20,14 @@ from .. import console
 from ..backends.base import Backend
 from ..metadata import ModelMeta
 from ..tensorrt.build import PlanCheck
-from .backend import VerifyResult, require_pass, verify_backend
-from .probes import MANIFEST, PROBE_DIR, find_probe_set, load_probe_set
+from .backend import require_pass, verify_backend
+from .probes import MANIFEST, PROBE_DIR, find_probe_set, load_probe_set, probe_folder
 
 # backend name → (what was built, what happened to it when it fails)
 BUILT = {
     "trt": ("TensorRT engine", "the engine was not written"),
     "ort-trt": ("ONNX Runtime TensorRT engine", "its cache folder was emptied"),
 }
-
-
-def verify_new_engine(
-    backend: Backend, onnx_path: str | os.PathLike[str], what: str, kept: str
-) -> VerifyResult | None:
-    """Check a freshly built engine against the probe set beside `onnx_path`.
-
-    None (with a warning) when there is no probe set there: an ONNX file exported before probe
-    sets existed, or one copied without its folder. Raises VerifyFailed when the engine fails.
-    """
-    folder = find_probe_set(onnx_path)
-    if folder is None:
-        _warn_unchecked(onnx_path, what)
-        return None
-    probes = load_probe_set(folder.parent)
-    result = verify_backend(backend, probes)
-    require_pass(result, f"the {what} built from {Path(onnx_path).name}", kept)
-    return result
 
 
 def _warn_unchecked(onnx_path: str | os.PathLike[str], what: str) -> None:
@@ -65,9 +47,12 @@ class ProbeCheck:
         return False
 
     def __call__(self, backend: Backend, onnx_path: Path) -> dict[str, Any]:
+        """The figures of the engine `backend` runs; VerifyFailed when it fails (after `has_reference`:
+        without a probe set, `load_probe_set` says so in one line)."""
         what, kept = BUILT.get(backend.info.name, ("engine", ""))
-        result = verify_new_engine(backend, onnx_path, what, kept)
-        return {} if result is None else result.to_dict()
+        result = verify_backend(backend, load_probe_set(probe_folder(onnx_path).parent))
+        require_pass(result, f"the {what} built from {Path(onnx_path).name}", kept)
+        return result.to_dict()
 
 
 PROBE_CHECK = ProbeCheck()
