@@ -7,7 +7,7 @@ FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CHROMIUM := /usr/bin/chromium
 DEMO    ?= runs/demo
 
-.PHONY: install data browser demo serve test test-slow trt-api test-trt lint clean
+.PHONY: install data browser rtsp-deps demo serve test test-slow trt-api test-trt lint clean
 
 # Idempotent: re-runs pip only when the project's install files change.
 install: $(STAMP)
@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml runtime/pyproject.toml runtime/invspread_edge_runtime/VERSION
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e './runtime[cpu,search]' -e '.[dev]'
+	$(BIN)/pip install -q -e './runtime[cpu,search,video]' -e '.[dev]'
 	touch $(STAMP)
 
 # The default data set comes from Debian; nothing is downloaded at run time.
@@ -32,6 +32,18 @@ browser: $(CHROMIUM)
 $(CHROMIUM):
 	@command -v apt-get >/dev/null || { echo "install the Debian package chromium"; exit 1; }
 	(apt-get install -y -qq chromium || (apt-get update -qq && apt-get install -y -qq chromium))
+
+# The stream tests run a real RTSP server (tests/rtsp_server.py) and read gst: pipelines: GStreamer's,
+# whose Python bindings are the system python3's (with its numpy and Pillow, for our GStreamer reader), so
+# they come from apt like the browser; installed only when a package is missing.
+RTSP_DEPS := gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly python3-gi gir1.2-gstreamer-1.0 \
+	gir1.2-gst-plugins-base-1.0 python3-numpy python3-pil
+
+rtsp-deps:
+	@dpkg -s $(RTSP_DEPS) >/dev/null 2>&1 || { \
+		command -v apt-get >/dev/null || { echo "install the Debian packages $(RTSP_DEPS)"; exit 1; }; \
+		apt-get install -y -qq $(RTSP_DEPS) || (apt-get update -qq && apt-get install -y -qq $(RTSP_DEPS)); }
 
 # A short run (about 2 minutes of training on 2 cores), then the paper's kNN on the full split.
 # The main job end to end on the default data (about 6 minutes on 2 cores): train, evaluate, export
@@ -56,7 +68,7 @@ demo: install data
 serve: install
 	$(BIN)/invedge serve $(DEMO)/export --index $(DEMO)/gallery.index --image-root $(DEMO)/gallery
 
-test: install data browser
+test: install data browser rtsp-deps
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 test-slow: install data

@@ -12,7 +12,9 @@ import pytest
 # loads), or the workers' threads fight over the cores (measured: training steps 15x slower).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from rtsp_testing import rtsp_server, silent_port  # noqa: F401  (the stream tests' fixtures)
 from tiny import FMNIST_MEAN, FMNIST_STD, tiny_config
+from watch_testing import watch_gallery, watch_known, watch_model, watch_strangers  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -103,6 +103,19 @@ RAY_ACTORS = Bound("--ray-actors", 1, 4096)
 RAY_GPUS_PER_ACTOR = Bound("--ray-gpus-per-actor", 0, 16, zero="CPU actors")
 # class ids of --classes (train, eval): ImageNet-21k has 21 841 classes; a range of them is a list
 CLASS_ID = Bound("--classes", 0, 99_999)
+# video and camera sources (sources/sampling.py, the stream options of embed, search, watch, serve)
+EVERY = Bound("--every", 1, 1_000_000)
+FPS = Bound("--fps", 0, 1000, above=True)  # of video time; no camera delivers more
+MAX_FRAMES = Bound("--max-frames", 1, 100_000_000)  # kept frames of one source
+DURATION = Bound("--duration", 0, 30 * 24 * 3600, above=True)  # seconds: 30 days of a camera
+START = Bound("--start", 0, 100 * 24 * 3600)  # seconds into a file
+END = Bound("--end", 0, 100 * 24 * 3600, above=True)
+OPEN_TIMEOUT = Bound("--open-timeout", 0, 600, above=True)  # seconds to open a stream or camera
+RECONNECT = Bound("--reconnect", 0, 1000, zero="never")  # consecutive reconnect tries of a live source
+# invedge watch and serve --watch (watch/matcher.py)
+THRESHOLD = Bound("--threshold", -1, 1)  # a cosine score: unit vectors never leave -1..1
+COOLDOWN = Bound("--cooldown", 0, 24 * 3600, zero="every frame")  # seconds of frame time per gallery item
+WATCH_K = Bound("--k", 1, 100)  # gallery items reported per frame: a match line each
 
 # invedge serve (serve/settings.py checks them)
 PORT = Bound("--port", 0, 65_535, zero="any free port")

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -27,6 +29,10 @@ from .errors import DataError, InvedgeError
 from .metadata import ModelMeta
 from .preprocess import load_image, normalize, to_rgb, to_uint8_chw
 from .verify.engines import PROBE_CHECK
+
+if TYPE_CHECKING:
+    from .sources.frame import Frame
+    from .sources.spec import VideoInput
 
 ImageLike = str | os.PathLike[str] | Image.Image
 PREFETCH_BATCHES = 2  # batches decoded ahead of the one the model is running
@@ -169,6 +175,48 @@ class Embedder:
                 vectors = np.zeros((0, self.meta.embedding_dim), dtype=np.float32)
             yield EmbeddedBatch(kept, vectors, failures)
 
+    def embed_frames(
+        self, frames: Iterable[Frame], batch_size: int | None = None, *, ahead: int | None = None
+    ) -> Iterator[tuple[list[Frame], np.ndarray]]:
+        """Decoded video frames → (those frames, their (n, d) float32 L2-normalised vectors), in order.
+
+        Each frame is resized and cropped exactly as an image file is (`to_uint8_chw` of its RGB
+        array), in the thread pool, `ahead` batches ahead of the model (default: PREFETCH_BATCHES),
+        so the source's decoding, this preprocessing and inference overlap. A batch of one (live
+        sources: the lowest latency) takes no frame ahead by default: a live source keeps only its
+        newest frame while the model is busy, and a frame taken early would be an older one.
+        """
+        size = self.batch_size if batch_size is None else batch_size
+        if size < 1:
+            raise InvedgeError(f"Invalid batch size {size}. It must be at least 1.")
+        ahead = (PREFETCH_BATCHES if size > 1 else 0) if ahead is None else ahead
+        source = iter(frames)
+        pending: deque[tuple[list[Frame], list[Future]]] = deque()
+
+        def submit_next() -> bool:
+            batch = list(islice(source, size))
+            if not batch:
+                return False
+            chunk = max(1, -(-len(batch) // self.decode_workers))
+            futures = [
+                self._pool.submit(self._frames_chunk, batch[i : i + chunk])
+                for i in range(0, len(batch), chunk)
+            ]
+            pending.append((batch, futures))
+            return True
+
+        for _ in range(ahead + 1):
+            if not submit_next():
+                break
+        while pending:
+            batch, futures = pending.popleft()
+            arrays = [array for future in futures for array in future.result()]
+            if ahead:
+                submit_next()  # keep the pool (and the source) busy while the model runs
+            yield batch, self.embed_uint8(np.stack(arrays))
+            if not ahead:
+                submit_next()  # the newest frame once the model is free again
+
     def embed_uint8(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, S, S) uint8 images already resized (e.g. an ImageSet) → (N, d) normalised."""
         return self.backend.embed_uint8(batch, self.finite_only)
@@ -209,6 +257,9 @@ class Embedder:
                 failures.append((position, exc.message))  # "unreadable image PATH: why"
         return arrays, kept, failures
 
+    def _frames_chunk(self, frames: list[Frame]) -> list[np.ndarray]:
+        return [to_uint8_chw(Image.fromarray(frame.rgb), self.meta.image_size) for frame in frames]
+
     def _load(self, image: ImageLike) -> np.ndarray:
         # in-memory images take the same decoding rules as files (16-bit, EXIF, alpha: preprocess.to_rgb)
         pil = to_rgb(image) if isinstance(image, Image.Image) else load_image(Path(image))
@@ -222,6 +273,8 @@ class ImageSources:
     paths: list[Path]  # in the order given (a folder's files sorted)
     root: Path  # the common folder: ids are paths relative to it
     duplicates: list[Path] = field(default_factory=list)  # given more than once: embedded once
+    # video files, streams and cameras given beside the images (embeddings.videos.find_inputs)
+    videos: list[VideoInput] = field(default_factory=list)
 
     def note(self) -> str | None:
         """A line for the user when some files were given more than once, else None."""

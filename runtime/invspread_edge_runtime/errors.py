@@ -125,6 +125,10 @@ class UnreachableError(InvedgeError):
     """A service the command needs (a Milvus server, a Ray cluster) that does not answer."""
 
 
+class SourceError(InvedgeError):
+    """A video file, stream or camera that cannot be opened or read (sources/)."""
+
+
 class Interrupted(InvedgeError):
     """Ctrl-C: the message says what was kept and the hint the command that resumes. Exit 130."""
 

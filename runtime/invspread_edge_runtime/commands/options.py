@@ -3,21 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from ..backends.select import BACKEND_CHOICES, DEFAULT_BACKEND
 from ..bounds import (
     BATCH,
+    COOLDOWN,
+    DURATION,
+    END,
     ENGINE_MAX_BATCH,
     ENGINE_MIN_BATCH,
     ENGINE_OPT_BATCH,
+    EVERY,
+    FPS,
+    MAX_FRAMES,
+    OPEN_TIMEOUT,
+    RECONNECT,
+    START,
     THREADS,
+    THRESHOLD,
     WORKSPACE_MB,
     helped,
 )
 from ..embedder import DEFAULT_BATCH_SIZE
 from ..tensorrt.cache import DEFAULT_MAX_BATCH, DEFAULT_MIN_BATCH, DEFAULT_WORKSPACE_MB
+from ..watch.settings import DEFAULT_COOLDOWN, DEFAULT_THRESHOLD
+
+if TYPE_CHECKING:
+    from ..sources.sampling import Sampling
 
 ModelArg = typer.Argument(
     ...,
@@ -112,3 +127,81 @@ StoreOpt = typer.Option(
 CollectionOpt = typer.Option(
     None, "--collection", help="The Milvus collection holding the gallery (with --store)."
 )
+
+
+# Video files, streams and cameras (embed, search, watch, serve --watch): one definition, one meaning.
+EveryOpt = typer.Option(1, "--every", help=helped("Video: keep every Nth frame.", EVERY))
+FpsOpt = typer.Option(
+    None,
+    "--fps",
+    help=helped("Video: keep this many frames per second of video time.", FPS),
+    show_default=False,
+)
+MaxFramesOpt = typer.Option(
+    None, "--max-frames", help=helped("Video: stop after this many kept frames of each source.", MAX_FRAMES)
+)
+DurationOpt = typer.Option(
+    None,
+    "--duration",
+    help=helped("Video: read this long of each source (90s, 10m, 1h30m, 1:30).", DURATION),
+    show_default=False,
+)
+StartOpt = typer.Option(
+    None, "--start", help=helped("Video files: from this time (seconds or 1:30).", START), show_default=False
+)
+EndOpt = typer.Option(
+    None, "--end", help=helped("Video files: up to this time (seconds or 1:30).", END), show_default=False
+)
+OpenTimeoutOpt = typer.Option(
+    10.0,
+    "--open-timeout",
+    help=helped("Streams and cameras: seconds to wait for them to open.", OPEN_TIMEOUT),
+)
+ReconnectOpt = typer.Option(
+    5, "--reconnect", help=helped("Streams: reconnect tries in a row after a drop or stall.", RECONNECT)
+)
+DecoderOpt = typer.Option(
+    "auto",
+    "--decoder",
+    help="Video decoder: auto (GStreamer with the hardware decoder on a Jetson, else PyAV), pyav or gstreamer.",
+)
+
+# The watch's rules (watch, serve --watch).
+ThresholdOpt = typer.Option(
+    DEFAULT_THRESHOLD,
+    "--threshold",
+    help=helped("Watch: the cosine score from which a gallery item is a match.", THRESHOLD),
+)
+CooldownOpt = typer.Option(
+    DEFAULT_COOLDOWN,
+    "--cooldown",
+    help=helped(
+        "Watch: a gallery item that stays in view is reported once, and again only after it has been "
+        "out of view (no frame matching it) for this many seconds of frame time.",
+        COOLDOWN,
+    ),
+)
+
+
+def sampling_from(
+    every: int = 1,
+    fps: float | None = None,
+    max_frames: int | None = None,
+    duration: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+) -> Sampling:
+    """The `Sampling` the stream options ask for (durations parsed here; ranges checked by it)."""
+    from ..sources.sampling import Sampling, parse_duration
+
+    def seconds(text: str | None, flag: str) -> float | None:
+        return None if text is None else parse_duration(text, flag)
+
+    return Sampling(
+        every=every,
+        fps=fps,
+        max_frames=max_frames,
+        duration=seconds(duration, "--duration"),
+        start=seconds(start, "--start"),
+        end=seconds(end, "--end"),
+    )

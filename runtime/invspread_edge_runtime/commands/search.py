@@ -1,6 +1,8 @@
 """`invedge search INDEX QUERY... --k 5`: nearest gallery items as a table, JSON or a PNG grid.
 
 With `--store S --collection C` the gallery is a Milvus collection and every positional is a query.
+A query may be a video file, a stream or a camera: each frame the sampling keeps (--every, --fps,
+...) is one query; a stream needs --duration or --max-frames.
 """
 
 from __future__ import annotations
@@ -12,7 +14,24 @@ import typer
 
 from ..bounds import EF_SEARCH, NPROBE, K, helped
 from ..index.settings import DEFAULT_K
-from .options import BackendOpt, CollectionOpt, JsonOpt, StoreOpt, ThreadsOpt, writable_output
+from .options import (
+    BackendOpt,
+    CollectionOpt,
+    DecoderOpt,
+    DurationOpt,
+    EndOpt,
+    EveryOpt,
+    FpsOpt,
+    JsonOpt,
+    MaxFramesOpt,
+    OpenTimeoutOpt,
+    ReconnectOpt,
+    StartOpt,
+    StoreOpt,
+    ThreadsOpt,
+    sampling_from,
+    writable_output,
+)
 
 if TYPE_CHECKING:
     from ..search.images import ImageSearch
@@ -24,10 +43,11 @@ def register(app: typer.Typer) -> None:
 
 def search(
     ctx: typer.Context,
-    paths: list[Path] = typer.Argument(
+    paths: list[str] = typer.Argument(
         ...,
         metavar="[INDEX] QUERY...",
-        help="Index file from 'invedge index build' (not with --store), then query images and/or folders.",
+        help="Index file from 'invedge index build' (not with --store), then query images, videos, "
+        "folders of them, streams (with --duration or --max-frames) and cameras.",
         show_default=False,
     ),
     store: str | None = StoreOpt,
@@ -46,15 +66,31 @@ def search(
         None, "--ef-search", help=helped("HNSW: search breadth (overrides the index's).", EF_SEARCH)
     ),
     grid: Path | None = typer.Option(None, "--grid", help="Also draw queries and neighbours into this PNG."),
+    every: int = EveryOpt,
+    fps: float | None = FpsOpt,
+    max_frames: int | None = MaxFramesOpt,
+    duration: str | None = DurationOpt,
+    start: str | None = StartOpt,
+    end: str | None = EndOpt,
+    open_timeout: float = OpenTimeoutOpt,
+    reconnect: int = ReconnectOpt,
+    decoder: str = DecoderOpt,
     json_out: bool = JsonOpt,
 ) -> None:
-    """Find the gallery items nearest to each query image (cosine similarity)."""
+    """Find the gallery items nearest to each query image or video frame (cosine similarity)."""
     from .. import console
+    from ..embeddings.videos import StreamSettings
     from ..search.images import SearchOptions, search_gallery
 
     if store is None and collection is None and len(paths) < 2:
         ctx.fail("Missing argument 'QUERY...'.")
-    index, queries = (None, paths) if store is not None else (paths[0], paths[1:])
+    index, queries = (None, paths) if store is not None else (Path(paths[0]), paths[1:])
+    streams = StreamSettings(
+        sampling_from(every, fps, max_frames, duration, start, end),
+        open_timeout=open_timeout,
+        reconnect=reconnect,
+        decoder=decoder,
+    )
     options = SearchOptions(
         queries,
         index=index,
@@ -68,6 +104,7 @@ def search(
         nprobe=nprobe,
         ef_search=ef_search,
         grid=grid,
+        streams=streams,
     )
     if grid is not None:  # before any work: a grid that cannot be written fails now
         writable_output(grid, "--grid")
@@ -82,6 +119,9 @@ def _started(embedder, images) -> None:
     if (note := images.note()) is not None:
         console.warn(note)
     report_backend(embedder)
+    if images.videos:
+        n = len(images.videos)
+        console.info(f"{len(images.paths):,} query images and {n:,} video source{'s' * (n != 1)}")
 
 
 def _print(found: ImageSearch, json_out: bool) -> None:
@@ -110,16 +150,18 @@ def _print(found: ImageSearch, json_out: bool) -> None:
 def _table(records: list[dict]):
     from rich.table import Table
 
+    timed = any("at" in record or any("at" in hit for hit in record["neighbours"]) for record in records)
     table = Table(title=None, show_lines=False)
     table.add_column("query", overflow="fold")
     table.add_column("rank", justify="right")
     table.add_column("score", justify="right")
     table.add_column("id", overflow="fold")
+    if timed:  # frames among the queries or results: their time as people read it
+        table.add_column("time", overflow="fold")
     for q, record in enumerate(records):
         for r, hit in enumerate(record["neighbours"]):
-            table.add_row(
-                record["query"] if r == 0 else "", str(hit["rank"]), f"{hit['score']:.4f}", hit["id"]
-            )
+            row = [record["query"] if r == 0 else "", str(hit["rank"]), f"{hit['score']:.4f}", hit["id"]]
+            table.add_row(*row, *([hit.get("at", "")] if timed else []))
         if q + 1 < len(records):
             table.add_section()
     return table

@@ -11,7 +11,23 @@ import typer
 from ..bounds import helped
 from ..serve.settings import SERVE_BOUNDS
 from ..serve.settings import ServeSettings as Defaults  # stdlib only: --help stays instant
-from .options import BackendOpt, CollectionOpt, ModelArg, StoreOpt
+from .options import (
+    BackendOpt,
+    CollectionOpt,
+    CooldownOpt,
+    DecoderOpt,
+    DurationOpt,
+    EndOpt,
+    EveryOpt,
+    FpsOpt,
+    MaxFramesOpt,
+    ModelArg,
+    OpenTimeoutOpt,
+    ReconnectOpt,
+    StartOpt,
+    StoreOpt,
+    ThresholdOpt,
+)
 
 SERVE_PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart",
                   "prometheus_client": "prometheus-client"}  # fmt: skip
@@ -124,10 +140,33 @@ def serve(
             SERVE_BOUNDS["read_timeout_s"],
         ),
     ),
+    watch: str | None = typer.Option(
+        None,
+        "--watch",
+        metavar="SOURCE",
+        help="Also watch a video file, stream or camera for gallery items, as 'invedge watch' does: "
+        "its last matches at GET /v1/watch and on the page.",
+        show_default=False,
+    ),
+    threshold: float = ThresholdOpt,
+    cooldown: float = CooldownOpt,
+    every: int = EveryOpt,
+    fps: float | None = FpsOpt,
+    max_frames: int | None = MaxFramesOpt,
+    duration: str | None = DurationOpt,
+    start: str | None = StartOpt,
+    end: str | None = EndOpt,
+    open_timeout: float = OpenTimeoutOpt,
+    reconnect: int = ReconnectOpt,
+    decoder: str = DecoderOpt,
 ) -> None:
     """Serve embeddings and gallery search over HTTP, with dynamic batching and a web page."""
     from ..errors import MissingDependency
+    from ..watch.settings import WatchSettings
+    from .options import sampling_from
 
+    if watch is None:
+        _refuse_watch_flags_alone(locals())
     for module, package in SERVE_PACKAGES.items():
         if importlib.util.find_spec(module) is None:
             raise MissingDependency(package, "'invedge serve'", "pip install './runtime[serve]'")
@@ -150,8 +189,34 @@ def serve(
         k_max=k_max,
         read_timeout_s=read_timeout,
         image_roots=image_roots(image_root or []),
+        watch=None
+        if watch is None
+        else WatchSettings(
+            watch,
+            threshold=threshold,
+            cooldown=cooldown,
+            sampling=sampling_from(every, fps, max_frames, duration, start, end),
+            open_timeout=open_timeout,
+            reconnect=reconnect,
+            decoder=decoder,
+        ),
     )
     settings.check()  # before importing the web stack: a bad flag is one line, at once
     from ..serve.server import run
 
     run(settings)
+
+
+WATCH_OPTIONS = {"threshold": ThresholdOpt, "cooldown": CooldownOpt, "every": EveryOpt, "fps": FpsOpt,
+                 "max_frames": MaxFramesOpt, "duration": DurationOpt, "start": StartOpt, "end": EndOpt,
+                 "open_timeout": OpenTimeoutOpt, "reconnect": ReconnectOpt, "decoder": DecoderOpt}  # fmt: skip
+
+
+def _refuse_watch_flags_alone(values: dict[str, object]) -> None:
+    """A watch flag without --watch would be ignored in silence: one line instead."""
+    from ..errors import ConfigError
+
+    given = [name for name, option in WATCH_OPTIONS.items() if values[name] != option.default]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ConfigError(f"{flags} only apply to a watch", "Add --watch SOURCE, or leave them out")

@@ -21,11 +21,17 @@ import numpy as np
 
 from .. import hooks
 from ..bounds import BATCH, RAY_ACTORS, RAY_GPUS_PER_ACTOR, THREADS, check_bounds
-from ..errors import ConfigError, EmbeddingsError, NonFiniteError
+from ..errors import ConfigError, EmbeddingsError, InvedgeError, NonFiniteError, SourceError
 from ..files import sha256_file
+from ..sources.spec import as_input
 from .folder import check_output, recover
 from .layout import DEFAULT_DTYPE, DTYPES, PART_SIZE, PARTS
+from .videos import FrameEvents, StreamSettings, check_sources, embed_sources, find_inputs
 from .writer import EmbeddingWriter
+
+# More items written after the images, into the same writer (video frames: videos.embed_sources);
+# returns fields for the manifest.
+AfterImages = Callable[[EmbeddingWriter], dict[str, Any]]
 
 
 class EmbeddingInterrupted(KeyboardInterrupt):
@@ -98,6 +104,7 @@ def embed_to_folder(
     part_size: int = PART_SIZE,
     retry_failed: bool = False,
     lock: bool = True,
+    after: AfterImages | None = None,
 ) -> dict[str, Any]:
     """Embed `paths` with an `embed.Embedder` into an embeddings folder; resumes an unfinished one.
 
@@ -123,6 +130,7 @@ def embed_to_folder(
         part_size=part_size,
         retry_failed=retry_failed,
         lock=lock,
+        after=after,
     )
 
 
@@ -142,6 +150,7 @@ def write_embeddings(
     retry_failed: bool = False,
     lock: bool = True,
     extra: dict[str, Any] | None = None,
+    after: AfterImages | None = None,
 ) -> dict[str, Any]:
     """`embed_to_folder` with any embedding `loop` (one process, or Ray workers: ray_embed.py).
 
@@ -150,7 +159,8 @@ def write_embeddings(
     `ModelMeta` and `model_path` the ONNX file the loop runs; `backend()` names the backend that
     ran, asked once the loop is done. Each pending image is taken once (a batch repeated by a
     retried worker is dropped), and one that never came back fails the run after what came back
-    is saved: the same command resumes.
+    is saved: the same command resumes. `after(writer)` writes more items once the images are
+    done (video frames) and returns fields for the manifest.
     """
     from ..locks import exclusive_lock
 
@@ -179,7 +189,7 @@ def write_embeddings(
         )
         pending = iter_new(paths, Path(writer.root), writer.done_ids)
         total = len(paths)
-        if writer.base is not None and not pending and not writer.base.failed:
+        if writer.base is not None and not pending and not writer.base.failed and after is None:
             shutil.rmtree(writer.work, ignore_errors=True)  # --retry-failed with nothing to retry
             return writer.base.manifest | {"resumed": len(writer.base), "seconds": 0.0}
         done = total - len(pending)
@@ -202,6 +212,7 @@ def write_embeddings(
                     f"embedding workers (first: {missing}); the {writer.count:,} embedded are saved",
                     "Run the same command again: it resumes and embeds only the missing images",
                 )
+            more = after(writer) if after is not None else {}
             seconds = time.perf_counter() - started
             return writer.finish(
                 {
@@ -209,10 +220,14 @@ def write_embeddings(
                     "resumed": resumed,
                     "seconds": round(seconds, 3),
                     **(extra or {}),
+                    **more,
                 }
             )
         except NonFiniteError:  # the model gives NaN or inf: not one such row is written
             writer.discard()
+            raise
+        except InvedgeError:  # a source lost, a worker's failure: what was embedded is kept
+            writer.flush()
             raise
         except KeyboardInterrupt as exc:  # in the loop or the join
             writer.flush()  # Ctrl-C: keep what was embedded, the next run resumes after it
@@ -243,11 +258,12 @@ class EmbedOptions:
 
     `batch`: images per inference call (None: the embedder's default). `ray`: run the embedding
     loop on a Ray cluster ("auto" or an address: see ray_embed.py), sized by `ray_actors` and
-    `ray_gpus_per_actor`. `out` is kept as the writer needs it (`embeddings_out`).
+    `ray_gpus_per_actor`. `out` is kept as the writer needs it (`embeddings_out`). `images` may
+    name video files, folders of them, streams and cameras too, read as `streams` says.
     """
 
     model: Path
-    images: Sequence[Path]  # files and folders (kept as a tuple)
+    images: Sequence[Path | str]  # files and folders (Paths), stream URLs and cameras (str), as a tuple
     out: Path
     backend: str = "auto"
     batch: int | None = None
@@ -259,6 +275,7 @@ class EmbedOptions:
     ray: str | None = None
     ray_actors: int | None = None
     ray_gpus_per_actor: float | None = None
+    streams: StreamSettings = field(default_factory=StreamSettings)
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -277,8 +294,21 @@ class EmbedOptions:
         if self.ray is not None:
             self._check_ray()
         object.__setattr__(self, "model", Path(self.model))
-        object.__setattr__(self, "images", tuple(Path(image) for image in self.images))
+        object.__setattr__(self, "images", tuple(as_input(image) for image in self.images))
         object.__setattr__(self, "out", embeddings_out(self.out))
+
+    @property
+    def appends(self) -> bool:
+        """A live source adds its new frames to a finished folder (as --retry-failed extends one)."""
+        from ..sources.spec import parse_source
+
+        live = any(isinstance(i, str) and parse_source(i).live for i in self.images)
+        return live and not self.overwrite
+
+    @property
+    def extends(self) -> bool:
+        """This run may add to a finished folder: --retry-failed, or a live source's append."""
+        return self.retry_failed or self.appends
 
     def _check_ray(self) -> None:
         """The refusals of a Ray run that need no Ray (the backend's words are the embedder's)."""
@@ -332,15 +362,20 @@ def claimed_output(options: EmbedOptions) -> Iterator[Any]:
     The cheap refusals of `out` come first, then the images are found, then the lock is taken
     (a second writer waits, then finds the first one's result and refuses) and `out` checked again.
     """
-    from ..embedder import find_images
     from ..locks import exclusive_lock
 
     out = options.out
-    check_output(out, options.overwrite, options.retry_failed)  # before any work, and again under the lock
-    found = find_images(options.images)
+    check_output(out, options.overwrite, options.extends)  # before any work, and again under the lock
+    found = find_inputs(options.images)
+    if options.ray is not None and found.videos:
+        raise ConfigError(
+            f"--ray embeds images only; video sources run in this process (first: {found.videos[0].name})",
+            "Drop --ray, or embed the videos in a separate run without it",
+        )
+    check_sources(found.videos, options.streams)
     with exclusive_lock(out, "embeddings folder"):
         recover(out)  # a swap cut short: finished or undone, or its leftover named, before any work
-        check_output(out, options.overwrite, options.retry_failed)
+        check_output(out, options.overwrite, options.extends)
         yield found
 
 
@@ -349,12 +384,14 @@ def embed_in_process(
     *,
     on_start: Callable[[Any, Any], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    events: FrameEvents | None = None,
 ) -> EmbedResult:
     """The embed in this process (job.embed_images chooses it, or Ray's).
 
     The refusals of `out` and the images come first (`claimed_output`), then the model opens under
     the lock. `on_start(embedder, images)` is called once the model is open, `on_progress(done,
-    total)` after each batch. Ctrl-C raises `EmbeddingInterrupted` once what was embedded is saved.
+    total)` after each batch; then the frames of the video sources are embedded (`events` hears
+    of them). Ctrl-C raises `EmbeddingInterrupted` once what was embedded is saved.
     """
     from ..embedder import Embedder
 
@@ -372,6 +409,14 @@ def embed_in_process(
     ):
         if on_start is not None:
             on_start(embedder, found)
+        after, lost = None, []
+        if found.videos:
+
+            def after(writer: EmbeddingWriter) -> dict[str, Any]:
+                return embed_sources(
+                    writer, embedder, found.videos, options.streams, events, options.batch, lost
+                )
+
         manifest = embed_to_folder(
             embedder,
             found.paths,
@@ -379,8 +424,14 @@ def embed_in_process(
             options.out,
             dtype=options.dtype,
             overwrite=options.overwrite,
-            retry_failed=options.retry_failed,
+            retry_failed=options.extends,
             on_progress=on_progress,
             lock=False,
+            after=after,
+        )
+    if lost:  # a stream gone for good: the folder is finished and readable, the run still failed
+        raise SourceError(
+            f"{lost[0]}; the {manifest.get('count', 0):,} items embedded are saved in {options.out}",
+            "Check the stream, then run the same command again: it appends to the folder",
         )
     return EmbedResult(options.out, manifest, embedder.info, found, time.perf_counter() - started)

@@ -2,8 +2,8 @@
 
 A run claims `parts/` with its state (`state.json`: model, images root, dtype, kind of run); a
 later run resumes those parts only if its state is the same. Each part is `part-NNNNNN.npy` (the
-vectors) and `part-NNNNNN.json` (their ids and the images that failed), the JSON written last as
-the part's commit marker. `merge` joins the parts into `embeddings.npy` and `ids.json` with
+vectors) and `part-NNNNNN.json` (their ids, the images that failed and, for video frames, what
+each frame is: source, index, time), the JSON written last as the part's commit marker. `merge` joins the parts into `embeddings.npy` and `ids.json` with
 ordinary buffered writes (a full disk is an error naming the file, not a SIGBUS), so folders
 larger than memory work. The caller holds the output folder's lock.
 """
@@ -33,7 +33,8 @@ from ..files import (
     write_npy_header,
     write_rows,
 )
-from .layout import IDS, MANIFEST, OURS, PARTS, VECTORS
+from ..sources.frame import split_frame_id
+from .layout import FRAMES, IDS, MANIFEST, OURS, PARTS, VECTORS
 from .reader import EmbeddingSet
 
 STATE = "state.json"
@@ -102,7 +103,7 @@ class PartStore:
             except OSError:
                 shutil.copyfile(source, tmp)
         failed = [[f.get("id"), f.get("reason", "")] for f in base.failed if isinstance(f.get("id"), str)]
-        atomic_write_json(self._name(0, "json"), {"ids": base.ids, "failed": failed})
+        atomic_write_json(self._name(0, "json"), _record(base.ids, failed, base.frames))
 
     # --- list and write -------------------------------------------------------------------------
 
@@ -132,12 +133,19 @@ class PartStore:
                     stale.unlink()
         return done, failures
 
-    def write(self, ids: list[str], vectors: np.ndarray, failed: list[list[str]]) -> None:
-        """One more part, atomically: the vectors, then the JSON that commits them."""
+    def write(
+        self,
+        ids: list[str],
+        vectors: np.ndarray,
+        failed: list[list[str]],
+        frames: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        """One more part, atomically: the vectors, then the JSON that commits them (`frames`: what
+        those ids that are video frames are)."""
         number = len(self.parts)
         with atomic_path(self._name(number, "npy")) as tmp, open(tmp, "wb") as fh:
             write_npy(fh, vectors)
-        atomic_write_json(self._name(number, "json"), {"ids": ids, "failed": failed})
+        atomic_write_json(self._name(number, "json"), _record(ids, failed, frames))
         self.parts.append((number, len(ids)))
 
     # --- merge ----------------------------------------------------------------------------------
@@ -151,7 +159,26 @@ class PartStore:
             ids.extend(record["ids"])
             failures.update((item, reason) for item, reason in record["failed"])
         embedded = set(ids)
+        # a video that failed to open is resolved once frames of it are embedded (`clip.mp4#t=…`)
+        embedded.update(parts[0] for item in ids if (parts := split_frame_id(item)) is not None)
         return ids, [[item, reason] for item, reason in failures.items() if item not in embedded]
+
+    def frames(self) -> dict[str, dict[str, Any]]:
+        """What each video frame among the parts' ids is (id → source, index, time, live)."""
+        frames: dict[str, dict[str, Any]] = {}
+        for number, _ in self.parts:
+            frames.update(_read_record(self._name(number, "json")).get("frames", {}))
+        return frames
+
+    def write_frames(self, frames: dict[str, dict[str, Any]]) -> str | None:
+        """`frames.json` in `work` (none, and no stale one, when no item is a frame); its sha256."""
+        if not frames:
+            with contextlib.suppress(FileNotFoundError):
+                (self.work / FRAMES).unlink()
+            return None
+        data = (json.dumps(frames) + "\n").encode("utf-8")
+        atomic_write_bytes(self.work / FRAMES, data)
+        return sha256_bytes(data)
 
     def merge(self, ids: list[str]) -> tuple[str, str]:
         """Join the parts into `embeddings.npy` and write `ids.json` in `work`; returns their sha256."""
@@ -188,6 +215,11 @@ def _state_mismatch(state_file: Path, ours: dict[str, Any]) -> str | None:
     return None
 
 
+def _record(ids: list[str], failed: list[list[str]], frames: dict[str, Any] | None) -> dict[str, Any]:
+    """A part's JSON; "frames" only where some of its items are video frames."""
+    return {"ids": ids, "failed": failed} | ({"frames": frames} if frames else {})
+
+
 def _read_record(path: Path) -> dict[str, Any]:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -199,6 +231,8 @@ def _read_record(path: Path) -> dict[str, Any]:
         and all(isinstance(i, str) for i in record["ids"])
         and isinstance(record.get("failed"), list)
         and all(isinstance(f, list) and len(f) == 2 for f in record["failed"])
+        and isinstance(record.get("frames", {}), dict)
+        and all(isinstance(info, dict) for info in record.get("frames", {}).values())
     )
     if not ok:
         raise EmbeddingsError(f"{path} is damaged", "Run the same command again")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import EmbeddingsError, InvedgeError, NonFiniteError
 from ..files import check_regular, read_json, sha256_bytes, sha256_file
-from .layout import DTYPES, FORMAT, IDS, MANIFEST, PARTS, REDO, VECTORS, aside_path
+from .layout import DTYPES, FORMAT, FRAMES, IDS, MANIFEST, PARTS, REDO, VECTORS, aside_path
 
 
 @dataclass
@@ -24,6 +24,8 @@ class EmbeddingSet:
     vectors: np.ndarray
     ids: list[str]
     manifest: dict[str, Any]
+    # the items that are video frames: id → {"source", "index", "time", "live"} (frames.json)
+    frames: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -136,7 +138,35 @@ def load_embeddings(path: str | os.PathLike[str], verify: bool = True) -> Embedd
         raise EmbeddingsError(f"{path / VECTORS} is damaged (sha256 differs from the manifest)", REDO)
     if verify:
         _require_finite(path, vectors, ids)
-    return EmbeddingSet(path=path, vectors=vectors, ids=ids, manifest=manifest)
+    frames = _load_frames(path, manifest, ids)
+    return EmbeddingSet(path=path, vectors=vectors, ids=ids, manifest=manifest, frames=frames)
+
+
+def _load_frames(path: Path, manifest: dict[str, Any], ids: list[str]) -> dict[str, dict[str, Any]]:
+    """frames.json, checked against the manifest's sha256; {} for a folder of images only."""
+    expected = manifest.get("frames_sha256")
+    if expected is None:
+        return {}
+    try:
+        check_regular(path / FRAMES, "embeddings file")
+        data = (path / FRAMES).read_bytes()
+    except InvedgeError as exc:
+        raise EmbeddingsError(exc.message, REDO) from exc
+    except OSError as exc:
+        raise EmbeddingsError(f"cannot read {path / FRAMES}: {exc.strerror or exc}", REDO) from exc
+    if sha256_bytes(data) != expected:
+        raise EmbeddingsError(
+            f"{path / FRAMES} does not match its manifest (sha256 differs): it was edited or damaged", REDO
+        )
+    try:
+        frames = json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise EmbeddingsError(f"{path / FRAMES} is damaged (not valid JSON)", REDO) from exc
+    if not isinstance(frames, dict) or not all(isinstance(v, dict) for v in frames.values()):
+        raise EmbeddingsError(f"{path / FRAMES} is damaged (not a mapping of ids to frames)", REDO)
+    if not set(frames) <= set(ids):
+        raise EmbeddingsError(f"{path / FRAMES} names frames that are not in {IDS}", REDO)
+    return frames
 
 
 def _require_finite(path: Path, vectors: np.ndarray, ids: list[str], chunk: int = 65536) -> None:
@@ -179,7 +209,7 @@ def _check_manifest(path: Path, manifest: dict[str, Any]) -> tuple[int, int, str
     failed = manifest.get("failed", [])
     if not isinstance(failed, list) or not all(isinstance(f, dict) for f in failed):
         raise bad("failed")
-    for key in ("embeddings_sha256", "ids_sha256"):
+    for key in ("embeddings_sha256", "ids_sha256", "frames_sha256"):
         if not isinstance(manifest.get(key, ""), str):
             raise bad(key)
     return int(count), int(dim), str(dtype)

@@ -75,6 +75,7 @@ class EmbeddingWriter:
         self._ids: list[str] = []
         self._vectors: list[np.ndarray] = []
         self._new_failures: list[list[str]] = []
+        self._frames: dict[str, dict[str, Any]] = {}
 
     @property
     def staged(self) -> bool:
@@ -86,10 +87,16 @@ class EmbeddingWriter:
         """Images embedded so far, resumed parts included."""
         return self._store.rows + sum(len(v) for v in self._vectors)
 
-    def add(self, ids: list[str], vectors: np.ndarray) -> None:
+    def add(
+        self, ids: list[str], vectors: np.ndarray, frames: dict[str, dict[str, Any]] | None = None
+    ) -> None:
+        """Buffer `vectors` for `ids`; `frames`: what those ids that are video frames are
+        (id → source, index, time, live: sources.frame.frame_info)."""
         vectors = np.asarray(vectors)
         if vectors.shape != (len(ids), self.dim):
             raise ValueError(f"expected ({len(ids)}, {self.dim}) vectors, got {vectors.shape}")
+        if frames:
+            self._frames.update(frames)
         self._ids.extend(ids)
         self._vectors.append(vectors.astype(self.dtype, copy=False))
         if len(self._ids) >= self.part_size:
@@ -109,10 +116,11 @@ class EmbeddingWriter:
         )
         rows = min(len(vectors), len(self._ids))  # an interrupt between the two appends of add()
         vectors, self._ids = vectors[:rows], self._ids[:rows]
-        self._store.write(self._ids, vectors, self._new_failures)
+        frames = {item: self._frames[item] for item in self._ids if item in self._frames}
+        self._store.write(self._ids, vectors, self._new_failures, frames)
         self.failures.extend(self._new_failures)
         self.done_ids.update(self._ids)
-        self._ids, self._vectors, self._new_failures = [], [], []
+        self._ids, self._vectors, self._new_failures, self._frames = [], [], [], {}
 
     def finish(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Merge the parts into the final files, write the manifest last, remove the parts.
@@ -124,6 +132,7 @@ class EmbeddingWriter:
         if not ids:
             self._give_up(failed)
         embeddings_sha256, ids_sha256 = self._store.merge(ids)
+        frames_sha256 = self._store.write_frames(self._store.frames())
         manifest = {
             "format": FORMAT,
             "count": len(ids),
@@ -137,6 +146,7 @@ class EmbeddingWriter:
             "embeddings_sha256": embeddings_sha256,
             "ids_sha256": ids_sha256,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **({"frames_sha256": frames_sha256} if frames_sha256 else {}),
             **(extra or {}),
         }
         folder.finish(self.work, self.out, manifest)

@@ -45,7 +45,8 @@ class SearchResult:
         return int((self.found < self.k).sum())
 
     def records(self, queries: list[str] | None = None) -> list[dict[str, Any]]:
-        """JSON-ready: one record per query with its ranked neighbours (`found` ≤ k of them)."""
+        """JSON-ready: one record per query with its ranked neighbours (`found` ≤ k of them); a
+        query or neighbour that is a video frame (`SOURCE#t=SECONDS`) also says its time."""
         out = []
         for q, row in enumerate(self.indices):
             kept = [r for r in range(len(row)) if row[r] >= 0]
@@ -57,5 +58,17 @@ class SearchResult:
                 }
                 for rank, r in enumerate(kept)
             ]
-            out.append({"query": queries[q] if queries else q, "found": len(hits), "neighbours": hits})
+            for hit in hits:
+                hit |= frame_time(hit["id"])
+            query = queries[q] if queries else q
+            record = {"query": query} | (frame_time(query) if isinstance(query, str) else {})
+            out.append(record | {"found": len(hits), "neighbours": hits})
         return out
+
+
+def frame_time(item_id: str) -> dict[str, Any]:
+    """{"time": seconds, "at": as people read it} for an id that names a video frame, else {}."""
+    from ..sources.frame import format_time, frame_of
+
+    frame = frame_of(item_id)
+    return {} if frame is None else {"time": frame["time"], "at": format_time(frame)}

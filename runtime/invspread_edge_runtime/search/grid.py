@@ -1,7 +1,8 @@
 """A PNG of search results: one row per query, the query first, then its neighbours with scores.
 
 Pillow only. A neighbour whose image file cannot be found or read is drawn as a grey tile with its
-id, so a gallery moved after indexing still gives a readable picture.
+id, so a gallery moved after indexing still gives a readable picture; a tile with a `placeholder`
+(a live camera's frame, kept nowhere) is grey with those words on it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Tile:
     image: Image.Image | str | os.PathLike[str] | None  # a decoded image, a file, or None (missing)
     caption: str
     subcaption: str = ""
+    placeholder: str = ""  # words drawn on a grey tile when there is no picture to show
 
 
 def draw_grid(
@@ -48,6 +50,15 @@ def draw_grid(
         for c, tile in enumerate(row):
             x, y = c * cell_w + pad, r * cell_h + pad
             canvas.paste(_thumbnail(tile.image, thumb), (x, y))
+            if tile.placeholder and tile.image is None:
+                draw.multiline_text(
+                    (x + thumb // 2, y + thumb // 2),
+                    tile.placeholder,
+                    fill=TEXT,
+                    font=font,
+                    anchor="mm",
+                    align="center",
+                )
             if c == 0:
                 draw.rectangle([x - 3, y - 3, x + thumb + 2, y + thumb + 2], outline=QUERY_COLOUR, width=3)
             lines = [_fit(draw, tile.caption, font, thumb), _fit(draw, tile.subcaption, font, thumb)]

@@ -29,6 +29,7 @@ from .errors import ServeError
 from .routes import router
 from .service import Service
 from .settings import ServeSettings
+from .watching import start_watch
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -41,10 +42,13 @@ def create_app(settings: ServeSettings, service: Service | None = None) -> FastA
         with contextlib.ExitStack() as stack:
             opened = service if service is not None else stack.enter_context(Service.open(settings))
             opened.batcher.start()
+            app.state.watch = start_watch(opened, asyncio.get_running_loop())  # --watch: after the batcher
             app.state.service = opened
             try:
                 yield
             finally:  # after uvicorn's drain: in-flight requests have their answers
+                if app.state.watch is not None:  # before the batcher: its frames are embedded there
+                    await asyncio.to_thread(app.state.watch.stop)
                 await asyncio.to_thread(opened.batcher.stop)
 
     app = FastAPI(
@@ -56,6 +60,7 @@ def create_app(settings: ServeSettings, service: Service | None = None) -> FastA
         redoc_url=None,
     )
     app.state.service = None
+    app.state.watch = None
     app.state.settings = settings
     app.add_exception_handler(ServeError, _serve_error)
     app.add_exception_handler(HTTPException, _http_error)

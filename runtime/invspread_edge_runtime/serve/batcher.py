@@ -74,6 +74,11 @@ class DynamicBatcher:
         self._accepting = True
         self._thread.start()
 
+    @property
+    def accepting(self) -> bool:
+        """True between start() and stop(): a 503 then means busy, not shutting down."""
+        return self._accepting
+
     def depth(self) -> int:
         """Images waiting for the backend."""
         return self._jobs.qsize()

@@ -1,4 +1,5 @@
-"""The endpoints: health, metrics, info, embed, search and gallery changes (the contract: docs/SERVE_API.md).
+"""The endpoints: health, metrics, info, embed, search, gallery changes and the --watch source's matches
+(the contract: docs/SERVE_API.md).
 
 Each endpoint reads its input within the limits (uploads.py), decodes images in the decode pool,
 embeds them through the batcher and answers JSON; every refusal is a ServeError (errors.py).
@@ -86,6 +87,24 @@ async def info(service: Service = Running) -> dict[str, Any]:
             "max_images": max_images(settings)[0],
         },
     }
+
+
+@router.get(
+    "/v1/watch", summary="The --watch source: its state, counts and last matches (after=SEQ: newer ones)"
+)
+async def watch(request: Request, after: int = Query(0, ge=0), service: Service = Running) -> dict[str, Any]:
+    watching = request.app.state.watch
+    if watching is None:
+        raise ServeError(404, "this service watches no source", "Start it with --watch SOURCE")
+    return await run_in_threadpool(watch_answer, service, watching.snapshot(after))
+
+
+def watch_answer(service: Service, answer: dict[str, Any]) -> dict[str, Any]:
+    """The watch's snapshot with each matched gallery item's image URL, where this server serves it."""
+    for match in answer["recent"]:
+        on_server = service.images.may_serve(match["path"])
+        match["image"] = f"/v1/gallery/{quote(match['id'], safe='/')}/image" if on_server else None
+    return answer
 
 
 @router.post("/v1/embed", summary="Embed uploaded images (fields named 'image')")

@@ -7,10 +7,14 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import bounds
 from ..errors import ConfigError, InvedgeError
 from .files import check_image_roots
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..watch.settings import WatchSettings
 
 LOOPBACK_NAMES = ("localhost",)
 # ServeSettings field → its flag's range (the numbers: invspread_edge_runtime/bounds.py)
@@ -51,6 +55,7 @@ class ServeSettings:
     k_max: int = 100
     read_timeout_s: float = 10.0  # a client that has not sent its whole body by then gets 408
     image_roots: tuple[Path, ...] = ()  # folders whose image files the gallery may serve (files.py)
+    watch: WatchSettings | None = None  # --watch SOURCE: searched in the background (GET /v1/watch)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -62,6 +67,8 @@ class ServeSettings:
         self.check_gallery()
         check_image_roots(self.image_roots)
         bounds.check_bounds(SERVE_BOUNDS, vars(self))  # each flag's range, nan and inf refused
+        if self.watch is not None:
+            self.watch.check()
         if self.token_file is None and not is_loopback(self.host):
             raise ConfigError(
                 f"--host {self.host} serves beyond this machine, so it needs --token-file",

@@ -5,6 +5,7 @@
 // "hint"}}) into one message shown in #error. A service with a token served this page only after the
 // browser's login (the token as the password), and the browser sends that login with every request here.
 // <body data-state> says where the page is (loading, locked, ready, searching, done, error): tests wait on it.
+// With --watch, the live matches are shown below the neighbours (pollWatch, at the end).
 
 const $ = (id) => document.getElementById(id);
 let lastFile = null; // the query shown: searched again when k changes
@@ -178,5 +179,73 @@ function wire() {
   });
 }
 
+// The --watch source (GET /v1/watch): polled every WATCH_POLL_MS for the matches after the last one
+// shown; the newest first, at most WATCH_SHOWN of them. A service without --watch answers 404: the
+// section stays hidden and polling stops.
+const WATCH_POLL_MS = 1000;
+const WATCH_SHOWN = 50;
+let lastMatch = 0;
+
+async function pollWatch() {
+  let body;
+  try {
+    body = await (await api(`/v1/watch?after=${lastMatch}`)).json();
+  } catch (error) {
+    if (error.status === 404) return; // no --watch: nothing to show
+    $("watch-status").textContent = `watch: ${error.message}`;
+    setTimeout(pollWatch, WATCH_POLL_MS);
+    return;
+  }
+  $("watch").hidden = false;
+  $("watch").dataset.status = body.status;
+  $("watch-status").textContent = watchLine(body);
+  const list = $("matches");
+  for (const match of body.recent) {
+    list.prepend(matchItem(match));
+    lastMatch = Math.max(lastMatch, match.seq);
+  }
+  while (list.children.length > WATCH_SHOWN) {
+    const img = list.lastElementChild.querySelector("img");
+    if (img) URL.revokeObjectURL(img.src);
+    list.lastElementChild.remove();
+  }
+  if (!["ended", "failed", "stopped"].includes(body.status)) setTimeout(pollWatch, WATCH_POLL_MS);
+}
+
+function watchLine(body) {
+  const how = body.decoder ? ` (${body.decoder})` : "";
+  const error = body.error ? `: ${body.error}` : "";
+  return (
+    `${body.source}${how} · ${body.status}${error} · ${body.frames} frames, ${body.matches} matches, ` +
+    `${body.dropped} dropped, ${body.reconnects} reconnects · threshold ${body.threshold}`
+  );
+}
+
+function matchItem(match) {
+  const item = document.createElement("li");
+  item.className = "match";
+  item.dataset.id = match.id;
+  item.dataset.time = match.at;
+  item.dataset.score = String(match.score);
+  const tile = document.createElement("div");
+  tile.className = "tile missing";
+  tile.title = match.path ?? match.id;
+  item.append(tile, field("time", match.at), field("score", match.score.toFixed(4)));
+  item.append(field("id", match.id), field("frame", `frame ${match.frame} of ${match.source}`));
+  if (match.image) {
+    api(match.image)
+      .then((response) => response.blob())
+      .then((blob) => {
+        const img = document.createElement("img");
+        img.src = URL.createObjectURL(blob); // released when the match leaves the list
+        img.alt = match.id;
+        tile.replaceChildren(img);
+        tile.classList.remove("missing");
+      })
+      .catch(() => {}); // a thumbnail that cannot be read stays grey
+  }
+  return item;
+}
+
 wire();
-loadInfo();
+loadInfo().then((ready) => ready && pollWatch());

@@ -1,0 +1,98 @@
+"""`open_source`: the one way to open a video file, stream or camera, with the decoder that suits it.
+
+Decoder "auto": PyAV for files, URLs and V4L2 cameras; GStreamer for `csi://N` and `gst:` pipelines,
+and for files and streams on a Jetson (where `nvv4l2decoder`, the hardware decoder, is installed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from ..bounds import OPEN_TIMEOUT, RECONNECT, check_bounds
+from ..errors import ConfigError, SourceError
+from .frame import FrameSource
+from .reader import FileReader, LiveReader, Picture
+from .sampling import Sampling
+from .spec import SourceSpec
+
+DECODERS = ("auto", "pyav", "gstreamer")
+
+
+def open_source(
+    spec: SourceSpec,
+    sampling: Sampling,
+    *,
+    name: str | None = None,
+    open_timeout: float = 10.0,
+    reconnect: int = 5,
+    decoder: str = "auto",
+    on_event: Callable[[str], None] | None = None,
+) -> FrameSource:
+    """The opened source; SourceError (one line) for one that cannot be opened within `open_timeout`
+    seconds. `name`: the id prefix (a file's path relative to the root; default: `spec.name`);
+    `reconnect`: consecutive reconnect tries of a live source; `on_event`: one line per stream drop,
+    reconnect or damage."""
+    check_bounds(
+        {"open_timeout": OPEN_TIMEOUT, "reconnect": RECONNECT},
+        {"open_timeout": open_timeout, "reconnect": reconnect},
+    )
+    if spec.kind == "image":
+        raise SourceError(
+            f"{spec.name} is an image, not a video", "Images are read as images, not opened as sources"
+        )
+    if spec.live and sampling.windowed:
+        raise ConfigError(
+            f"--start and --end apply to video files; {spec.name} is live", "Use --duration for a live source"
+        )
+    name = name or spec.name
+    if choose_decoder(spec, decoder) == "gstreamer":
+        from .gstreamer import open_gstreamer
+
+        return open_gstreamer(
+            spec, sampling, name, open_timeout=open_timeout, reconnect=reconnect, on_event=on_event
+        )
+    return _open_pyav(spec, sampling, name, open_timeout, reconnect, on_event)
+
+
+def choose_decoder(spec: SourceSpec, decoder: str = "auto") -> str:
+    """'pyav' or 'gstreamer' for `spec`; ConfigError for a decoder that cannot read it."""
+    if decoder not in DECODERS:
+        raise ConfigError(f"Invalid --decoder {decoder!r}", f"Use one of: {', '.join(DECODERS)}")
+    if spec.kind in ("csi", "gst"):
+        if decoder == "pyav":
+            raise ConfigError(
+                f"{spec.name} is read through GStreamer, not PyAV", "Use --decoder auto or gstreamer"
+            )
+        return "gstreamer"
+    if decoder != "auto":
+        return decoder
+    if spec.kind == "v4l2":
+        return "pyav"
+    from .gstreamer import hardware_decoding
+
+    return "gstreamer" if hardware_decoding() else "pyav"
+
+
+def _open_pyav(
+    spec: SourceSpec,
+    sampling: Sampling,
+    name: str,
+    open_timeout: float,
+    reconnect: int,
+    on_event: Callable[[str], None] | None,
+) -> FrameSource:
+    from .pyav import file_frames, frame_count, live_frames, open_container, stream_label
+
+    container = open_container(spec, open_timeout)
+    label = stream_label(container)
+    if not spec.live:
+        reader = FileReader(name, label, file_frames(container), sampling, on_event=on_event)
+        reader.frame_count, reader.frame_rate = frame_count(container)
+        return reader
+
+    def connect() -> Iterator[Picture]:
+        return live_frames(open_container(spec, open_timeout))
+
+    return LiveReader(
+        name, label, connect, sampling, reconnect=reconnect, on_event=on_event, first=live_frames(container)
+    )
