@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from video_testing import make_video
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 SERVER = Path(__file__).resolve().parent / "rtsp_server.py"
@@ -66,23 +67,6 @@ def match_picture(rgb: np.ndarray, images: np.ndarray) -> tuple[int, float]:
     errors = np.abs(images.astype(np.float32) - small).mean(axis=(1, 2))
     best = int(errors.argmin())
     return best, float(errors[best])
-
-
-def write_video(path: Path, images: np.ndarray, fps: int = FPS, codec: str = "libx264") -> Path:
-    """Write `images` (n, 28, 28) uint8 as a video with PyAV, one picture per frame (frame i shows
-    images[i]); libx264 near-lossless (crf 12) or mjpeg at quality 2, a key frame every second."""
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width = stream.height = images.shape[1] * SCALE
-        stream.pix_fmt = "yuv420p" if codec == "libx264" else "yuvj420p"
-        stream.options = {"crf": "12", "g": str(fps)} if codec == "libx264" else {"qscale": "2"}
-        for image in images:
-            frame = av.VideoFrame.from_ndarray(picture(image), format="rgb24")
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return path
 
 
 def read_rtsp(url: str, count: int, timeout: float = 10.0) -> list[np.ndarray]:
@@ -155,7 +139,9 @@ class RtspServer:
 
     def prepare(self) -> RtspServer:
         """Write the file PyAV encodes and the raw frames the live feed loops."""
-        write_video(self.file_path, self.file_images, self.fps)
+        # H.264 near-lossless (crf 12), a key frame every second
+        pictures = [picture(image) for image in self.file_images]
+        make_video(self.file_path, pictures, "h264", self.fps, gop=self.fps, crf=12)
         np.stack([picture(image) for image in self.live_images]).tofile(self.folder / "live.rgb")
         return self
 

@@ -1,5 +1,6 @@
 """What the watch tests share (`invedge watch`, `invedge serve --watch`): a model whose scores tell
-images apart, the 40 test images as its gallery, and video files made of known pictures. tests/conftest.py exposes the fixtures.
+images apart, the 40 test images as its gallery (videos of known pictures: video_testing.py).
+tests/conftest.py exposes the fixtures.
 
 The untrained network of the other tests embeds any two of these images within 0.002 of each other;
 this linear model (a random projection of the pixels, made without torch) scores a gallery image's
@@ -9,26 +10,14 @@ model separates them.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from tiny import TESTS, invedge
+from tiny import invedge
 
-FPS = 25
 THRESHOLD = 0.9  # between the two (module docstring)
-VIDEO_TESTING = TESTS / "runtime" / "sources" / "video_testing.py"
-
-
-def make_video(path: Path, images: list[np.ndarray], fps: int = FPS) -> Path:
-    """The sources tests' writer (tests/runtime/sources/video_testing.py, loaded by its path: that
-    folder is on sys.path only once a test there was collected): H.264, lossless, frame i at i / fps."""
-    spec = importlib.util.spec_from_file_location("video_testing", VIDEO_TESTING)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.make_video(path, images, fps=fps)
 
 
 def rgb_of(path: Path) -> np.ndarray:

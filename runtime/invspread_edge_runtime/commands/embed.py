@@ -35,6 +35,7 @@ from .options import (
 if TYPE_CHECKING:
     from rich.progress import Progress
 
+    from ..embedder import ImageSources
     from ..embeddings.corpus import EmbedOptions, EmbedResult
     from ..embeddings.videos import FrameEvents, StreamSettings
 
@@ -164,9 +165,8 @@ def _embed_with_progress(options: EmbedOptions) -> EmbedResult:
             what = f"{embedder.model_path.name} on Ray"
         if (note := found.note()) is not None:
             console.warn(note)
-        n = len(found.videos)
-        sources = f" and {n:,} video source{'s' * (n != 1)}" * bool(n)
-        console.info(f"embedding {len(found.paths):,} images{sources} from {found.root} with {what}")
+        where = f" from {found.root}" if found.paths else ""
+        console.info(f"embedding {inputs_read(found)}{where} with {what}")
         bar.start()
         if found.paths or not found.videos:
             task = bar.add_task("embed", total=len(found.paths))
@@ -220,6 +220,13 @@ def _frame_events(bar: Progress, options: EmbedOptions) -> FrameEvents:
         console.warn(escape(line))
 
     return FrameEvents(on_open=opened, on_frames=taken, on_event=event)
+
+
+def inputs_read(found: ImageSources) -> str:
+    """'60 images', '1 video source', '60 images and 2 video sources': what a run was given."""
+    counted = [(len(found.paths), "image"), (len(found.videos), "video source")]
+    parts = [f"{n:,} {what}{'s' * (n != 1)}" for n, what in counted if n]
+    return " and ".join(parts) or "0 images"
 
 
 def _short(name: str, width: int = 30) -> str:

@@ -114,14 +114,13 @@ def search(
 
 def _started(embedder, images) -> None:
     from .. import console
-    from .embed import report_backend
+    from .embed import inputs_read, report_backend
 
     if (note := images.note()) is not None:
         console.warn(note)
     report_backend(embedder)
     if images.videos:
-        n = len(images.videos)
-        console.info(f"{len(images.paths):,} query images and {n:,} video source{'s' * (n != 1)}")
+        console.info(f"queries: {inputs_read(images)}")
 
 
 def _print(found: ImageSearch, json_out: bool) -> None:
@@ -150,13 +149,13 @@ def _print(found: ImageSearch, json_out: bool) -> None:
 def _table(records: list[dict]):
     from rich.table import Table
 
-    timed = any("at" in record or any("at" in hit for hit in record["neighbours"]) for record in records)
+    timed = any("at" in hit for record in records for hit in record["neighbours"])
     table = Table(title=None, show_lines=False)
     table.add_column("query", overflow="fold")
     table.add_column("rank", justify="right")
     table.add_column("score", justify="right")
     table.add_column("id", overflow="fold")
-    if timed:  # frames among the queries or results: their time as people read it
+    if timed:  # frames among the results: their time as people read it (a query's is in its id)
         table.add_column("time", overflow="fold")
     for q, record in enumerate(records):
         for r, hit in enumerate(record["neighbours"]):

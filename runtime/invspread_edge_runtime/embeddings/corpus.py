@@ -105,6 +105,7 @@ def embed_to_folder(
     retry_failed: bool = False,
     lock: bool = True,
     after: AfterImages | None = None,
+    sampling: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Embed `paths` with an `embed.Embedder` into an embeddings folder; resumes an unfinished one.
 
@@ -114,7 +115,7 @@ def embed_to_folder(
     `on_progress(done, total)` is called after each batch (`done` counts resumed images too).
     Unreadable images are skipped and listed in the manifest; a rerun of an unfinished folder, or
     `retry_failed` on a finished one, tries them again. Ctrl-C raises `EmbeddingInterrupted`
-    after saving what was embedded. Returns the manifest.
+    after saving what was embedded. `after` and `sampling`: see `write_embeddings`. Returns the manifest.
     """
     return write_embeddings(
         embedder_loop(embedder),
@@ -131,6 +132,7 @@ def embed_to_folder(
         retry_failed=retry_failed,
         lock=lock,
         after=after,
+        sampling=sampling,
     )
 
 
@@ -151,6 +153,7 @@ def write_embeddings(
     lock: bool = True,
     extra: dict[str, Any] | None = None,
     after: AfterImages | None = None,
+    sampling: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`embed_to_folder` with any embedding `loop` (one process, or Ray workers: ray_embed.py).
 
@@ -160,7 +163,8 @@ def write_embeddings(
     ran, asked once the loop is done. Each pending image is taken once (a batch repeated by a
     retried worker is dropped), and one that never came back fails the run after what came back
     is saved: the same command resumes. `after(writer)` writes more items once the images are
-    done (video frames) and returns fields for the manifest.
+    done (video frames) and returns fields for the manifest; `sampling` (`Sampling.to_dict()`)
+    is what it keeps of the videos, part of the run's resume state.
     """
     from ..locks import exclusive_lock
 
@@ -186,6 +190,7 @@ def write_embeddings(
             part_size=part_size,
             overwrite=overwrite,
             retry_failed=retry_failed,
+            sampling=sampling,
         )
         pending = iter_new(paths, Path(writer.root), writer.done_ids)
         total = len(paths)
@@ -212,7 +217,7 @@ def write_embeddings(
                     f"embedding workers (first: {missing}); the {writer.count:,} embedded are saved",
                     "Run the same command again: it resumes and embeds only the missing images",
                 )
-            more = after(writer) if after is not None else {}
+            more = after(writer) if after is not None else _video_fields(writer)
             seconds = time.perf_counter() - started
             return writer.finish(
                 {
@@ -232,6 +237,12 @@ def write_embeddings(
         except KeyboardInterrupt as exc:  # in the loop or the join
             writer.flush()  # Ctrl-C: keep what was embedded, the next run resumes after it
             raise EmbeddingInterrupted(Path(out), writer.work, writer.count, total) from exc
+
+
+def _video_fields(writer: EmbeddingWriter) -> dict[str, Any]:
+    """The manifest's video fields of a run without videos: those of the folder it extends."""
+    base = writer.base.manifest if writer.base is not None else {}
+    return {key: base[key] for key in ("sampling", "sources") if key in base}
 
 
 def _take(writer: EmbeddingWriter, batch: LoopBatch, expected: set[str], seen: set[str]) -> int:
@@ -428,6 +439,7 @@ def embed_in_process(
             on_progress=on_progress,
             lock=False,
             after=after,
+            sampling=options.streams.sampling.to_dict() if found.videos else None,
         )
     if lost:  # a stream gone for good: the folder is finished and readable, the run still failed
         raise SourceError(

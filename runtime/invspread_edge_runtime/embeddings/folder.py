@@ -21,6 +21,10 @@ from .layout import MANIFEST, OURS, PARTS, aside_path, staging_path
 from .parts import LABELS
 from .reader import EmbeddingSet, failed_count, load_embeddings
 
+# what of a video the sampling keeps; --max-frames and --duration only bound a run (a live
+# source's next run, appended to the folder, takes its own)
+SAMPLED = ("every", "fps", "start", "end")
+
 
 def prepare(
     out: Path, state: dict[str, Any], overwrite: bool, retry_failed: bool
@@ -139,7 +143,8 @@ def _refuse_finished(out: Path) -> None:
 
 
 def _check_base(out: Path, base: EmbeddingSet, state: dict[str, Any]) -> None:
-    """--retry-failed extends a folder only with the same model, root and dtype."""
+    """--retry-failed (or a live source's append) extends a folder only with the same model, root,
+    dtype and, where both have video frames, sampling."""
     facts = {
         "space_id": base.space_id,
         "model_sha256": base.manifest.get("model", {}).get("sha256"),
@@ -153,3 +158,17 @@ def _check_base(out: Path, base: EmbeddingSet, state: dict[str, Any]) -> None:
                 f"({value!r}, now {state[key]!r}); --retry-failed only adds to it with the same one",
                 "Pass the same model, images and --dtype, or --overwrite to embed everything again",
             )
+    before, now = base.manifest.get("sampling"), state.get("sampling")
+    if isinstance(before, dict) and now is not None:
+        before, now = ({key: s.get(key) for key in SAMPLED} for s in (before, now))
+        if before != now:
+            raise EmbeddingsError(
+                f"{out} holds frames taken with another {LABELS['sampling']} ({_flags(before)}, now "
+                f"{_flags(now)}); adding to it would mix the two",
+                "Pass the same --every/--fps/--start/--end, or --overwrite to embed everything again",
+            )
+
+
+def _flags(sampling: dict[str, Any]) -> str:
+    """`every 5` / `fps 2, start 1.0`: the sampling's flags that are set."""
+    return ", ".join(f"{key} {value:g}" for key, value in sampling.items() if value is not None) or "none"

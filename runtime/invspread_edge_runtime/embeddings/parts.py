@@ -3,7 +3,9 @@
 A run claims `parts/` with its state (`state.json`: model, images root, dtype, kind of run); a
 later run resumes those parts only if its state is the same. Each part is `part-NNNNNN.npy` (the
 vectors) and `part-NNNNNN.json` (their ids, the images that failed and, for video frames, what
-each frame is: source, index, time), the JSON written last as the part's commit marker. `merge` joins the parts into `embeddings.npy` and `ids.json` with
+each frame is: source, index, time; and the video files that ended at that part, each with its
+record for the manifest, so that a resumed run does not open them again), the JSON written last as
+the part's commit marker. `merge` joins the parts into `embeddings.npy` and `ids.json` with
 ordinary buffered writes (a full disk is an error naming the file, not a SIGBUS), so folders
 larger than memory work. The caller holds the output folder's lock.
 """
@@ -38,7 +40,7 @@ from .layout import FRAMES, IDS, MANIFEST, OURS, PARTS, VECTORS
 from .reader import EmbeddingSet
 
 STATE = "state.json"
-STATE_KEYS = ("space_id", "model_sha256", "root", "dtype", "mode", "base")
+STATE_KEYS = ("space_id", "model_sha256", "root", "dtype", "mode", "base", "sampling")
 LABELS = {  # how a state key is named in messages
     "space_id": "embedding space",
     "model_sha256": "model file (sha256)",
@@ -46,6 +48,7 @@ LABELS = {  # how a state key is named in messages
     "dtype": "dtype",
     "mode": "kind of run",
     "base": "base folder",
+    "sampling": "sampling",  # of video frames: a run with none (images only) has no such key
 }
 
 
@@ -87,7 +90,8 @@ class PartStore:
             else:
                 raise EmbeddingsError(
                     f"{out} holds an unfinished run with {mismatch}",
-                    "Pass --overwrite to start over, or resume with the same model, images and dtype",
+                    "Pass --overwrite to start over, or resume with the same model, images, dtype and "
+                    "sampling flags",
                 )
         atomic_write_json(state_file, state)
 
@@ -103,17 +107,19 @@ class PartStore:
             except OSError:
                 shutil.copyfile(source, tmp)
         failed = [[f.get("id"), f.get("reason", "")] for f in base.failed if isinstance(f.get("id"), str)]
-        atomic_write_json(self._name(0, "json"), _record(base.ids, failed, base.frames))
+        atomic_write_json(self._name(0, "json"), _record(base.ids, failed, base.frames, finished_files(base)))
 
     # --- list and write -------------------------------------------------------------------------
 
-    def scan(self) -> tuple[set[str], list[list[str]]]:
-        """The parts already written (into `parts`): embedded ids, failures (those images are retried).
+    def scan(self) -> tuple[set[str], list[list[str]], dict[str, dict[str, Any]]]:
+        """The parts already written (into `parts`): embedded ids, failures (those images are
+        retried), and the video files that ended (name → record: they are not opened again).
 
         Parts from a damaged one on are removed: they are redone, and a later write would collide.
         """
         done: set[str] = set()
         failures: list[list[str]] = []
+        finished: dict[str, dict[str, Any]] = {}
         number = 0
         while self._name(number, "json").is_file() and self._name(number, "npy").is_file():
             try:
@@ -125,13 +131,14 @@ class PartStore:
                 break  # a damaged tail part: redo from here
             done.update(record["ids"])
             failures.extend(record["failed"])
+            finished.update(record.get("finished", {}))
             self.parts.append((number, len(record["ids"])))
             number += 1
         for stale in self.folder.glob("part-*") if self.folder.is_dir() else []:
             with contextlib.suppress(ValueError, OSError):
                 if int(stale.name[5:11]) >= number:
                     stale.unlink()
-        return done, failures
+        return done, failures, finished
 
     def write(
         self,
@@ -139,13 +146,14 @@ class PartStore:
         vectors: np.ndarray,
         failed: list[list[str]],
         frames: dict[str, dict[str, Any]] | None = None,
+        finished: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         """One more part, atomically: the vectors, then the JSON that commits them (`frames`: what
-        those ids that are video frames are)."""
+        those ids that are video frames are; `finished`: the video files that ended, name → record)."""
         number = len(self.parts)
         with atomic_path(self._name(number, "npy")) as tmp, open(tmp, "wb") as fh:
             write_npy(fh, vectors)
-        atomic_write_json(self._name(number, "json"), _record(ids, failed, frames))
+        atomic_write_json(self._name(number, "json"), _record(ids, failed, frames, finished))
         self.parts.append((number, len(ids)))
 
     # --- merge ----------------------------------------------------------------------------------
@@ -210,14 +218,37 @@ def _state_mismatch(state_file: Path, ours: dict[str, Any]) -> str | None:
         return "a damaged resume state (parts/state.json)"
     state = {"mode": "direct", "base": None} | state
     for key in STATE_KEYS:
-        if state.get(key) != ours[key]:
-            return f"another {LABELS[key]} ({state.get(key)!r}, now {ours[key]!r})"
+        if state.get(key) != ours.get(key):
+            return f"another {LABELS[key]} ({state.get(key)!r}, now {ours.get(key)!r})"
     return None
 
 
-def _record(ids: list[str], failed: list[list[str]], frames: dict[str, Any] | None) -> dict[str, Any]:
-    """A part's JSON; "frames" only where some of its items are video frames."""
-    return {"ids": ids, "failed": failed} | ({"frames": frames} if frames else {})
+def finished_files(base: EmbeddingSet) -> dict[str, dict[str, Any]]:
+    """The video files a finished folder read to their end (name → its record in the manifest's
+    "sources"): a run that extends it does not read them again. One that failed is read again."""
+    sources = base.manifest.get("sources")
+    if not isinstance(sources, dict):
+        return {}
+    return {
+        name: record
+        for name, record in sources.items()
+        if isinstance(record, dict) and not record.get("live") and "error" not in record
+    }
+
+
+def _record(
+    ids: list[str],
+    failed: list[list[str]],
+    frames: dict[str, Any] | None,
+    finished: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A part's JSON; "frames" only where some of its items are video frames, "finished" only where
+    a video file ended at this part."""
+    return (
+        {"ids": ids, "failed": failed}
+        | ({"frames": frames} if frames else {})
+        | ({"finished": finished} if finished else {})
+    )
 
 
 def _read_record(path: Path) -> dict[str, Any]:
@@ -233,6 +264,8 @@ def _read_record(path: Path) -> dict[str, Any]:
         and all(isinstance(f, list) and len(f) == 2 for f in record["failed"])
         and isinstance(record.get("frames", {}), dict)
         and all(isinstance(info, dict) for info in record.get("frames", {}).values())
+        and isinstance(record.get("finished", {}), dict)
+        and all(isinstance(info, dict) for info in record.get("finished", {}).values())
     )
     if not ok:
         raise EmbeddingsError(f"{path} is damaged", "Run the same command again")

@@ -6,10 +6,12 @@ frames each source's sampling keeps into the run's `EmbeddingWriter`, after the 
 is `SOURCE#t=SECONDS` (`sources.frame.Frame.item_id`): SOURCE is a file's path relative to the
 images' root, as an image's id is, or a stream's name (its URL without the password).
 
-Resuming: a killed run's frames already saved as parts are not embedded again; their file is
-decoded again up to the first missing frame (decoding is cheap next to inference, and seeking is
-not exact in every container). Each source that ends is saved as a part, and a live one every
-`LIVE_FLUSH_S` seconds, so a kill loses at most that much.
+Resuming: a file read to its end is named in the part saved when it ended, with its record for
+the manifest, and a resumed run (or one that extends a finished folder) does not open it again. A
+file cut short is decoded again from its start (seeking is not exact in every container, and the
+sampler must see every frame to keep what an uninterrupted run keeps), but its frames already
+saved are neither converted nor embedded again. A live source is saved as a part every
+`LIVE_FLUSH_S` seconds, so a kill loses at most that much; its next run appends.
 """
 
 from __future__ import annotations
@@ -180,8 +182,11 @@ def embed_sources(
     events = events or FrameEvents()
     base = writer.base.manifest.get("sources") if writer.base is not None else None
     sources: dict[str, dict[str, Any]] = dict(base) if isinstance(base, dict) else {}
+    sources |= writer.finished  # read to their end by an earlier run: not opened again
     seen = set(writer.done_ids)
     for position, video in enumerate(videos):
+        if not video.live and video.name in writer.finished:
+            continue
         last = position == len(videos) - 1
         record = _embed_one(writer, embedder, video, settings, events, seen, last, batch_size)
         sources[video.name] = _merged(sources.get(video.name), record)
@@ -202,8 +207,10 @@ def _embed_one(
     last: bool,
     batch_size: int | None,
 ) -> dict[str, Any]:
+    from ..sources.frame import frame_id
     from ..sources.open import open_source
 
+    resumed = frozenset(seen)  # a snapshot: the reader's thread asks it, this one adds to `seen`
     try:
         source = open_source(
             video.spec,
@@ -213,6 +220,7 @@ def _embed_one(
             reconnect=settings.reconnect,
             decoder=settings.decoder,
             on_event=events.on_event,
+            done=lambda time_s: frame_id(video.name, time_s) in resumed,
         )
     except (SourceError, DataError) as exc:
         if video.live:
@@ -236,8 +244,7 @@ def _embed_one(
         except SourceError as exc:  # the frames before the loss are kept
             writer.flush()
             ending = _lost(writer, video, exc, events)
-    writer.flush()  # a finished source is one part boundary: a later kill keeps it
-    return {
+    record = {
         "kind": video.spec.kind,
         "live": source.live,
         "decoder": source.decoder,
@@ -245,6 +252,10 @@ def _embed_one(
         "embedded": run.embedded,
         **ending,
     }
+    if not source.live and not ending:  # read to its end (damage included): never opened again
+        writer.finish_source(video.name, record)
+    writer.flush()  # a finished source is one part boundary: a later kill keeps it
+    return record
 
 
 def _lost(
@@ -272,9 +283,10 @@ def _embed_frames(
     from ..sources.frame import frame_info
 
     def fresh() -> Iterator[Frame]:
-        """The kept frames not saved already (a resumed run's, or a repeated timestamp)."""
+        """The kept frames not saved already (a resumed run's, or a repeated timestamp); a file's
+        frames saved before are counted by the source and never reach here."""
         for frame in source.frames():
-            run.taken += 1
+            run.taken = source.stats.kept
             if frame.item_id in seen:
                 if events.on_frames is not None:
                     events.on_frames(source, run.taken)

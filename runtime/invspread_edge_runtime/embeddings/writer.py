@@ -32,6 +32,8 @@ class EmbeddingWriter:
     file (at least "sha256"). A run resumes only with the same model file, root and dtype.
     `overwrite`: build a new folder beside a finished one and swap at the end. `retry_failed`:
     keep a finished folder's embeddings and add what is missing (images that failed before).
+    `sampling`: what a run with video sources keeps of them (`Sampling.to_dict()`, None for
+    images alone): a run resumes, or extends a finished folder, only with the same one.
     The caller holds the lock of `out` (see the module docstring).
     """
 
@@ -46,6 +48,7 @@ class EmbeddingWriter:
         part_size: int = PART_SIZE,
         overwrite: bool = False,
         retry_failed: bool = False,
+        sampling: dict[str, Any] | None = None,
     ) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"Invalid dtype {dtype!r}. Only {', '.join(DTYPES)} are supported.")
@@ -62,7 +65,7 @@ class EmbeddingWriter:
             "dtype": dtype,
             "mode": "direct",
             "base": None,
-        }
+        } | ({"sampling": sampling} if sampling is not None else {})  # images alone: no such key
         # where the parts and final files are written (`out`, or its staging folder), and the
         # finished folder that retry_failed extends
         self.work, self.base = folder.prepare(self.out, state, overwrite, retry_failed)
@@ -70,12 +73,14 @@ class EmbeddingWriter:
         self._store.claim(state, self.out, discard_mismatch=self.staged)
         if self.base is not None:
             self._store.seed(self.base)
-        self.done_ids, self.failures = self._store.scan()
+        # finished: the video files read to their end (name → record), not opened again
+        self.done_ids, self.failures, self.finished = self._store.scan()
         self.resumed = bool(self._store.parts)
         self._ids: list[str] = []
         self._vectors: list[np.ndarray] = []
         self._new_failures: list[list[str]] = []
         self._frames: dict[str, dict[str, Any]] = {}
+        self._finished: dict[str, dict[str, Any]] = {}
 
     @property
     def staged(self) -> bool:
@@ -107,9 +112,14 @@ class EmbeddingWriter:
         if len(self._new_failures) >= self.part_size:
             self.flush()
 
+    def finish_source(self, name: str, record: dict[str, Any]) -> None:
+        """The video file `name` was read to its end (`record`: its entry in the manifest's
+        "sources"): written with the next part, so that a resumed run does not open it again."""
+        self._finished[name] = record
+
     def flush(self) -> None:
         """Write what is buffered as one part (atomically: the part's JSON is its commit marker)."""
-        if not self._ids and not self._new_failures:
+        if not self._ids and not self._new_failures and not self._finished:
             return
         vectors = (
             np.concatenate(self._vectors) if self._vectors else np.zeros((0, self.dim), dtype=self.dtype)
@@ -117,10 +127,11 @@ class EmbeddingWriter:
         rows = min(len(vectors), len(self._ids))  # an interrupt between the two appends of add()
         vectors, self._ids = vectors[:rows], self._ids[:rows]
         frames = {item: self._frames[item] for item in self._ids if item in self._frames}
-        self._store.write(self._ids, vectors, self._new_failures, frames)
+        self._store.write(self._ids, vectors, self._new_failures, frames, self._finished)
         self.failures.extend(self._new_failures)
         self.done_ids.update(self._ids)
-        self._ids, self._vectors, self._new_failures, self._frames = [], [], [], {}
+        self.finished.update(self._finished)
+        self._ids, self._vectors, self._new_failures, self._frames, self._finished = [], [], [], {}, {}
 
     def finish(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Merge the parts into the final files, write the manifest last, remove the parts.

@@ -140,8 +140,10 @@ def open_gstreamer(
     open_timeout: float = 10.0,
     reconnect: int = 5,
     on_event: Callable[[str], None] | None = None,
+    done: Callable[[float], bool] | None = None,
 ) -> FrameSource:
-    """A FrameSource reading `spec` through GStreamer; SourceError when it cannot start."""
+    """A FrameSource reading `spec` through GStreamer; SourceError when it cannot start. `done`:
+    see `open.open_source`."""
     binding = gst_binding()
     if binding is None:
         if spec.kind == "csi":
@@ -167,7 +169,7 @@ def open_gstreamer(
     if not spec.live:
         opened = _GiPipeline(pipeline, spec.name, open_timeout, live=False)
         return FileReader(
-            name, label, Releasing(opened.file_frames(), opened.stop), sampling, on_event=on_event
+            name, label, Releasing(opened.file_frames(), opened.stop), sampling, on_event=on_event, done=done
         )
 
     def connect() -> Iterator[Picture]:

@@ -27,11 +27,13 @@ def open_source(
     reconnect: int = 5,
     decoder: str = "auto",
     on_event: Callable[[str], None] | None = None,
+    done: Callable[[float], bool] | None = None,
 ) -> FrameSource:
     """The opened source; SourceError (one line) for one that cannot be opened within `open_timeout`
     seconds. `name`: the id prefix (a file's path relative to the root; default: `spec.name`);
     `reconnect`: consecutive reconnect tries of a live source; `on_event`: one line per stream drop,
-    reconnect or damage."""
+    reconnect or damage; `done(time)`: a file's kept frame at `time` is embedded already (a resumed
+    run): counted, never converted to RGB nor yielded."""
     check_bounds(
         {"open_timeout": OPEN_TIMEOUT, "reconnect": RECONNECT},
         {"open_timeout": open_timeout, "reconnect": reconnect},
@@ -49,9 +51,9 @@ def open_source(
         from .gstreamer import open_gstreamer
 
         return open_gstreamer(
-            spec, sampling, name, open_timeout=open_timeout, reconnect=reconnect, on_event=on_event
+            spec, sampling, name, open_timeout=open_timeout, reconnect=reconnect, on_event=on_event, done=done
         )
-    return _open_pyav(spec, sampling, name, open_timeout, reconnect, on_event)
+    return _open_pyav(spec, sampling, name, open_timeout, reconnect, on_event, done)
 
 
 def choose_decoder(spec: SourceSpec, decoder: str = "auto") -> str:
@@ -80,13 +82,14 @@ def _open_pyav(
     open_timeout: float,
     reconnect: int,
     on_event: Callable[[str], None] | None,
+    done: Callable[[float], bool] | None,
 ) -> FrameSource:
-    from .pyav import file_frames, frame_count, live_frames, open_container, stream_label
+    from .pyav import file_frames, finished_playlist, frame_count, live_frames, open_container, stream_label
 
     container = open_container(spec, open_timeout)
     label = stream_label(container)
-    if not spec.live:
-        reader = FileReader(name, label, file_frames(container), sampling, on_event=on_event)
+    if not spec.live or finished_playlist(container):
+        reader = FileReader(name, label, file_frames(container), sampling, on_event=on_event, done=done)
         reader.frame_count, reader.frame_rate = frame_count(container)
         return reader
 

@@ -87,6 +87,14 @@ def _open_error(spec: SourceSpec, error: Exception, open_timeout: float, timed_o
                 "Check the file: 'ffprobe FILE' says what it holds; an mp4 cut short loses its index",
             )
         return SourceError(f"cannot read {spec.name}: {why}", "Check the file")
+    if spec.target.lower().startswith("rtp://") and isinstance(error, av.error.InvalidDataError):
+        return SourceError(  # FFmpeg takes a dynamic payload type (H.264, H.265, VP8 ...) only from an SDP
+            f"cannot open {spec.name}: without an SDP description only RTP/JPEG and MPEG-TS over RTP "
+            "are read, and this stream is neither",
+            'Send RTP/JPEG or MPEG-TS over RTP, or read it with gst:udpsrc port=PORT caps="application/'
+            'x-rtp,media=video,clock-rate=90000,encoding-name=H264" ! rtph264depay ! h264parse ! '
+            "avdec_h264 ! videoconvert ! appsink",
+        )
     if timed_out or isinstance(error, (av.error.ExitError, av.error.TimeoutError)) or code == errno.ETIMEDOUT:
         why = f"no answer within {open_timeout:g} s"
     return SourceError(
@@ -99,6 +107,12 @@ def _open_error(spec: SourceSpec, error: Exception, open_timeout: float, timed_o
 def stream_label(container: Any) -> str:
     """`pyav (h264)`: the decoder, for the first line."""
     return f"pyav ({container.streams.video[0].codec_context.name})"
+
+
+def finished_playlist(container: Any) -> bool:
+    """True for an HLS playlist that ends (#EXT-X-ENDLIST: FFmpeg then states its duration): a
+    recording on a web server, read as a file (every kept frame), not as a live stream."""
+    return container.format.name == "hls" and container.duration is not None
 
 
 def frame_count(container: Any) -> tuple[int | None, float | None]:

@@ -37,6 +37,7 @@ FILE_QUEUE = 4  # frames decoded ahead of the consumer: enough to overlap decodi
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 8.0  # seconds before a reconnect: doubled after each failed try
 JOIN_SECONDS = 2.0  # how long close() waits for the reader thread (a blocked read ends at its timeout)
 _END = object()
+_DONE = object()  # a kept frame embedded already: counted by the consumer, not converted
 T = TypeVar("T")
 
 
@@ -114,7 +115,9 @@ class _ReaderSource(FrameSource):
 
 
 class FileReader(_ReaderSource):
-    """A finite source: every frame the sampling keeps, in order, none dropped."""
+    """A finite source: every frame the sampling keeps, in order, none dropped. `done(time)`: the
+    kept frame at `time` is embedded already (a resumed run): the sampler still sees it, so that
+    what is kept after it is what an uninterrupted run keeps, but it is counted, not converted."""
 
     def __init__(
         self,
@@ -125,9 +128,10 @@ class FileReader(_ReaderSource):
         *,
         on_event: Callable[[str], None] | None = None,
         queue_size: int = FILE_QUEUE,
+        done: Callable[[float], bool] | None = None,
     ) -> None:
         super().__init__(name, decoder, live=False, on_event=on_event)
-        self._decoded = decoded
+        self._decoded, self._done = decoded, done
         self._sampler = sampling.sampler()
         self._queue: queue.Queue[object] = queue.Queue(queue_size)
 
@@ -135,9 +139,10 @@ class FileReader(_ReaderSource):
         self._start(self._read)
         try:
             while (item := self._get()) is not _END:
-                assert isinstance(item, Frame)
                 self.stats.kept += 1
-                yield item
+                if item is not _DONE:
+                    assert isinstance(item, Frame)
+                    yield item
         finally:  # also when the consumer stops early: the reader must not wait on a full queue
             self._stop.set()
         if self._error is not None:
@@ -168,7 +173,7 @@ class FileReader(_ReaderSource):
                 self.stats.decoded += 1
                 if self._stop.is_set():
                     break
-                if self._sampler.keep(time_s) and not self._put(Frame(rgb(), self.name, index, time_s)):
+                if self._sampler.keep(time_s) and not self._put(self._kept(rgb, index, time_s)):
                     break
                 if self._sampler.finished:
                     break
@@ -180,6 +185,11 @@ class FileReader(_ReaderSource):
         finally:
             _close_iterator(self._decoded)
             self._put(_END)
+
+    def _kept(self, rgb: Picture, index: int, time_s: float) -> object:
+        if self._done is not None and self._done(time_s):
+            return _DONE
+        return Frame(rgb(), self.name, index, time_s)
 
     def _release(self) -> None:
         _close_iterator(self._decoded)

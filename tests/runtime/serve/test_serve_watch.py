@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 from serve_client import get
-from watch_testing import FPS, THRESHOLD, item_id, make_video, rgb_of
+from video_testing import FPS, make_video
+from watch_testing import THRESHOLD, item_id, rgb_of
 
 CHROMIUM = Path("/usr/bin/chromium")
 WAIT_S = 60.0  # the watch of a 9-frame file on 2 busy cores

@@ -1,4 +1,4 @@
-"""Session fixtures of real encoded videos (video_testing.py writes them)."""
+"""Session fixtures of real encoded videos (tests/video_testing.py writes them)."""
 
 from __future__ import annotations
 

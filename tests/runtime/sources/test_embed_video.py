@@ -203,13 +203,14 @@ def test_a_killed_run_resumes_without_embedding_again(tmp_path, make_tiny_onnx, 
     first = subprocess.run(command, env=killed, capture_output=True, text=True, timeout=120)
     assert first.returncode == 1 and (tmp_path / "exited").exists(), first.stderr
     assert not (tmp_path / "v.emb" / "manifest.json").exists()
+    (root / "a.mp4").write_bytes(b"not a video any more" * 50)  # read to its end: not opened again
     second = subprocess.run(command, env=killed, capture_output=True, text=True, timeout=120)
     assert second.returncode == 0, second.stderr
     emb = load_embeddings(tmp_path / "v.emb")
     assert emb.manifest["resumed"] == 1 + N_FRAMES  # the image and a.mp4: not embedded again
     assert "resumed: 51 items were already done" in second.stderr
     expected = ["photo.png"] + [frame_id(n, i / FPS) for n in ("a.mp4", "b.mkv") for i in range(N_FRAMES)]
-    assert emb.ids == expected
+    assert emb.ids == expected and emb.failed == []
 
 
 def test_the_resume_command_keeps_the_stream_flags():
@@ -384,3 +385,108 @@ def test_a_lost_stream_leaves_a_finished_folder(capsys, tmp_path, model, fmnist_
     assert code == 1 and "lost" in err and f"saved in {out}" in err and "Traceback" not in err
     emb = load_embeddings(out)  # finished and readable: a rerun appends
     assert len(emb) == 2 and emb.manifest["sources"]["rtsp://cam/x"]["error"].startswith("rtsp://cam/x: lost")
+
+
+def _clips(root: Path, fmnist_frames: np.ndarray) -> Path:
+    root.mkdir()
+    make_video(root / "a.mp4", fmnist_frames, "h264")
+    make_video(root / "b.mkv", fmnist_frames, "mjpeg")
+    return root
+
+
+def _embed(model: Path, root: Path, out: Path, every: int, events=None, **options):
+    from invspread_edge_runtime.embeddings.corpus import EmbedOptions, embed_in_process
+    from invspread_edge_runtime.embeddings.videos import StreamSettings
+    from invspread_edge_runtime.sources.sampling import Sampling
+
+    streams = StreamSettings(Sampling(every=every))
+    return embed_in_process(
+        EmbedOptions(model, [root], out, batch=4, streams=streams, **options), events=events
+    )
+
+
+def test_a_resumed_run_opens_no_finished_video_and_embeds_no_frame_twice(
+    capsys, tmp_path, model, fmnist_frames
+):
+    """Ctrl-C in the second video: the rerun never opens the first (made unreadable here) and
+    takes the second from its last saved frame; the ids and vectors are an uninterrupted run's."""
+    from invspread_edge_runtime.embeddings.corpus import EmbeddingInterrupted
+    from invspread_edge_runtime.embeddings.videos import FrameEvents
+
+    root = _clips(tmp_path / "clips", fmnist_frames)
+    whole = _embed(model, root, tmp_path / "whole.emb", 2).manifest
+    uninterrupted = load_embeddings(tmp_path / "whole.emb")
+
+    def stop_in_b(source, taken: int) -> None:
+        if source.name == "b.mkv" and taken >= 12:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "v.emb"
+    with pytest.raises(EmbeddingInterrupted):
+        _embed(model, root, out, 2, FrameEvents(on_frames=stop_in_b))
+    # a rerun with another sampling would mix two: refused in one line, before any work
+    code, _, err = invedge(capsys, "embed", model, root, "--out", out, "--every", "3")
+    assert code == 1 and err.count("error:") == 1 and "holds an unfinished run with another sampling" in err
+    assert "Traceback" not in err
+    (root / "a.mp4").write_bytes(b"not a video any more" * 50)  # finished: must never be opened again
+    opened: list[str] = []
+    result = _embed(model, root, out, 2, FrameEvents(on_open=lambda source, video: opened.append(video.name)))
+    assert opened == ["b.mkv"]
+    emb = load_embeddings(out)
+    assert emb.ids == uninterrupted.ids and emb.failed == []
+    np.testing.assert_allclose(emb.vectors, uninterrupted.vectors, atol=1e-6)
+    assert emb.frames == uninterrupted.frames
+    sources = result.manifest["sources"]
+    assert sources["a.mp4"] == whole["sources"]["a.mp4"]  # kept from the part that finished it
+    assert sources["b.mkv"]["kept"] == N_FRAMES // 2  # the frames resumed still counted as kept
+    assert 0 < sources["b.mkv"]["embedded"] < N_FRAMES // 2  # ...but not embedded again
+    assert result.manifest["resumed"] == N_FRAMES // 2 + N_FRAMES // 2 - sources["b.mkv"]["embedded"]
+
+
+def test_a_resumed_file_converts_no_saved_frame_and_samples_as_before():
+    """The sampler sees every frame (the kept ones are an uninterrupted run's), but a frame saved
+    before is never converted to RGB nor yielded; it is still counted as kept."""
+    from invspread_edge_runtime.sources.reader import FileReader
+    from invspread_edge_runtime.sources.sampling import Sampling
+
+    converted: list[int] = []
+
+    def picture(i: int):
+        return lambda: converted.append(i) or np.zeros((2, 2, 3), np.uint8)
+
+    decoded = iter([(i / FPS, picture(i)) for i in range(N_FRAMES)])
+    with FileReader("f", "test", decoded, Sampling(fps=2), done=lambda time_s: time_s < 1.0) as reader:
+        frames = list(reader.frames())
+    assert [f.index for f in frames] == [25, 38]  # as `--fps 2` keeps them: 0, 13, 25, 38
+    assert converted == [25, 38]
+    assert reader.stats.kept == 4 and reader.stats.decoded == N_FRAMES
+
+
+def test_retry_failed_keeps_the_frames_sources_and_sampling(capsys, tmp_path, model, fmnist_frames):
+    root = _clips(tmp_path / "clips", fmnist_frames)
+    (root / "b.mkv").unlink()
+    Image.fromarray(fmnist_frames[0]).save(root / "good.png")
+    (root / "bad.png").write_bytes(b"not a png")
+    out = tmp_path / "v.emb"
+    code, _, err = invedge(capsys, "embed", model, root, "--out", out, "--every", "10")
+    assert code == 0, err
+    first = load_embeddings(out).manifest
+    assert [f["id"] for f in first["failed"]] == ["bad.png"]
+    # another sampling on a folder with frames: refused in one line
+    code, _, err = invedge(capsys, "embed", model, root, "--out", out, "--retry-failed", "--every", "5")
+    assert code == 1 and err.count("error:") == 1 and "frames taken with another sampling" in err, err
+    Image.fromarray(fmnist_frames[1]).save(root / "bad.png")
+    # the images alone: the folder's frames, sources and sampling are kept
+    code, _, err = invedge(
+        capsys, "embed", model, root / "good.png", root / "bad.png", "--out", out, "--retry-failed"
+    )
+    assert code == 0, err
+    emb = load_embeddings(out)
+    assert emb.failed == [] and "bad.png" in emb.ids and frame_id("a.mp4", 0.4) in emb.ids
+    assert emb.manifest["sources"] == first["sources"] and emb.manifest["sampling"] == first["sampling"]
+    # the whole folder again, same sampling: the finished video is not decoded again
+    (root / "a.mp4").write_bytes(b"not a video any more" * 50)
+    code, _, err = invedge(capsys, "embed", model, root, "--out", out, "--retry-failed", "--every", "10")
+    assert code == 0, err
+    again = load_embeddings(out)
+    assert again.ids == emb.ids and again.failed == [] and again.manifest["sources"] == first["sources"]

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tiny import invedge
-from watch_testing import FPS, THRESHOLD, item_id, make_video, rgb_of
+from video_testing import FPS, make_video
+from watch_testing import THRESHOLD, item_id, rgb_of
 
 from invspread_edge_runtime.errors import ConfigError
 from invspread_edge_runtime.sources.frame import Frame, FrameSource, SourceStats

@@ -1,6 +1,7 @@
-"""Real encoded videos for the source tests: frames copied from Fashion-MNIST test images, written
-by PyAV, so that every frame's content, index and time are known in advance. A module of its own
-(not conftest.py): `from conftest import` can find another folder's conftest.py first."""
+"""Real encoded videos for the tests: known pictures (Fashion-MNIST test images) written by PyAV, one
+per frame, so that every frame's content, index and time are known in advance. The one video writer
+of the tests (the source, watch and RTSP tests all use it). A module of its own (not conftest.py):
+`from conftest import` can find another folder's conftest.py first."""
 
 from __future__ import annotations
 
@@ -25,10 +26,12 @@ def make_video(
     *,
     faststart: bool = False,
     gop: int = 10,
+    crf: int = 0,
 ) -> Path:
     """Write `images` ((H, W, 3) uint8 RGB, even H and W) as one frame each at `fps`: frame i shows
-    images[i] at time i / fps. H.264 lossless (crf 0, yuv420p), MJPEG at qscale 2 (yuvj420p).
-    `faststart` puts an mp4's index first, so that a truncated copy still opens."""
+    images[i] at time i / fps. H.264 at `crf` (0: lossless; yuv420p, a key frame every `gop`
+    frames, no B-frames), MJPEG at qscale 2 (yuvj420p). `faststart` puts an mp4's index first, so
+    that a truncated copy still opens."""
     import av
 
     options = {"movflags": "+faststart"} if faststart else {}
@@ -38,7 +41,7 @@ def make_video(
         stream.width, stream.height = width, height
         if codec == "h264":
             stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": "0", "g": str(gop), "bf": "0"}
+            stream.options = {"crf": str(crf), "g": str(gop), "bf": "0"}
         else:
             stream.pix_fmt = "yuvj420p"
             stream.options = {"qscale": "2"}
