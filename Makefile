@@ -36,8 +36,8 @@ $(CHROMIUM):
 # The stream tests run a real RTSP server (tests/rtsp_server.py) and read gst: pipelines: GStreamer's,
 # whose Python bindings are the system python3's (with its numpy and Pillow, for our GStreamer reader), so
 # they come from apt like the browser; installed only when a package is missing.
-RTSP_DEPS := gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
-	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly python3-gi gir1.2-gstreamer-1.0 \
+RTSP_DEPS := gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gstreamer1.0-tools gstreamer1.0-plugins-base \
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly python3-gi gir1.2-gstreamer-1.0 \
 	gir1.2-gst-plugins-base-1.0 python3-numpy python3-pil
 
 rtsp-deps:

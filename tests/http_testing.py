@@ -13,6 +13,7 @@ import contextlib
 import functools
 import io
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -22,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from rtsp_testing import FPS, SCALE, picture
+from rtsp_testing import FPS, picture
+from video_testing import make_video
 
 LIFETIME_S = 60.0
 BOUNDARY = "invedgeframe"
@@ -118,21 +120,14 @@ def mjpeg_camera(images: np.ndarray, fps: int = FPS) -> Iterator[MjpegCamera]:
 
 def write_hls(folder: Path, images: np.ndarray, fps: int = FPS) -> Path:
     """`images` (n, 28, 28) as an HLS video-on-demand playlist (index.m3u8 + 1 s MPEG-TS segments)
-    written by PyAV with libx264, one picture per frame; the playlist's path."""
-    import av
-
+    written by video_testing's encoder (H.264, a key frame each second), one picture per frame;
+    the playlist's path."""
     folder.mkdir(parents=True, exist_ok=True)
-    playlist = folder / "index.m3u8"
     options = {"hls_time": "1", "hls_list_size": "0", "hls_playlist_type": "vod"}
-    with av.open(str(playlist), "w", format="hls", options=options) as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width = stream.height = images.shape[1] * SCALE
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "12", "g": str(fps)}
-        for image in images:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(picture(image), format="rgb24")))
-        container.mux(stream.encode())
-    return playlist
+    pictures = [picture(image) for image in images]
+    return make_video(
+        folder / "index.m3u8", pictures, "h264", fps, gop=fps, crf=12, format="hls", options=options
+    )
 
 
 @contextlib.contextmanager
@@ -154,6 +149,13 @@ def serve_folder(folder: Path, lifetime: float = LIFETIME_S) -> Iterator[str]:
         timer.cancel()
         server.shutdown()
         server.server_close()
+
+
+def udp_port() -> int:
+    """A free UDP port on 127.0.0.1, for an RTP sender."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def gst_rtp_missing() -> str | None:
@@ -192,11 +194,12 @@ def rtp_jpeg_sender(
 @contextlib.contextmanager
 def rtp_h264_sender(port: int, fps: int = FPS, lifetime: float = LIFETIME_S) -> Iterator[subprocess.Popen]:
     """gst-launch sending a test pattern as RTP/H.264 (dynamic payload type 96: readable only with an
-    SDP description) to 127.0.0.1:`port`, for `lifetime` seconds at most."""
+    SDP description) to 127.0.0.1:`port`, for `lifetime` seconds at most; a key frame each second,
+    so that a receiver that starts later decodes within one."""
     command = [
         GST_LAUNCH, "-q", "videotestsrc", "is-live=true", f"num-buffers={int(lifetime * fps)}",
         "!", f"video/x-raw,format=I420,width=112,height=112,framerate={fps}/1",
-        "!", "x264enc", "tune=zerolatency", "!", "rtph264pay", "config-interval=1",
+        "!", "x264enc", "tune=zerolatency", f"key-int-max={fps}", "!", "rtph264pay", "config-interval=1",
         "!", "udpsink", "host=127.0.0.1", f"port={port}",
     ]  # fmt: skip
     sender = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -27,15 +27,18 @@ def make_video(
     faststart: bool = False,
     gop: int = 10,
     crf: int = 0,
+    format: str | None = None,
+    options: dict[str, str] | None = None,
 ) -> Path:
     """Write `images` ((H, W, 3) uint8 RGB, even H and W) as one frame each at `fps`: frame i shows
     images[i] at time i / fps. H.264 at `crf` (0: lossless; yuv420p, a key frame every `gop`
     frames, no B-frames), MJPEG at qscale 2 (yuvj420p). `faststart` puts an mp4's index first, so
-    that a truncated copy still opens."""
+    that a truncated copy still opens. `format` and `options`: the container (muxer) and its
+    options, where the path's suffix does not say (an HLS playlist: "hls")."""
     import av
 
-    options = {"movflags": "+faststart"} if faststart else {}
-    with av.open(str(path), "w", options=options) as container:
+    options = ({"movflags": "+faststart"} if faststart else {}) | (options or {})
+    with av.open(str(path), "w", format=format, options=options) as container:
         stream = container.add_stream("libx264" if codec == "h264" else "mjpeg", rate=fps)
         height, width = images[0].shape[:2]
         stream.width, stream.height = width, height

@@ -163,8 +163,8 @@ def write_embeddings(
     ran, asked once the loop is done. Each pending image is taken once (a batch repeated by a
     retried worker is dropped), and one that never came back fails the run after what came back
     is saved: the same command resumes. `after(writer)` writes more items once the images are
-    done (video frames) and returns fields for the manifest; `sampling` (`Sampling.to_dict()`)
-    is what it keeps of the videos, part of the run's resume state.
+    done (video frames) and returns fields for the manifest; `sampling` (`Sampling.selection()`)
+    is which frames it keeps of the videos, part of the run's resume state.
     """
     from ..locks import exclusive_lock
 
@@ -439,7 +439,7 @@ def embed_in_process(
             on_progress=on_progress,
             lock=False,
             after=after,
-            sampling=options.streams.sampling.to_dict() if found.videos else None,
+            sampling=options.streams.sampling.selection() if found.videos else None,
         )
     if lost:  # a stream gone for good: the folder is finished and readable, the run still failed
         raise SourceError(

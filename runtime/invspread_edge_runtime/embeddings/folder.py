@@ -18,12 +18,8 @@ from typing import Any
 from ..errors import EmbeddingsError
 from ..files import atomic_write_json, leftovers, recover_swap, remove_leftovers, replace_folder, unremovable
 from .layout import MANIFEST, OURS, PARTS, aside_path, staging_path
-from .parts import LABELS
+from .parts import differs
 from .reader import EmbeddingSet, failed_count, load_embeddings
-
-# what of a video the sampling keeps; --max-frames and --duration only bound a run (a live
-# source's next run, appended to the folder, takes its own)
-SAMPLED = ("every", "fps", "start", "end")
 
 
 def prepare(
@@ -144,7 +140,8 @@ def _refuse_finished(out: Path) -> None:
 
 def _check_base(out: Path, base: EmbeddingSet, state: dict[str, Any]) -> None:
     """--retry-failed (or a live source's append) extends a folder only with the same model, root,
-    dtype and, where both have video frames, sampling."""
+    dtype and, where both have video frames, the same frames kept (`state["sampling"]`:
+    `Sampling.selection()`; the manifest records every sampling field)."""
     facts = {
         "space_id": base.space_id,
         "model_sha256": base.manifest.get("model", {}).get("sha256"),
@@ -154,21 +151,16 @@ def _check_base(out: Path, base: EmbeddingSet, state: dict[str, Any]) -> None:
     for key, value in facts.items():
         if value != state[key]:
             raise EmbeddingsError(
-                f"{out} was embedded with another {LABELS[key]} "
-                f"({value!r}, now {state[key]!r}); --retry-failed only adds to it with the same one",
+                f"{out} was embedded with {differs(key, value, state[key])}; --retry-failed only adds "
+                "to it with the same one",
                 "Pass the same model, images and --dtype, or --overwrite to embed everything again",
             )
-    before, now = base.manifest.get("sampling"), state.get("sampling")
-    if isinstance(before, dict) and now is not None:
-        before, now = ({key: s.get(key) for key in SAMPLED} for s in (before, now))
+    recorded, now = base.manifest.get("sampling"), state.get("sampling")
+    if isinstance(recorded, dict) and now is not None:
+        before = {key: recorded.get(key) for key in now}  # the manifest records every field
         if before != now:
             raise EmbeddingsError(
-                f"{out} holds frames taken with another {LABELS['sampling']} ({_flags(before)}, now "
-                f"{_flags(now)}); adding to it would mix the two",
+                f"{out} holds frames taken with {differs('sampling', before, now)}; adding to it "
+                "would mix the two",
                 "Pass the same --every/--fps/--start/--end, or --overwrite to embed everything again",
             )
-
-
-def _flags(sampling: dict[str, Any]) -> str:
-    """`every 5` / `fps 2, start 1.0`: the sampling's flags that are set."""
-    return ", ".join(f"{key} {value:g}" for key, value in sampling.items() if value is not None) or "none"

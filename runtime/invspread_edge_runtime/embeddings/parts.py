@@ -36,6 +36,8 @@ from ..files import (
     write_rows,
 )
 from ..sources.frame import split_frame_id
+from ..sources.sampling import describe_change
+from ..sources.spec import is_location
 from .layout import FRAMES, IDS, MANIFEST, OURS, PARTS, VECTORS
 from .reader import EmbeddingSet
 
@@ -219,21 +221,45 @@ def _state_mismatch(state_file: Path, ours: dict[str, Any]) -> str | None:
     state = {"mode": "direct", "base": None} | state
     for key in STATE_KEYS:
         if state.get(key) != ours.get(key):
-            return f"another {LABELS[key]} ({state.get(key)!r}, now {ours.get(key)!r})"
+            return differs(key, state.get(key), ours.get(key))
     return None
+
+
+def differs(key: str, before: Any, now: Any) -> str:
+    """`another sampling (every 10, now every 5)`: how a resume or an extended folder's `key`
+    (a `STATE_KEYS` one) differs from this run's, in messages."""
+    if key == "sampling" and isinstance(before, dict) and isinstance(now, dict):
+        return f"another {LABELS[key]} ({describe_change(before, now)})"
+    if key == "sampling":  # video frames in one run, images alone in the other
+        return f"another {LABELS[key]} ({_frames_or_not(before)}, now {_frames_or_not(now)})"
+    return f"another {LABELS[key]} ({before!r}, now {now!r})"
+
+
+def _frames_or_not(sampling: Any) -> str:
+    return "video frames" if sampling else "images alone"
 
 
 def finished_files(base: EmbeddingSet) -> dict[str, dict[str, Any]]:
     """The video files a finished folder read to their end (name → its record in the manifest's
-    "sources"): a run that extends it does not read them again. One that failed is read again."""
+    "sources", `read_to_end`): a run that extends it does not read them again."""
     sources = base.manifest.get("sources")
     if not isinstance(sources, dict):
         return {}
     return {
         name: record
         for name, record in sources.items()
-        if isinstance(record, dict) and not record.get("live") and "error" not in record
+        if isinstance(record, dict) and read_to_end(name, record)
     }
+
+
+def read_to_end(name: str, record: dict[str, Any]) -> bool:
+    """True when the source `name` (its `record` in the manifest's "sources") need never be read
+    again: not live (a file, or an HLS playlist that ended), not failed or cut short, and
+    undamaged unless it is a local file (whose damage a rerun would meet again; a remote one's
+    may be the network's)."""
+    if record.get("live") or "error" in record or record.get("interrupted"):
+        return False
+    return not record.get("damage") or not is_location(name)
 
 
 def _record(

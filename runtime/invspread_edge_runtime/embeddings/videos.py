@@ -6,8 +6,9 @@ frames each source's sampling keeps into the run's `EmbeddingWriter`, after the 
 is `SOURCE#t=SECONDS` (`sources.frame.Frame.item_id`): SOURCE is a file's path relative to the
 images' root, as an image's id is, or a stream's name (its URL without the password).
 
-Resuming: a file read to its end is named in the part saved when it ended, with its record for
-the manifest, and a resumed run (or one that extends a finished folder) does not open it again. A
+Resuming: a file read to its end (`parts.read_to_end`: an HLS playlist that ended too; a remote
+file's damage is not an end) is named in the part saved when it ended, with its record for the
+manifest, and a resumed run (or one that extends a finished folder) does not open it again. A
 file cut short is decoded again from its start (seeking is not exact in every container, and the
 sampler must see every frame to keep what an uninterrupted run keeps), but its frames already
 saved are neither converted nor embedded again. A live source is saved as a part every
@@ -29,6 +30,7 @@ from ..errors import ConfigError, DataError, SourceError
 from ..sources.open import DECODERS
 from ..sources.sampling import Sampling
 from ..sources.spec import VideoInput, as_input, is_location
+from .parts import read_to_end
 
 if TYPE_CHECKING:
     from ..embedder import Embedder, ImageSources
@@ -156,7 +158,8 @@ class _Run:
     """One source's figures for the manifest."""
 
     taken: int = 0  # kept frames seen, those resumed included
-    embedded: int = 0
+    embedded: int = 0  # by this run
+    saved: int = 0  # kept frames of a file saved by an earlier run (counted by the reader's thread)
 
 
 def embed_sources(
@@ -183,12 +186,15 @@ def embed_sources(
     base = writer.base.manifest.get("sources") if writer.base is not None else None
     sources: dict[str, dict[str, Any]] = dict(base) if isinstance(base, dict) else {}
     sources |= writer.finished  # read to their end by an earlier run: not opened again
-    seen = set(writer.done_ids)
+    # the ids saved before this run, asked by each source's reader thread (a snapshot: this
+    # thread adds this run's ids to `seen`, which drops a repeated timestamp)
+    resumed = frozenset(writer.done_ids)
+    seen = set(resumed)
     for position, video in enumerate(videos):
-        if not video.live and video.name in writer.finished:
+        if video.name in writer.finished:  # a file, or a finished HLS playlist read as one
             continue
         last = position == len(videos) - 1
-        record = _embed_one(writer, embedder, video, settings, events, seen, last, batch_size)
+        record = _embed_one(writer, embedder, video, settings, events, resumed, seen, last, batch_size)
         sources[video.name] = _merged(sources.get(video.name), record)
         if record.get("lost") and lost is not None:
             lost.append(record["error"])
@@ -203,14 +209,24 @@ def _embed_one(
     video: VideoInput,
     settings: StreamSettings,
     events: FrameEvents,
+    resumed: frozenset[str],
     seen: set[str],
     last: bool,
     batch_size: int | None,
 ) -> dict[str, Any]:
+    """One source into `writer`; `resumed`: the ids saved before this run, `seen`: those taken
+    so far (see embed_sources)."""
     from ..sources.frame import frame_id
     from ..sources.open import open_source
 
-    resumed = frozenset(seen)  # a snapshot: the reader's thread asks it, this one adds to `seen`
+    run, ending = _Run(), {}
+
+    def done(time_s: float) -> bool:
+        """The kept frame at `time_s` is saved already (asked once per kept frame of a file)."""
+        saved = frame_id(video.name, time_s) in resumed
+        run.saved += saved
+        return saved
+
     try:
         source = open_source(
             video.spec,
@@ -220,7 +236,7 @@ def _embed_one(
             reconnect=settings.reconnect,
             decoder=settings.decoder,
             on_event=events.on_event,
-            done=lambda time_s: frame_id(video.name, time_s) in resumed,
+            done=done,
         )
     except (SourceError, DataError) as exc:
         if video.live:
@@ -230,7 +246,6 @@ def _embed_one(
         if events.on_event is not None:
             events.on_event(f"skipped: {exc.message}")
         return {"kind": video.spec.kind, "live": False, "error": exc.message}
-    run, ending = _Run(), {}
     with source:
         if events.on_open is not None:
             events.on_open(source, video)
@@ -249,10 +264,10 @@ def _embed_one(
         "live": source.live,
         "decoder": source.decoder,
         **source.stats.to_dict(),
-        "embedded": run.embedded,
+        "embedded": run.embedded + run.saved,  # a resumed file's as an uninterrupted run's
         **ending,
     }
-    if not source.live and not ending:  # read to its end (damage included): never opened again
+    if read_to_end(video.name, record):  # never opened again
         writer.finish_source(video.name, record)
     writer.flush()  # a finished source is one part boundary: a later kill keeps it
     return record

@@ -32,8 +32,9 @@ class EmbeddingWriter:
     file (at least "sha256"). A run resumes only with the same model file, root and dtype.
     `overwrite`: build a new folder beside a finished one and swap at the end. `retry_failed`:
     keep a finished folder's embeddings and add what is missing (images that failed before).
-    `sampling`: what a run with video sources keeps of them (`Sampling.to_dict()`, None for
-    images alone): a run resumes, or extends a finished folder, only with the same one.
+    `sampling`: which frames a run with video sources keeps of them (`Sampling.selection()`,
+    None for images alone): a run resumes, or extends a finished folder, only with the same one
+    (another --max-frames or --duration resumes).
     The caller holds the lock of `out` (see the module docstring).
     """
 

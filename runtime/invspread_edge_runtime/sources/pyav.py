@@ -24,6 +24,13 @@ from .spec import SourceSpec
 
 VIDEO_EXTRA = "invspread-edge-runtime[video]"
 INSTALL = f"pip install '{VIDEO_EXTRA}'"
+# H.264 over RTP, which FFmpeg reads only with an SDP, as a `gst:` source (PORT: the UDP port): udpsrc
+# must state the RTP caps for the depayloader; decodebin takes the H.264 decoder there is
+# (avdec_h264, openh264dec, nvv4l2decoder on a Jetson)
+RTP_H264_PIPELINE = (
+    'udpsrc port=PORT caps="application/x-rtp,media=video,clock-rate=90000,encoding-name=H264" ! '
+    "rtph264depay ! h264parse ! decodebin ! videoconvert ! appsink"
+)
 _MICROSECONDS = 1_000_000
 
 
@@ -91,9 +98,7 @@ def _open_error(spec: SourceSpec, error: Exception, open_timeout: float, timed_o
         return SourceError(  # FFmpeg takes a dynamic payload type (H.264, H.265, VP8 ...) only from an SDP
             f"cannot open {spec.name}: without an SDP description only RTP/JPEG and MPEG-TS over RTP "
             "are read, and this stream is neither",
-            'Send RTP/JPEG or MPEG-TS over RTP, or read it with gst:udpsrc port=PORT caps="application/'
-            'x-rtp,media=video,clock-rate=90000,encoding-name=H264" ! rtph264depay ! h264parse ! '
-            "avdec_h264 ! videoconvert ! appsink",
+            f"Send RTP/JPEG or MPEG-TS over RTP, or read H.264 with gst:{RTP_H264_PIPELINE}",
         )
     if timed_out or isinstance(error, (av.error.ExitError, av.error.TimeoutError)) or code == errno.ETIMEDOUT:
         why = f"no answer within {open_timeout:g} s"

@@ -14,6 +14,7 @@ import contextlib
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from ..bounds import DURATION, END, EVERY, FPS, MAX_FRAMES, START, check_bounds
 from ..errors import ConfigError
@@ -84,6 +85,12 @@ class Sampling:
     def to_dict(self) -> dict[str, float | int | None]:
         return dict(vars(self))
 
+    def selection(self) -> dict[str, float | int | None]:
+        """The fields that decide WHICH frames are kept (every, fps, start, end): a run resumes or
+        extends a folder only with the same ones. --max-frames and --duration only bound a run (a
+        live source's next run, appended to the folder, takes its own)."""
+        return {"every": self.every, "fps": self.fps, "start": self.start, "end": self.end}
+
     def expected(self, count: int | None, rate: float | None) -> int | None:
         """How many of a file's `count` frames at `rate` frames/s this sampling keeps, for a
         progress bar's total (None: the container does not say)."""
@@ -148,3 +155,20 @@ class Sampler:
         if s.max_frames is not None and self.kept >= s.max_frames:
             self.finished = True
         return True
+
+
+def describe_change(before: dict[str, Any], now: dict[str, Any]) -> str:
+    """`every 10, now every 5`: the sampling flags that differ between two selections
+    (`Sampling.selection()`; a key that is missing or None is shown as `no KEY`)."""
+    keys = [key for key in {**before, **now} if before.get(key) != now.get(key)]
+    return f"{_flags(before, keys)}, now {_flags(now, keys)}"
+
+
+def _flags(values: dict[str, Any], keys: list[str]) -> str:
+    def flag(key: str) -> str:
+        value = values.get(key)
+        if value is None:
+            return f"no {key}"
+        return f"{key} {value:g}" if isinstance(value, int | float) else f"{key} {value!r}"
+
+    return ", ".join(map(flag, keys)) or "the same"

@@ -14,12 +14,14 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from http_testing import gst_rtp_missing, rtp_h264_sender, udp_port
 from rtsp_testing import SYSTEM_PYTHON, gst_available, skip_or_fail
 
 from invspread_edge_runtime.errors import ConfigError, SourceError
 from invspread_edge_runtime.sources import gstreamer
 from invspread_edge_runtime.sources.devices import check_camera, device_error
 from invspread_edge_runtime.sources.open import choose_decoder, open_source
+from invspread_edge_runtime.sources.pyav import RTP_H264_PIPELINE
 from invspread_edge_runtime.sources.sampling import Sampling
 from invspread_edge_runtime.sources.spec import parse_source
 
@@ -242,3 +244,16 @@ def test_a_file_through_gstreamer_keeps_indices_and_times(system_gst, videos):
     assert [f[0] for f in frames] == list(range(50))
     assert [f[1] for f in frames] == pytest.approx([i / 25 for i in range(50)], abs=1e-6)
     assert all(f[2] == [28, 28, 3] for f in frames)
+
+
+def test_the_rtp_h264_pipeline_the_error_suggests_reads_the_stream(system_gst):
+    """FFmpeg cannot read H.264 over RTP without an SDP; the pipeline its error suggests (pyav.py)
+    reads such a stream through our GStreamer reader."""
+    if (why := gst_rtp_missing()) is not None:
+        skip_or_fail(why)
+    port = udp_port()
+    with rtp_h264_sender(port):
+        result = system_gst(f"gst:{RTP_H264_PIPELINE.replace('PORT', str(port))}")
+    assert "error" not in result, result
+    assert result["decoder"] == "gstreamer (pipeline)" and result["live"]
+    assert len(result["frames"]) == 5 and all(f[2] == [112, 112, 3] for f in result["frames"])

@@ -376,6 +376,51 @@ class _Lost:
         self.close()
 
 
+class _Damaged(_Lost):
+    """A video file (local or on a web server) whose decoding stops after two frames."""
+
+    live = False
+
+    def __init__(self, rgb: np.ndarray, name: str) -> None:
+        super().__init__(rgb)
+        self.name = name
+
+    def frames(self):
+        for index in range(2):
+            yield Frame(self.rgb, self.name, index, index / FPS, False)
+        self.stats.kept, self.stats.damage = 2, "truncated at 0:00.080"
+
+
+class _Vectors:
+    def embed_frames(self, frames, batch_size=None):
+        for frame in frames:
+            yield [frame], np.array([[1.0, 0.0]], np.float32)
+
+
+def test_a_remote_files_damage_is_not_its_end(tmp_path, fmnist_frames, monkeypatch):
+    """A local file's damage is met again by a rerun: it is finished; a file on a web server may
+    have met the network's: a rerun (or a run that extends the folder) reads it again."""
+    import invspread_edge_runtime.sources.open as opening
+    from invspread_edge_runtime.embeddings.videos import StreamSettings, embed_sources
+    from invspread_edge_runtime.sources.sampling import Sampling
+    from invspread_edge_runtime.sources.spec import VideoInput, parse_source
+
+    monkeypatch.setattr(opening, "open_source", lambda spec, *a, name, **k: _Damaged(fmnist_frames[0], name))
+    (tmp_path / "local.mp4").write_bytes(b"")
+    url = "http://127.0.0.1:9/clip.mp4"
+    videos = [
+        VideoInput(parse_source(str(tmp_path / "local.mp4")), "local.mp4"),
+        VideoInput(parse_source(url), url),
+    ]
+    out = tmp_path / "v.emb"
+    writer = _writer(out, Sampling())
+    fields = embed_sources(writer, _Vectors(), videos, StreamSettings())
+    assert set(writer.finished) == {"local.mp4"}
+    assert fields["sources"][url]["damage"] and fields["sources"][url]["embedded"] == 2
+    writer.finish(fields)
+    assert set(_writer(out, Sampling(), retry_failed=True).finished) == {"local.mp4"}
+
+
 def test_a_lost_stream_leaves_a_finished_folder(capsys, tmp_path, model, fmnist_frames, monkeypatch):
     import invspread_edge_runtime.sources.open as opening
 
@@ -438,9 +483,83 @@ def test_a_resumed_run_opens_no_finished_video_and_embeds_no_frame_twice(
     assert emb.frames == uninterrupted.frames
     sources = result.manifest["sources"]
     assert sources["a.mp4"] == whole["sources"]["a.mp4"]  # kept from the part that finished it
-    assert sources["b.mkv"]["kept"] == N_FRAMES // 2  # the frames resumed still counted as kept
-    assert 0 < sources["b.mkv"]["embedded"] < N_FRAMES // 2  # ...but not embedded again
-    assert result.manifest["resumed"] == N_FRAMES // 2 + N_FRAMES // 2 - sources["b.mkv"]["embedded"]
+    # the frames resumed still counted as kept and embedded: the record is an uninterrupted run's...
+    assert sources["b.mkv"] == whole["sources"]["b.mkv"] and sources["b.mkv"]["embedded"] == N_FRAMES // 2
+    # ...but they were not embedded again: the run's "resumed" counts a.mp4's and b.mkv's saved frames
+    assert N_FRAMES // 2 < result.manifest["resumed"] < N_FRAMES
+
+
+def _writer(out: Path, sampling, retry_failed: bool = False):
+    from invspread_edge_runtime.embeddings.writer import EmbeddingWriter
+
+    space = {"space_id": "s", "checkpoint_sha256": "c", "embedding_dim": 2}
+    return EmbeddingWriter(
+        out,
+        space=space,
+        model={"sha256": "m"},
+        root=out.parent,
+        sampling=sampling.selection(),
+        retry_failed=retry_failed,
+    )
+
+
+def test_another_max_frames_or_duration_resumes_another_every_is_refused(tmp_path):
+    """Only what decides WHICH frames are kept is the resume state: a killed live append rerun
+    with another --duration or --max-frames resumes its staged parts, not discards them."""
+    from invspread_edge_runtime.embeddings.folder import recover
+    from invspread_edge_runtime.embeddings.layout import staging_path
+    from invspread_edge_runtime.errors import EmbeddingsError
+    from invspread_edge_runtime.sources.sampling import Sampling
+
+    out = tmp_path / "cam.emb"
+    url = "rtsp://cam/x"
+    first = _writer(out, Sampling(every=10, max_frames=4))
+    first.add([frame_id(url, 1.0)], np.array([[1.0, 0.0]], np.float32))
+    first.finish({"sampling": Sampling(every=10, max_frames=4).to_dict()})
+    # a live append, killed after a part was saved (in the staging folder beside `out`)
+    appending = _writer(out, Sampling(every=10, max_frames=3), retry_failed=True)
+    appending.add([frame_id(url, 2.0)], np.array([[0.0, 1.0]], np.float32))
+    appending.flush()
+    assert appending.staged and (staging_path(out) / "parts").is_dir()
+    recover(out)
+    rerun = _writer(out, Sampling(every=10, duration=60.0), retry_failed=True)
+    assert rerun.resumed and frame_id(url, 2.0) in rerun.done_ids  # the staged part is kept
+    assert rerun.finish({"sampling": Sampling(every=10, duration=60.0).to_dict()})["count"] == 2
+    # an unfinished direct run: another --max-frames resumes, another --every is refused
+    fresh = tmp_path / "v.emb"
+    killed = _writer(fresh, Sampling(every=10, duration=5.0))
+    killed.add([frame_id("a.mp4", 0.0)], np.array([[1.0, 0.0]], np.float32))
+    killed.flush()
+    assert _writer(fresh, Sampling(every=10, max_frames=7)).resumed
+    with pytest.raises(EmbeddingsError, match=r"another sampling \(every 10, now every 5\)"):
+        _writer(fresh, Sampling(every=5))
+    with pytest.raises(
+        EmbeddingsError, match=r"frames taken with another sampling \(every 10, now every 5\)"
+    ):
+        _writer(out, Sampling(every=5), retry_failed=True)
+
+
+def test_a_run_cut_short_resumes_with_another_max_frames(capsys, tmp_path, model, fmnist_frames):
+    """The command's resume state holds only which frames are kept: the rerun of a run cut
+    short, given another --max-frames, takes its saved frames instead of starting over."""
+    from invspread_edge_runtime.embeddings.corpus import EmbeddingInterrupted
+    from invspread_edge_runtime.embeddings.videos import FrameEvents
+
+    root = tmp_path / "clips"
+    root.mkdir()
+    make_video(root / "a.mp4", fmnist_frames, "h264")
+
+    def stop(source, taken: int) -> None:
+        if taken >= 12:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "v.emb"
+    with pytest.raises(EmbeddingInterrupted):
+        _embed(model, root, out, 2, FrameEvents(on_frames=stop))
+    code, _, err = invedge(capsys, "embed", model, root, "--out", out, "--every", "2", "--max-frames", "1000")
+    assert code == 0, err
+    manifest = load_embeddings(out).manifest
+    assert manifest["resumed"] > 0 and manifest["count"] == N_FRAMES // 2
 
 
 def test_a_resumed_file_converts_no_saved_frame_and_samples_as_before():
