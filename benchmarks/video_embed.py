@@ -12,8 +12,11 @@ same file and backend:
 - model: `Embedder.embed` of the same frames already decoded (PIL images in memory, batch `--batch`);
 - embed (end to end): `invedge embed MODEL video.mp4 --out …` run in this process (its CLI entry),
   the real job: decode, preprocessing and the model overlapped, frames.json and parts written.
+- its frame loop: the same run's frames over the loop's own seconds (its manifest's: without opening
+  the model and merging the parts, which a short video pays in full).
 Ratio (the target): end to end over min(decode, model) ≥ 0.8; the shared-CPU bound
-1 / (1/decode + 1/model) is shown too (both stages on the same cores, no overlap to gain).
+1 / (1/decode + 1/model) is shown too (both stages on the same cores, no overlap to gain: each alone
+already uses every core, FFmpeg's frame threads and ONNX Runtime's).
 
 Watch: tests/rtsp_server.py (GstRtspServer under /usr/bin/python3, loopback) serves a live H.264
 stream looping 20 pictures at 25 frames/s; the gallery is those 20 pictures (`invedge embed` + `invedge
@@ -47,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--model", type=Path, default=None, help="an export folder or model file (default: see top)"
     )
     p.add_argument("--backend", default="auto")
-    p.add_argument("--frames", type=int, default=1000, help="frames in the video")
+    p.add_argument("--frames", type=int, default=3000, help="frames in the video")
     p.add_argument("--size", type=int, default=256, help="side of the video's frames, pixels")
     p.add_argument("--batch", type=int, default=64, help="the model row's and the embed run's batch")
     p.add_argument("--watch-seconds", type=float, default=10.0, help="how long the watch reads (0: no watch)")
@@ -143,7 +146,9 @@ def measure_rates(model: Path, video: Path, work: Path, args: argparse.Namespace
     end_to_end = args.frames / (time.perf_counter() - start)
     if code != 0:
         sys.exit(f"error: invedge {' '.join(argv)} exited {code}")
-    return {"decode": decode, "model": model_rate, "embed": end_to_end, "backend": backend}
+    manifest = json.loads((work / "video.emb" / "manifest.json").read_text())
+    loop = manifest["count"] / manifest["seconds"]  # the frames' loop alone: no model opening, no merge
+    return {"decode": decode, "model": model_rate, "embed": end_to_end, "loop": loop, "backend": backend}
 
 
 # --- the watch on a live loopback stream ------------------------------------------------------------
@@ -245,11 +250,13 @@ def make_report(
         "video": {"frames": args.frames, "size": args.size, "codec": "h264", "fps": FPS},
         "batch": args.batch,
         "cpus": os.cpu_count(),
-        "frames_per_s": {k: round(rates[k], 1) for k in ("decode", "model", "embed")},
+        "frames_per_s": {k: round(rates[k], 1) for k in ("decode", "model", "embed", "loop")},
         "ratios": {
             "embed_vs_slower": round(ratio, 3),
             "slower": "decode" if rates["decode"] <= rates["model"] else "model",
             "embed_vs_shared_cpu_bound": round(rates["embed"] / shared, 3),
+            "loop_vs_slower": round(rates["loop"] / slower, 3),
+            "loop_vs_shared_cpu_bound": round(rates["loop"] / shared, 3),
             "target": RATE_TARGET,
             "met": ratio >= RATE_TARGET,
         },
@@ -263,13 +270,15 @@ def print_report(report: dict[str, Any]) -> None:
         "decode": "decode (PyAV alone)",
         "model": "model (Embedder.embed)",
         "embed": "invedge embed (end to end)",
+        "loop": "  its frame loop (manifest)",
     }
     for key, label in labels.items():
         print(f"  {label:<28} {rates[key]:>10,.1f} frames/s")
     print(
         f"end to end = {ratios['embed_vs_slower']:.0%} of the slower stage ({ratios['slower']}), "
         f"{ratios['embed_vs_shared_cpu_bound']:.0%} of the shared-CPU bound; target ≥ {RATE_TARGET:.0%}: "
-        f"{'met' if ratios['met'] else 'NOT met'}"
+        f"{'met' if ratios['met'] else 'NOT met'}; its frame loop {ratios['loop_vs_slower']:.0%} and "
+        f"{ratios['loop_vs_shared_cpu_bound']:.0%}"
     )
     watch = report["watch"]
     if "skipped" in watch:

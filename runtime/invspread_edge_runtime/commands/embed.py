@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 
     from ..embedder import ImageSources
     from ..embeddings.corpus import EmbedOptions, EmbedResult
-    from ..embeddings.videos import FrameEvents, StreamSettings
+    from ..embeddings.videos import FrameEvents
+    from ..sources.open import StreamSettings
 
 
 def register(app: typer.Typer) -> None:
@@ -116,7 +117,7 @@ def embed(
     """
     from .. import console
     from ..embeddings.corpus import EmbedOptions
-    from ..embeddings.videos import StreamSettings
+    from ..sources.open import StreamSettings
 
     options = EmbedOptions(
         model,

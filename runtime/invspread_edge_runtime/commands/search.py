@@ -79,8 +79,8 @@ def search(
 ) -> None:
     """Find the gallery items nearest to each query image or video frame (cosine similarity)."""
     from .. import console
-    from ..embeddings.videos import StreamSettings
     from ..search.images import SearchOptions, search_gallery
+    from ..sources.open import StreamSettings
 
     if store is None and collection is None and len(paths) < 2:
         ctx.fail("Missing argument 'QUERY...'.")

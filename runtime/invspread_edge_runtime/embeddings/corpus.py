@@ -23,10 +23,11 @@ from .. import hooks
 from ..bounds import BATCH, RAY_ACTORS, RAY_GPUS_PER_ACTOR, THREADS, check_bounds
 from ..errors import ConfigError, EmbeddingsError, InvedgeError, NonFiniteError, SourceError
 from ..files import sha256_file
+from ..sources.open import StreamSettings, model_threads
 from ..sources.spec import as_input
 from .folder import check_output, recover
 from .layout import DEFAULT_DTYPE, DTYPES, PART_SIZE, PARTS
-from .videos import FrameEvents, StreamSettings, check_sources, embed_sources, find_inputs
+from .videos import FrameEvents, check_sources, embed_sources, find_inputs
 from .writer import EmbeddingWriter
 
 # More items written after the images, into the same writer (video frames: videos.embed_sources);
@@ -413,7 +414,7 @@ def embed_in_process(
         Embedder(
             options.model,
             backend=options.backend,
-            threads=options.threads,
+            threads=model_threads(options.threads, decoding=bool(found.videos)),
             precision=options.precision,
             **sizes,
         ) as embedder,

@@ -20,15 +20,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import hooks
-from ..bounds import OPEN_TIMEOUT, RECONNECT, check_bounds
 from ..errors import ConfigError, DataError, SourceError
-from ..sources.open import DECODERS
-from ..sources.sampling import Sampling
+from ..sources.open import StreamSettings
 from ..sources.spec import VideoInput, as_input, is_location
 from .parts import read_to_end
 
@@ -39,21 +37,6 @@ if TYPE_CHECKING:
     from .writer import EmbeddingWriter
 
 LIVE_FLUSH_S = 10.0  # a live source's frames are saved as a part at least this often
-
-
-@dataclass(frozen=True)
-class StreamSettings:
-    """How video sources are read: what is kept of each, and how a stream is opened."""
-
-    sampling: Sampling = field(default_factory=Sampling)
-    open_timeout: float = 10.0
-    reconnect: int = 5
-    decoder: str = "auto"
-
-    def __post_init__(self) -> None:
-        check_bounds({"open_timeout": OPEN_TIMEOUT, "reconnect": RECONNECT}, vars(self))
-        if self.decoder not in DECODERS:
-            raise ConfigError(f"Invalid --decoder {self.decoder!r}. Only {', '.join(DECODERS)} are supported")
 
 
 def find_inputs(sources: Sequence[str | os.PathLike[str]]) -> ImageSources:
@@ -217,7 +200,6 @@ def _embed_one(
     """One source into `writer`; `resumed`: the ids saved before this run, `seen`: those taken
     so far (see embed_sources)."""
     from ..sources.frame import frame_id
-    from ..sources.open import open_source
 
     run, ending = _Run(), {}
 
@@ -228,16 +210,7 @@ def _embed_one(
         return saved
 
     try:
-        source = open_source(
-            video.spec,
-            settings.sampling,
-            name=video.name,
-            open_timeout=settings.open_timeout,
-            reconnect=settings.reconnect,
-            decoder=settings.decoder,
-            on_event=events.on_event,
-            done=done,
-        )
+        source = settings.open(video.spec, name=video.name, on_event=events.on_event, done=done)
     except (SourceError, DataError) as exc:
         if video.live:
             writer.flush()  # what came before is kept: the same command resumes

@@ -26,13 +26,14 @@ from typing import Any
 import numpy as np
 
 from ..bounds import EF_SEARCH, NPROBE, THREADS, K, check_bounds
-from ..embeddings.videos import StreamSettings, find_inputs
+from ..embeddings.videos import find_inputs
 from ..errors import ConfigError, DataError, InvedgeError, SourceError
 from ..gallery import Gallery, check_k
 from ..index.gallery import Index
 from ..index.result import SearchResult
 from ..index.settings import DEFAULT_K
 from ..sources.frame import Frame, format_time, frame_of
+from ..sources.open import StreamSettings
 from ..sources.spec import VideoInput, as_input, is_location
 
 Query = Path | Frame  # a query image, or a video frame
@@ -279,7 +280,6 @@ def embed_frame_queries(
     """The kept frames of each video query, embedded: (frames, vector batches, (file or URL, why)
     for a video that could not be opened). A stream that cannot be opened raises SourceError. The
     first `thumbs` frames keep a small picture (for a grid), the others none."""
-    from ..sources.open import open_source
 
     frames: list[Frame] = []
     vectors: list[np.ndarray] = []
@@ -287,15 +287,7 @@ def embed_frame_queries(
     for video in videos:
         name = video_name(video)
         try:
-            source = open_source(
-                video.spec,
-                streams.sampling,
-                name=name,
-                open_timeout=streams.open_timeout,
-                reconnect=streams.reconnect,
-                decoder=streams.decoder,
-                on_event=on_event,
-            )
+            source = streams.open(video.spec, name=name, on_event=on_event)
         except (SourceError, DataError) as exc:
             if video.live:
                 raise

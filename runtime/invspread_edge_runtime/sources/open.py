@@ -6,7 +6,9 @@ and for files and streams on a Jetson (where `nvv4l2decoder`, the hardware decod
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 from ..bounds import OPEN_TIMEOUT, RECONNECT, check_bounds
 from ..errors import ConfigError, SourceError
@@ -54,6 +56,54 @@ def open_source(
             spec, sampling, name, open_timeout=open_timeout, reconnect=reconnect, on_event=on_event, done=done
         )
     return _open_pyav(spec, sampling, name, open_timeout, reconnect, on_event, done)
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """How video sources are read, as every verb's stream options say: what is kept of each, and
+    how a stream is opened. `open` is how the verbs open a source."""
+
+    sampling: Sampling = field(default_factory=Sampling)
+    open_timeout: float = 10.0
+    reconnect: int = 5
+    decoder: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_bounds({"open_timeout": OPEN_TIMEOUT, "reconnect": RECONNECT}, vars(self))
+        if self.decoder not in DECODERS:
+            raise ConfigError(f"Invalid --decoder {self.decoder!r}. Only {', '.join(DECODERS)} are supported")
+
+    def open(
+        self,
+        spec: SourceSpec,
+        *,
+        name: str | None = None,
+        on_event: Callable[[str], None] | None = None,
+        done: Callable[[float], bool] | None = None,
+    ) -> FrameSource:
+        """`open_source` with these settings."""
+        return open_source(
+            spec,
+            self.sampling,
+            name=name,
+            open_timeout=self.open_timeout,
+            reconnect=self.reconnect,
+            decoder=self.decoder,
+            on_event=on_event,
+            done=done,
+        )
+
+
+def model_threads(requested: int, decoding: bool) -> int:
+    """The model's CPU threads (`--threads`; 0: all cores) when video is decoded in this process too.
+
+    With none asked for, all cores but one: ONNX Runtime's threads spin while they wait for work,
+    and on all cores they starve the decoder thread. Measured on 2 cores, an H.264 file of 256 px
+    frames: 1 250-1 315 frames/s with one model thread, 770-940 with two (benchmarks/video_embed.py).
+    """
+    if requested or not decoding:
+        return requested
+    return max(1, (os.cpu_count() or 1) - 1)
 
 
 def choose_decoder(spec: SourceSpec, decoder: str = "auto") -> str:

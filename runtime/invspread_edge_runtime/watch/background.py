@@ -95,19 +95,11 @@ class BackgroundWatch:
     # --- the thread -------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        from ..sources.open import open_source
 
         settings = self.settings
         try:
             self._set("opening")
-            source = open_source(
-                self.spec,
-                settings.sampling,
-                open_timeout=settings.open_timeout,
-                reconnect=settings.reconnect,
-                decoder=settings.decoder,
-                on_event=lambda line: LOG.warning("watch: %s", line),
-            )
+            source = settings.streams().open(self.spec, on_event=lambda line: LOG.warning("watch: %s", line))
             with self._lock:
                 self._source, self.decoder = source, source.decoder
             if self._stop.is_set():  # stopped while it opened

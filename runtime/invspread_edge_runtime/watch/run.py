@@ -78,7 +78,7 @@ def run_watch(
 ) -> Watched:
     """Watch the source against the gallery until it ends, its sampling is done, or Ctrl-C."""
     from ..embedder import Embedder
-    from ..sources.open import open_source
+    from ..sources.open import model_threads
 
     spec = options.watch.check()
     matcher = Matcher(options.watch.threshold, options.watch.cooldown, options.watch.k)
@@ -87,18 +87,12 @@ def run_watch(
     with opened_gallery(options, on_event) as gallery:
         count = len(gallery)
         check_k(1, count, gallery.where())  # an empty gallery: before the model opens
-        with Embedder(options.model, backend=options.backend, threads=options.threads) as embedder:
+        threads = model_threads(options.threads, decoding=True)
+        with Embedder(options.model, backend=options.backend, threads=threads) as embedder:
             gallery.check_space(embedder.space_id, model=str(options.model))
             gallery.follow_backend(embedder.info)
             watch = options.watch
-            source = open_source(
-                spec,
-                watch.sampling,
-                open_timeout=watch.open_timeout,
-                reconnect=watch.reconnect,
-                decoder=watch.decoder,
-                on_event=on_event,
-            )
+            source = watch.streams().open(spec, on_event=on_event)
             with source:
                 on_start(Started(source, gallery, matcher, embedder.info))
 

@@ -10,6 +10,7 @@ from ..bounds import COOLDOWN, OPEN_TIMEOUT, RECONNECT, THRESHOLD, WATCH_K, chec
 from ..sources.sampling import Sampling
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..sources.open import StreamSettings
     from ..sources.spec import SourceSpec
 
 DEFAULT_THRESHOLD = 0.8
@@ -38,16 +39,21 @@ class WatchSettings:
     reconnect: int = 5
     decoder: str = "auto"
 
+    def streams(self) -> StreamSettings:
+        """How the source is read, as `embed` and `search` read theirs."""
+        from ..sources.open import StreamSettings
+
+        return StreamSettings(self.sampling, self.open_timeout, self.reconnect, self.decoder)
+
     def check(self) -> SourceSpec:
         """The source's form, once every value is in range and the stream options fit the source
         (ConfigError, SourceError: one line), as `embed` and `search` check theirs."""
-        from ..embeddings.videos import StreamSettings
         from ..errors import ConfigError
         from ..sources.open import choose_decoder
         from ..sources.spec import parse_source
 
         check_bounds(WATCH_BOUNDS, vars(self))
-        StreamSettings(self.sampling, self.open_timeout, self.reconnect, self.decoder)
+        self.streams()  # its own checks (the decoder's name)
         spec = parse_source(self.source)
         if spec.kind == "image":
             raise ConfigError(

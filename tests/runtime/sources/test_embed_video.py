@@ -217,7 +217,7 @@ def test_the_resume_command_keeps_the_stream_flags():
     from invspread_edge_runtime.commands.embed import resume_command
     from invspread_edge_runtime.commands.options import sampling_from
     from invspread_edge_runtime.embeddings.corpus import EmbedOptions
-    from invspread_edge_runtime.embeddings.videos import StreamSettings
+    from invspread_edge_runtime.sources.open import StreamSettings
 
     streams = StreamSettings(
         sampling_from(fps=2.5, duration="10m", start="1:30"), reconnect=2, decoder="pyav"
@@ -401,7 +401,8 @@ def test_a_remote_files_damage_is_not_its_end(tmp_path, fmnist_frames, monkeypat
     """A local file's damage is met again by a rerun: it is finished; a file on a web server may
     have met the network's: a rerun (or a run that extends the folder) reads it again."""
     import invspread_edge_runtime.sources.open as opening
-    from invspread_edge_runtime.embeddings.videos import StreamSettings, embed_sources
+    from invspread_edge_runtime.embeddings.videos import embed_sources
+    from invspread_edge_runtime.sources.open import StreamSettings
     from invspread_edge_runtime.sources.sampling import Sampling
     from invspread_edge_runtime.sources.spec import VideoInput, parse_source
 
@@ -441,7 +442,7 @@ def _clips(root: Path, fmnist_frames: np.ndarray) -> Path:
 
 def _embed(model: Path, root: Path, out: Path, every: int, events=None, **options):
     from invspread_edge_runtime.embeddings.corpus import EmbedOptions, embed_in_process
-    from invspread_edge_runtime.embeddings.videos import StreamSettings
+    from invspread_edge_runtime.sources.open import StreamSettings
     from invspread_edge_runtime.sources.sampling import Sampling
 
     streams = StreamSettings(Sampling(every=every))
