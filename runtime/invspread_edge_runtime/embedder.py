@@ -27,7 +27,7 @@ from .backends.base import Backend, BackendInfo, EngineCheck
 from .backends.select import DEFAULT_BACKEND
 from .errors import DataError, InvedgeError
 from .metadata import ModelMeta
-from .preprocess import load_image, normalize, to_rgb, to_uint8_chw
+from .preprocess import frame_to_uint8_chw, load_image, normalize, to_rgb, to_uint8_chw
 from .verify.engines import PROBE_CHECK
 
 if TYPE_CHECKING:
@@ -180,9 +180,9 @@ class Embedder:
     ) -> Iterator[tuple[list[Frame], np.ndarray]]:
         """Decoded video frames → (those frames, their (n, d) float32 L2-normalised vectors), in order.
 
-        Each frame is resized and cropped exactly as an image file is (`to_uint8_chw` of its RGB
-        array), in the thread pool, `ahead` batches ahead of the model (default: PREFETCH_BATCHES),
-        so the source's decoding, this preprocessing and inference overlap. A batch of one (live
+        Each frame is resized and cropped exactly as an image file is
+        (`preprocess.frame_to_uint8_chw`), in the thread pool, `ahead` batches ahead of the model
+        (default: PREFETCH_BATCHES), so the source's decoding, this preprocessing and inference overlap. A batch of one (live
         sources: the lowest latency) takes no frame ahead by default: a live source keeps only its
         newest frame while the model is busy, and a frame taken early would be an older one.
         """
@@ -258,7 +258,7 @@ class Embedder:
         return arrays, kept, failures
 
     def _frames_chunk(self, frames: list[Frame]) -> list[np.ndarray]:
-        return [to_uint8_chw(Image.fromarray(frame.rgb), self.meta.image_size) for frame in frames]
+        return [frame_to_uint8_chw(frame.rgb, self.meta.image_size) for frame in frames]
 
     def _load(self, image: ImageLike) -> np.ndarray:
         # in-memory images take the same decoding rules as files (16-bit, EXIF, alpha: preprocess.to_rgb)

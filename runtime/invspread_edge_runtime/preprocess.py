@@ -123,6 +123,12 @@ def to_uint8_chw(img: Image.Image, size: int) -> np.ndarray:
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
+def frame_to_uint8_chw(rgb: np.ndarray, size: int) -> np.ndarray:
+    """A decoded video frame, (H, W, 3) uint8 RGB, in the stored form: resized and cropped exactly as
+    an image file is, so a frame and the picture it shows embed alike."""
+    return to_uint8_chw(Image.fromarray(rgb), size)
+
+
 def normalize(batch_uint8: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
     """(N, 3, H, W) uint8 → float32 (x / 255 − mean) / std."""
     scale = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1) * np.float32(255.0)

@@ -140,7 +140,6 @@ class FrameEvents:
 class _Run:
     """One source's figures for the manifest."""
 
-    taken: int = 0  # kept frames seen, those resumed included
     embedded: int = 0  # by this run
     saved: int = 0  # kept frames of a file saved by an earlier run (counted by the reader's thread)
 
@@ -215,10 +214,7 @@ def _embed_one(
         if video.live:
             writer.flush()  # what came before is kept: the same command resumes
             raise
-        writer.add_failure(video.name, exc.message)
-        if events.on_event is not None:
-            events.on_event(f"skipped: {exc.message}")
-        return {"kind": video.spec.kind, "live": False, "error": exc.message}
+        return {"kind": video.spec.kind, "live": False, **_lost(writer, video, exc, events)}
     with source:
         if events.on_open is not None:
             events.on_open(source, video)
@@ -249,8 +245,8 @@ def _embed_one(
 def _lost(
     writer: EmbeddingWriter, video: VideoInput, exc: SourceError, events: FrameEvents
 ) -> dict[str, Any]:
-    """A source that failed while read: a stream's end (the caller raises once the folder is
-    finished), a file's failure (listed, as one that cannot be opened)."""
+    """A source that failed: a stream's end while read (the caller raises once the folder is
+    finished), a file that could not be opened or read (listed as failed; the run goes on)."""
     if video.live:
         return {"error": exc.message, "lost": True}
     writer.add_failure(video.name, exc.message)
@@ -274,10 +270,9 @@ def _embed_frames(
         """The kept frames not saved already (a resumed run's, or a repeated timestamp); a file's
         frames saved before are counted by the source and never reach here."""
         for frame in source.frames():
-            run.taken = source.stats.kept
             if frame.item_id in seen:
                 if events.on_frames is not None:
-                    events.on_frames(source, run.taken)
+                    events.on_frames(source, source.stats.kept)
                 continue
             seen.add(frame.item_id)
             yield frame
@@ -288,7 +283,7 @@ def _embed_frames(
         writer.add(ids, vectors, {item: frame_info(frame) for item, frame in zip(ids, frames, strict=True)})
         run.embedded += len(frames)
         if events.on_frames is not None:
-            events.on_frames(source, run.taken)
+            events.on_frames(source, source.stats.kept)
         if source.live and time.monotonic() - flushed >= LIVE_FLUSH_S:
             writer.flush()
             flushed = time.monotonic()

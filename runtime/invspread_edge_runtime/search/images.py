@@ -66,7 +66,7 @@ class ImageSearch:
         for query, record in zip(self.queries, records, strict=True):
             if isinstance(query, Frame):  # what its id does not say: its source and frame index
                 record |= {"source": query.source, "index": query.index, "time": query.time}
-                record["at"] = format_time({"time": query.time, "live": query.live})
+                record["at"] = query.at
         return records
 
     def to_dict(self) -> dict[str, Any]:
@@ -371,8 +371,7 @@ def _query_tile(query: Query) -> Any:
     from .grid import Tile
 
     if isinstance(query, Frame):
-        at = format_time({"time": query.time, "live": query.live})
-        return Tile(Image.fromarray(query.rgb), "query", f"{Path(query.source).name} {at}")
+        return Tile(Image.fromarray(query.rgb), "query", f"{Path(query.source).name} {query.at}")
     return Tile(query, "query", query.name)
 
 

@@ -67,13 +67,11 @@ def _embed(
     service: Service, loop: asyncio.AbstractEventLoop, frames: Iterable[Frame]
 ) -> Iterator[tuple[list[Frame], np.ndarray]]:
     """One frame at a time through the batcher, preprocessed as `Embedder.embed_frames` does."""
-    from PIL import Image
-
-    from ..preprocess import to_uint8_chw
+    from ..preprocess import frame_to_uint8_chw
 
     size = service.meta.image_size
     for frame in frames:
-        image = to_uint8_chw(Image.fromarray(frame.rgb), size)
+        image = frame_to_uint8_chw(frame.rgb, size)
         while True:
             try:
                 vectors = asyncio.run_coroutine_threadsafe(service.batcher.embed([image]), loop).result()

@@ -34,6 +34,11 @@ class Frame:
     def item_id(self) -> str:
         return frame_id(self.source, self.time)
 
+    @property
+    def at(self) -> str:
+        """Its time as people read it (`format_time`)."""
+        return format_time(frame_info(self))
+
 
 def frame_id(source: str, time: float) -> str:
     """`shop.mp4#t=12.480`: the id of the frame of `source` at `time` seconds."""

@@ -41,7 +41,7 @@ class BackgroundWatch:
     ) -> None:
         self.settings = settings
         self.spec = settings.check()
-        self.matcher = Matcher(settings.threshold, settings.cooldown, settings.k)
+        self.matcher = Matcher.of(settings)
         self.embed, self.search = embed, search
         self.stats = WatchStats()
         self.status = "starting"  # opening, watching, ended, failed, stopped

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..bounds import check_bounds
-from ..sources.frame import Frame, format_time, frame_info
-from .settings import DEFAULT_COOLDOWN, DEFAULT_THRESHOLD, DEFAULT_WATCH_K, WATCH_BOUNDS
+from ..sources.frame import Frame
+from .settings import DEFAULT_COOLDOWN, DEFAULT_THRESHOLD, DEFAULT_WATCH_K, WATCH_BOUNDS, WatchSettings
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Match:
             "source": frame.source,
             "frame": frame.index,
             "time": round(frame.time, 3),
-            "at": format_time(frame_info(frame)),
+            "at": frame.at,
             "live": frame.live,
             "latency_ms": round(self.latency_ms, 2),
             "path": self.hit.location or None,
@@ -69,6 +69,11 @@ class Matcher:
         self.cooldown = float(cooldown)
         self.k = k
         self._last: dict[str, float] = {}  # gallery item → frame time it was last in view
+
+    @classmethod
+    def of(cls, settings: WatchSettings) -> Matcher:
+        """A fresh matcher with a watch's rules (threshold, cooldown, k)."""
+        return cls(settings.threshold, settings.cooldown, settings.k)
 
     def decide(
         self, ids: Sequence[str], scores: Sequence[float], time: float, locations: Sequence[str] = ()

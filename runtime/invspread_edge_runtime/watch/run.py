@@ -81,7 +81,7 @@ def run_watch(
     from ..sources.open import model_threads
 
     spec = options.watch.check()
-    matcher = Matcher(options.watch.threshold, options.watch.cooldown, options.watch.k)
+    matcher = Matcher.of(options.watch)
     saver = MatchSaver(options.save_matches, on_event) if options.save_matches is not None else None
     stats = WatchStats()
     with opened_gallery(options, on_event) as gallery:
