@@ -7,7 +7,7 @@ FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CHROMIUM := /usr/bin/chromium
 DEMO    ?= runs/demo
 
-.PHONY: install data browser rtsp-deps demo serve test test-slow trt-api test-trt lint clean
+.PHONY: install data browser rtsp-deps triton-server demo serve test test-slow trt-api test-trt test-arm64 lint clean
 
 # Idempotent: re-runs pip only when the project's install files change.
 install: $(STAMP)
@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml runtime/pyproject.toml runtime/invspread_edge_runtime/VERSION
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e './runtime[cpu,search,video]' -e '.[dev]'
+	$(BIN)/pip install -q -e './runtime[cpu,search,video,triton]' -e '.[dev]'
 	touch $(STAMP)
 
 # The default data set comes from Debian; nothing is downloaded at run time.
@@ -68,7 +68,32 @@ demo: install data
 serve: install
 	$(BIN)/invedge serve $(DEMO)/export --index $(DEMO)/gallery.index --image-root $(DEMO)/gallery
 
-test: install data browser rtsp-deps
+# The Triton tests' server: PyPI's nvidia-pytriton wheel bundles a tritonserver binary (Python backend only),
+# installed with --no-deps into the ignored .cache/pytriton (its own dependencies pin numpy < 2: never into
+# .venv). Its backend's Python is .cache/triton-python: a venv with the numpy the stub was tested with (it is
+# built against numpy 1) that adds this checkout's .venv packages after its own. An install step (it
+# downloads from the package index once); without it the Triton tests skip, naming this target
+# (and fail under CI=true). `make test` runs it first, like the apt targets. Each step is skipped when its
+# result is there; a cut-short install starts over.
+PYTRITON  := .cache/pytriton/pytriton/tritonserver/bin/tritonserver
+TRITON_PY := .cache/triton-python/.installed
+
+triton-server: $(PYTRITON) $(TRITON_PY)
+
+$(PYTRITON): | $(STAMP)
+	rm -rf .cache/pytriton .cache/pytriton.partial
+	$(BIN)/pip install -q --no-deps --target .cache/pytriton.partial nvidia-pytriton==0.7.0
+	mv .cache/pytriton.partial .cache/pytriton
+
+$(TRITON_PY): | $(STAMP)
+	rm -rf .cache/triton-python
+	"$$($(BIN)/python -c 'import sys; print(sys.base_prefix)')/bin/python3" -m venv .cache/triton-python
+	.cache/triton-python/bin/python3 -m pip install -q numpy==1.26.4
+	echo "import site; site.addsitedir('$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')')" \
+		> "$$(.cache/triton-python/bin/python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/invedge_venv.pth"
+	touch $(TRITON_PY)
+
+test: install data browser rtsp-deps triton-server
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 test-slow: install data
@@ -84,9 +109,16 @@ test-trt: trt-api
 	$(BIN)/python -m pytest -q -rA tests/runtime/native_tensorrt/ \
 		tests/runtime/test_verify.py::test_native_tensorrt_build_runs_the_probe_check
 
+# The runtime on arm64 (a Jetson's architecture) under qemu-user, as root: an arm64 Debian root made once
+# (about 5 minutes; cached in the ignored .cache/arm64-root), `pip install './runtime[cpu,search,serve]'`
+# there, then embed, index, search, verify and serve, and the embeddings against x86's. Not in `make test`.
+test-arm64: install data
+	$(BIN)/python tests/arm64/run.py
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# --one-file-system: never into /dev, /proc or /sys if a killed `make test-arm64` left them mounted in its root.
 clean:
-	rm -rf $(VENV) .cache runs
+	rm -rf --one-file-system $(VENV) .cache runs

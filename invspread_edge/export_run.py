@@ -39,8 +39,7 @@ def export_run(
     options.check()
     if out_chosen:
         check_out_folder(options.out_dir, default_out(run))
-    if options.engine is not None:
-        options.engine.check()
+    options.check_engine()
     ckpt = load_checkpoint(run)
     meta = meta_from_config(ckpt.config, ckpt.sha256)
     checkpoint = {"path": str(ckpt.path), "sha256": ckpt.sha256, "epoch": ckpt.epoch, "arch": meta.arch}

@@ -14,6 +14,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from rtsp_testing import rtsp_server, silent_port  # noqa: F401  (the stream tests' fixtures)
 from tiny import FMNIST_MEAN, FMNIST_STD, tiny_config
+from triton_testing import triton_repository, triton_server  # noqa: F401  (the Triton tests' server)
 from watch_testing import watch_gallery, watch_known, watch_model, watch_strangers  # noqa: F401
 
 

@@ -9,11 +9,11 @@ reads and extends the export's report; it runs inside `export_model`, under the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from invspread_edge_runtime.errors import MissingDependency
+from invspread_edge_runtime.errors import ConfigError, MissingDependency
 from invspread_edge_runtime.tensorrt.cache import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MIN_BATCH,
@@ -28,23 +28,34 @@ ENGINE_SOURCES = ("int8", "fp16")  # built from each of these the export wrote; 
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """The batch profile and workspace of the engines (the CLI's --min/--opt/--max-batch, --workspace-mb)."""
+    """The batch profile, workspace and device of the engines (the CLI's --min/--opt/--max-batch,
+    --workspace-mb, --dla)."""
 
     min_batch: int = DEFAULT_MIN_BATCH
     opt_batch: int | None = None  # None: max_batch
     max_batch: int = DEFAULT_MAX_BATCH
     workspace_mb: int = DEFAULT_WORKSPACE_MB
+    dla_core: int | None = None  # build for this DLA core of a Jetson (fp16/int8 artifacts only)
 
-    def check(self) -> None:
-        """The one-line error for a bad profile or workspace, and for a machine without TensorRT:
-        raised before the export starts, not after minutes of it."""
+    def check(self, sources: Collection[str] = ENGINE_SOURCES) -> None:
+        """The one-line error for a bad profile, workspace or DLA core, for --dla without an
+        artifact the DLA runs (`sources`: the precisions the engines are built from), for a machine
+        without TensorRT, and for --dla on a device without that DLA core: raised before the export
+        starts, not after minutes of it."""
         try:
             from invspread_edge_runtime.tensorrt import api
             from invspread_edge_runtime.tensorrt.build import check_profile
         except ImportError as exc:  # a runtime without the TensorRT module
             raise MissingDependency("invspread-edge-runtime[tensorrt]", "--engine") from exc
-        check_profile(self.min_batch, self.opt_batch, self.max_batch, self.workspace_mb)
-        api.import_tensorrt()  # MissingDependency / EngineError when TensorRT is absent or broken
+        check_profile(self.min_batch, self.opt_batch, self.max_batch, self.workspace_mb, self.dla_core)
+        if self.dla_core is not None and not set(sources) & set(ENGINE_SOURCES):
+            raise ConfigError(
+                "--dla needs an fp16 or int8 artifact; the DLA runs FP16 and INT8 only",
+                "Add --int8 or --fp16",
+            )
+        trt = api.import_tensorrt()  # MissingDependency / EngineError when TensorRT is absent or broken
+        if self.dla_core is not None:
+            api.check_dla_core(trt, self.dla_core, self.max_batch)
 
 
 def build_engines(
@@ -74,6 +85,7 @@ def build_engines(
             report.out_dir / TIMING_CACHE_NAME,
             meta=meta,
             check=probe_plan_check(onnx_path, meta),
+            dla_core=options.dla_core,
         )
         entries.append({"engine": str(info.engine_path), **info.to_json()})
     return entries

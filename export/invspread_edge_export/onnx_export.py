@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from invspread_edge_runtime.errors import ModelError
 from invspread_edge_runtime.files import atomic_path
-from invspread_edge_runtime.metadata import PREFIX, ModelMeta
+from invspread_edge_runtime.metadata import ModelMeta, replace_props
 
 if TYPE_CHECKING:
     import onnx
@@ -89,11 +89,7 @@ def to_onnx_proto(model: nn.Module, meta: ModelMeta, *, opset: int = DEFAULT_OPS
 
 def set_metadata(proto: onnx.ModelProto, meta: ModelMeta) -> None:
     """Replace our metadata_props with `meta` (other producers' entries are kept)."""
-    keep = [(p.key, p.value) for p in proto.metadata_props if not p.key.startswith(PREFIX)]
-    del proto.metadata_props[:]
-    for key, value in [*keep, *meta.to_props().items()]:
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    replace_props(proto, meta.to_props())
 
 
 def check_model(proto: onnx.ModelProto, meta: ModelMeta) -> None:

@@ -13,6 +13,7 @@ report.json, written last, names the set that belongs together.
 
 from __future__ import annotations
 
+import shlex
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from invspread_edge_runtime.bounds import check_bounds
+from invspread_edge_runtime.deploy.deepstream import check_target as check_deepstream_target
+from invspread_edge_runtime.deploy.triton import TritonOptions, check_repository_target, write_repository
 from invspread_edge_runtime.errors import DataError, InvedgeError
 from invspread_edge_runtime.evaluation.datasets import open_dataset
 from invspread_edge_runtime.files import atomic_path, atomic_write_json, sha256_file
@@ -81,6 +84,8 @@ class ExportOptions:
     overwrite: bool = False  # replace an export of another checkpoint in out_dir
     cache_dir: Path | None = None  # calibration ranges cache (default: out_dir/.cache)
     engine: EngineOptions | None = None  # also build TensorRT engines into out_dir (needs TensorRT)
+    deepstream: Path | None = None  # also write an nvinfer SGIE config and its graph there
+    triton: Path | None = None  # also write a Triton model repository there (deploy/triton)
 
     def check(self) -> None:
         """The one-line error for a setting `invedge export` refuses (named by its flag). The CLI
@@ -94,6 +99,12 @@ class ExportOptions:
         if self.calib is not None and not self.int8:
             raise InvedgeError("--calib is used only with --int8", "Add --int8")
         check_bounds(EXPORT_BOUNDS, vars(self))
+
+    def check_engine(self) -> None:
+        """`EngineOptions.check` for the artifacts this export writes (the engines are built from
+        its int8/fp16 ones, else fp32): before any export work, also for library callers."""
+        if self.engine is not None:
+            self.engine.check([p for p, on in (("int8", self.int8), ("fp16", self.fp16)) if on] or ["fp32"])
 
 
 Log = Callable[[str], None]
@@ -119,11 +130,16 @@ def export_model(
     and `report.json` is written last. A failed export leaves the folder as it was. A folder holding
     an export of another checkpoint is refused unless `options.overwrite`.
     """
-    if options.engine is not None:
-        options.engine.check()  # no TensorRT: fail now, not after minutes of export
+    options.check_engine()  # no TensorRT, no DLA core: fail now, not after minutes of export
     # NaN or inf weights (a diverged run) export into a graph of NaN: refused before any work
     require_finite_weights(model, str((checkpoint or {}).get("path") or "the model"))
     out = Path(options.out_dir)
+    if options.deepstream is not None:  # a bad target fails now, not after minutes of export
+        check_deepstream_target(Path(options.deepstream), options.overwrite, export=out)
+    if options.triton is not None:  # the same for the Triton repository
+        check_repository_target(
+            out, options.triton, _triton_options(options), exists_hint=_triton_hint(out, options)
+        )
     calib = calibration_images(options, data) if options.int8 else None  # bad --calib fails before any work
     check_writable(out)
     with export_lock(out):
@@ -136,7 +152,43 @@ def export_model(
         if options.engine is not None:  # built from the files in place; the report then names them too
             report.engines = build_engines(report, options.engine, log)
             report.write()
+        if options.deepstream is not None:  # from the files in place, like the engines
+            _write_deepstream(out, Path(options.deepstream), options.overwrite, log)
+        if options.triton is not None:
+            _write_triton(out, options, log)
     return report
+
+
+def _triton_options(options: ExportOptions) -> TritonOptions:
+    return TritonOptions(overwrite=options.overwrite)
+
+
+def _triton_hint(out: Path, options: ExportOptions) -> str:
+    """The next step when the repository has a model of ours of that name (export has no --name)."""
+    return (
+        "Pass --overwrite, or write it with: invedge deploy triton "
+        f"{shlex.quote(str(out))} --out {shlex.quote(str(options.triton))} --name NAME"
+    )
+
+
+def _write_triton(out: Path, options: ExportOptions, log: Log) -> None:
+    """The Triton repository of the export in place, default settings (other settings, and a
+    TensorRT plan: invedge deploy triton)."""
+    result = write_repository(
+        out, Path(options.triton), _triton_options(options), exists_hint=_triton_hint(out, options)
+    )
+    log(f"Triton: wrote {', '.join(result.models)} into {result.repo} (from {result.artifact.name})")
+
+
+def _write_deepstream(out: Path, target: Path, overwrite: bool, log: Log) -> None:
+    """The DeepStream folder of the best artifact for TensorRT (deploy/deepstream.write_deepstream)."""
+    from invspread_edge_runtime.deploy.deepstream import Settings, write_deepstream
+
+    result = write_deepstream(out, target, Settings(), overwrite=overwrite)
+    log(
+        f"DeepStream: wrote {', '.join(result.files)} into {target} ({result.precision}; folded graph "
+        f"checked, cosine >= {result.check.min_cosine:.6f})"
+    )
 
 
 def _export_staged(

@@ -18,6 +18,7 @@ from invspread_edge_export.calibration_set import DEFAULT_COUNT, DEFAULT_METHOD,
 from invspread_edge_export.onnx_export import DEFAULT_OPSET
 from invspread_edge_runtime.bounds import helped
 from invspread_edge_runtime.commands.options import (
+    DlaOpt,
     JsonOpt,
     MaxBatchOpt,
     MinBatchOpt,
@@ -28,6 +29,14 @@ from invspread_edge_runtime.commands.options import (
 
 def register(app: typer.Typer) -> None:
     app.command("export")(export)
+
+
+def _check_dla(dla: int | None, engine: bool) -> None:
+    """--dla builds the engines for a DLA core (the rest of its rules: EngineOptions.check)."""
+    from invspread_edge_runtime.errors import ConfigError
+
+    if dla is not None and not engine:
+        raise ConfigError("--dla is used only with --engine", f"Add --engine to build for DLA core {dla}")
 
 
 def export(
@@ -97,10 +106,25 @@ def export(
     opt_batch: int = OptBatchOpt,
     max_batch: int = MaxBatchOpt,
     workspace_mb: int = WorkspaceOpt,
+    dla: int = DlaOpt,
+    deepstream: Path = typer.Option(
+        None,
+        "--deepstream",
+        help="Also write an nvinfer secondary-GIE config and the graph it needs into this folder "
+        "(the best artifact for TensorRT; other settings: invedge deploy deepstream).",
+    ),
+    triton: Path = typer.Option(
+        None,
+        "--triton",
+        help="Also write a Triton model repository there: an ensemble taking raw images (ONNX Runtime "
+        "backend on the GPU; other settings and a TensorRT plan: invedge deploy triton).",
+    ),
     overwrite: bool = typer.Option(
         False,
         "--overwrite",
-        help="Replace an export of another checkpoint in --out (its files go once the new export passed).",
+        help="Replace an export of another checkpoint in --out (its files go once the new export passed), "
+        "and our earlier output in the --triton repository (our models of that name) or the --deepstream "
+        "folder (our files); other files there are never touched.",
     ),
     json_out: bool = JsonOpt,
 ) -> None:
@@ -114,6 +138,7 @@ def export(
 
     from ..export_run import default_out, export_run
 
+    _check_dla(dla, engine)
     options = ExportOptions(
         out_dir=out or default_out(run),
         int8=int8,
@@ -128,7 +153,9 @@ def export(
         allow_accuracy_drop=allow_accuracy_drop,
         min_mean_cosine=min_cosine,
         overwrite=overwrite,
-        engine=EngineOptions(min_batch, opt_batch, max_batch, workspace_mb) if engine else None,
+        engine=EngineOptions(min_batch, opt_batch, max_batch, workspace_mb, dla) if engine else None,
+        deepstream=deepstream,
+        triton=triton,
     )
     report = export_run(run, options, out_chosen=out is not None, data=data, log=console.info)
     for warning in report.warnings:

@@ -84,6 +84,10 @@ ENGINE_MIN_BATCH = Bound("--min-batch", 1, BATCH.high)
 ENGINE_OPT_BATCH = Bound("--opt-batch", 1, BATCH.high)
 ENGINE_MAX_BATCH = Bound("--max-batch", 1, BATCH.high)
 WORKSPACE_MB = Bound("--workspace-mb", 1, 262_144)  # TensorRT's scratch memory: at most 256 GiB
+# the DLA core an engine is built for (--dla): NVIDIA's Orin and Xavier SoCs have at most two DLA
+# cores (NVIDIA's DLA software overview: "up to two"; Orin Nano and Thor have none). Whether this
+# device has the core is asked of TensorRT at build and at load (tensorrt/api.py).
+DLA_CORE = Bound("--dla", 0, 1)
 # neighbours per query (search --k, serve --k-max); a gallery smaller than k is refused separately
 K = Bound("--k", 1, 10_000)
 # faiss/Milvus approximate indexes: Milvus' own ranges (nlist, nprobe ≤ 65536); HNSW with one link
@@ -124,6 +128,23 @@ MAX_WAIT_MS = Bound("--max-wait-ms", 0, 1000, above=True)  # batching: a wait pa
 QUEUE = Bound("--queue", 1, 16_384)  # images waiting, each a preprocessed input in memory
 MAX_UPLOAD_MB = Bound("--max-upload-mb", 0, 1024, above=True)  # a request body held in memory
 MAX_PIXELS = Bound("--max-pixels", 1, 200_000_000)  # one decoded image: 200 MP is 600 MB of RGB
+DEFAULT_MAX_PIXELS = 40_000_000  # one decoded image by default (serve, Triton's preprocessing): 120 MB of RGB
 DECODE_THREADS = Bound("--decode-threads", 1, 64)  # each may hold a --max-pixels image
 K_MAX = Bound("--k-max", 1, K.high)
 READ_TIMEOUT_S = Bound("--read-timeout", 0, 3600, above=True)
+
+# invedge deploy triton (deploy/triton): the batch Triton forms, how long a request may wait for one
+# (past 1 s is an outage, as for serve), model instances (each a process or a session in memory)
+TRITON_MAX_BATCH = Bound("--max-batch", 1, BATCH.high)
+TRITON_PREFERRED_BATCH = Bound("--preferred-batch", 1, BATCH.high)
+TRITON_QUEUE_DELAY_US = Bound("--queue-delay-us", 0, 1_000_000)
+TRITON_INSTANCES = Bound("--instances", 1, 64)
+TRITON_THREADS = Bound("--threads", 0, THREADS.high, zero="ONNX Runtime's default")
+
+# invedge deploy deepstream (deploy/deepstream): nvinfer's batch of objects, and its ids (guint in
+# nvinfer; no pipeline has thousands of GIEs or GPUs, and detectors' class ids stay far below 100 000)
+DS_BATCH = Bound("--batch-size", 1, BATCH.high)
+DS_GPU_ID = Bound("--gpu-id", 0, 63)
+DS_GIE_ID = Bound("--gie-id", 1, 65_535)
+DS_OPERATE_ON_GIE_ID = Bound("--operate-on-gie-id", 1, 65_535)
+DS_CLASS_ID = Bound("--operate-on-class-ids", 0, 99_999)

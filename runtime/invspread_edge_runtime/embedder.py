@@ -6,6 +6,8 @@ wait on JPEG decoding. Preprocessing is `preprocess.py`'s, driven by the model's
 
     emb = Embedder("model.int8.onnx")           # or an export folder; backend="auto"
     vecs = emb.embed(["a.jpg", "b.png"])         # (2, d) float32
+    emb = Embedder("triton:grpc://host:8001")   # the model runs on a Triton server (backends/triton.py)
+    emb = Embedder(backend="triton:grpc://host:8001")  # the same
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ DEFAULT_BATCH_SIZE = 64  # images per inference call
 
 
 def open_backend(
-    model: str | os.PathLike[str],
+    model: str | os.PathLike[str] | None,
     backend: str = DEFAULT_BACKEND,
     threads: int = 0,
     precision: str | None = None,
@@ -52,9 +54,10 @@ def open_backend(
     trust_engine: bool = False,
     check: EngineCheck | None = PROBE_CHECK,
 ) -> Backend:
-    """Open `model` (file or export folder) on `backend` ("auto" or one of `backends.select.BACKENDS`):
-    `backends.select.open_backend`, with every engine TensorRT builds here checked against the probe
-    set beside its ONNX file before it is kept (`check`; None keeps an engine unchecked)."""
+    """Open `model` (file, export folder, or `triton:URL`: a Triton server's model) on `backend`
+    ("auto", one of `backends.select.BACKENDS`, or `triton:URL`: then `model` may be None):
+    `backends.select.open_backend`, with every engine TensorRT builds here checked against the
+    probe set beside its ONNX file before it is kept (`check`; None keeps an engine unchecked)."""
     return select.open_backend(
         model,
         backend,
@@ -83,7 +86,7 @@ class Embedder:
 
     def __init__(
         self,
-        model: str | os.PathLike[str] | Backend,
+        model: str | os.PathLike[str] | Backend | None = None,  # None: backend="triton:URL"
         backend: str = DEFAULT_BACKEND,
         batch_size: int = DEFAULT_BATCH_SIZE,
         threads: int = 0,
@@ -182,9 +185,10 @@ class Embedder:
 
         Each frame is resized and cropped exactly as an image file is
         (`preprocess.frame_to_uint8_chw`), in the thread pool, `ahead` batches ahead of the model
-        (default: PREFETCH_BATCHES), so the source's decoding, this preprocessing and inference overlap. A batch of one (live
-        sources: the lowest latency) takes no frame ahead by default: a live source keeps only its
-        newest frame while the model is busy, and a frame taken early would be an older one.
+        (default: PREFETCH_BATCHES), so the source's decoding, this preprocessing and inference
+        overlap. A batch of one (live sources: the lowest latency) takes no frame ahead by default:
+        a live source keeps only its newest frame while the model is busy, and a frame taken early
+        would be an older one.
         """
         size = self.batch_size if batch_size is None else batch_size
         if size < 1:

@@ -12,10 +12,13 @@ import mmap
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from .errors import ModelError
 
 FORMAT = "invspread-edge/1"
+# The graph `invedge deploy deepstream` writes: it takes nvinfer's raw pixels, so nothing of ours runs it.
+DEEPSTREAM_FORMAT = FORMAT + "+deepstream"
 PREFIX = "invedge."
 PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
 # The file names `invedge export` gives its artifacts, by precision.
@@ -69,6 +72,11 @@ class ModelMeta:
     @classmethod
     def from_props(cls, props: dict[str, str], source: str = "model") -> ModelMeta:
         ours = {k[len(PREFIX) :]: v for k, v in props.items() if k.startswith(PREFIX)}
+        if ours.get("format") == DEEPSTREAM_FORMAT:
+            raise ModelError(
+                f"{source} is the DeepStream variant of a model (it takes nvinfer's raw 0-255 pixels)",
+                "Run the export folder it was written from instead",
+            )
         if ours.get("format") != FORMAT:
             raise ModelError(
                 f"{source} is not an invspread-edge model (no '{PREFIX}format={FORMAT}' metadata)",
@@ -138,6 +146,16 @@ def read_onnx_props(path: str | os.PathLike[str]) -> dict[str, str]:
 
 def read_model_meta(path: str | os.PathLike[str]) -> ModelMeta:
     return ModelMeta.from_props(read_onnx_props(path), source=str(path))
+
+
+def replace_props(proto: Any, props: dict[str, str]) -> None:
+    """Put `props` as our metadata_props of an onnx.ModelProto: every `invedge.` entry it held goes,
+    other producers' entries stay (in their order, before ours). Duck-typed: onnx is not imported."""
+    keep = [(p.key, p.value) for p in proto.metadata_props if not p.key.startswith(PREFIX)]
+    del proto.metadata_props[:]
+    for key, value in [*keep, *props.items()]:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
 
 
 # --- minimal protobuf wire-format reader (ModelProto.metadata_props = field 14) -------------------

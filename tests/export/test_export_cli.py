@@ -125,6 +125,55 @@ def test_engine_without_tensorrt_fails_cleanly(tiny_run, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
+        (["--int8", "--dla", "0"], "--dla is used only with --engine"),
+        (["--engine", "--dla", "0"], "--dla needs an fp16 or int8 artifact"),
+        (["--int8", "--engine", "--dla", "2"], "--dla 2 is out of range. Use 0 to 1"),
+        (
+            ["--fp16", "--engine", "--dla", "0", "--min-batch", "2"],
+            "--min-batch 2 differs from --max-batch 64",
+        ),
+        (
+            ["--fp16", "--engine", "--dla", "0", "--opt-batch", "4", "--max-batch", "8"],
+            "--opt-batch 4 differs",
+        ),
+    ],
+)
+def test_dla_flags_are_refused_before_any_export(tiny_run, tmp_path, capsys, args, needle):
+    out = tmp_path / "o"
+    assert invedge("export", tiny_run, "--out", out, *args) == 1
+    _one_line_error(capsys, needle)
+    assert _files(out) == []
+
+
+def test_dla_on_a_gpu_without_dla_is_refused_before_any_export(tiny_run, tmp_path, capsys, monkeypatch):
+    """TensorRT reports no DLA core (every discrete GPU): one line before the checkpoint loads."""
+    from types import SimpleNamespace
+
+    import invspread_edge.export_run as export_run
+    from invspread_edge_runtime.tensorrt import api
+
+    class Logger:
+        WARNING = VERBOSE = 0
+
+        def __init__(self, severity: int) -> None:
+            pass
+
+    builder = SimpleNamespace(num_DLA_cores=0, max_DLA_batch_size=4096)
+    monkeypatch.setattr(
+        api, "import_tensorrt", lambda: SimpleNamespace(Logger=Logger, Builder=lambda _: builder)
+    )
+    monkeypatch.setattr(export_run, "load_checkpoint", lambda run: pytest.fail("the checkpoint was loaded"))
+    out = tmp_path / "o"
+    assert (
+        invedge("export", tiny_run, "--out", out, "--int8", "--engine", "--dla", "0", "--max-batch", "8") == 1
+    )
+    _one_line_error(capsys, "error: this GPU has no DLA (DLA cores: 0). Build without --dla")
+    assert _files(out) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
         (["--calib-method", "kl"], "Invalid --calib-method"),
         (["--calib", "somewhere"], "--calib is used only with --int8"),
         (["--int8", "--calib-count", "4"], "--calib-count"),

@@ -3,7 +3,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from invspread_edge_runtime.errors import ModelError
-from invspread_edge_runtime.metadata import ModelMeta, read_model_meta, read_onnx_props
+from invspread_edge_runtime.metadata import ModelMeta, read_model_meta, read_onnx_props, replace_props
 
 
 def _meta(**kw) -> ModelMeta:
@@ -40,6 +40,17 @@ def test_round_trip_through_onnx_file_without_onnx_reader(tmp_path):
     assert loaded == meta
     assert loaded.extra == {"calibration": "fmnist-v1"}
     assert loaded.space_id == meta.space_id
+
+
+def test_replace_props_swaps_ours_and_keeps_other_producers(tmp_path):
+    path = tmp_path / "m.onnx"
+    _model(path, {"other.key": "kept", **_meta().to_props(), "invedge.stale": "x"})
+    model = onnx.load(path)
+    replace_props(model, _meta(image_size=32).to_props())
+    props = {p.key: p.value for p in model.metadata_props}
+    assert model.metadata_props[0].key == "other.key" and props["other.key"] == "kept"
+    assert "invedge.stale" not in props
+    assert ModelMeta.from_props(props) == _meta(image_size=32)
 
 
 def test_foreign_model_is_refused(tmp_path):

@@ -23,7 +23,7 @@ from ..preprocess import normalize
 
 @dataclass(frozen=True)
 class BackendInfo:
-    name: str  # "ort-cpu", "ort-cuda", "ort-trt", "trt"
+    name: str  # "ort-cpu", "ort-cuda", "ort-trt", "trt", "triton"
     device: str  # "cpu", "cuda:0 (NVIDIA H100)", ...
     precision: str  # "fp32", "fp16", "int8", "int8-cpu": the artifact's precision
     model_path: str

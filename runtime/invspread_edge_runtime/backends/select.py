@@ -26,9 +26,11 @@ from ..integrity import ArtifactDamaged, ExportRecord, check_artifact, combined,
 from ..metadata import ARTIFACT_FILES, PRECISIONS, ModelMeta, read_model_meta
 from ..tensorrt.cache import DEFAULT_MAX_BATCH
 from .base import Backend, EngineCheck
+from .triton import is_triton, shown
 
 BACKENDS = ("trt", "ort-trt", "ort-cuda", "ort-cpu")  # fastest first: the order of `auto`
-BACKEND_CHOICES = ("auto", *BACKENDS)  # what --backend accepts
+BACKEND_CHOICES = ("auto", *BACKENDS)  # what --backend accepts, besides a Triton server:
+TRITON_CHOICE = "triton:URL"  # http://HOST:PORT[/MODEL] or grpc://HOST:PORT[/MODEL]: backends/triton.py
 DEFAULT_BACKEND = "auto"
 PREFERENCE = {
     "ort-cpu": ("int8-cpu", "fp32", "fp16", "int8"),
@@ -36,7 +38,8 @@ PREFERENCE = {
     "ort-trt": ("int8", "fp16", "fp32"),
     "trt": ("int8", "fp16", "fp32"),
 }
-ARTIFACT_NAME = re.compile(r"^model([.-].*)?\.onnx$")
+# the names `invedge export` gives; not the DeepStream variants (model.deepstream*.onnx), which are no artifact
+ARTIFACT_NAME = re.compile(r"^model(?!\.deepstream\.)([.-].*)?\.onnx$")
 
 
 def find_artifacts(
@@ -209,7 +212,7 @@ def backend_status() -> dict[str, str | None]:
 
 
 def open_backend(
-    model: str | os.PathLike[str],
+    model: str | os.PathLike[str] | None,
     backend: str = "auto",
     threads: int = 0,
     precision: str | None = None,
@@ -231,9 +234,20 @@ def open_backend(
     without its sidecar it is refused unless `trust_engine` (see tensorrt.load.load_engine).
     The metadata read here while choosing the artifact is the backend's `meta` (read once, from the
     ONNX file); its `notes` are lines saying what was chosen and why.
+
+    A Triton server's model (`triton:URL`, as `model` or as `backend`: `on_triton`) runs there;
+    `model` may then be None (`_open_triton`).
     """
+    model, backend = on_triton(model, backend)
+    if is_triton(backend):
+        return _open_triton(backend, model, precision, engine_path)
     if backend not in BACKEND_CHOICES:
-        raise ConfigError(f"Invalid backend {backend!r}. Only {', '.join(BACKEND_CHOICES)} are supported.")
+        raise ConfigError(
+            f"Invalid backend {shown(backend)!r}. Only {', '.join(BACKEND_CHOICES)} or {TRITON_CHOICE} "
+            "are supported."
+        )
+    if model is None:
+        raise ConfigError("no model to run", f"Pass an exported model or export folder, or {TRITON_CHOICE}")
     if engine_path is not None and backend not in ("auto", "trt"):
         raise ConfigError(
             f"an engine file runs on the native TensorRT backend, not {backend}", "Use --backend trt"
@@ -267,6 +281,65 @@ def open_backend(
         opened.notes = tuple(notes)
         return opened
     raise EngineError("no backend could run this model:\n  " + "\n  ".join(notes))
+
+
+def on_triton(
+    model: str | os.PathLike[str] | None, backend: str
+) -> tuple[str | os.PathLike[str] | None, str]:
+    """(model, backend) as they are run: a MODEL `triton:URL` is that server's model, so no local
+    model and that Triton backend. The one place where the two spellings of a Triton server meet
+    (MODEL `triton:URL`, `--backend triton:URL`); a MODEL `triton:URL` with another backend is refused."""
+    if not is_triton(model):
+        return model, backend
+    if backend not in (DEFAULT_BACKEND, model):
+        raise ConfigError(
+            f"the model {shown(model)} runs on its Triton server, not on --backend {shown(backend)}",
+            "Leave --backend out: a triton:URL model needs none",
+        )
+    return None, str(model)
+
+
+def _open_triton(
+    backend: str,
+    model: str | os.PathLike[str] | None,
+    precision: str | None,
+    engine_path: str | os.PathLike[str] | None,
+) -> Backend:
+    """The Triton server's model; a local `model` given too must embed into the same space (it is
+    not run: a gallery's model, or the one a command was handed, checked against the server's)."""
+    from .triton import TritonBackend
+
+    if engine_path is not None:
+        raise ConfigError(
+            "an engine file runs on the native TensorRT backend, not on a Triton server", "Use --backend trt"
+        )
+    opened = TritonBackend(backend)
+    try:
+        if precision is not None and precision != opened.meta.precision:
+            raise ConfigError(
+                f"the Triton model is {opened.meta.precision}, not {precision}: "
+                "--precision chooses among a local export's artifacts",
+                "Drop --precision, or serve that artifact",
+            )
+        if model is not None:
+            try:
+                local = next(iter(find_artifacts(model).values()))[1]
+            except ModelError as exc:
+                raise ModelError(
+                    exc.message,
+                    "With a Triton backend, the local model given is the export the server's repository "
+                    "was written from (its embedding space is checked against the server's): pass that",
+                ) from exc
+            if local.space_id != opened.meta.space_id:
+                raise ModelError(
+                    f"{model} embeds into space {local.space_id}, the Triton model at "
+                    f"{opened.info.model_path} into {opened.meta.space_id}: they are different models",
+                    "Pass triton:URL as the model (no local export needed), or serve the same export",
+                )
+    except BaseException:
+        opened.close()
+        raise
+    return opened
 
 
 def _open(

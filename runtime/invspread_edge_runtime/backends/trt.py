@@ -34,7 +34,8 @@ class TensorRTBackend(Backend):
     `meta`: the ONNX file's metadata when the caller has read it (`open_backend` has), else read
     here, once; it is always the ONNX file's, also when an engine file runs. `check` judges an
     engine built here before it is cached (see `base.EngineCheck`); None, which callers write out on
-    purpose, caches it unchecked.
+    purpose, caches it unchecked. `dla_core`: the engine built here runs on that DLA core of a Jetson
+    (GPU fallback for the rest; its own cache slot); an explicit engine runs where it was built for.
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class TensorRTBackend(Backend):
         trust_engine: bool = False,
         meta: ModelMeta | None = None,
         check: EngineCheck | None,
+        dla_core: int | None = None,
     ) -> None:
         self._buffers: list[int] = []
         self._stream: Any = None
@@ -75,6 +77,7 @@ class TensorRTBackend(Backend):
                 workspace_mb,
                 meta=meta,
                 check=None if check is None else plan_check(check, onnx_path, meta),
+                dla_core=dla_core,
             )
         engine = self.loaded.engine
         try:
@@ -108,9 +111,10 @@ class TensorRTBackend(Backend):
         except BaseException:
             self.close()
             raise
+        key = self.loaded.info.key if self.loaded.info is not None else None
         self.info = BackendInfo(
             name="trt",
-            device=str(self.gpu),
+            device=str(self.gpu) if key is None or key.dla_core is None else f"{key.device} · {self.gpu}",
             precision=meta.precision,
             model_path=str(Path(engine_path or onnx_path)),
             max_batch=self.max_batch,
@@ -178,10 +182,10 @@ class TensorRTBackend(Backend):
 def plan_check(check: EngineCheck, onnx_path: str | os.PathLike[str], meta: ModelMeta) -> PlanCheck:
     """`check` as the native builder runs it: on the serialized plan, before it is written."""
 
-    def run(trt: Any, plan: bytes) -> dict[str, Any] | None:
+    def run(trt: Any, plan: bytes, dla_core: int | None = None) -> dict[str, Any] | None:
         if not check.has_reference(Path(onnx_path), "trt"):
             return None
-        runtime = trt.Runtime(api.make_logger(trt))
+        runtime = api.make_runtime(trt, dla_core)
         engine = runtime.deserialize_cuda_engine(plan)
         if engine is None:
             raise EngineError(f"TensorRT could not deserialise the engine it just built from {onnx_path}")

@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
 
 
 def embed(
-    model: Path = ModelArg,
+    model: str = ModelArg,  # text: a triton:URL model must keep its `//`
     images: list[str] = typer.Argument(
         ...,
         help="Image and video files, folders of them (searched recursively), streams (rtsp://, "
@@ -269,9 +269,10 @@ def _report(options: EmbedOptions, result: EmbedResult) -> None:
 
 def resume_hint(options: EmbedOptions, lead: str) -> str:
     """`lead`, then the command that continues this run, saying when a password was left out of it."""
-    from ..sources.spec import redact
+    from ..backends.triton import shown
 
-    hidden = any(redact(str(i)) != str(i) for i in options.images)
+    given = [*options.images, options.model, options.backend]
+    hidden = any(shown(str(i)) != str(i) for i in given)
     note = " (the password was left out; add it back)" * hidden
     return f"{lead}{note}: {resume_command(options)}"
 
@@ -281,18 +282,18 @@ def resume_command(options: EmbedOptions) -> str:
     URL's password is left out (the line is printed)."""
     import shlex
 
-    from ..sources.spec import redact
+    from ..backends.triton import shown
 
     argv = [
         "invedge",
         "embed",
-        str(options.model),
-        *(redact(str(i)) for i in options.images),
+        shown(str(options.model)),
+        *(shown(str(i)) for i in options.images),
         "--out",
         str(options.out),
     ]
     if options.backend != "auto":
-        argv += ["--backend", options.backend]
+        argv += ["--backend", shown(options.backend)]
     if options.precision:
         argv += ["--precision", options.precision]
     if options.dtype != DEFAULT_DTYPE:

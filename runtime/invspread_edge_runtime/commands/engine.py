@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .options import JsonOpt, MaxBatchOpt, MinBatchOpt, OptBatchOpt, WorkspaceOpt, existing
+from .options import DlaOpt, JsonOpt, MaxBatchOpt, MinBatchOpt, OptBatchOpt, WorkspaceOpt, existing
 
 
 def register(app: typer.Typer) -> None:
@@ -24,6 +24,7 @@ def build_engine_command(
     opt_batch: int = OptBatchOpt,
     max_batch: int = MaxBatchOpt,
     workspace_mb: int = WorkspaceOpt,
+    dla: int = DlaOpt,
     out: Path = typer.Option(None, "--out", "-o", help="Engine file (default: beside MODEL, .engine)."),
     timing_cache: Path = typer.Option(
         None, "--timing-cache", help="Timing cache file, reused across builds (default: beside the engine)."
@@ -36,6 +37,7 @@ def build_engine_command(
     from ..files import human_size
     from ..integrity import check_artifact
     from ..metadata import read_model_meta
+    from ..tensorrt import api
     from ..tensorrt.build import build_engine, check_settings, engine_path_for
     from ..tensorrt.cache import TIMING_CACHE_NAME
     from ..verify.engines import probe_plan_check
@@ -48,12 +50,15 @@ def build_engine_command(
         )
     meta = read_model_meta(model)
     settings = (precision, min_batch, opt_batch, max_batch, workspace_mb)
-    check_settings(meta, str(model), *settings)  # a wrong file or flag: one line, before any output
+    _, profile = check_settings(meta, str(model), *settings, dla)  # a wrong file or flag: one line, at once
     check_artifact(model, meta.checkpoint_sha256)  # (build_engine checks again: it is a library call too)
     engine_path = out or engine_path_for(model)
     timing = timing_cache or engine_path.with_name(TIMING_CACHE_NAME)
+    if dla is not None:  # a device without that DLA core: one line, before "building…"
+        api.check_dla_core(api.import_tensorrt(), dla, profile.max)
     console.info(f"building a TensorRT engine from {model} (takes minutes on a Jetson)…")
-    info = build_engine(model, engine_path, *settings, timing, meta=meta, check=probe_plan_check(model, meta))
+    check = probe_plan_check(model, meta)
+    info = build_engine(model, engine_path, *settings, timing, meta=meta, check=check, dla_core=dla)
     if json_out:
         console.print_json(
             {"engine": str(info.engine_path), "sidecar": str(info.sidecar_path), **info.to_json()}
@@ -66,6 +71,6 @@ def build_engine_command(
     )
     console.info(
         f"  TensorRT {key.tensorrt_version} · {key.gpu_name} (sm {key.compute_capability}) · {key.precision} · "
-        f"batch {key.profile}"
+        f"batch {key.profile}" + (f" · {key.device}, GPU fallback" if key.dla_core is not None else "")
     )
     console.info(f"Next: invedge embed {model} IMAGES --backend trt --out images.emb")

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from ..backends.select import BACKEND_CHOICES, DEFAULT_BACKEND
+from ..backends.select import BACKEND_CHOICES, DEFAULT_BACKEND, TRITON_CHOICE
 from ..bounds import (
     BATCH,
     COOLDOWN,
+    DLA_CORE,
     DURATION,
     END,
     ENGINE_MAX_BATCH,
@@ -36,9 +37,18 @@ if TYPE_CHECKING:
 
 ModelArg = typer.Argument(
     ...,
-    help="An exported model (.onnx), or an export folder (the runtime picks the artifact for the backend).",
+    help="An exported model (.onnx), an export folder (the runtime picks the artifact for the backend), "
+    "or triton:URL: a Triton server's model (http://HOST:PORT[/MODEL] or grpc://HOST:PORT[/MODEL]; "
+    "needs the [triton] extra).",
 )
-BackendOpt = typer.Option(DEFAULT_BACKEND, "--backend", "-b", help=f"One of: {', '.join(BACKEND_CHOICES)}.")
+BackendOpt = typer.Option(
+    DEFAULT_BACKEND,
+    "--backend",
+    "-b",
+    help=f"One of: {', '.join(BACKEND_CHOICES)}, or {TRITON_CHOICE}: a Triton server's model "
+    "(http://HOST:PORT[/MODEL] or grpc://HOST:PORT[/MODEL]; needs the [triton] extra; the same as "
+    "giving triton:URL as the model).",
+)
 ThreadsOpt = typer.Option(0, "--threads", help=helped("CPU threads for inference (0: all cores).", THREADS))
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout instead of a table.")
 BatchOpt = typer.Option(DEFAULT_BATCH_SIZE, "--batch", help=helped("Images per inference call.", BATCH))
@@ -108,6 +118,15 @@ WorkspaceOpt = typer.Option(
     DEFAULT_WORKSPACE_MB,
     "--workspace-mb",
     help=helped("Engine: TensorRT workspace limit in MB.", WORKSPACE_MB),
+)
+DlaOpt = typer.Option(
+    None,
+    "--dla",
+    help=helped(
+        "Engine: build for this DLA core of a Jetson, GPU fallback for the rest (fp16/int8 models; "
+        "the batch is fixed at --max-batch).",
+        DLA_CORE,
+    ),
 )
 # Verbs that load an engine file the user names (--engine): one without its sidecar is refused
 # unless this is given, because an engine is code that runs on the GPU (tensorrt.load.load_engine).

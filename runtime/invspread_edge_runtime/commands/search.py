@@ -53,8 +53,12 @@ def search(
     store: str | None = StoreOpt,
     collection: str | None = CollectionOpt,
     k: int = typer.Option(DEFAULT_K, "--k", "-k", help=helped("Neighbours per query.", K)),
-    model: Path | None = typer.Option(
-        None, "--model", "-m", help="Model to embed the queries (default: the one that embedded the gallery)."
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Model to embed the queries (default: the one that embedded the gallery); triton:URL: "
+        "a Triton server's model, as --backend triton:URL.",
     ),
     backend: str = BackendOpt,
     threads: int = ThreadsOpt,

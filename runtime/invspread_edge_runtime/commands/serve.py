@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
 
 
 def serve(
-    model: Path = ModelArg,
+    model: str = ModelArg,  # text: a triton:URL model must keep its `//`
     index: Path | None = typer.Option(
         None,
         "--index",

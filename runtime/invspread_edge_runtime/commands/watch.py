@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
 
 
 def watch(
-    model: Path = ModelArg,
+    model: str = ModelArg,  # text: a triton:URL model must keep its `//`
     source: str = typer.Argument(
         ..., help="A video file, stream URL, camera (v4l2:///dev/video0, csi://0) or gst:PIPELINE."
     ),
@@ -89,6 +89,7 @@ def watch(
     from rich.markup import escape
 
     from .. import console
+    from ..backends.triton import as_model
     from ..watch.run import WatchOptions, run_watch
     from ..watch.settings import WatchSettings
     from .options import sampling_from
@@ -104,7 +105,7 @@ def watch(
         decoder=decoder,
     )
     options = WatchOptions(
-        model,
+        as_model(model),
         settings,
         index=index,
         store=store,

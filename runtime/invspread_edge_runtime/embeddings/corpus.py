@@ -27,6 +27,7 @@ from ..sources.open import StreamSettings, model_threads
 from ..sources.spec import as_input
 from .folder import check_output, recover
 from .layout import DEFAULT_DTYPE, DTYPES, PART_SIZE, PARTS
+from .parts import SERVED_MODEL
 from .videos import FrameEvents, check_sources, embed_sources, find_inputs
 from .writer import EmbeddingWriter
 
@@ -126,6 +127,7 @@ def embed_to_folder(
         root,
         out,
         backend=lambda: embedder.info.name,
+        served=embedder.info.name == "triton",
         dtype=dtype,
         overwrite=overwrite,
         on_progress=on_progress,
@@ -155,6 +157,7 @@ def write_embeddings(
     extra: dict[str, Any] | None = None,
     after: AfterImages | None = None,
     sampling: dict[str, Any] | None = None,
+    served: bool = False,
 ) -> dict[str, Any]:
     """`embed_to_folder` with any embedding `loop` (one process, or Ray workers: ray_embed.py).
 
@@ -165,12 +168,12 @@ def write_embeddings(
     retried worker is dropped), and one that never came back fails the run after what came back
     is saved: the same command resumes. `after(writer)` writes more items once the images are
     done (video frames) and returns fields for the manifest; `sampling` (`Sampling.selection()`)
-    is which frames it keeps of the videos, part of the run's resume state.
+    is which frames it keeps of the videos, part of the run's resume state. `served`: a Triton
+    server runs the model and `model_path` is its URL (`model_identity`).
     """
     from ..locks import exclusive_lock
 
-    model_path = Path(model_path).resolve()
-    model_sha = sha256_file(model_path)
+    model_path, model_sha = model_identity(model_path, meta, served)
     with exclusive_lock(out, "embeddings folder") if lock else contextlib.nullcontext():
         writer = EmbeddingWriter(
             out,
@@ -274,7 +277,7 @@ class EmbedOptions:
     name video files, folders of them, streams and cameras too, read as `streams` says.
     """
 
-    model: Path
+    model: Path | str  # a file or export folder, or `triton:URL` (text: backends/triton.py `as_model`)
     images: Sequence[Path | str]  # files and folders (Paths), stream URLs and cameras (str), as a tuple
     out: Path
     backend: str = "auto"
@@ -305,7 +308,9 @@ class EmbedOptions:
             )
         if self.ray is not None:
             self._check_ray()
-        object.__setattr__(self, "model", Path(self.model))
+        from ..backends.triton import as_model
+
+        object.__setattr__(self, "model", as_model(self.model))
         object.__setattr__(self, "images", tuple(as_input(image) for image in self.images))
         object.__setattr__(self, "out", embeddings_out(self.out))
 
@@ -325,6 +330,7 @@ class EmbedOptions:
     def _check_ray(self) -> None:
         """The refusals of a Ray run that need no Ray (the backend's words are the embedder's)."""
         from ..backends.select import BACKEND_CHOICES
+        from ..backends.triton import is_triton, shown
 
         if not self.ray or not self.ray.strip():
             raise ConfigError(
@@ -332,10 +338,33 @@ class EmbedOptions:
             )
         # a fraction of a GPU shares it between actors
         check_bounds({"ray_actors": RAY_ACTORS, "ray_gpus_per_actor": RAY_GPUS_PER_ACTOR}, vars(self))
+        if is_triton(self.model) or is_triton(self.backend):
+            raise ConfigError(
+                "Triton is not available with --ray: Ray's actors run the model themselves",
+                "Leave --ray out to embed through the Triton server, or give a local export",
+            )
         if self.backend not in BACKEND_CHOICES:
             raise ConfigError(
-                f"Invalid backend {self.backend!r}. Only {', '.join(BACKEND_CHOICES)} are supported."
+                f"Invalid backend {shown(self.backend)!r}. Only {', '.join(BACKEND_CHOICES)} are supported."
             )
+
+
+def model_identity(
+    model_path: str | os.PathLike[str], meta: Any, served: bool = False
+) -> tuple[Path | str, str]:
+    """(where the model is, its identity) as a manifest records them: a file's absolute path and
+    sha256; or, `served` by a Triton server (`model_path` `SCHEME://HOST:PORT/MODEL`), its URL and
+    `SERVED_MODEL` + the hash of what does not depend on how the server is reached (the model's
+    checkpoint, precision and name), so a run resumes against the same served model only, whether
+    the server is named by 127.0.0.1 or localhost."""
+    import hashlib
+
+    if served:
+        name = str(model_path).rstrip("/").rpartition("/")[2]
+        what = f"{meta.checkpoint_sha256} {meta.precision} {name}"
+        return str(model_path), SERVED_MODEL + hashlib.sha256(what.encode()).hexdigest()
+    path = Path(model_path).resolve()
+    return path, sha256_file(path)
 
 
 @dataclass

@@ -43,6 +43,7 @@ from .reader import EmbeddingSet
 
 STATE = "state.json"
 STATE_KEYS = ("space_id", "model_sha256", "root", "dtype", "mode", "base", "sampling")
+SERVED_MODEL = "triton:"  # leads a model's identity (`model_sha256`) when a Triton server runs it
 LABELS = {  # how a state key is named in messages
     "space_id": "embedding space",
     "model_sha256": "model file (sha256)",
@@ -232,7 +233,19 @@ def differs(key: str, before: Any, now: Any) -> str:
         return f"another {LABELS[key]} ({describe_change(before, now)})"
     if key == "sampling":  # video frames in one run, images alone in the other
         return f"another {LABELS[key]} ({_frames_or_not(before)}, now {_frames_or_not(now)})"
+    if key == "model_sha256" and _served(before) and _served(now):
+        return "another Triton model (its checkpoint, precision or name differs)"
+    if key == "model_sha256" and (_served(before) or _served(now)):
+        return f"another model ({_model_kind(before)}, now {_model_kind(now)})"
     return f"another {LABELS[key]} ({before!r}, now {now!r})"
+
+
+def _served(identity: Any) -> bool:
+    return str(identity).startswith(SERVED_MODEL)
+
+
+def _model_kind(identity: Any) -> str:
+    return "a Triton server's model" if _served(identity) else "a model file"
 
 
 def _frames_or_not(sampling: Any) -> str:

@@ -78,6 +78,8 @@ class Engines:
         Only exact (flat) indexes move; returns None when the search moved to the GPU, else why not.
         """
         device = str(getattr(info, "device", "cpu"))
+        if getattr(info, "name", None) == "triton":  # its model_path names the server, no credentials
+            return f"the embedding model runs on the Triton server {info.model_path}"
         if not device.startswith("cuda"):
             return "the embedding backend runs on the CPU"
         if self.kind != "flat":

@@ -106,7 +106,7 @@ class SearchOptions:
     store: str | None = None
     collection: str | None = None
     k: int = DEFAULT_K
-    model: Path | None = None
+    model: Path | str | None = None  # `triton:URL` stays text (backends/triton.py `as_model`)
     backend: str = "auto"
     threads: int = 0
     exact: bool = False  # search an ivf/hnsw index exactly
@@ -128,6 +128,10 @@ class SearchOptions:
         check_bounds(SEARCH_BOUNDS, vars(self))
         object.__setattr__(self, "address", address)
         object.__setattr__(self, "queries", tuple(as_input(query) for query in self.queries))
+        if self.model is not None:
+            from ..backends.triton import as_model
+
+            object.__setattr__(self, "model", as_model(self.model))
 
 
 def search_gallery(
@@ -208,7 +212,7 @@ def search_images(
     count = len(index)
     check_k(k, count, index.where())  # before the model is opened
     index.set_search_params(nprobe=nprobe, ef_search=ef_search)
-    model_path = _model_of(index, model)
+    model_path, backend = _model_of(index, model, backend)
     streams = streams or StreamSettings()
     found = find_inputs(queries)
     paths = found.paths
@@ -404,9 +408,24 @@ def _frame_image(location: str, time: float) -> Any:
         return None
 
 
-def _model_of(index: Gallery, model: str | os.PathLike[str] | None) -> Path:
-    """The model given, else the one that embedded the gallery; it must exist."""
+def _model_of(
+    index: Gallery, model: str | os.PathLike[str] | None, backend: str = "auto"
+) -> tuple[Path | None, str]:
+    """(model, backend) that embed the queries: the model given, else the one that embedded the
+    gallery, which must exist; no local model for a Triton server's (`--backend triton:URL`, or
+    `--model triton:URL`: `backends.select.on_triton`), whose space is checked as any model's."""
+    from ..backends.select import on_triton
+    from ..backends.triton import is_triton
+
+    model, backend = on_triton(model, backend)
     model_path = Path(model) if model is not None else None
+    if model_path is None and is_triton(backend):
+        return None, backend
+    if model_path is None and "://" in (served := str(index.model.get("path", ""))):
+        raise InvedgeError(
+            f"this gallery was embedded by the Triton model {served}",
+            f"Search it there with --backend triton:{served}, or pass a local --model",
+        )
     if model_path is None and index.model.get("path"):
         model_path = Path(index.model["path"])
     if model_path is None or not model_path.exists():
@@ -416,7 +435,7 @@ def _model_of(index: Gallery, model: str | os.PathLike[str] | None) -> Path:
             else "no model known for this index",
             "Pass it with --model MODEL.onnx (or its export folder)",
         )
-    return model_path
+    return model_path, backend
 
 
 def _an_input(grid: Path, index_path: Path | None, queries: list[Path], locations: list[str]) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -20,6 +21,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..backends.base import l2_normalize
+from ..backends.triton import shown
 from ..index.settings import DEFAULT_K
 from ..version import __version__
 from .errors import ServeError, starting
@@ -63,6 +65,11 @@ async def metrics(service: Service = Running) -> Response:
     return Response(service.metrics.text(), media_type=CONTENT_TYPE)
 
 
+def _model_name(model: object) -> str:
+    """The model as /v1/info names it: a file's or folder's name, a Triton model's URL (no credentials)."""
+    return model.name if isinstance(model, Path) else shown(str(model))
+
+
 @router.get("/v1/info", summary="The model, backend, gallery, batching and limits")
 async def info(service: Service = Running) -> dict[str, Any]:
     settings = service.settings
@@ -70,7 +77,7 @@ async def info(service: Service = Running) -> dict[str, Any]:
     meta = dataclasses.asdict(service.meta)
     return {
         "version": __version__,
-        "model": meta | {"name": settings.model.name, "space_id": service.meta.space_id},
+        "model": meta | {"name": _model_name(settings.model), "space_id": service.meta.space_id},
         "backend": {
             key: getattr(service.backend_info, key) for key in ("name", "device", "precision", "model_path")
         },

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..backends.base import BackendInfo
+from ..backends.triton import shown
 from ..embedder import Embedder
 from ..gallery import Gallery
 from ..index.result import SearchResult
@@ -107,7 +108,7 @@ class Service:
             embedder = stack.enter_context(
                 Embedder(settings.model, backend=settings.backend, precision=settings.precision)
             )
-            gallery.current().check_space(embedder.space_id, model=str(settings.model))
+            gallery.current().check_space(embedder.space_id, model=shown(settings.model))
             if isinstance(gallery, LiveGallery):  # a file replaced by one of another space is refused
                 gallery.space_id = embedder.space_id
             batcher = DynamicBatcher(embedder, settings.max_batch, settings.max_wait_ms, settings.queue)

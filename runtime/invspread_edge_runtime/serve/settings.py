@@ -37,7 +37,7 @@ TOKEN_FILE_MAX_BYTES = 64 * 1024  # the token is its first line: no more is read
 class ServeSettings:
     """The service's configuration (the CLI flags); `check()` refuses values outside what is allowed."""
 
-    model: Path
+    model: Path | str  # a file or export folder, or `triton:URL` (text: backends/triton.py `as_model`)
     index: Path | None = None  # a gallery index file, or
     store: str | None = None  # a Milvus store (milvus:FILE, milvus://HOST:PORT) and
     collection: str | None = None  # the collection in it holding the gallery
@@ -50,12 +50,17 @@ class ServeSettings:
     max_wait_ms: float = 5.0
     queue: int = 256
     max_upload_mb: float = 20.0
-    max_pixels: int = 40_000_000
+    max_pixels: int = bounds.DEFAULT_MAX_PIXELS
     decode_threads: int = 4
     k_max: int = 100
     read_timeout_s: float = 10.0  # a client that has not sent its whole body by then gets 408
     image_roots: tuple[Path, ...] = ()  # folders whose image files the gallery may serve (files.py)
     watch: WatchSettings | None = None  # --watch SOURCE: searched in the background (GET /v1/watch)
+
+    def __post_init__(self) -> None:
+        from ..backends.triton import as_model
+
+        object.__setattr__(self, "model", as_model(self.model))
 
     @property
     def max_upload_bytes(self) -> int:

@@ -3,6 +3,11 @@
 The network is strongly typed: the ONNX graph carries the precision (fp32, an fp16 graph, or Q/DQ
 int8), so there is no calibration here and no precision flag. The batch range becomes one
 optimization profile for input `images`; a timing cache makes rebuilds fast.
+
+`dla_core` builds for a Jetson's DLA with GPU fallback: only the fp16 and int8 graphs (the DLA
+computes in FP16 and INT8), with a fixed batch (the DLA has no dynamic shapes); the layers TensorRT
+reports as not DLA-capable (they run on the GPU) are listed in the sidecar. On TensorRT 10 such a
+network is weakly typed with the precision flag of its graph (see `api.network_flags`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import console
-from ..bounds import ENGINE_MAX_BATCH, ENGINE_MIN_BATCH, ENGINE_OPT_BATCH, WORKSPACE_MB
+from ..bounds import DLA_CORE, ENGINE_MAX_BATCH, ENGINE_MIN_BATCH, ENGINE_OPT_BATCH, WORKSPACE_MB
 from ..errors import ConfigError, EngineError, ModelError
 from ..files import atomic_write_bytes, sha256_bytes, sha256_file
 from ..integrity import check_artifact
@@ -63,11 +68,14 @@ def check_settings(
     opt_batch: int | None = None,
     max_batch: int = DEFAULT_MAX_BATCH,
     workspace_mb: int = DEFAULT_WORKSPACE_MB,
+    dla_core: int | None = None,
 ) -> tuple[str, BatchProfile]:
     """(the engine's precision, its batch profile) for a build of the model `meta` describes, or the
     one-line error a wrong file or setting gets: checked before TensorRT loads and minutes go by."""
     precision = resolve_precision(meta, precision, source)
-    return precision, check_profile(min_batch, opt_batch, max_batch, workspace_mb)
+    profile = check_profile(min_batch, opt_batch, max_batch, workspace_mb, dla_core)
+    check_dla_precision(precision, source, dla_core)
+    return precision, profile
 
 
 def check_profile(
@@ -75,13 +83,40 @@ def check_profile(
     opt_batch: int | None = None,
     max_batch: int = DEFAULT_MAX_BATCH,
     workspace_mb: int = DEFAULT_WORKSPACE_MB,
+    dla_core: int | None = None,
 ) -> BatchProfile:
-    """The batch profile of these settings, or the one-line error for a bad range or workspace."""
+    """The batch profile of these settings, or the one-line error for a bad range, workspace or
+    DLA core. For the DLA (`dla_core`) the batch is fixed at --max-batch (the DLA has no dynamic
+    shapes): --min-batch may be left at its default or equal it, --opt-batch left out or equal it."""
     for bound, value in ((ENGINE_MIN_BATCH, min_batch), (ENGINE_OPT_BATCH, opt_batch),
-                         (ENGINE_MAX_BATCH, max_batch), (WORKSPACE_MB, workspace_mb)):  # fmt: skip
+                         (ENGINE_MAX_BATCH, max_batch), (WORKSPACE_MB, workspace_mb),
+                         (DLA_CORE, dla_core)):  # fmt: skip
         if value is not None:
             bound.check(value)
-    return BatchProfile.of(min_batch, opt_batch, max_batch)
+    if dla_core is None:
+        return BatchProfile.of(min_batch, opt_batch, max_batch)
+    for flag, value, allowed in (("--min-batch", min_batch, (DEFAULT_MIN_BATCH, max_batch)),
+                                 ("--opt-batch", opt_batch, (None, max_batch))):  # fmt: skip
+        if value not in allowed:
+            raise ConfigError(
+                f"--dla needs a fixed batch: {flag} {value} differs from --max-batch {max_batch} "
+                "(the DLA has no dynamic shapes)",
+                f"Leave out {flag}: --max-batch alone sets the batch, smaller calls are padded up to it",
+            )
+    return BatchProfile(max_batch, max_batch, max_batch)
+
+
+def check_dla_precision(precision: str, source: str, dla_core: int | None) -> None:
+    """The DLA computes in FP16 and INT8 only: an fp32 graph is refused (the core's range is
+    `check_profile`'s, whether a device has it `api.check_dla_core`'s)."""
+    if dla_core is None:
+        return
+    if precision == "fp32":
+        raise ConfigError(
+            f"{source} is an fp32 model; the DLA runs FP16 and INT8 only",
+            f"Build from {ARTIFACT_FILES['fp16']} or {ARTIFACT_FILES['int8']} in the same export folder "
+            "('invedge export RUN --fp16 --int8' writes them)",
+        )
 
 
 def engine_path_for(onnx_path: str | os.PathLike[str]) -> Path:
@@ -91,7 +126,12 @@ def engine_path_for(onnx_path: str | os.PathLike[str]) -> Path:
 
 
 def current_key(
-    onnx_path: Path, precision: str, profile: BatchProfile, trt: Any, gpu: cuda.GpuIdentity
+    onnx_path: Path,
+    precision: str,
+    profile: BatchProfile,
+    trt: Any,
+    gpu: cuda.GpuIdentity,
+    dla_core: int | None = None,
 ) -> EngineKey:
     return EngineKey(
         onnx_sha256=sha256_file(onnx_path),
@@ -102,12 +142,14 @@ def current_key(
         min_batch=profile.min,
         opt_batch=profile.opt,
         max_batch=profile.max,
+        dla_core=dla_core,
     )
 
 
-# (tensorrt module, serialized plan) → the figures for the sidecar, None when unchecked; raises on a
-# failing engine. Handed in by whoever opens the model, so the builder never imports verification.
-PlanCheck = Callable[[Any, bytes], "dict[str, Any] | None"]
+# (tensorrt module, serialized plan, its DLA core or None) → the figures for the sidecar, None when
+# unchecked; raises on a failing engine. Handed in by whoever opens the model, so the builder never
+# imports verification.
+PlanCheck = Callable[[Any, bytes, "int | None"], "dict[str, Any] | None"]
 
 
 def build_engine(
@@ -123,6 +165,7 @@ def build_engine(
     verbose: bool = False,
     meta: ModelMeta | None = None,
     check: PlanCheck | None,
+    dla_core: int | None = None,
 ) -> EngineInfo:
     """Build a TensorRT engine for this GPU from an exported ONNX file and write it atomically with
     its sidecar (`<engine>.json`). `precision` defaults to the ONNX file's own (from its metadata)
@@ -130,7 +173,8 @@ def build_engine(
     and written back after the build. `meta`: the ONNX file's metadata when the caller has read it
     already (else it is read here, once). `check` runs the new plan before anything is written
     (`verify.engines.probe_plan_check`: the probe set beside the ONNX file); None, which a
-    caller must write out, writes it unchecked.
+    caller must write out, writes it unchecked. `dla_core`: build for that DLA core of a Jetson, with
+    GPU fallback (see the module docstring); EngineError on a device without it.
     Raises EngineError / ModelError / MissingDependency, ConfigError for a `precision` that is not the
     ONNX file's, and the check's AccuracyError.
     """
@@ -138,14 +182,19 @@ def build_engine(
     meta = meta or read_model_meta(onnx_path)
     check_artifact(onnx_path, meta.checkpoint_sha256)  # never compile a damaged artifact into an engine
     precision, profile = check_settings(
-        meta, str(onnx_path), precision, min_batch, opt_batch, max_batch, workspace_mb
+        meta, str(onnx_path), precision, min_batch, opt_batch, max_batch, workspace_mb, dla_core
     )
 
     trt, _, gpu = api.open_device()
-    key = current_key(onnx_path, precision, profile, trt, gpu)
+    key = current_key(onnx_path, precision, profile, trt, gpu, dla_core)
     started = time.perf_counter()
-    data, input_shape, cache = _build_plan(trt, onnx_path, meta, profile, workspace_mb, timing_cache, verbose)
-    verified = check(trt, data) if check is not None else None  # a failure: nothing is written
+    data, input_shape, cache, dla = _build_plan(
+        trt, onnx_path, meta, precision, profile, workspace_mb, timing_cache, verbose, dla_core
+    )
+    verified = check(trt, data, dla_core) if check is not None else None  # a failure: nothing is written
+    extra: dict[str, Any] = {"dla": dla} if dla else {}
+    if verified:
+        extra["verify"] = verified
     info = EngineInfo(
         engine_path=engine_path,
         key=key,
@@ -160,7 +209,7 @@ def build_engine(
         workspace_mb=workspace_mb,
         build_seconds=round(time.perf_counter() - started, 3),
         built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        extra={"verify": verified} if verified else {},
+        extra=extra,
     )
     # The old sidecar goes first: an engine without a sidecar is rebuilt, never trusted.
     sidecar_path(engine_path).unlink(missing_ok=True)
@@ -175,20 +224,20 @@ def _build_plan(
     trt: Any,
     onnx_path: Path,
     meta: ModelMeta,
+    precision: str,
     profile: BatchProfile,
     workspace_mb: int,
     timing_cache: str | os.PathLike[str] | None,
     verbose: bool,
-) -> tuple[bytes, tuple[int, int, int], Any]:
-    """Parse, configure and build: (the serialized plan, the input's (C, H, W), the timing cache)."""
+    dla_core: int | None,
+) -> tuple[bytes, tuple[int, int, int], Any, dict[str, Any] | None]:
+    """Parse, configure and build: (the serialized plan, the input's (C, H, W), the timing cache,
+    the DLA placement for the sidecar or None)."""
     logger = api.make_logger(trt, verbose)
-    try:
-        builder = trt.Builder(logger)
-    except (TypeError, RuntimeError) as exc:
-        raise EngineError(
-            f"TensorRT could not create a builder ({exc})", "Is an NVIDIA GPU visible?"
-        ) from exc
-    network = builder.create_network(api.network_flags(trt))
+    builder = api.make_builder(trt, logger)
+    if dla_core is not None:  # a device without that core: one line, before parsing
+        api.check_dla_core(trt, dla_core, profile.max, builder)
+    network = builder.create_network(api.network_flags(trt, dla=dla_core is not None))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = api.parser_errors(parser)
@@ -208,6 +257,7 @@ def _build_plan(
         (profile.max, *input_shape),
     )
     config.add_optimization_profile(opt_profile)
+    dla = _configure_dla(trt, config, network, precision, dla_core) if dla_core is not None else None
     cache = _attach_timing_cache(config, Path(timing_cache) if timing_cache else None)
 
     plan = builder.build_serialized_network(network, config)
@@ -217,7 +267,32 @@ def _build_plan(
             "Try a smaller --max-batch or a larger --workspace-mb",
         )
     data = bytes(memoryview(plan))
-    return data, input_shape, cache
+    return data, input_shape, cache, dla
+
+
+def _configure_dla(trt: Any, config: Any, network: Any, precision: str, dla_core: int) -> dict[str, Any]:
+    """Every layer to the DLA core, with GPU fallback; returns the sidecar's record {"core", "layers",
+    "not_dla_capable"} and prints it in one line. The list is TensorRT's answer before the build
+    (`can_run_on_DLA`): those layers run on the GPU; the DLA compiler may still move others there
+    (TensorRT's build log says so), so it is a floor of what runs on the GPU, not the placement."""
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = dla_core
+    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    for flag in api.dla_precision_flags(trt, precision):
+        config.set_flag(flag)
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    gpu = [f"{layer.name} ({layer.type.name})" for layer in layers if not config.can_run_on_DLA(layer)]
+    shown = ", ".join(gpu[:5]) + (f", … ({len(gpu) - 5} more)" if len(gpu) > 5 else "")
+    console.info(
+        f"DLA core {dla_core}: "
+        + (
+            f"{len(gpu)} of {len(layers)} layers not DLA-capable (TensorRT's can_run_on_DLA), "
+            f"they run on the GPU: {shown}"
+            if gpu
+            else f"all {len(layers)} layers DLA-capable (TensorRT's can_run_on_DLA)"
+        )
+    )
+    return {"core": dla_core, "layers": len(layers), "not_dla_capable": gpu}
 
 
 def _check_io(network: Any, meta: ModelMeta, source: str) -> tuple[int, int, int]:

@@ -62,17 +62,30 @@ class EngineKey:
     min_batch: int
     opt_batch: int
     max_batch: int
+    dla_core: int | None = None  # the DLA core it runs on (GPU fallback for the rest); None: the GPU
 
     @property
     def profile(self) -> BatchProfile:
         return BatchProfile(self.min_batch, self.opt_batch, self.max_batch)
+
+    @property
+    def device(self) -> str:
+        """Where the engine runs: 'GPU' or 'DLA core N'."""
+        return device_name(self.dla_core)
 
     def mismatches(self, other: EngineKey) -> list[str]:
         """Why an engine built for `other` cannot serve `self`, one reason per line ([] = reusable)."""
         reasons = engine_mismatches(self, other)
         if other.profile != self.profile:
             reasons.append(f"built for batch profile {other.profile}, {self.profile} wanted")
+        if other.dla_core != self.dla_core:
+            reasons.append(f"built for {other.device}, {self.device} wanted")
         return reasons
+
+
+def device_name(dla_core: int | None) -> str:
+    """Where an engine for `dla_core` runs, as the mismatch reasons and the CLI name it."""
+    return "GPU" if dla_core is None else f"DLA core {dla_core}"
 
 
 def engine_mismatches(here: Any, other: Any) -> list[str]:
@@ -128,7 +141,7 @@ class EngineInfo:
                 continue
             value = getattr(self, f.name)
             doc[f.name] = (
-                asdict(value) if f.name == "key" else list(value) if f.name == "input_shape" else value
+                _key_json(value) if f.name == "key" else list(value) if f.name == "input_shape" else value
             )
         return doc
 
@@ -143,6 +156,15 @@ class EngineInfo:
             return cls(engine_path=Path(engine_path), **kwargs)
         except (KeyError, TypeError, ValueError) as exc:
             raise EngineError(f"{sidecar_path(engine_path)} is damaged ({exc!r})") from exc
+
+
+def _key_json(key: EngineKey) -> dict[str, Any]:
+    """The key as the sidecar holds it; a GPU engine's has no `dla_core`, so runtimes older than
+    DLA builds still read GPU sidecars (they refuse unknown key fields)."""
+    doc = asdict(key)
+    if key.dla_core is None:
+        del doc["dla_core"]
+    return doc
 
 
 def sidecar_path(engine_path: str | os.PathLike[str]) -> Path:
@@ -178,11 +200,13 @@ def default_cache_dir() -> Path:
 def cached_engine_path(
     cache_dir: str | os.PathLike[str], onnx_path: str | os.PathLike[str], key: EngineKey
 ) -> Path:
-    """One slot per (model file, ONNX content, precision, profile); a TensorRT or GPU change
-    overwrites the slot (a device has one GPU and one TensorRT at a time)."""
+    """One slot per (model file, ONNX content, precision, profile, GPU or DLA core); a TensorRT or GPU
+    change overwrites the slot (a device has one GPU and one TensorRT at a time)."""
     stem = Path(onnx_path).name.removesuffix(".onnx")
     p = key.profile
-    return Path(cache_dir) / f"{stem}-{key.onnx_sha256[:12]}-{key.precision}-b{p.min}-{p.opt}-{p.max}.engine"
+    dla = "" if key.dla_core is None else f"-dla{key.dla_core}"
+    name = f"{stem}-{key.onnx_sha256[:12]}-{key.precision}-b{p.min}-{p.opt}-{p.max}{dla}.engine"
+    return Path(cache_dir) / name
 
 
 def check_precision(precision: str) -> str:

@@ -18,12 +18,11 @@ from ..errors import EngineError, InvedgeError
 from ..files import sha256_bytes, sha256_file
 from ..metadata import ModelMeta, read_model_meta
 from . import api, cuda
-from .build import PlanCheck, build_engine, current_key, resolve_precision
+from .build import PlanCheck, build_engine, check_settings, current_key
 from .cache import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MIN_BATCH,
     DEFAULT_WORKSPACE_MB,
-    BatchProfile,
     EngineInfo,
     cached_engine_path,
     default_cache_dir,
@@ -52,6 +51,8 @@ def load_engine(
 ) -> LoadedEngine:
     """Load an engine the user named. Its sidecar must match this TensorRT and GPU (and `onnx_path`'s
     content when given); otherwise EngineError saying why and how to rebuild. Never rebuilds.
+    It runs where it was built to run: the GPU, or the DLA core its sidecar names (EngineError
+    when this device lacks that core).
 
     An engine without its sidecar is refused unless `trust_engine` (the CLI's --trust-engine): a
     serialized engine is code that TensorRT runs on the GPU, and TensorRT's own guidance is never to
@@ -85,7 +86,7 @@ def load_engine(
             reasons.append("the engine file does not match its sidecar (damaged, or replaced without it)")
         if reasons:
             raise EngineError(f"{engine_path} cannot be used here: " + "; ".join(reasons), hint)
-    runtime, engine = _deserialize(trt, data)
+    runtime, engine = _deserialize(trt, data, info.key.dla_core if info is not None else None)
     if engine is None:
         raise EngineError(f"TensorRT could not deserialise {engine_path} (see its messages above)", hint)
     return LoadedEngine(engine=engine, runtime=runtime, info=info, status="loaded")
@@ -102,17 +103,20 @@ def get_or_build_engine(
     *,
     meta: ModelMeta | None = None,
     check: PlanCheck | None,
+    dla_core: int | None = None,
 ) -> LoadedEngine:
     """The engine for `onnx_path` on this device: from the cache when its key matches and it
     deserialises, else (re)built into the cache, saying why. `meta`: the ONNX file's metadata when
-    the caller has read it (the backend has), else read here, once. `check`: see `build_engine`."""
+    the caller has read it (the backend has), else read here, once. `check`, `dla_core`: see
+    `build_engine` (a DLA engine has its own cache slot)."""
     onnx_path = Path(onnx_path)
     meta = meta or read_model_meta(onnx_path)
-    precision = resolve_precision(meta, precision, str(onnx_path))
-    profile = BatchProfile.of(min_batch, opt_batch, max_batch)
+    precision, profile = check_settings(
+        meta, str(onnx_path), precision, min_batch, opt_batch, max_batch, workspace_mb, dla_core
+    )
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     trt, _, gpu = api.open_device()
-    key = current_key(onnx_path, precision, profile, trt, gpu)
+    key = current_key(onnx_path, precision, profile, trt, gpu, dla_core)
     path = cached_engine_path(cache_dir, onnx_path, key)
 
     reason = "not built yet for this model, GPU and TensorRT"
@@ -133,8 +137,9 @@ def get_or_build_engine(
         timing,
         meta=meta,
         check=check,
+        dla_core=dla_core,
     )
-    runtime, engine = _deserialize(trt, path.read_bytes())
+    runtime, engine = _deserialize(trt, path.read_bytes(), dla_core)
     if engine is None:
         raise EngineError(f"TensorRT could not deserialise the engine it just built ({path})")
     status = "built" if reason.startswith("not built") else "rebuilt"
@@ -154,7 +159,7 @@ def _try_cached(path: Path, key: Any, trt: Any) -> tuple[str, LoadedEngine | Non
     data = path.read_bytes()
     if sha256_bytes(data) != info.engine_sha256:
         return "the engine file does not match its sidecar", None
-    runtime, engine = _deserialize(trt, data)
+    runtime, engine = _deserialize(trt, data, info.key.dla_core)
     if engine is None:
         return "TensorRT could not deserialise it", None
     return "", LoadedEngine(engine=engine, runtime=runtime, info=info, status="cached")
@@ -170,9 +175,9 @@ def _environment_mismatches(info: EngineInfo, trt: Any, gpu: cuda.GpuIdentity) -
     return here.mismatches(info.key)
 
 
-def _deserialize(trt: Any, data: bytes) -> tuple[Any, Any]:
+def _deserialize(trt: Any, data: bytes, dla_core: int | None) -> tuple[Any, Any]:
     """(runtime, engine or None). TensorRT returns None, or raises, for an incompatible plan."""
-    runtime = trt.Runtime(api.make_logger(trt))
+    runtime = api.make_runtime(trt, dla_core)
     try:
         engine = runtime.deserialize_cuda_engine(data)
     except (RuntimeError, TypeError, ValueError):

@@ -54,10 +54,19 @@ def verify_export(
     must mean the whole export is what was exported.
     """
     from ..backends.select import BACKEND_CHOICES, find_artifacts, pick_artifact
+    from ..backends.triton import is_triton, shown
     from ..metadata import PRECISIONS
 
+    if is_triton(backend):
+        raise InvedgeError(
+            "Triton is not available to verify: it checks an export's own artifacts on this machine",
+            "Verify the export the server's repository was written from with a local backend "
+            "(--backend auto)",
+        )
     if backend not in BACKEND_CHOICES:
-        raise InvedgeError(f"Invalid --backend {backend!r}. Only {', '.join(BACKEND_CHOICES)} are supported")
+        raise InvedgeError(
+            f"Invalid --backend {shown(backend)!r}. Only {', '.join(BACKEND_CHOICES)} are supported"
+        )
     if precision is not None and precision not in PRECISIONS:
         raise InvedgeError(f"Invalid --precision {precision!r}. Only {', '.join(PRECISIONS)} are supported")
     export = Path(export)

@@ -32,7 +32,7 @@ class WatchOptions:
     """What one `invedge watch` asks: the model, the gallery (`index`, or `collection` in `store`),
     the watch itself, and where matched frames go."""
 
-    model: Path
+    model: Path | str  # a file or export folder, or `triton:URL` (backends/triton.py `as_model`)
     watch: WatchSettings
     index: Path | None = None
     store: str | None = None
@@ -77,6 +77,7 @@ def run_watch(
     on_event: Callable[[str], None] | None = None,
 ) -> Watched:
     """Watch the source against the gallery until it ends, its sampling is done, or Ctrl-C."""
+    from ..backends.triton import shown
     from ..embedder import Embedder
     from ..sources.open import model_threads
 
@@ -89,7 +90,7 @@ def run_watch(
         check_k(1, count, gallery.where())  # an empty gallery: before the model opens
         threads = model_threads(options.threads, decoding=True)
         with Embedder(options.model, backend=options.backend, threads=threads) as embedder:
-            gallery.check_space(embedder.space_id, model=str(options.model))
+            gallery.check_space(embedder.space_id, model=shown(options.model))
             gallery.follow_backend(embedder.info)
             watch = options.watch
             source = watch.streams().open(spec, on_event=on_event)

@@ -59,6 +59,7 @@ def test_equal_keys_have_no_mismatch():
         ({"compute_capability": "9.0"}, "built for Orin (sm 9.0)"),
         ({"precision": "fp16"}, "built for precision fp16, int8 wanted"),
         ({"max_batch": 128}, "batch profile 1/32/128, 1/32/64 wanted"),
+        ({"dla_core": 1}, "built for DLA core 1, GPU wanted"),
     ],
 )
 def test_each_key_field_forces_a_rebuild_with_its_reason(change, reason):
@@ -317,3 +318,209 @@ def test_build_engine_refuses_bad_flags_before_any_output(tmp_path, capsys, make
     assert code == 1 and err.startswith("error:") and "\n" not in err, err
     assert needle in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+# --- DLA: the key, the sidecar, the cache slot and the settings a DLA build refuses ----------------
+
+
+@pytest.mark.parametrize(
+    ("wanted", "built", "reason"),
+    [
+        (0, None, "built for GPU, DLA core 0 wanted"),
+        (0, 1, "built for DLA core 1, DLA core 0 wanted"),
+        (None, 0, "built for DLA core 0, GPU wanted"),
+    ],
+)
+def test_dla_core_is_part_of_the_key(wanted, built, reason):
+    assert replace(KEY, dla_core=wanted).mismatches(replace(KEY, dla_core=built)) == [reason]
+    assert replace(KEY, dla_core=wanted).mismatches(replace(KEY, dla_core=wanted)) == []
+
+
+def test_gpu_sidecar_has_no_dla_core_so_older_runtimes_read_it(tmp_path):
+    """A GPU engine's key is written without `dla_core` (a runtime from before DLA builds refuses
+    unknown key fields); a sidecar without it reads as a GPU engine; a DLA engine's names its core."""
+    engine = tmp_path / "model.int8.engine"
+    write_sidecar(_info(engine))
+    doc = json.loads(sidecar_path(engine).read_text())
+    assert "dla_core" not in doc["key"]
+    assert sorted(doc["key"]) == sorted(f for f in EngineKey.__dataclass_fields__ if f != "dla_core")
+    info = read_sidecar(engine)
+    assert info.key.dla_core is None and info.key.device == "GPU" and info.key == KEY
+    write_sidecar(replace(_info(engine), key=replace(KEY, dla_core=1)))
+    assert json.loads(sidecar_path(engine).read_text())["key"]["dla_core"] == 1
+    assert read_sidecar(engine).key.device == "DLA core 1"
+
+
+def test_dla_sidecar_round_trip(tmp_path):
+    engine = tmp_path / "model.int8.engine"
+    dla = {"core": 1, "layers": 12, "not_dla_capable": ["resize (RESIZE)"]}
+    info = EngineInfo(
+        engine_path=engine,
+        key=replace(KEY, dla_core=1),
+        engine_sha256="e" * 64,
+        engine_bytes=1,
+        extra={"dla": dla},
+    )
+    write_sidecar(info)
+    back = read_sidecar(engine)
+    assert back == info and back.key.dla_core == 1 and back.extra["dla"] == dla
+
+
+def test_cache_slot_names_the_dla_core(tmp_path):
+    onnx = tmp_path / "model.int8.onnx"
+    gpu = cached_engine_path(tmp_path, onnx, KEY)
+    slots = {cached_engine_path(tmp_path, onnx, replace(KEY, dla_core=n)).name for n in (0, 1)}
+    assert slots == {
+        "model.int8-aaaaaaaaaaaa-int8-b1-32-64-dla0.engine",
+        "model.int8-aaaaaaaaaaaa-int8-b1-32-64-dla1.engine",
+    }
+    assert gpu.name not in slots
+
+
+@pytest.mark.parametrize(
+    ("settings", "profile"),
+    [
+        ({"max_batch": 8}, BatchProfile(8, 8, 8)),  # --max-batch alone fixes the batch
+        ({"min_batch": 4, "opt_batch": 4, "max_batch": 4}, BatchProfile(4, 4, 4)),
+        ({"min_batch": 8, "max_batch": 8}, BatchProfile(8, 8, 8)),
+        ({"opt_batch": 8, "max_batch": 8}, BatchProfile(8, 8, 8)),
+    ],
+)
+def test_dla_build_fixes_the_batch(settings, profile):
+    from invspread_edge_runtime.tensorrt.build import check_profile
+
+    assert check_profile(**settings, dla_core=0) == profile
+    assert check_profile(max_batch=8) == BatchProfile(1, 8, 8)  # the GPU keeps its dynamic range
+
+
+@pytest.mark.parametrize(
+    ("settings", "needle"),
+    [
+        ({"min_batch": 2, "max_batch": 8}, "--min-batch 2 differs from --max-batch 8"),
+        ({"opt_batch": 4, "max_batch": 8}, "--opt-batch 4 differs from --max-batch 8"),
+        ({"min_batch": 8, "opt_batch": 4, "max_batch": 8}, "--opt-batch 4 differs from --max-batch 8"),
+    ],
+)
+def test_dla_build_refuses_a_batch_range_naming_the_flag(settings, needle):
+    """A typed --min-batch/--opt-batch is refused, never silently changed."""
+    from invspread_edge_runtime.tensorrt.build import check_profile
+
+    with pytest.raises(ConfigError, match="--dla needs a fixed batch: " + needle) as exc:
+        check_profile(**settings, dla_core=0)
+    assert exc.value.hint.startswith("Leave out " + needle.split()[0])
+
+
+def test_dla_core_range_is_zero_or_one():
+    from invspread_edge_runtime.tensorrt.build import check_profile
+
+    assert check_profile(dla_core=1) == BatchProfile(64, 64, 64)
+    with pytest.raises(ConfigError, match=r"--dla 2 is out of range\. Use 0 to 1"):
+        check_profile(dla_core=2)
+
+
+def test_dla_refuses_an_fp32_graph(tmp_path, make_tiny_onnx):
+    from invspread_edge_runtime.tensorrt.build import check_settings
+
+    fp32 = read_model_meta(make_tiny_onnx(tmp_path / "model.onnx"))
+    with pytest.raises(ConfigError, match="is an fp32 model; the DLA runs FP16 and INT8 only") as exc:
+        check_settings(fp32, "model.onnx", dla_core=0)
+    assert "model.fp16.onnx" in exc.value.hint and "model.int8.onnx" in exc.value.hint
+    fp16 = read_model_meta(make_tiny_onnx(tmp_path / "model.fp16.onnx", precision="fp16"))
+    assert check_settings(fp16, "model.fp16.onnx", max_batch=4, dla_core=0) == ("fp16", BatchProfile(4, 4, 4))
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--dla", "0"], "is an fp32 model; the DLA runs FP16 and INT8 only. Build from model.fp16.onnx"),
+        (["--dla", "9"], "--dla 9 is out of range. Use 0 to 1"),
+        (["--dla", "-1"], "--dla -1 is out of range. Use 0 to 1"),
+    ],
+)
+def test_build_engine_dla_flags_fail_in_one_line(tmp_path, capsys, make_tiny_onnx, flags, needle):
+    model = make_tiny_onnx(tmp_path / "model.onnx")
+    code, err = _build_engine_cli(capsys, model, *flags)
+    assert code == 1 and err.startswith("error:") and "\n" not in err, err
+    assert needle in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def test_build_engine_dla_needs_a_fixed_batch(tmp_path, capsys, make_tiny_onnx):
+    model = make_tiny_onnx(tmp_path / "model.int8.onnx", precision="int8")
+    code, err = _build_engine_cli(capsys, model, "--dla", "0", "--min-batch", "2", "--max-batch", "8")
+    assert code == 1 and "--dla needs a fixed batch" in err and "\n" not in err, err
+
+
+def test_build_engine_dla_needs_a_fixed_batch_naming_the_typed_flag(tmp_path, capsys, make_tiny_onnx):
+    model = make_tiny_onnx(tmp_path / "model.int8.onnx", precision="int8")
+    code, err = _build_engine_cli(capsys, model, "--dla", "0", "--opt-batch", "4", "--max-batch", "8")
+    assert code == 1 and "--opt-batch 4 differs from --max-batch 8" in err and "\n" not in err, err
+
+
+# --- the device's DLA: asked of TensorRT before any build work, and again at load ------------------
+
+
+def _tensorrt_with_dla(monkeypatch, cores: int, max_batch: int = 4096):
+    """A stand-in `tensorrt` whose Builder and Runtime report `cores` DLA cores (no GPU needed)."""
+    from types import SimpleNamespace
+
+    from invspread_edge_runtime.tensorrt import api
+
+    class Logger:
+        WARNING, VERBOSE = 2, 4
+
+        def __init__(self, severity: int) -> None:
+            self.severity = severity
+
+    builder = SimpleNamespace(num_DLA_cores=cores, max_DLA_batch_size=max_batch)
+    trt = SimpleNamespace(
+        Logger=Logger,
+        Builder=lambda logger: builder,
+        Runtime=lambda logger: SimpleNamespace(num_DLA_cores=cores, DLA_core=-1),
+    )
+    monkeypatch.setattr(api, "import_tensorrt", lambda: trt)
+    return trt
+
+
+@pytest.mark.parametrize(
+    ("cores", "core", "max_batch", "message", "hint"),
+    [
+        (0, 0, 8, "this GPU has no DLA (DLA cores: 0)", "Build without --dla"),
+        (1, 1, 8, "--dla 1: this device has 1 DLA core", "Use --dla 0"),
+        (
+            2,
+            1,
+            8192,
+            "--max-batch 8192: this device's DLA takes batches of at most 4096",
+            "Use --max-batch 4096",
+        ),
+    ],
+)
+def test_check_dla_core_is_one_line(monkeypatch, cores, core, max_batch, message, hint):
+    from invspread_edge_runtime.tensorrt import api
+
+    trt = _tensorrt_with_dla(monkeypatch, cores)
+    with pytest.raises(EngineError) as exc:
+        api.check_dla_core(trt, core, max_batch)
+    assert exc.value.message == message and exc.value.hint.startswith(hint)
+    api.check_dla_core(_tensorrt_with_dla(monkeypatch, 2), 1, 4096)  # a device with both cores
+
+
+def test_dla_engine_on_a_device_without_its_core_is_refused_at_load(monkeypatch):
+    """A DLA-1 engine on an Orin with one DLA core: one line before TensorRT sees the plan."""
+    from invspread_edge_runtime.tensorrt import api
+
+    trt = _tensorrt_with_dla(monkeypatch, 1)
+    with pytest.raises(EngineError, match="the engine runs on DLA core 1; this device has 1 DLA core") as exc:
+        api.make_runtime(trt, 1)
+    assert "--dla 0" in exc.value.hint
+    assert api.make_runtime(trt, 0).DLA_core == 0
+    assert api.make_runtime(trt, None).DLA_core == -1  # a GPU engine: the runtime's default
+
+
+def test_build_engine_dla_without_a_dla_fails_before_building(tmp_path, capsys, monkeypatch, make_tiny_onnx):
+    _tensorrt_with_dla(monkeypatch, 0)
+    model = make_tiny_onnx(tmp_path / "model.int8.onnx", precision="int8")
+    code, err = _build_engine_cli(capsys, model, "--dla", "0", "--max-batch", "8")
+    assert code == 1 and err == "error: this GPU has no DLA (DLA cores: 0). Build without --dla", err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.int8.onnx"]

@@ -22,7 +22,7 @@ import pytest
 from tiny import REPO
 from tiny import TRT_API as TRT_TESTS
 
-CHECKS = ("check_build.py", "check_backend.py")
+CHECKS = ("check_build.py", "check_backend.py", "check_dla.py")
 
 
 def _prepare_module():
@@ -52,6 +52,20 @@ CORE = (
     "IExecutionContext.set_input_shape",
     "IExecutionContext.set_tensor_address",
     "IExecutionContext.execute_async_v3",
+)
+# What a DLA build (--dla N) and the load of its engine use, in every supported version.
+DLA = (
+    "Builder.num_DLA_cores",
+    "Builder.max_DLA_batch_size",
+    "IBuilderConfig.default_device_type",
+    "IBuilderConfig.DLA_core",
+    "IBuilderConfig.can_run_on_DLA",
+    "INetworkDefinition.num_layers",
+    "INetworkDefinition.get_layer",
+    "DeviceType.DLA",
+    "BuilderFlag.GPU_FALLBACK",
+    "Runtime.DLA_core",
+    "Runtime.num_DLA_cores",
 )
 # cuda-python functions the backend's device timing uses (checked against the real signatures).
 CUDA_EVENTS = (
@@ -90,11 +104,13 @@ def test_our_tensorrt_code_fits_the_real_api(version: str, tmp_path: Path) -> No
     used = json.loads(report.read_text())
     assert used["tensorrt"] == version
     assert set(CORE) <= set(used["used"]), sorted(set(CORE) - set(used["used"]))
+    assert set(DLA) <= set(used["used"]), sorted(set(DLA) - set(used["used"]))
     assert set(CUDA_EVENTS) <= set(used["cuda_used"]), sorted(set(CUDA_EVENTS) - set(used["cuda_used"]))
     major = int(version.split(".")[0])
     if major == 10:  # weak typing still exists: strong typing is requested, the probe finds FP16
         assert "NetworkDefinitionCreationFlag.STRONGLY_TYPED" in used["used"]
         assert "BuilderFlag.FP16" in used["used"]
+        assert "BuilderFlag.INT8" in used["used"]  # a DLA build of the int8 graph (weakly typed on 10)
     else:  # always strongly typed: no creation flag, the probe finds no FP16
         assert "NetworkDefinitionCreationFlag.STRONGLY_TYPED" not in used["used"]
         assert used["probed_absent"] == ["BuilderFlag.FP16"]
