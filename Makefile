@@ -7,7 +7,7 @@ FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CHROMIUM := /usr/bin/chromium
 DEMO    ?= runs/demo
 
-.PHONY: install data browser rtsp-deps triton-server demo serve test test-slow trt-api test-trt test-arm64 lint clean
+.PHONY: install data browser rtsp-deps triton-server triton-serve demo serve test test-slow trt-api test-trt test-arm64 lint clean
 
 # Idempotent: re-runs pip only when the project's install files change.
 install: $(STAMP)
@@ -92,6 +92,13 @@ $(TRITON_PY): | $(STAMP)
 	echo "import site; site.addsitedir('$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')')" \
 		> "$$(.cache/triton-python/bin/python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/invedge_venv.pth"
 	touch $(TRITON_PY)
+
+# Serve a model repository here with that binary (Python backend only: a repository written with
+# `invedge deploy triton EXPORT --out REPO --embedding python --device cpu`); Ctrl-C stops it.
+# scripts/tritonserver_local.py sets up the stub, LD_LIBRARY_PATH and PATH (the tests start it the same way).
+triton-serve: triton-server
+	@test -n "$(REPO)" || { echo "error: no repository given. Run make triton-serve REPO=path/to/repo"; exit 1; }
+	$(BIN)/python scripts/tritonserver_local.py "$(REPO)" $(if $(ARGS),-- $(ARGS))
 
 test: install data browser rtsp-deps triton-server
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q

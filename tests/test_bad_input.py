@@ -907,6 +907,10 @@ CASES = [
                                                                     t / "checkpoint.safetensors")),
       "checkpoint.safetensors", alone=True),
     C("build-engine-model-is-a-folder", _engine(model=lambda t, g: mkdir(t / "models")), "models", alone=True),
+    C("build-engine-folder-without-the-precision", _engine("--precision", "fp16", model=lambda t, g: cp(
+        g.export / "model.onnx", t / "only" / "model.onnx").parent), "fp16", alone=True),
+    C("build-engine-folder-int8-cpu", _engine("--precision", "int8-cpu", model=lambda t, g: cp(
+        g.export, t / "exp")), "int8-cpu", alone=True),
     C("train-data-one-image", lambda t, g: tiny_train(t, "--data", png(t / "one" / "a.png").parent), "one"),
     C("eval-data-empty-folder", lambda t, g: ["eval", run_copy(t, g), "--data", mkdir(t / "noimages")],
       "noimages", alone=True),
@@ -1207,6 +1211,8 @@ CASES = [
         t, g, lambda e: truncate(e / "model.int8.onnx"))), "model.int8.onnx", alone=True),
     C("build-engine-artifact-one-byte-flipped", _engine(model=lambda t, g: _damaged_export(
         t, g, lambda e: flip(e / "model.int8.onnx")) / "model.int8.onnx"), "model.int8.onnx", alone=True),
+    C("build-engine-folder-artifact-one-byte-flipped", _engine(model=lambda t, g: _damaged_export(
+        t, g, lambda e: flip(e / "model.int8.onnx"))), "model.int8.onnx", alone=True),
     # --- reliability 6 damaged artifacts: cases above this line ---
     # what a swap keeps beside a folder (.NAME.old, .NAME.replaced, probes' .probes.old) that is not the old
     # folder it left: named before any work, never deleted or renamed into place

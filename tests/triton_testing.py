@@ -2,26 +2,21 @@
 
 `make triton-server` installs PyPI's nvidia-pytriton wheel into .cache/pytriton (never into .venv: its
 own dependencies pin numpy < 2; the binary alone needs none of them). `start_triton(repo)` serves a
-model repository on free loopback ports and waits until it is ready; the session fixture
-`triton_server` serves the repository `invedge deploy triton --embedding python --device cpu` writes
-from the session's `tiny_export` (the Python backend runs ONNX Runtime there, as this binary has no
-ONNX Runtime backend).
-
-The Python backend's stub is a separate program that embeds libpython: it must load this interpreter's
-own libpython (pyenv's, found through LD_LIBRARY_PATH; Debian's libpython3.11 is another 3.11) and
-import numpy, onnxruntime and invspread_edge_runtime: from `STUB_PYTHON`'s venv (made by
-`make triton-server`), found through PATH.
+model repository on free loopback ports through `scripts/tritonserver_local.py`, the way people
+start it here (its docstring: the backend folder with the stub, LD_LIBRARY_PATH, PATH), and waits
+until it is ready; the session fixture `triton_server` serves the repository `invedge deploy triton
+--embedding python --device cpu` writes from the session's `tiny_export` (the Python backend runs
+ONNX Runtime there, as this binary has no ONNX Runtime backend).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
-import sysconfig
 import time
 import urllib.error
 import urllib.request
@@ -33,18 +28,30 @@ import pytest
 from rtsp_testing import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-DIST = ROOT / ".cache" / "pytriton" / "pytriton" / "tritonserver"
-BINARY = DIST / "bin" / "tritonserver"
-LIBS = ROOT / ".cache" / "pytriton" / "nvidia_pytriton.libs"
-# The Python the backend's stubs run: a venv with numpy < 2 (this stub, built against numpy 1, mis-reads
-# numpy 2 arrays: BYTES inputs and Tensor(name, ndarray) outputs) that adds this venv's site-packages
-# after its own (numpy 1 first; onnxruntime, Pillow and invspread_edge_runtime from .venv).
-STUB_PYTHON = ROOT / ".cache" / "triton-python" / "bin" / "python3"
-STUB_PYTHON_READY = STUB_PYTHON.parents[1] / ".installed"  # written last by make triton-server
-STUB_PTH = "invedge_venv.pth"  # in STUB_PYTHON's site-packages: adds .venv's site-packages after its own
+SCRIPT = ROOT / "scripts" / "tritonserver_local.py"
 INSTALL = "make triton-server"
 READY_TIMEOUT_S = 120.0  # model loads: the Python backend starts one stub process per model instance
 STOP_TIMEOUT_S = 20.0
+SERVER_FLAGS = (  # after the script's own: loopback only, fail fast, quiet
+    "--allow-metrics=true",
+    "--allow-gpu-metrics=false",
+    "--strict-readiness=true",
+    "--exit-on-error=true",
+    "--log-verbose=0",
+)
+
+
+def _load_script() -> ModuleType:
+    """scripts/tritonserver_local.py as a module (scripts/ is no package)."""
+    spec = importlib.util.spec_from_file_location("tritonserver_local", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+local = _load_script()
 
 
 @dataclass
@@ -93,21 +100,8 @@ class TritonServer:
 
 
 def missing() -> str | None:
-    """None when the server can run the Python backend here, else why not."""
-    for needed in (BINARY, STUB_PYTHON_READY):
-        if not needed.is_file():
-            return f"{needed.relative_to(ROOT)} is missing"
-    if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
-        return f"{sys.executable} has no shared libpython (the Python-backend stub embeds it): use a Python built with --enable-shared"
-    pth = next(STUB_PYTHON.parents[1].glob(f"lib/python3*/site-packages/{STUB_PTH}"), None)
-    if pth is None:
-        return f"{STUB_PTH} is missing from {STUB_PYTHON.parents[1].relative_to(ROOT)}"
-    for line in pth.read_text().splitlines():
-        if "addsitedir(" in line:
-            site = line.split("addsitedir(", 1)[1].strip(")' \"")
-            if not Path(site).is_dir():
-                return f"{pth} points at {site}, which does not exist (the checkout moved): remove .cache/triton-python"
-    return None
+    """None when the server can run the Python backend here, else why not (the script's check)."""
+    return local.missing()
 
 
 def skip_or_fail(reason: str, install: str = INSTALL, what: str = "PyTriton's tritonserver binary") -> None:
@@ -128,35 +122,6 @@ def require(module: str) -> ModuleType:
         raise  # not reached: skip_or_fail raises
 
 
-def backend_dir(work: Path) -> Path:
-    """A backends folder whose Python backend holds the stub built for this interpreter's version
-    (the wheel ships one per Python version; the backend runs the one beside libtriton_python.so)."""
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    stub = DIST / "python_backend_stubs" / version / "triton_python_backend_stub"
-    if not stub.is_file():
-        raise RuntimeError(f"PyTriton ships no Python-backend stub for Python {version} ({stub})")
-    target = work / "backends" / "python"
-    if not (target / "triton_python_backend_stub").is_file():
-        target.mkdir(parents=True, exist_ok=True)
-        for item in (DIST / "backends" / "python").iterdir():
-            if item.is_file():
-                shutil.copy2(item, target / item.name)
-        shutil.copy2(stub, target / "triton_python_backend_stub")
-    return target.parent
-
-
-def server_env() -> dict[str, str]:
-    """The environment the server and its Python stubs need (module docstring)."""
-    env = dict(os.environ)
-    libdirs = [str(LIBS), sysconfig.get_config_var("LIBDIR") or ""]
-    env["LD_LIBRARY_PATH"] = os.pathsep.join([d for d in libdirs if d] + [env.get("LD_LIBRARY_PATH", "")])
-    # the stub's embedded interpreter takes its prefix (its site-packages) from the first `python3` on
-    # PATH; it ignores PYTHONPATH
-    env["PATH"] = os.pathsep.join([str(STUB_PYTHON.parent), env.get("PATH", "")])
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
 def start_triton(repo: Path, model: str | None = None, work: Path | None = None) -> TritonServer:
     """Serve `repo` on free loopback ports; return once every model is ready (RuntimeError with the
     server's log when it exits or is not ready in READY_TIMEOUT_S). Stop it with `.stop()` or `with`."""
@@ -174,22 +139,19 @@ class PortTaken(RuntimeError):
 def _start(repo: Path, model: str | None, work: Path) -> TritonServer:
     server = TritonServer(repo=repo, model=model, log_path=work / "tritonserver.log")
     command = [
-        str(BINARY),
-        f"--model-repository={repo}",
-        f"--backend-directory={backend_dir(work)}",
+        sys.executable,
+        str(SCRIPT),
+        str(repo),
         f"--http-port={server.http_port}",
         f"--grpc-port={server.grpc_port}",
         f"--metrics-port={server.metrics_port}",
-        "--http-address=127.0.0.1",
-        "--grpc-address=127.0.0.1",
-        "--allow-metrics=true",
-        "--allow-gpu-metrics=false",
-        "--strict-readiness=true",
-        "--exit-on-error=true",
-        "--log-verbose=0",
+        "--address=127.0.0.1",
+        "--",
+        *SERVER_FLAGS,
     ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one OpenMP thread per stub: many stubs share the cores
     with server.log_path.open("wb") as log:
-        server.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=server_env())
+        server.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         _wait_ready(server)
     except BaseException:

@@ -30,9 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from invspread_edge_runtime.deploy.deepstream import CONFIG_NAME, read_manifest
+from invspread_edge_runtime.deploy.deepstream import CONFIG_NAME, MANIFEST, read_manifest
+from invspread_edge_runtime.errors import InvedgeError
 from invspread_edge_runtime.gallery import Gallery
 
+BINDINGS_HINT = (
+    "On the DeepStream machine: apt install python3-gi python3-gst-1.0, then pip install the pyds wheel "
+    "of your DeepStream release (github.com/NVIDIA-AI-IOT/deepstream_python_apps, Releases); "
+    "in a virtual environment, make it with --system-site-packages so it sees gi"
+)
 UNTRACKED_OBJECT_ID = 0xFFFFFFFFFFFFFFFF  # NvDsObjectMeta.object_id with no tracker upstream (nvdsmeta.h)
 UNTRACKED = "untracked"  # in the id of such an object: searched, never added
 WATCH_BATCHES = 100  # batches with objects but none of our tensor meta before the probe warns
@@ -253,7 +259,7 @@ def build_pipeline(Gst: Any, uri: str, pgie: Path, sgie: Path) -> Any:
     return pipeline
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("deepstream_dir", type=Path, help="the folder 'invedge deploy deepstream' wrote")
     parser.add_argument("gallery", type=Path, help="an invedge index file (--mode add makes it when missing)")
@@ -271,20 +277,72 @@ def main(argv: list[str] | None = None) -> int:
         help="put before each object id (e.g. the video's name), so tracks of runs differ",
     )
     parser.add_argument("uri", help="a video URI, e.g. file:///path/video.mp4 or rtsp://...")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    import gi
 
-    gi.require_version("Gst", "1.0")
-    import pyds
-    from gi.repository import GLib, Gst
-
+def check_arguments(args: argparse.Namespace) -> tuple[dict[str, Any], Gallery]:
+    """(the SGIE folder's manifest, the gallery) once every argument is right, checked before
+    DeepStream is needed: ProbeError names the first wrong one."""
     from invspread_edge_runtime.index.gallery import Index
 
-    manifest = read_manifest(args.deepstream_dir)
-    gallery = (
-        Index.load(args.gallery) if args.gallery.exists() or args.mode == "search" else new_gallery(manifest)
-    )
+    folder = args.deepstream_dir
+    if not (folder / MANIFEST).is_file():
+        raise ProbeError(
+            f"{folder} holds no {MANIFEST}: it is not a folder 'invedge deploy deepstream' wrote. "
+            "Pass that folder (invedge deploy deepstream EXPORT --out DIR writes one)"
+        )
+    if not args.pgie.is_file():
+        raise ProbeError(f"--pgie {args.pgie}: no such file. Pass the detector's nvinfer config file")
+    try:
+        manifest = read_manifest(folder)
+        if args.gallery.exists() or args.mode == "search":
+            gallery = Index.load(args.gallery)
+            if args.mode == "add":  # the objects would join items of another embedding space
+                gallery.check_space(manifest["space_id"], adding=str(folder))
+            else:
+                gallery.check_space(manifest["space_id"], model=f"the SGIE model of {folder}")
+            return manifest, gallery
+    except InvedgeError as exc:
+        raise ProbeError(str(exc)) from exc
+    if not args.gallery.parent.is_dir():
+        raise ProbeError(
+            f"cannot write the new gallery {args.gallery}: its folder {args.gallery.parent} does not exist. "
+            "Create it, or name an index file in an existing folder"
+        )
+    return manifest, new_gallery(manifest)
+
+
+def import_bindings() -> tuple[Any, Any, Any]:
+    """(Gst, GLib, pyds): DeepStream's Python bindings, or ProbeError saying how to get them."""
+    try:
+        import gi
+
+        gi.require_version("Gst", "1.0")
+        from gi.repository import GLib, Gst  # noqa: I001 (pyds after Gst, as deepstream_python_apps do)
+
+        import pyds
+    except (ImportError, ValueError) as exc:  # ValueError: gi without GStreamer's typelib
+        raise ProbeError(
+            f"the probe needs DeepStream's Python bindings, gi (with Gst 1.0) and pyds ({exc}). {BINDINGS_HINT}"
+        ) from exc
+    return Gst, GLib, pyds
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        manifest, gallery = check_arguments(args)
+        Gst, GLib, pyds = import_bindings()
+    except ProbeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return run_pipeline(args, manifest, gallery, Gst, GLib, pyds)
+
+
+def run_pipeline(
+    args: argparse.Namespace, manifest: dict[str, Any], gallery: Gallery, Gst: Any, GLib: Any, pyds: Any
+) -> int:
+    """The pipeline until the video ends: each batch's embeddings added to or searched in `gallery`."""
     probe = GalleryProbe(gallery, manifest["space_id"], manifest["embedding_dim"], args.mode)
     gie_id = manifest["gie_unique_id"] if args.gie_id is None else args.gie_id
     watch = MetaWatch(gie_id)

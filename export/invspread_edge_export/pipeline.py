@@ -160,7 +160,11 @@ def export_model(
 
 
 def _triton_options(options: ExportOptions) -> TritonOptions:
-    return TritonOptions(overwrite=options.overwrite)
+    """The defaults, with `max_batch_size` from the export's batch range: the engines' maximum batch
+    when it builds engines (what the export was checked for), else the default."""
+    if options.engine is None:
+        return TritonOptions(overwrite=options.overwrite)
+    return TritonOptions(overwrite=options.overwrite, max_batch=options.engine.max_batch)
 
 
 def _triton_hint(out: Path, options: ExportOptions) -> str:
@@ -186,8 +190,8 @@ def _write_deepstream(out: Path, target: Path, overwrite: bool, log: Log) -> Non
 
     result = write_deepstream(out, target, Settings(), overwrite=overwrite)
     log(
-        f"DeepStream: wrote {', '.join(result.files)} into {target} ({result.precision}; folded graph "
-        f"checked, cosine >= {result.check.min_cosine:.6f})"
+        f"DeepStream: wrote {', '.join(result.files)} into {target} ({result.precision}); folded graph "
+        f"checked: {result.check.summary()}"
     )
 
 

@@ -74,7 +74,8 @@ class ModelMeta:
         ours = {k[len(PREFIX) :]: v for k, v in props.items() if k.startswith(PREFIX)}
         if ours.get("format") == DEEPSTREAM_FORMAT:
             raise ModelError(
-                f"{source} is the DeepStream variant of a model (it takes nvinfer's raw 0-255 pixels)",
+                f"{source} is the DeepStream variant of a model (it takes net-scale-factor × (x − offsets) "
+                "of 0-255 pixels, as nvinfer feeds it, not invedge's normalised input)",
                 "Run the export folder it was written from instead",
             )
         if ours.get("format") != FORMAT:

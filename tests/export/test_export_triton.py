@@ -4,6 +4,7 @@ refused in one line before any export work."""
 from __future__ import annotations
 
 from tiny import invedge
+from triton_testing import require
 
 
 def test_export_writes_a_triton_repository(tiny_run, tmp_path, capsys):
@@ -35,3 +36,21 @@ def test_a_bad_triton_target_fails_before_the_export(tiny_run, tmp_path, capsys)
     (tmp_path / "file").write_text("x")
     assert invedge("export", tiny_run, "--out", out, "--triton", tmp_path / "file") == 1
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_max_batch_size_follows_the_engines_batch_range(tiny_run, tmp_path, monkeypatch):
+    """With --engine the repository's max_batch_size is the engines' maximum batch (the export's
+    batch range); TensorRT replaced here (the engines themselves are not what this checks)."""
+    from invspread_edge_export import pipeline
+    from invspread_edge_export.engines import EngineOptions
+
+    text_format = require("google.protobuf.text_format")
+    model_config_pb2 = require("tritonclient.grpc.model_config_pb2")
+
+    monkeypatch.setattr(EngineOptions, "check", lambda self, sources=(): None)
+    monkeypatch.setattr(pipeline, "build_engines", lambda report, options, log: [])
+    out, repo = tmp_path / "runs" / "b" / "export", tmp_path / "repo"
+    assert invedge("export", tiny_run, "--out", out, "--engine", "--max-batch", "16", "--triton", repo) == 0
+    for model in ("invedge_b", "invedge_b_onnx", "invedge_b_preprocess"):
+        text = (repo / model / "config.pbtxt").read_text()
+        assert text_format.Parse(text, model_config_pb2.ModelConfig()).max_batch_size == 16, model

@@ -437,3 +437,27 @@ def test_an_unreadable_index_path_is_not_blamed_on_permissions(tmp_path):
     with pytest.raises(IndexFileError, match="Too many levels of symbolic links") as exc:
         Index.load(loop)
     assert "permission" not in str(exc.value).lower() and "Check the path" in exc.value.hint
+
+
+@pytest.mark.parametrize(
+    ("model", "tail"),
+    [
+        ({"path": "/runs/shop/export/model.onnx"}, "QUERY.jpg --k 5"),
+        (
+            {"path": "grpc://gpu-box:8001/invedge_shop"},
+            "--k 5 --model triton:grpc://gpu-box:8001/invedge_shop",
+        ),
+        ({"path": "http://user:secret@gpu-box:8000/m"}, "--k 5 --model triton:http://gpu-box:8000/m"),
+    ],
+)
+def test_the_build_hint_names_the_triton_model_that_embedded_the_gallery(capsys, tmp_path, model, tail):
+    """`invedge index build`'s next step for a gallery embedded through `triton:URL` passes that
+    model (search has no local one to find), credentials left out."""
+    from invspread_edge_runtime.commands.index import _report_built
+    from invspread_edge_runtime.index.manage import IndexBuildResult
+
+    facts = {"kind": "flat", "count": 3, "model": model, "recall_at_10": None, "params": {}}
+    _report_built(IndexBuildResult(facts, 0.1, tmp_path / "g.index", 10))
+    err = capsys.readouterr().err
+    hint = next(line for line in err.splitlines() if "next:" in line)
+    assert hint.rstrip().endswith(tail) and "secret" not in err, err

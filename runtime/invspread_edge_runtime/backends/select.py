@@ -170,7 +170,7 @@ def pick_artifact(
             raise ConfigError(f"Invalid precision {precision!r}. Only {', '.join(PRECISIONS)} are supported.")
         if precision not in artifacts:
             raise ModelError(
-                f"no {precision} artifact here (found: {', '.join(sorted(artifacts))})",
+                f"no {precision} artifact in {_folder(artifacts)} (found: {', '.join(sorted(artifacts))})",
                 "Export it (invedge export RUN --int8 / --fp16) or choose another --precision",
             )
         order: tuple[str, ...] = (precision,)
@@ -189,6 +189,12 @@ def pick_artifact(
             "Use model.int8.onnx (symmetric INT8), fp16 or fp32 for TensorRT, or --backend ort-cpu",
         )
     raise ModelError(f"no artifact for {backend} among {', '.join(sorted(artifacts))}")
+
+
+def _folder(artifacts: dict[str, tuple[Path, ModelMeta]]) -> str:
+    """The export folder the artifacts were found in, as messages name it."""
+    folders = sorted({str(path.parent) for path, _meta in artifacts.values()})
+    return ", ".join(folders) or "the export"
 
 
 def backend_status() -> dict[str, str | None]:

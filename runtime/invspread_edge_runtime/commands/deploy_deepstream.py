@@ -68,8 +68,8 @@ def deepstream_command(
         f"wrote {', '.join(result.files)} into {out} ({result.precision}, from {result.source.name})"
     )
     console.info(
-        f"  checked on ONNX Runtime: the graph fed nvinfer's preprocessing gives the model's embeddings "
-        f"(cosine ≥ {check.min_cosine:.6f} over {check.images} images; bound {check.bound})"
+        "  checked on ONNX Runtime: the graph fed nvinfer's preprocessing gives the model's embeddings, "
+        + check.summary()
     )
     for name in result.removed:
         console.info(f"  removed {name}: nvinfer built it from the graph that was replaced")

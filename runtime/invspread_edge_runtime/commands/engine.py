@@ -1,4 +1,4 @@
-"""`invedge build-engine`: a TensorRT engine for this GPU from an exported ONNX file."""
+"""`invedge build-engine`: a TensorRT engine for this GPU from an export folder or one of its ONNX files."""
 
 from __future__ import annotations
 
@@ -15,10 +15,15 @@ def register(app: typer.Typer) -> None:
 
 def build_engine_command(
     model: Path = typer.Argument(
-        ..., help="An exported ONNX file: model.onnx, model.fp16.onnx or model.int8.onnx."
+        ...,
+        help="An export folder (or its run folder), or one of its ONNX files: model.onnx, model.fp16.onnx "
+        "or model.int8.onnx. The engine goes beside the ONNX file it is built from.",
     ),
     precision: str = typer.Option(
-        None, "--precision", help="fp32, fp16 or int8; must match the ONNX file (default: the file's own)."
+        None,
+        "--precision",
+        help="fp32, fp16 or int8. With a folder: the artifact to build from (default: the best for "
+        "TensorRT, int8 > fp16 > fp32); with a file: must match it (default: the file's own).",
     ),
     min_batch: int = MinBatchOpt,
     opt_batch: int = OptBatchOpt,
@@ -33,7 +38,6 @@ def build_engine_command(
 ) -> None:
     """Build a TensorRT engine (strongly typed: precision comes from the ONNX graph) with its sidecar."""
     from .. import console
-    from ..errors import ModelError
     from ..files import human_size
     from ..integrity import check_artifact
     from ..metadata import read_model_meta
@@ -42,12 +46,9 @@ def build_engine_command(
     from ..tensorrt.cache import TIMING_CACHE_NAME
     from ..verify.engines import probe_plan_check
 
-    existing(model, "model")
+    existing(model, "model", "Pass an export folder or one of its .onnx files")
     if model.is_dir():
-        raise ModelError(
-            f"{model} is a folder; build-engine takes one exported .onnx file",
-            f"Pass one of its models, e.g. {model / 'model.int8.onnx'}",
-        )
+        model = artifact_for_tensorrt(model, precision)
     meta = read_model_meta(model)
     settings = (precision, min_batch, opt_batch, max_batch, workspace_mb)
     _, profile = check_settings(meta, str(model), *settings, dla)  # a wrong file or flag: one line, at once
@@ -74,3 +75,15 @@ def build_engine_command(
         f"batch {key.profile}" + (f" · {key.device}, GPU fallback" if key.dla_core is not None else "")
     )
     console.info(f"Next: invedge embed {model} IMAGES --backend trt --out images.emb")
+
+
+def artifact_for_tensorrt(folder: Path, precision: str | None) -> Path:
+    """The ONNX file of an export (or run) folder to build from: `precision`'s, else TensorRT's
+    preference (int8 > fp16 > fp32); never the CPU INT8 layout, which TensorRT does not accept."""
+    from ..backends.select import find_artifacts, pick_artifact
+    from ..tensorrt.cache import check_precision
+
+    if precision not in (None, "int8-cpu"):  # int8-cpu: pick_artifact says TensorRT cannot run it
+        check_precision(precision)  # a typo: the same line a file gets
+    path, _ = pick_artifact(find_artifacts(folder), "trt", precision)
+    return path

@@ -100,13 +100,24 @@ def _report_built(built: IndexBuildResult) -> None:
             f"{facts['kind']} index of {facts['count']:,} items → {built.path} "
             f"({human_size(built.size_bytes)}) in {seconds:.1f} s"
         )
-        console.info(f"next: invedge search {built.path} QUERY.jpg --k 5")
+        console.info(f"next: invedge search {built.path} QUERY.jpg --k 5{_served_model(facts)}")
         return
     store, collection = facts["store"], facts["collection"]
     console.success(
         f"{facts['kind']} collection {collection} of {facts['count']:,} items → {store} in {seconds:.1f} s"
     )
-    console.info(f"next: invedge search --store {store} --collection {collection} QUERY.jpg --k 5")
+    console.info(
+        f"next: invedge search --store {store} --collection {collection} QUERY.jpg --k 5{_served_model(facts)}"
+    )
+
+
+def _served_model(facts: dict) -> str:
+    """` --model triton:URL` for a gallery embedded through a Triton server (search needs the server
+    named: there is no local model to find), else nothing."""
+    from ..backends.triton import shown
+
+    served = str((facts.get("model") or {}).get("path", ""))
+    return f" --model {shown('triton:' + served)}" if "://" in served else ""
 
 
 def add(

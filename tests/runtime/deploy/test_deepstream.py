@@ -160,6 +160,11 @@ def test_fold_on_fashion_mnist_images_fp32(tiny_export, fmnist_test, tmp_path):
     assert check.min_cosine >= 0.99999
     # Fashion-MNIST's three stds are equal: nvinfer's scale and offsets express all of it
     assert result.normalisation.channel_scale is None
+    readme = (tmp_path / "ds" / "README.md").read_text()
+    assert "which is all of our normalisation" in readme and "the graph is the export's" in readme
+    assert "1/std" not in readme
+    config = (tmp_path / "ds" / CONFIG_NAME).read_text()
+    assert "which is all of (x/255 - mean[c]) / std" in config and "multiplies" not in config
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
@@ -185,6 +190,11 @@ def test_fold_with_distinct_channel_mean_and_std(colour_export, tmp_path, precis
     # FP16: the Mul runs in FP32 before the Cast; INT8: before the first QuantizeLinear
     assert readers == {"fp32": ["Conv"], "fp16": ["Cast"], "int8": ["QuantizeLinear"]}[precision]
     assert not [n for n in graph.node[1:] if "images" in n.input]  # nothing reads the raw input any more
+    readme = (tmp_path / "ds" / "README.md").read_text()
+    assert "which is x/255 − mean per channel" in readme and "multiplies each channel by 1/std" in readme
+    assert "all of our normalisation" not in readme
+    config = (tmp_path / "ds" / CONFIG_NAME).read_text()
+    assert "the ONNX graph first multiplies" in config and "channel c by 1/std[c]" in config
 
 
 def _two_reader_graph() -> onnx.ModelProto:
@@ -400,6 +410,26 @@ def test_cli_bad_targets_and_missing_artifacts(tiny_export, make_tiny_onnx, tmp_
     ]
     (tmp_path / "afile").write_text("x")
     cases.append(([tiny_export, "--out", tmp_path / "afile"], "is a file"))
+    run = tmp_path / "shop"  # a run folder and the export folder `invedge export` writes into it
+    shutil.copytree(tiny_export, run / "export")
+    cases.append(
+        ([run / "export", "--out", run, "--overwrite"], f"{run} is the run folder of the export folder")
+    )
+    other_run = tmp_path / "other_run"
+    other_run.mkdir()
+    (other_run / "checkpoint.safetensors").write_bytes(b"weights")
+    cases.append(
+        ([tiny_export, "--out", other_run], f"{other_run} is a run folder (it holds checkpoint.safetensors)")
+    )
+    repo = tmp_path / "repo"  # a Triton model repository
+    (repo / "invedge_shop").mkdir(parents=True)
+    (repo / "invedge_shop" / "config.pbtxt").write_text('name: "invedge_shop"\n')
+    at_root = (
+        "is a Triton model repository (it holds invedge_shop/config.pbtxt): the DeepStream files would sit"
+    )
+    cases.append(([tiny_export, "--out", repo, "--overwrite"], at_root))
+    cases.append(([tiny_export, "--out", repo], at_root))
+    cases.append(([tiny_export, "--out", repo / "ds"], "is inside the Triton model repository"))
     for argv, message in cases:
         code = invedge("deploy", "deepstream", *argv)
         err = capsys.readouterr().err.strip()
@@ -407,6 +437,9 @@ def test_cli_bad_targets_and_missing_artifacts(tiny_export, make_tiny_onnx, tmp_
             assert code == 0
             continue
         assert code == 1 and message in err and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in repo.iterdir()) == ["invedge_shop"]
+    assert sorted(p.name for p in run.iterdir()) == ["export"]
+    assert sorted(p.name for p in other_run.iterdir()) == ["checkpoint.safetensors"]
 
 
 def test_export_deepstream_option(tiny_run, tmp_path):
@@ -479,6 +512,76 @@ def test_probe_starts_an_empty_gallery_in_the_sgie_models_space(probe_module, ti
     probe.handle([("0/0/1", np.ones(manifest["embedding_dim"], np.float32))])
     assert len(gallery) == 1 and gallery.space_id == read_model_meta(tiny_export / "model.onnx").space_id
     gallery.save(tmp_path / "g.index")
+
+
+@pytest.fixture(scope="module")
+def probe_folders(tiny_export, tmp_path_factory) -> dict[str, Path]:
+    """An SGIE folder, the detector's config file, a gallery in its space and one of another space."""
+    from invspread_edge_runtime.index.gallery import Index
+
+    root = tmp_path_factory.mktemp("probe_args")
+    write_deepstream(tiny_export, root / "ds", Settings("fp32"))
+    manifest = read_manifest(root / "ds")
+    dim = manifest["embedding_dim"]
+    ours = {"space_id": manifest["space_id"], "checkpoint_sha256": "c" * 64, "embedding_dim": dim}
+    vectors = np.eye(2, dim, dtype=np.float32)
+    Index(vectors, ["a", "b"], ours).save(root / "ours.index")
+    Index(vectors, ["a", "b"], {**ours, "space_id": "other/8"}).save(root / "other.index")
+    (root / "pgie.txt").write_text("[property]\n")
+    return {"root": root, "ds": root / "ds", "pgie": root / "pgie.txt"}
+
+
+def _probe_cli(*argv: object) -> tuple[int, str]:
+    """The probe example run as a user runs it, by this interpreter (the venv's: no gi, no pyds)."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "deepstream" / "probe.py"), *map(str, argv)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done.returncode, done.stderr.strip()
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["{root}", "{root}/ours.index", "--pgie", "{pgie}"], "holds no invedge-deepstream.json"),
+        (["{ds}", "{root}/ours.index", "--pgie", "{root}/nope.txt"], "--pgie {root}/nope.txt: no such file"),
+        (["{ds}", "{root}/missing.index", "--pgie", "{pgie}"], "index not found: {root}/missing.index"),
+        (["{ds}", "{root}/other.index", "--pgie", "{pgie}"], "than the gallery (other/8)"),
+        (["{ds}", "{root}/other.index", "--pgie", "{pgie}", "--mode", "add"], "another embedding space"),
+        (["{ds}", "{root}/no/such/new.index", "--pgie", "{pgie}", "--mode", "add"], "does not exist"),
+    ],
+    ids=[
+        "not-an-sgie-folder",
+        "pgie-missing",
+        "gallery-missing",
+        "gallery-of-another-space",
+        "add-to-another-space",
+        "new-gallery-folder-missing",
+    ],
+)
+def test_probe_checks_its_arguments_before_deepstream(probe_folders, argv, needle):
+    code, err = _probe_cli(*(a.format(**probe_folders) for a in argv), "file:///x.mp4")
+    assert code == 1 and err.startswith("error: ") and "\n" not in err, err
+    assert needle.format(**probe_folders) in err and "Traceback" not in err, err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gi") is not None, reason="gi is installed here")
+@pytest.mark.parametrize("mode", ["search", "add"])
+def test_probe_without_deepstreams_bindings_says_how_to_get_them(probe_folders, mode):
+    gallery = probe_folders["root"] / ("ours.index" if mode == "search" else "new.index")
+    code, err = _probe_cli(
+        probe_folders["ds"], gallery, "--pgie", probe_folders["pgie"], "--mode", mode, "file:///x.mp4"
+    )
+    assert code == 1 and "\n" not in err and "Traceback" not in err, err
+    assert err.startswith(
+        "error: the probe needs DeepStream's Python bindings, gi (with Gst 1.0) and pyds"
+    ), err
+    assert "No module named 'gi'" in err and "pip install the pyds wheel" in err and "python3-gi" in err, err
+    assert not gallery.exists() or mode == "search"
 
 
 def test_dla_config(tiny_export, tmp_path):
@@ -582,6 +685,7 @@ def test_a_users_calib_table_is_never_replaced(tiny_export, tmp_path, capsys):
     code = invedge("deploy", "deepstream", tiny_export, "--out", out, "--precision", "int8", "--overwrite")
     err = capsys.readouterr().err.strip()
     assert code == 1 and "calib.table" in err and "no invedge manifest" in err and len(err.splitlines()) == 1
+    assert err.endswith("Move it out of the folder, or write to another one"), err
     assert sorted(p.name for p in out.iterdir()) == ["calib.table"]
     # fp16 writes no calib.table: it goes in beside the user's file
     assert (
@@ -631,3 +735,30 @@ def test_engines_and_the_old_manifest_go_before_anything_new(tiny_export, tmp_pa
     result = write_deepstream(tiny_export, out, Settings("fp16"), overwrite=True)  # the rerun cleans up
     assert read_manifest(out)["precision"] == "fp16" and result.precision == "fp16"
     assert not (out / "model.deepstream.onnx").exists()
+
+
+def test_files_not_ours_are_named_singular_or_plural(tiny_export, tmp_path, capsys):
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "calib.table").write_text("theirs")
+    (out / "model.deepstream.int8.onnx").write_text("theirs")
+    code = invedge("deploy", "deepstream", tiny_export, "--out", out, "--precision", "int8", "--overwrite")
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "holds calib.table, model.deepstream.int8.onnx, which" in err, err
+    assert err.endswith("Move them out of the folder, or write to another one"), err
+
+
+def test_the_cli_prints_the_measured_least_cosine_and_the_bound(tiny_export, tmp_path, capsys):
+    from invspread_edge_runtime.deploy.deepstream.fold import cosine_text
+
+    assert invedge("deploy", "deepstream", tiny_export, "--out", tmp_path / "ds", "--precision", "fp32") == 0
+    out = capsys.readouterr()
+    check = read_manifest(tmp_path / "ds")["check"]
+    line = f"least cosine {cosine_text(check['min_cosine'])} over 48 images (required: ≥ 0.99999)"
+    assert line in out.out + out.err and "1.000000" not in out.out + out.err
+    assert cosine_text(0.99999999999899) == "1 - 1.0e-12"
+    assert (cosine_text(1.0), cosine_text(1.0000000000000002), cosine_text(0.98)) == (
+        "1",
+        "1 + 2.2e-16",
+        "0.980000",
+    )

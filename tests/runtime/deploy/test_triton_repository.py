@@ -5,6 +5,7 @@ and checked against the ONNX graph it points to; the staging, the refusals, the 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,7 +15,7 @@ from triton_testing import require
 
 from invspread_edge_runtime.cli import create_app, run
 from invspread_edge_runtime.deploy.triton import TritonEngine, base_name, write_repository
-from invspread_edge_runtime.errors import ConfigError, InvedgeError, ModelError
+from invspread_edge_runtime.errors import ConfigError, EngineError, InvedgeError, ModelError
 from invspread_edge_runtime.metadata import ModelMeta, read_model_meta
 
 text_format = require("google.protobuf.text_format")
@@ -173,6 +174,22 @@ def test_an_existing_model_of_our_name_is_refused_then_replaced_with_overwrite(t
     assert not [p for p in repo.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.parametrize("model", ["invedge_x", "invedge_x_onnx", "invedge_x_trt"])
+def test_overwrite_refuses_a_folder_of_our_name_that_is_not_ours(tiny_export, tmp_path, model):
+    """--overwrite replaces only models invedge wrote (their config.pbtxt carries invedge.format):
+    another model that happens to have one of our names stays, named in the one line."""
+    repo = tmp_path / "repo"
+    write_repository(tiny_export, repo, name="x", device="cpu")
+    foreign = repo / model
+    shutil.rmtree(foreign, ignore_errors=True)
+    (foreign / "1").mkdir(parents=True)
+    (foreign / "config.pbtxt").write_text(f'name: "{model}"\nbackend: "python"\n')
+    snapshot = {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match=f"{re.escape(str(foreign))} is not a model invedge wrote"):
+        write_repository(tiny_export, repo, name="x", device="gpu", overwrite=True)
+    assert {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()} == snapshot
+
+
 def test_a_failure_midway_leaves_the_repository_as_it_was(tiny_export, tmp_path, monkeypatch):
     from invspread_edge_runtime.deploy.triton import config
 
@@ -231,10 +248,27 @@ def test_names_come_from_the_run_folder(tmp_path):
     assert base_name(tmp_path / "x" / "export", name="cams") == "invedge_cams"
 
 
+def tensorrt_stand_in(monkeypatch, dla_cores: int, dla_max_batch: int = 4096) -> None:
+    """`import_tensorrt` gives a stand-in whose Builder reports `dla_cores` DLA cores (as
+    tests/runtime/native_tensorrt/test_engine_cache.py's): what `check_dla_core` asks."""
+    from invspread_edge_runtime.tensorrt import api
+
+    class Logger:
+        WARNING, VERBOSE = 2, 4
+
+        def __init__(self, severity: int) -> None:
+            self.severity = severity
+
+    builder = SimpleNamespace(num_DLA_cores=dla_cores, max_DLA_batch_size=dla_max_batch)
+    trt = SimpleNamespace(Logger=Logger, Builder=lambda logger: builder)
+    monkeypatch.setattr(api, "import_tensorrt", lambda: trt)
+
+
 @pytest.fixture
 def fake_plan(monkeypatch) -> list:
-    """build_engine replaced (no TensorRT here): the calls it gets; the plan file says "plan"."""
-    from invspread_edge_runtime.tensorrt import api, build
+    """build_engine replaced (no TensorRT here; a device with two DLA cores): the calls it gets;
+    the plan file says "plan"."""
+    from invspread_edge_runtime.tensorrt import build
     from invspread_edge_runtime.verify import engines
 
     calls = []
@@ -248,7 +282,7 @@ def fake_plan(monkeypatch) -> list:
         Path(engine_path).write_bytes(b"plan")
         return Info()
 
-    monkeypatch.setattr(api, "import_tensorrt", lambda: None)
+    tensorrt_stand_in(monkeypatch, dla_cores=2)
     monkeypatch.setattr(build, "build_engine", fake_build)
     monkeypatch.setattr(engines, "probe_plan_check", lambda path, meta: None)
     return calls
@@ -282,6 +316,40 @@ def test_a_dla_plan_of_batch_one_runs_on_its_core(tiny_export, tmp_path, fake_pl
     ((kind, core),) = [(d.kind, d.device_id) for d in group.secondary_devices]
     assert model_config_pb2.ModelInstanceGroup.SecondaryDevice.SecondaryDeviceKind.Name(kind) == "KIND_NVDLA"
     assert core == 1
+
+
+@pytest.mark.parametrize(
+    ("cores", "core", "message"),
+    [(0, 0, "this GPU has no DLA (DLA cores: 0)"), (1, 1, "--dla 1: this device has 1 DLA core")],
+)
+def test_dla_on_a_device_without_that_core_is_refused_before_any_work(
+    tiny_export, tmp_path, fake_plan, monkeypatch, capsys, cores, core, message
+):
+    """The device is asked for its DLA core up front (as `invedge export --engine --dla` does):
+    one line, nothing built or written."""
+    tensorrt_stand_in(monkeypatch, dla_cores=cores)
+    with pytest.raises(EngineError, match=re.escape(message)):
+        write_repository(
+            tiny_export, tmp_path / "repo", engine=TritonEngine(max_batch=1, dla_core=core), max_batch=1
+        )
+    assert not fake_plan and not (tmp_path / "repo").exists()
+    out = str(tmp_path / "r")
+    argv = [
+        "deploy",
+        "triton",
+        str(tiny_export),
+        "--out",
+        out,
+        "--engine",
+        "--dla",
+        str(core),
+        "--max-batch",
+        "1",
+    ]
+    assert run(create_app(), argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {message}") and len(err.splitlines()) == 1, err
+    assert not fake_plan and not (tmp_path / "r").exists()
 
 
 def test_overwrite_without_engine_removes_our_stale_plan(tiny_export, tmp_path, fake_plan):

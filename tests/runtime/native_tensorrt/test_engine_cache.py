@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -524,3 +525,70 @@ def test_build_engine_dla_without_a_dla_fails_before_building(tmp_path, capsys, 
     code, err = _build_engine_cli(capsys, model, "--dla", "0", "--max-batch", "8")
     assert code == 1 and err == "error: this GPU has no DLA (DLA cores: 0). Build without --dla", err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.int8.onnx"]
+
+
+# --- `invedge build-engine` on an export folder: the artifact TensorRT should build from -----------
+
+
+def _stand_in_build(monkeypatch) -> list[tuple[Path, Path, int | None]]:
+    """Replace the TensorRT build: record the ONNX file, engine path and DLA core the command chose,
+    then stop with one line (nothing is written)."""
+    from invspread_edge_runtime.tensorrt import build
+
+    built: list[tuple[Path, Path, int | None]] = []
+
+    def build_engine(model, engine, *settings, dla_core=None, **kwargs):
+        built.append((Path(model), Path(engine), dla_core))
+        raise EngineError("stand-in build")
+
+    monkeypatch.setattr(build, "build_engine", build_engine)
+    return built
+
+
+@pytest.mark.parametrize(
+    ("flags", "artifact", "dla"),
+    [
+        ([], "model.int8.onnx", None),  # TensorRT's preference: int8 > fp16 > fp32, never int8-cpu
+        (["--precision", "fp16"], "model.fp16.onnx", None),
+        (["--precision", "fp32"], "model.onnx", None),
+        (["--precision", "int8", "--dla", "0", "--max-batch", "8"], "model.int8.onnx", 0),
+        (["--dla", "1", "--max-batch", "8"], "model.int8.onnx", 1),
+    ],
+)
+def test_build_engine_on_an_export_folder_builds_the_chosen_artifact(
+    tiny_export, capsys, monkeypatch, flags, artifact, dla
+):
+    from invspread_edge_runtime.tensorrt.build import engine_path_for
+
+    _tensorrt_with_dla(monkeypatch, 2)
+    built = _stand_in_build(monkeypatch)
+    code, err = _build_engine_cli(capsys, tiny_export, *flags)
+    assert code == 1 and err.endswith("error: stand-in build"), err
+    assert f"building a TensorRT engine from {tiny_export / artifact} " in err
+    assert built == [(tiny_export / artifact, engine_path_for(tiny_export / artifact), dla)]
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        ([], None),  # fp32 is the one TensorRT artifact: int8-cpu is never chosen
+        (["--precision", "int8-cpu"], "the int8-cpu model (uint8 activations) cannot run on TensorRT"),
+        (["--precision", "int8"], "(found: fp32, int8-cpu)"),
+        (["--precision", "fp8"], "invalid precision 'fp8'"),
+        (["--dla", "0", "--max-batch", "8"], "is an fp32 model; the DLA runs FP16 and INT8 only"),
+    ],
+)
+def test_build_engine_on_a_folder_without_the_artifact_is_one_line(
+    tmp_path, capsys, monkeypatch, make_tiny_onnx, flags, needle
+):
+    export = tmp_path / "export"
+    make_tiny_onnx(export / "model.onnx")
+    make_tiny_onnx(export / "model.int8-cpu.onnx", precision="int8-cpu")
+    built = _stand_in_build(monkeypatch)
+    code, err = _build_engine_cli(capsys, export, *flags)
+    assert code == 1, err
+    if needle is None:
+        assert err.endswith("error: stand-in build") and [m.name for m, _, _ in built] == ["model.onnx"]
+    else:
+        assert err.startswith("error:") and "\n" not in err and needle in err and built == [], err
+    assert sorted(p.name for p in export.iterdir()) == ["model.int8-cpu.onnx", "model.onnx"]

@@ -64,8 +64,8 @@ def config_text(meta: ModelMeta, norm: Normalisation, onnx_name: str, settings: 
     lines = [
         f"# invedge: {meta.arch}, embedding space {meta.space_id}, {meta.embedding_dim}-d '{meta.output_name}'",
         "# written by 'invedge deploy deepstream'; paths are relative to this file",
-        "# nvinfer feeds y = net-scale-factor * (x - offsets[c]) of RGB 0-255 pixels; the ONNX graph does",
-        "# the rest of (x/255 - mean[c]) / std[c] (see README.md)",
+        "# nvinfer feeds y = net-scale-factor * (x - offsets[c]) of RGB 0-255 pixels,",
+        *_normalisation_comment(norm),
         "[property]",
         f"gpu-id={settings.gpu_id}",
         f"net-scale-factor={norm.net_scale_factor!r}",
@@ -98,6 +98,19 @@ def config_text(meta: ModelMeta, norm: Normalisation, onnx_name: str, settings: 
         f"scaling-filter={SCALING_BILINEAR}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _normalisation_comment(norm: Normalisation) -> list[str]:
+    """What y above is, and whether the ONNX graph does more (README.md says the same)."""
+    if norm.channel_scale is None:
+        return [
+            "# which is all of (x/255 - mean[c]) / std (one std for the three channels): the ONNX graph is",
+            "# the export's (see README.md)",
+        ]
+    return [
+        "# which is x/255 - mean[c]; the stds differ per channel, so the ONNX graph first multiplies",
+        "# channel c by 1/std[c] (see README.md)",
+    ]
 
 
 def calibration_cache(model: onnx.ModelProto, source: str) -> str:

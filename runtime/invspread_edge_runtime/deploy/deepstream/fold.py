@@ -124,6 +124,11 @@ class FoldCheck:
     mean_cosine: float
     bound: float
 
+    def summary(self) -> str:
+        """The measured figure and the bound it had to meet, e.g. "least cosine 1 - 1.0e-12 over
+        48 images (required: ≥ 0.99999)" (six decimals would round a near miss of 1 up to 1.000000)."""
+        return f"least cosine {cosine_text(self.min_cosine)} over {self.images} images (required: ≥ {self.bound})"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "precision": self.precision,
@@ -132,6 +137,16 @@ class FoldCheck:
             "mean_cosine": self.mean_cosine,
             "bound": self.bound,
         }
+
+
+def cosine_text(cosine: float) -> str:
+    """A cosine near 1 as its distance from 1 ("1 - 1.0e-12"), so no rounding hides the difference."""
+    gap = 1.0 - cosine
+    if gap == 0.0:
+        return "1"
+    if abs(gap) < 1e-4:
+        return f"1 {'-' if gap > 0 else '+'} {abs(gap):.1e}"
+    return f"{cosine:.6f}"
 
 
 def check_fold(
@@ -155,8 +170,8 @@ def check_fold(
     result = FoldCheck(precision, len(pixels), min_cosine, mean_cosine, bound)
     if not result.min_cosine >= bound:  # NaN fails too
         raise ModelError(
-            f"the DeepStream graph does not give the model's embeddings: cosine {result.min_cosine:.6f} "
-            f"< {bound} ({precision}, {len(pixels)} images); nothing was written",
+            f"the DeepStream graph ({precision}) does not give the model's embeddings: {result.summary()}; "
+            "nothing was written",
             "This is a bug: report it with the export folder",
         )
     return result

@@ -56,6 +56,7 @@ ONNX_NAMES = {
 # what nvinfer serializes beside one of our graphs (config.engine_file)
 ENGINE = re.compile(r"model\.deepstream(\.fp16|\.int8)?\.onnx_.+\.engine")
 ANY_NAMES = (CONFIG_NAME, CALIB_NAME, MANIFEST, *ONNX_NAMES.values())  # what some precision writes
+TRITON_CONFIG = "config.pbtxt"  # what makes a folder a model of a Triton repository
 
 
 @dataclass
@@ -96,11 +97,14 @@ def check_target(
     before any export work. `export`: the export folder."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--deepstream target {out} is a file, not a folder", "Name a folder")
-    if export is not None and _is_export_folder(out, export):
+    model_folder = _model_folder(out, export)
+    if model_folder is not None:
         raise ConfigError(
-            f"{out} is the export folder: the DeepStream graph would sit among the export's artifacts",
-            f"Write it to a folder of its own, e.g. {export / 'deepstream'}",
+            f"{out} is {model_folder}: the DeepStream files would sit among its files",
+            "Write them to a folder of their own"
+            + (f", e.g. {export / 'deepstream'}" if export is not None else ""),
         )
+    _check_not_triton(out)
     if not out.is_dir():
         return
     listed = listed_files(out)
@@ -121,7 +125,7 @@ def check_target(
         raise ConfigError(
             f"{out} holds {', '.join(clashes)[:200]}, which no invedge manifest there lists: "
             "not replaced, even with --overwrite",
-            "Move them out of the folder, or write to another one",
+            f"Move {'it' if len(clashes) == 1 else 'them'} out of the folder, or write to another one",
         )
 
 
@@ -145,9 +149,50 @@ def _ours(name: str, listed: list[str] | None) -> bool:
     return listed is not None and (name in listed or name == MANIFEST or bool(ENGINE.fullmatch(name)))
 
 
-def _is_export_folder(out: Path, export: Path) -> bool:
+def _model_folder(out: Path, export: Path | None) -> str | None:
+    """What `out` is when it is a model's folder ("the export folder", "the run folder ..."), else
+    None. A run folder is the one `invedge export` writes its `export` folder into, or any folder
+    holding a checkpoint (export_folder.check_out_folder's rule)."""
+    if (out / "checkpoint.safetensors").is_file():
+        return "a run folder (it holds checkpoint.safetensors)"
+    if export is None:
+        return None
     out, export = out.resolve(), export.resolve()
-    return out == export or (export.name == "export" and out == export.parent)
+    if out == export:
+        return "the export folder"
+    if export.name == "export" and out == export.parent:
+        return f"the run folder of the export folder {export}"
+    return None
+
+
+def _check_not_triton(out: Path) -> None:
+    """Refuse `out` when it is a Triton model repository (our files would sit at its root) or a
+    folder in one (Triton takes every folder of its repository for a model)."""
+    hint = "Write them to a folder of their own, outside the repository"
+    model = _triton_model(out)
+    if model is not None:
+        raise ConfigError(
+            f"{out} is a Triton model repository (it holds {model.name}/{TRITON_CONFIG}): "
+            "the DeepStream files would sit at its root",
+            hint,
+        )
+    model = _triton_model(out.parent)
+    if model is not None:
+        raise ConfigError(
+            f"{out} is inside the Triton model repository {out.parent} (it holds "
+            f"{model.name}/{TRITON_CONFIG}): Triton would take it for a model",
+            hint,
+        )
+
+
+def _triton_model(folder: Path) -> Path | None:
+    """A model folder of the Triton repository `folder` (one holding config.pbtxt), or None."""
+    if not folder.is_dir():
+        return None
+    try:
+        return next((p for p in sorted(folder.iterdir()) if (p / TRITON_CONFIG).is_file()), None)
+    except OSError:
+        return None
 
 
 def write_deepstream(
@@ -306,21 +351,26 @@ def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def readme(meta: ModelMeta, settings: Settings, onnx_name: str, norm: Normalisation) -> str:
-    folded = (
-        "nothing: net-scale-factor and offsets express all of it"
-        if norm.channel_scale is None
-        else "a Mul by 1/std per channel ("
-        + ", ".join(f"{s:.6g}" for s in norm.channel_scale)
-        + ") in front of the graph"
-    )
+    inputs = "nvinfer gives it net-scale-factor × (x − offsets) of RGB 0–255 pixels"
+    if norm.channel_scale is None:
+        graph = (
+            f"{inputs}, which is all of our normalisation ((x/255 − mean) / std, one std for the three "
+            "channels): the graph is the export's, only its metadata marks it as this variant."
+        )
+    else:
+        scales = ", ".join(f"{s:.6g}" for s in norm.channel_scale)
+        graph = (
+            f"{inputs}, which is x/255 − mean per channel. The stds differ per channel, which nvinfer's "
+            f"one scale cannot express, so the graph first multiplies each channel by 1/std ({scales})."
+        )
     return f"""# DeepStream secondary GIE: invedge embeddings ({meta.arch}, space {meta.space_id})
 
 Written by `invedge deploy deepstream`. Not run here: check it on your DeepStream machine.
 
 - `{CONFIG_NAME}`: the nvinfer config (`config-file` of a `[secondary-gie*]` group of deepstream-app,
   or `config-file-path` of an `nvinfer` element after the tracker). Relative paths resolve from its folder.
-- `{onnx_name}`: the model for nvinfer's preprocessing. nvinfer gives it net-scale-factor × (x − offsets)
-  of RGB 0–255 pixels; the graph does the rest of our normalisation: {folded}.
+- `{onnx_name}`: the model for nvinfer's preprocessing.
+  {graph}
   It is not a model `invedge` runs (its metadata says so).
 - `{engine_file(onnx_name, settings)}`: the TensorRT engine nvinfer builds on its first start (minutes)
   and reuses; delete it after changing the ONNX file, the batch size or the GPU.

@@ -73,11 +73,16 @@ Every model's `parameters` hold the export's metadata.
 
 Triton {MIN_TRITON} or newer (run here: {TESTED_TRITON}). The preprocessing model (Triton's Python
 backend) imports `invspread_edge_runtime`: install it in the Python that Triton's Python backend runs
-(`pip install 'invspread-edge-runtime[cpu]'`, or `pip install './runtime[cpu]'` from the project).
+(`pip install invspread-edge-runtime`, or `pip install ./runtime` from the project's checkout; a
+Python-backend embedding model, `--embedding python`, also runs ONNX Runtime: add the `[cpu]` extra).
 Triton 2.51's Python-backend stub is built against numpy 1 and mis-reads numpy 2 arrays: give that
-Python `numpy<2`. Then
+Python `numpy<2`. Then, with NVIDIA's Triton (NGC container, JetPack):
 
     tritonserver --model-repository $PWD
+
+PyTriton's `tritonserver` binary (PyPI's nvidia-pytriton) has only the Python backend: it serves a
+repository written with `--embedding python --device cpu`, started from the project's checkout with
+`make triton-serve REPO=$PWD` (scripts/tritonserver_local.py sets up its backend stub and paths).
 
 ## Call it
 

@@ -47,7 +47,7 @@ from ...files import (
     unremovable,
 )
 from ...locks import exclusive_lock
-from ...metadata import ModelMeta
+from ...metadata import FORMAT, PREFIX, ModelMeta
 from ...tensorrt.cache import DEFAULT_MAX_BATCH, DEFAULT_MIN_BATCH, DEFAULT_WORKSPACE_MB
 from . import config
 from .readme import MARK, find_ensembles, readme_text
@@ -131,7 +131,10 @@ class TritonOptions:
         if self.engine is not None:
             from ...tensorrt import api
 
-            api.import_tensorrt()  # MissingDependency / EngineError: before the export is read
+            trt = api.import_tensorrt()  # MissingDependency / EngineError: before the export is read
+            settings = engine_settings(self.engine)
+            if settings["dla_core"] is not None:  # a GPU without that DLA core: one line, before any work
+                api.check_dla_core(trt, settings["dla_core"], settings["max_batch"])
 
     def _check_combination(self) -> None:
         gpu_only = [
@@ -272,7 +275,8 @@ def check_target(
 ) -> Path:
     """The repository folder, checked and NOT created (a failed export leaves nothing): ConfigError
     for a path that is not a folder, a folder of one of `models` there already (without `overwrite`;
-    `exists_hint` says what to do, default: --overwrite or --name), one `overwrite` could not
+    `exists_hint` says what to do, default: --overwrite or --name), one that is not ours (`is_ours`:
+    refused even with `overwrite`, which replaces only what invedge wrote), one `overwrite` could not
     remove, or a repository whose models cannot be staged beside it. Called before any work."""
     repo = Path(repo_dir)
     if repo.exists() and not repo.is_dir():
@@ -286,6 +290,12 @@ def check_target(
                 f"{path} exists: the repository has a model of that name already",
                 exists_hint or "Pass --overwrite to replace it, or --name to add this one beside it",
             )
+        if path.exists() and not is_ours(path):
+            raise ConfigError(
+                f"{path} is not a model invedge wrote (its config.pbtxt has no {PREFIX}format parameter): "
+                "--overwrite replaces only ours",
+                "Move it away, or choose another --name",
+            )
         if path.exists() and (blocked := unremovable(path)) is not None:
             raise ConfigError(
                 f"cannot replace {path}: {blocked} is not writable, so the old model could not be removed",
@@ -293,6 +303,15 @@ def check_target(
             )
     _check_staging(repo)
     return repo
+
+
+def is_ours(folder: Path) -> bool:
+    """Whether `folder` is a model invedge wrote: its config.pbtxt carries our metadata's format."""
+    try:
+        text = (folder / "config.pbtxt").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return config.read_parameters(text).get(PREFIX + "format") == FORMAT
 
 
 def _check_staging(repo: Path) -> None:
