@@ -29,7 +29,6 @@ from rtsp_testing import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "tritonserver_local.py"
-INSTALL = "make triton-server"
 READY_TIMEOUT_S = 120.0  # model loads: the Python backend starts one stub process per model instance
 STOP_TIMEOUT_S = 20.0
 SERVER_FLAGS = (  # after the script's own: loopback only, fail fast, quiet
@@ -100,13 +99,17 @@ class TritonServer:
 
 
 def missing() -> str | None:
-    """None when the server can run the Python backend here, else why not (the script's check)."""
+    """None when the server can run the Python backend here, else why not and what to do (the script's
+    check: a missing binary or stub Python names `make triton-server`, a missing stub its own fix)."""
     return local.missing()
 
 
-def skip_or_fail(reason: str, install: str = INSTALL, what: str = "PyTriton's tritonserver binary") -> None:
-    """Skip with the reason, except in CI (CI=true), where a missing server must not pass silently."""
-    message = f"the Triton tests need {what}: {reason}. Run {install}"
+def skip_or_fail(
+    reason: str, install: str | None = None, what: str = "PyTriton's tritonserver binary"
+) -> None:
+    """Skip with the reason (and `Run install` when given), except in CI (CI=true), where a missing
+    server must not pass silently."""
+    message = f"the Triton tests need {what}: {reason}" + (f". Run {install}" if install else "")
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message, pytrace=False)
     pytest.skip(message, allow_module_level=True)

@@ -42,8 +42,10 @@ def test_toy_run_writes_every_rate_ratio_and_the_watch_latency(tiny_export, tmp_
     assert report["video"] == {"frames": 40, "size": 64, "codec": "h264", "fps": 25}
     rates, ratios = report["frames_per_s"], report["ratios"]
     assert all(rates[k] > 0 for k in ("decode", "model", "embed"))
+    # the report rounds rates to 0.1 frame/s and ratios to 3 decimals: a slow (loaded) run's small ratio
+    # is then 1-2 % off in relative terms, so the rounding's own step is allowed too
     assert ratios["embed_vs_slower"] == pytest.approx(
-        rates["embed"] / min(rates["decode"], rates["model"]), rel=0.01
+        rates["embed"] / min(rates["decode"], rates["model"]), rel=0.01, abs=0.001
     )
     assert ratios["target"] == 0.8 and isinstance(ratios["met"], bool)
     watch = report["watch"]

@@ -67,3 +67,23 @@ def test_gpu_search_graph_matches_the_cpu(gallery):
     assert index.use_device("cuda") == "onnx-topk:cuda"
     gpu = index.search(queries, k=5)
     assert gpu.searcher == "onnx-topk:cuda" and gpu.ids == cpu.ids
+
+
+def test_a_gallery_a_triton_server_embedded_names_the_model_to_pass_as_index_build_does():
+    """Without a model, search says to pass the server's model in the spelling `invedge index build`
+    prints (`--model triton:URL`), credentials left out."""
+    from types import SimpleNamespace
+
+    from invspread_edge_runtime.backends.triton import served_model
+    from invspread_edge_runtime.errors import InvedgeError
+    from invspread_edge_runtime.search.images import _model_of
+
+    gallery = SimpleNamespace(model={"path": "http://user:secret@gpu-box:8000/invedge_shop"})
+    with pytest.raises(InvedgeError) as caught:
+        _model_of(gallery, None)
+    said = str(caught.value)
+    assert said == (
+        "this gallery was embedded by the Triton model triton:http://gpu-box:8000/invedge_shop. "
+        "Search it there with --model triton:http://gpu-box:8000/invedge_shop, or pass a local --model"
+    )
+    assert served_model("/runs/shop/export/model.onnx") is None and served_model(None) is None

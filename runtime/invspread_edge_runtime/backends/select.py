@@ -42,9 +42,14 @@ PREFERENCE = {
 ARTIFACT_NAME = re.compile(r"^model(?!\.deepstream\.)([.-].*)?\.onnx$")
 
 
-def find_artifacts(
-    model: str | os.PathLike[str], damaged: list[ArtifactDamaged] | None = None
-) -> dict[str, tuple[Path, ModelMeta]]:
+class Artifacts(dict[str, tuple[Path, ModelMeta]]):
+    """precision → (path, metadata); `file` is the one .onnx file they were read from (None: a folder),
+    so a missing precision is told as "you passed one file", not "the folder lacks it"."""
+
+    file: Path | None = None
+
+
+def find_artifacts(model: str | os.PathLike[str], damaged: list[ArtifactDamaged] | None = None) -> Artifacts:
     """precision → (path, metadata) for one .onnx file, an export folder, or a run folder.
 
     An export folder holds the artifacts of one checkpoint (each carries `invedge.checkpoint_sha256`),
@@ -74,10 +79,12 @@ def find_artifacts(
             raise
         if record and (damaged_file := record.listed(path, meta.checkpoint_sha256)):
             raise damaged_file
-        return {meta.precision: (path, meta)}
+        one = Artifacts({meta.precision: (path, meta)})
+        one.file = path
+        return one
     if path.is_dir():
         folder = path / "export" if not list(path.glob("*.onnx")) and (path / "export").is_dir() else path
-        return _folder_artifacts(folder, damaged)
+        return Artifacts(_folder_artifacts(folder, damaged))
     raise ModelError(f"model not found: {path}", "Pass an exported .onnx file or an export folder")
 
 
@@ -169,10 +176,7 @@ def pick_artifact(
         if precision not in PRECISIONS:
             raise ConfigError(f"Invalid precision {precision!r}. Only {', '.join(PRECISIONS)} are supported.")
         if precision not in artifacts:
-            raise ModelError(
-                f"no {precision} artifact in {_folder(artifacts)} (found: {', '.join(sorted(artifacts))})",
-                "Export it (invedge export RUN --int8 / --fp16) or choose another --precision",
-            )
+            raise _missing_precision(artifacts, precision)
         order: tuple[str, ...] = (precision,)
     else:
         order = PREFERENCE[backend]
@@ -189,6 +193,22 @@ def pick_artifact(
             "Use model.int8.onnx (symmetric INT8), fp16 or fp32 for TensorRT, or --backend ort-cpu",
         )
     raise ModelError(f"no artifact for {backend} among {', '.join(sorted(artifacts))}")
+
+
+def _missing_precision(artifacts: dict[str, tuple[Path, ModelMeta]], precision: str) -> ModelError:
+    """The error for a `precision` that `artifacts` lacks: of one file, the file is the wrong one (its
+    folder may well hold the precision asked for); of a folder, the export lacks it."""
+    file = getattr(artifacts, "file", None)
+    if file is not None:
+        (have,) = artifacts
+        return ModelError(
+            f"{file} is the {have} artifact; pass its export folder, or the {precision} file "
+            f"({ARTIFACT_FILES[precision]})"
+        )
+    return ModelError(
+        f"no {precision} artifact in {_folder(artifacts)} (found: {', '.join(sorted(artifacts))})",
+        "Export it (invedge export RUN --int8 / --fp16) or choose another --precision",
+    )
 
 
 def _folder(artifacts: dict[str, tuple[Path, ModelMeta]]) -> str:

@@ -75,6 +75,14 @@ def shown(text: str | os.PathLike[str] | None) -> str:
         return _without_userinfo(str(text))
 
 
+def served_model(path: str | os.PathLike[str] | None) -> str | None:
+    """The `triton:URL` to pass (`--model triton:URL`, as `shown` prints it: no credentials) for a
+    model path a manifest or index records, when a Triton server embedded it (the path is then the
+    server's `SCHEME://HOST:PORT/MODEL`, never a file); None for a local model or no path."""
+    text = str(path or "")
+    return shown(PREFIX + text) if "://" in text else None
+
+
 def _without_userinfo(text: str) -> str:
     """`text` (`triton:URL`, perhaps malformed) without anything up to an `@` in its host part."""
     head = PREFIX if is_triton(text) else ""

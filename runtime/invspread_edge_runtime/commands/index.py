@@ -114,10 +114,10 @@ def _report_built(built: IndexBuildResult) -> None:
 def _served_model(facts: dict) -> str:
     """` --model triton:URL` for a gallery embedded through a Triton server (search needs the server
     named: there is no local model to find), else nothing."""
-    from ..backends.triton import shown
+    from ..backends.triton import served_model
 
-    served = str((facts.get("model") or {}).get("path", ""))
-    return f" --model {shown('triton:' + served)}" if "://" in served else ""
+    served = served_model((facts.get("model") or {}).get("path"))
+    return f" --model {served}" if served else ""
 
 
 def add(

@@ -415,16 +415,16 @@ def _model_of(
     gallery, which must exist; no local model for a Triton server's (`--backend triton:URL`, or
     `--model triton:URL`: `backends.select.on_triton`), whose space is checked as any model's."""
     from ..backends.select import on_triton
-    from ..backends.triton import is_triton
+    from ..backends.triton import is_triton, served_model
 
     model, backend = on_triton(model, backend)
     model_path = Path(model) if model is not None else None
     if model_path is None and is_triton(backend):
         return None, backend
-    if model_path is None and "://" in (served := str(index.model.get("path", ""))):
+    if model_path is None and (served := served_model(index.model.get("path"))):
         raise InvedgeError(
             f"this gallery was embedded by the Triton model {served}",
-            f"Search it there with --backend triton:{served}, or pass a local --model",
+            f"Search it there with --model {served}, or pass a local --model",
         )
     if model_path is None and index.model.get("path"):
         model_path = Path(index.model["path"])

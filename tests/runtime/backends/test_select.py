@@ -47,6 +47,18 @@ def test_partial_export_folders_fall_back(tiny_export, tmp_path):
         pick_artifact(only_cpu, "ort-trt")
 
 
+def test_a_precision_missing_from_one_file_names_the_file_not_its_folder(tiny_export):
+    int8 = tiny_export / "model.int8.onnx"
+    with pytest.raises(ModelError) as caught:
+        pick_artifact(find_artifacts(int8), "trt", precision="fp16")
+    message = str(caught.value)
+    assert message == (
+        f"{int8} is the int8 artifact; pass its export folder, or the fp16 file (model.fp16.onnx)"
+    )
+    assert "no fp16 artifact" not in message and "Export it" not in message
+    assert pick_artifact(find_artifacts(tiny_export), "trt", precision="fp16")[0].name == "model.fp16.onnx"
+
+
 def test_run_folders_and_folders_without_models(tiny_export, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_export, run / "export")

@@ -430,6 +430,9 @@ def test_cli_bad_targets_and_missing_artifacts(tiny_export, make_tiny_onnx, tmp_
     cases.append(([tiny_export, "--out", repo, "--overwrite"], at_root))
     cases.append(([tiny_export, "--out", repo], at_root))
     cases.append(([tiny_export, "--out", repo / "ds"], "is inside the Triton model repository"))
+    inside = f"is inside the Triton model repository {repo.resolve()} (it holds invedge_shop/config.pbtxt)"
+    cases.append(([tiny_export, "--out", repo / "ds" / "sub"], inside))  # repo/ds would be made: a model
+    cases.append(([tiny_export, "--out", repo / "invedge_shop" / "ds"], inside))
     for argv, message in cases:
         code = invedge("deploy", "deepstream", *argv)
         err = capsys.readouterr().err.strip()

@@ -238,7 +238,7 @@ def test_embed_on_triton_records_the_server_model(
     got = load_embeddings(out)
     order = [got.ids.index(p.relative_to(image_folder).as_posix()) for p in paths]
     assert _cosines(got.vectors[order], expected).min() >= 0.9999
-    # its index is searched on that server; without --backend the error says so
+    # its index is searched on that server; without it named the error says so, as the hint spells it
     capsys.readouterr()
     assert invedge("index", "build", out, "--out", tmp_path / "t.index") == 0
     hint = f"next: invedge search {tmp_path / 't.index'} QUERY.jpg --k 5 --model {url}"
@@ -246,7 +246,7 @@ def test_embed_on_triton_records_the_server_model(
     assert invedge("search", tmp_path / "t.index", paths[0], "--k", "5", "--model", url) == 0
     capsys.readouterr()
     assert invedge("search", tmp_path / "t.index", paths[0]) == 1
-    assert f"--backend {url}" in error_line(capsys.readouterr().err)
+    assert f"Search it there with --model {url}," in error_line(capsys.readouterr().err)
 
 
 @server_test

@@ -166,8 +166,9 @@ def _model_folder(out: Path, export: Path | None) -> str | None:
 
 
 def _check_not_triton(out: Path) -> None:
-    """Refuse `out` when it is a Triton model repository (our files would sit at its root) or a
-    folder in one (Triton takes every folder of its repository for a model)."""
+    """Refuse `out` when it is a Triton model repository (our files would sit at its root) or lies
+    anywhere inside one: every folder above it, made by this write or there already, is checked
+    (Triton takes every folder of its repository for a model, so `repo/ds/sub` would add `ds`)."""
     hint = "Write them to a folder of their own, outside the repository"
     model = _triton_model(out)
     if model is not None:
@@ -176,13 +177,14 @@ def _check_not_triton(out: Path) -> None:
             "the DeepStream files would sit at its root",
             hint,
         )
-    model = _triton_model(out.parent)
-    if model is not None:
-        raise ConfigError(
-            f"{out} is inside the Triton model repository {out.parent} (it holds "
-            f"{model.name}/{TRITON_CONFIG}): Triton would take it for a model",
-            hint,
-        )
+    for folder in out.resolve().parents:
+        model = _triton_model(folder)
+        if model is not None:
+            raise ConfigError(
+                f"{out} is inside the Triton model repository {folder} (it holds "
+                f"{model.name}/{TRITON_CONFIG}): Triton takes each folder of it for a model",
+                hint,
+            )
 
 
 def _triton_model(folder: Path) -> Path | None:
