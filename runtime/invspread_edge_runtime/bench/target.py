@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InvedgeError, ModelError
+from ..errors import ConfigError, InvedgeError, ModelError
 from ..metadata import ARTIFACT_FILES, ModelMeta, read_model_meta
 
 CHECKPOINT_NAME = "checkpoint.safetensors"  # the run folder's checkpoint (invspread_edge.checkpoint)
@@ -45,6 +45,13 @@ class BenchTarget:
 
 def resolve_target(path: str | os.PathLike[str]) -> BenchTarget:
     """Find the artifacts to benchmark; raise a one-line error when there are none."""
+    from ..backends.triton import is_triton
+
+    if is_triton(os.fspath(path)):  # a remote model: its latency is the server's and the network's, not a runtime's here
+        raise ConfigError(
+            "invedge bench measures the runtimes of this machine; a model on a Triton server is not one of them",
+            "Bench the export the repository was written from, or measure the server with Triton's perf_analyzer",
+        )
     path = Path(path).expanduser()
     if not path.exists():
         raise InvedgeError(

@@ -223,6 +223,13 @@ def test_bad_targets(tmp_path, full_toolkit, capsys):
     assert "invedge export" in capsys.readouterr().err
 
 
+def test_a_triton_model_is_refused_without_its_password(full_toolkit, capsys):
+    assert bench(full_toolkit, "triton:http://viewer:sekret@127.0.0.1:1/invedge_shop") == 1
+    err = capsys.readouterr().err
+    assert "Triton server" in err and "perf_analyzer" in err and len(err.strip().splitlines()) == 1
+    assert "sekret" not in err
+
+
 def test_invedge_bench_via_console_script_stays_torch_free_for_onnx(tiny_export, tmp_path):
     """The installed `invedge` (full toolkit) benchmarks an export without importing torch."""
     code = (
