@@ -47,7 +47,8 @@ def resolve_target(path: str | os.PathLike[str]) -> BenchTarget:
     """Find the artifacts to benchmark; raise a one-line error when there are none."""
     from ..backends.triton import is_triton
 
-    if is_triton(os.fspath(path)):  # a remote model: its latency is the server's and the network's, not a runtime's here
+    # a remote model: its latency is the server's and the network's, not a runtime's of this machine
+    if is_triton(os.fspath(path)):
         raise ConfigError(
             "invedge bench measures the runtimes of this machine; a model on a Triton server is not one of them",
             "Bench the export the repository was written from, or measure the server with Triton's perf_analyzer",
