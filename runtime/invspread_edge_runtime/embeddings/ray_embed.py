@@ -131,8 +131,9 @@ def embed_images_ray(
     return EmbedResult(options.out, manifest, info, found, time.perf_counter() - started)
 
 
-START_TRIES = 2  # ray.init's tries when its raylet misses Ray's start-up wait
-STARTUP_TIMEOUT = "timed out during startup"  # Ray's words for that
+START_TRIES = 2  # ray.init's tries when its raylet or GCS server misses Ray's start-up wait
+# Ray's words for that: the raylet's, and the GCS server's (its port file not written in time)
+STARTUP_TIMEOUTS = ("timed out during startup", "Timed out waiting for file")
 
 
 def import_ray() -> Any:
@@ -188,14 +189,15 @@ def ray_session(ray: Any, address: str) -> Iterator[tuple[str, bool]]:
 def init_ray(ray: Any, **options: Any) -> None:
     """`ray.init`, tried once more after a start-up time-out, then a TimeoutError.
 
-    Ray waits a fixed 30 s for the raylet it starts; a machine busy with other work can miss that
-    (Ray raises a bare Exception), and a second start usually makes it."""
+    Ray waits a fixed time for the raylet and the GCS server it starts; a machine busy with other
+    work can miss that (Ray raises a bare Exception or a RuntimeError), and a second start usually
+    makes it."""
     for attempt in range(START_TRIES):
         try:
             ray.init(**options)
             return
         except Exception as exc:
-            if STARTUP_TIMEOUT not in str(exc):
+            if not any(words in str(exc) for words in STARTUP_TIMEOUTS):
                 raise
             ray.shutdown()
             if attempt == START_TRIES - 1:

@@ -20,7 +20,7 @@ from invspread_edge_runtime import hooks
 from invspread_edge_runtime.cli import create_app, run
 from invspread_edge_runtime.embeddings.corpus import EmbeddingInterrupted, EmbedOptions
 from invspread_edge_runtime.embeddings.job import embed_images
-from invspread_edge_runtime.embeddings.ray_embed import STARTUP_TIMEOUT, init_ray
+from invspread_edge_runtime.embeddings.ray_embed import init_ray
 from invspread_edge_runtime.embeddings.reader import load_embeddings
 from invspread_edge_runtime.errors import EmbeddingsError
 
@@ -235,25 +235,38 @@ def test_the_cli_starts_a_local_ray_and_stops_it(tmp_path, tiny_export, photos, 
     assert_same(tmp_path / "p.emb", single)
 
 
-class _SlowRay:
-    """ray.init that misses the raylet's start-up wait `misses` times (Ray raises a bare Exception)."""
+RAYLET_MISSED = Exception("The current node timed out during startup. This could happen because ...")
+GCS_MISSED = RuntimeError("Timed out waiting for file /tmp/ray/session_x/gcs_server_port_0a1b")
 
-    def __init__(self, misses: int) -> None:
-        self.misses, self.inits, self.shutdowns = misses, 0, 0
+
+class _SlowRay:
+    """ray.init that misses Ray's start-up wait `misses` times, as Ray says it: the raylet's (a bare
+    Exception) or the GCS server's (a RuntimeError about its port file)."""
+
+    def __init__(self, misses: int, error: Exception = RAYLET_MISSED) -> None:
+        self.misses, self.error, self.inits, self.shutdowns = misses, error, 0, 0
 
     def init(self, **options: object) -> None:
         self.inits += 1
         if self.inits <= self.misses:
-            raise Exception(f"The current node {STARTUP_TIMEOUT}. This could happen because ...")
+            raise self.error
 
     def shutdown(self) -> None:
         self.shutdowns += 1
 
 
-def test_a_ray_start_that_times_out_once_is_tried_again():
-    ray = _SlowRay(misses=1)
+@pytest.mark.parametrize("error", [RAYLET_MISSED, GCS_MISSED], ids=["raylet", "gcs"])
+def test_a_ray_start_that_times_out_once_is_tried_again(error):
+    ray = _SlowRay(misses=1, error=error)
     init_ray(ray, num_cpus=2)
     assert (ray.inits, ray.shutdowns) == (2, 1)
+
+
+def test_a_ray_start_failing_otherwise_is_not_tried_again():
+    ray = _SlowRay(misses=1, error=RuntimeError("address already in use"))
+    with pytest.raises(RuntimeError, match="address already in use"):
+        init_ray(ray, num_cpus=2)
+    assert ray.inits == 1
 
 
 def test_a_ray_start_that_keeps_timing_out_is_a_timeout_error_not_a_bare_exception():
