@@ -13,15 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    import triton_python_backend_utils as pb_utils  # Triton's Python backend puts it on the path
-except ImportError:  # imported outside Triton (the package's import checks): never run there
-    pb_utils = None
-
 from invspread_edge_runtime.backends.base import l2_normalize, require_finite
 from invspread_edge_runtime.backends.ort import OrtBackend
 from invspread_edge_runtime.deploy.triton.config import THREADS_KEY
-from invspread_edge_runtime.deploy.triton.python_models.responses import error_response, model_settings
+from invspread_edge_runtime.deploy.triton.python_models.responses import (
+    error_response,
+    model_settings,
+    pb_utils,
+)
 from invspread_edge_runtime.errors import NonFiniteError
 
 

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
-try:
-    import triton_python_backend_utils as pb_utils  # Triton's Python backend puts it on the path
-except ImportError:  # imported outside Triton (the package's import checks): never run there
-    pb_utils = None
-
 from invspread_edge_runtime.deploy.triton.config import DEFAULT_MAX_PIXELS, IMAGE, MAX_PIXELS_KEY
-from invspread_edge_runtime.deploy.triton.python_models.responses import error_response, model_settings
+from invspread_edge_runtime.deploy.triton.python_models.responses import (
+    error_response,
+    model_settings,
+    pb_utils,
+)
 from invspread_edge_runtime.errors import InvedgeError
 from invspread_edge_runtime.preprocess import normalize
 from invspread_edge_runtime.serve.errors import ServeError

@@ -1,5 +1,5 @@
-"""What both Python-backend models share: their config read at start, and the answer to a request
-they cannot serve (imported inside Triton only)."""
+"""What both Python-backend models share: Triton's `pb_utils`, their config read at start, and the
+answer to a request they cannot serve (imported inside Triton only)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ import json
 from typing import Any
 
 from invspread_edge_runtime.metadata import ModelMeta
+
+try:
+    import triton_python_backend_utils as pb_utils  # Triton's Python backend puts it on the path
+except ImportError:  # imported outside Triton (the package's import checks): never run there
+    pb_utils = None
 
 
 def model_settings(args: dict) -> tuple[dict[str, str], ModelMeta]:
