@@ -7,7 +7,7 @@ FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CHROMIUM := /usr/bin/chromium
 DEMO    ?= runs/demo
 
-.PHONY: install data browser rtsp-deps triton-server triton-serve demo serve test test-slow trt-api test-trt test-arm64 lint clean
+.PHONY: install data browser rtsp-deps triton-server triton-serve milvus-server wrk demo serve bench-serve test test-slow trt-api test-trt test-arm64 lint clean
 
 # Idempotent: re-runs pip only when the project's install files change.
 install: $(STAMP)
@@ -44,6 +44,20 @@ rtsp-deps:
 	@dpkg -s $(RTSP_DEPS) >/dev/null 2>&1 || { \
 		command -v apt-get >/dev/null || { echo "install the Debian packages $(RTSP_DEPS)"; exit 1; }; \
 		apt-get install -y -qq $(RTSP_DEPS) || (apt-get update -qq && apt-get install -y -qq $(RTSP_DEPS)); }
+
+# wrk (a C HTTP load generator) drives `invedge serve` in benchmarks/serve_load.py and its test; from apt.
+WRK := /usr/bin/wrk
+
+wrk: $(WRK)
+
+$(WRK):
+	@command -v apt-get >/dev/null || { echo "install the Debian package wrk"; exit 1; }
+	(apt-get install -y -qq wrk || (apt-get update -qq && apt-get install -y -qq wrk))
+
+# What `invedge serve` costs over the offline Embedder (benchmarks/serve_load.py: wrk and Python clients,
+# the tiny and the width-64 model); e.g. make bench-serve ARGS="--json serve.json --md serve.md".
+bench-serve: install data wrk
+	$(BIN)/python benchmarks/serve_load.py $(ARGS)
 
 # A short run (about 2 minutes of training on 2 cores), then the paper's kNN on the full split.
 # The main job end to end on the default data (about 6 minutes on 2 cores): train, evaluate, export
@@ -100,7 +114,15 @@ triton-serve: triton-server
 	@test -n "$(REPO)" || { echo "error: no repository given. Run make triton-serve REPO=path/to/repo"; exit 1; }
 	$(BIN)/python scripts/tritonserver_local.py "$(REPO)" $(if $(ARGS),-- $(ARGS))
 
-test: install data browser rtsp-deps triton-server
+# A real Milvus server (Milvus 2.3 standalone: the dev extra's `milvus` package, Linux x86_64) in the
+# foreground, every port chosen free (PORT: the client port; its ports listen on every interface, the
+# client port needs the token in DATA/token); Ctrl-C stops it. The tests
+# and benchmarks start it the same way (scripts/milvus_server_local.py). See docs/milvus.md.
+milvus-server: install
+	@test -n "$(DATA)" || { echo "error: no data folder given. Run make milvus-server DATA=path/to/folder"; exit 1; }
+	$(BIN)/python scripts/milvus_server_local.py --data "$(DATA)" $(if $(PORT),--port $(PORT))
+
+test: install data browser rtsp-deps triton-server wrk
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 test-slow: install data

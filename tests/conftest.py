@@ -12,10 +12,29 @@ import pytest
 # loads), or the workers' threads fight over the cores (measured: training steps 15x slower).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import milvus_testing
 from rtsp_testing import rtsp_server, silent_port  # noqa: F401  (the stream tests' fixtures)
 from tiny import FMNIST_MEAN, FMNIST_STD, tiny_config
 from triton_testing import triton_repository, triton_server  # noqa: F401  (the Triton tests' server)
 from watch_testing import watch_gallery, watch_known, watch_model, watch_strangers  # noqa: F401
+
+
+@pytest.fixture(scope="session")
+def milvus_standalone(tmp_path_factory):
+    """A real Milvus server (2.3 standalone, scripts/milvus_server_local.py; its client port on every
+    interface, needing `server.token`), one per session (per xdist worker: tests using it carry
+    @pytest.mark.xdist_group("milvus-server"), which gives them MILVUS_TOKEN). Skips saying why where it
+    cannot run, fails under CI=true. Tests give their collections unique names."""
+    server = milvus_testing.standalone(tmp_path_factory.mktemp("milvus-standalone"))
+    yield server
+    server.kill()
+
+
+@pytest.fixture(autouse=True)
+def _milvus_token(request):
+    """MILVUS_TOKEN (the test servers' token) for the tests on a real Milvus server, and only them."""
+    if milvus_testing.on_standalone(request.node):
+        milvus_testing.token_env(request.getfixturevalue("monkeypatch"))
 
 
 @pytest.fixture(scope="session")

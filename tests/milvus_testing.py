@@ -2,21 +2,120 @@
 `milvus://127.0.0.1:PORT`, so the remote code path and real connection faults, a killed server and a
 restarted one, are exercised for real), a synthetic gallery, and the one-line-error checks. A module of
 its own, as tiny.py is: `from conftest import` can find tests/runtime/serve/conftest.py instead,
-depending on which one a pytest worker imported first."""
+depending on which one a pytest worker imported first.
+
+The real Milvus server (`milvus-server`, Milvus 2.3 standalone: the C++ engine) starts through
+scripts/milvus_server_local.py, as people start it: `standalone(folder)` here, the session fixture
+`milvus_standalone` (tests/conftest.py) for the tests that share one, `unique_collection()` so that
+tests sharing it never collide. Where it cannot run, they skip saying why (and fail under CI=true).
+Its client port needs a token: every test server logs root in with TOKEN, which the tests on it get as
+MILVUS_TOKEN (`token_env`; Milvus Lite ignores it, a `milvus-lite server` asks for none)."""
 
 from __future__ import annotations
 
+import os
+import secrets
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
+from script_loading import load_script
 
 WAIT_S = 60
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "milvus_server_local.py"
+# the test servers' time tick: each Strong read waits for the next one (Milvus' default 200 ms), and the
+# tests make hundreds; the figures in benchmarks/scale.py come from a server at Milvus' default
+TICK_MS = 20
+STANDALONE_GROUP = "milvus-server"  # xdist_group of every test on the shared server: one worker starts it
+# root's password on every real server this process starts: one MILVUS_TOKEN reaches them all
+PASSWORD = secrets.token_urlsafe(18)
+TOKEN = f"root:{PASSWORD}"
+
+
+local = load_script(SCRIPT)
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip with the reason, except in CI (CI=true), where a missing server must not pass silently."""
+    message = f"the Milvus server tests need milvus-server: {reason}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def standalone(data: Path, port: int | None = None):
+    """A started `MilvusServer` on `data` (skips, or fails under CI, where it cannot run); its start
+    time in seconds is `server.started_s`, the call timeout for tests that kill it `call_timeout_s`."""
+    why = local.available()
+    if why is not None:
+        skip_or_fail(why)
+    began = time.monotonic()
+    server = local.MilvusServer(data, port, tick_ms=TICK_MS, password=PASSWORD).start()
+    server.started_s = time.monotonic() - began
+    server.call_timeout_s = 10  # INVEDGE_MILVUS_TIMEOUT for a test that kills it: a load takes seconds
+    return server
+
+
+def on_standalone(item) -> bool:
+    """Whether a test runs on a real server (its xdist group says so: the module's or its param's)."""
+    return any(
+        STANDALONE_GROUP in (*mark.args, *mark.kwargs.values()) for mark in item.iter_markers("xdist_group")
+    )
+
+
+def token_env(monkeypatch) -> None:
+    """MILVUS_TOKEN for the real servers' tests, in-process calls and the commands they start."""
+    monkeypatch.setenv("MILVUS_TOKEN", TOKEN)
+
+
+def unique_collection(prefix: str = "t") -> str:
+    """A collection name no other test uses (tests share one server)."""
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+# The engines a gallery test runs on, and the servers a test of its own kills (pytest params: the real
+# server's carry the xdist group, so that one worker starts the shared one)
+ENGINES = ["lite", pytest.param("standalone", marks=pytest.mark.xdist_group(STANDALONE_GROUP))]
+SERVERS = ["lite-server", pytest.param("standalone", marks=pytest.mark.xdist_group(STANDALONE_GROUP))]
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a test's galleries live: `store`, and `name(base)` for a collection name of its own;
+    `token` for a pymilvus client of the test's own."""
+
+    store: str
+    suffix: str = ""
+    token: str = ""
+
+    def name(self, base: str) -> str:
+        return base + self.suffix
+
+
+def where(engine: str, request, folder: Path) -> Where:
+    """Milvus Lite (`milvus:FOLDER/gallery.db`) or the session's shared standalone server (`milvus_standalone`,
+    started on first use; collection names made unique; MILVUS_TOKEN set until `request`'s scope ends,
+    for the galleries its fixtures build)."""
+    if engine == "lite":
+        return Where(f"milvus:{folder / 'gallery.db'}")
+    server = request.getfixturevalue("milvus_standalone")
+    patch = pytest.MonkeyPatch()
+    request.addfinalizer(patch.undo)
+    token_env(patch)
+    return Where(server.store, f"_{uuid.uuid4().hex[:8]}", server.token)
+
+
+def own_server(kind: str, data: Path):
+    """A started server of a test's own on `data`: a `milvus-lite server` or a real one (standalone)."""
+    return Server(data).start() if kind == "lite-server" else standalone(data)
 
 
 def free_port() -> int:
@@ -32,6 +131,7 @@ class Server:
     data: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
+    call_timeout_s = 1  # INVEDGE_MILVUS_TIMEOUT for a test that kills it: answers come at once
 
     @property
     def store(self) -> str:

@@ -12,7 +12,6 @@ ONNX Runtime there, as this binary has no ONNX Runtime backend).
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -26,6 +25,7 @@ from types import ModuleType
 
 import pytest
 from rtsp_testing import free_port
+from script_loading import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "tritonserver_local.py"
@@ -40,17 +40,7 @@ SERVER_FLAGS = (  # after the script's own: loopback only, fail fast, quiet
 )
 
 
-def _load_script() -> ModuleType:
-    """scripts/tritonserver_local.py as a module (scripts/ is no package)."""
-    spec = importlib.util.spec_from_file_location("tritonserver_local", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-local = _load_script()
+local = load_script(SCRIPT)
 
 
 @dataclass

@@ -29,6 +29,7 @@ ARTIFACT_FILES = {
     "int8-cpu": "model.int8-cpu.onnx",
 }
 RESIZE_POLICIES = ("shorter_side_center_crop",)
+HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 @dataclass(frozen=True)
@@ -117,11 +118,18 @@ class ModelMeta:
             problems.append("mean/std")
         if self.image_size <= 0 or self.embedding_dim <= 0:
             problems.append("image_size/embedding_dim")
+        if not is_sha256(self.checkpoint_sha256):  # names the space: in answers, headers and galleries
+            problems.append(f"checkpoint_sha256 {self.checkpoint_sha256[:80]!r} (not 64 hex digits)")
         if problems:
             raise ModelError(
                 f"{source} has unsupported metadata: {'; '.join(problems)}",
                 "Export it again with 'invedge export RUN_DIR --overwrite' (this toolkit's version)",
             )
+
+
+def is_sha256(text: str) -> bool:
+    """Whether `text` is a sha256 as hexdigest() writes it (64 lowercase hex digits)."""
+    return len(text) == 64 and all(c in HEX_DIGITS for c in text)
 
 
 def read_onnx_props(path: str | os.PathLike[str]) -> dict[str, str]:

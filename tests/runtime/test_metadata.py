@@ -86,3 +86,17 @@ def test_unsupported_values_are_refused():
     props["invedge.image_size"] = "big"
     with pytest.raises(ModelError, match="damaged"):
         ModelMeta.from_props(props)
+
+
+@pytest.mark.parametrize(
+    "sha",
+    ["ab" * 31 + "\r\n", "ab" * 31 + "é€", "AB" * 32, "ab" * 16, "", "ab" * 32 + "\r\nX-Injected: 1"],
+)
+def test_a_checkpoint_that_is_not_a_sha256_is_refused_in_one_line(sha):
+    """The space id (in /v1/info, a gallery, the X-Space-Id header) is cut from it: text that is
+    not 64 hex digits would reach them."""
+    props = _meta().to_props() | {"invedge.checkpoint_sha256": sha}
+    with pytest.raises(ModelError, match=r"checkpoint_sha256 .* \(not 64 hex digits\)") as exc:
+        ModelMeta.from_props(props, source="m.onnx")
+    assert "\n" not in str(exc.value) and "\r" not in str(exc.value)
+    assert str(exc.value).startswith("m.onnx has unsupported metadata")

@@ -188,6 +188,10 @@ class OrtBackend(Backend):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: the CLI speaks for us
+        # Idle intra-op threads sleep instead of spinning: ours always share the cores with image
+        # decoding (the Embedder's threads, the service's event loop), which spinning starves. On 2
+        # cores: offline 1.4x and served 1.6x the images/s of spinning (benchmarks/serve_load.py).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads > 0:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -49,7 +49,16 @@ BackendOpt = typer.Option(
     "(http://HOST:PORT[/MODEL] or grpc://HOST:PORT[/MODEL]; needs the [triton] extra; the same as "
     "giving triton:URL as the model).",
 )
-ThreadsOpt = typer.Option(0, "--threads", help=helped("CPU threads for inference (0: all cores).", THREADS))
+
+
+def threads_option(note: str = "") -> Any:
+    """--threads (inference threads, THREADS' range); `note`: what a command adds to its help."""
+    return typer.Option(
+        0, "--threads", help=helped(f"CPU threads for inference (0: all cores).{note}", THREADS)
+    )
+
+
+ThreadsOpt = threads_option()
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout instead of a table.")
 BatchOpt = typer.Option(DEFAULT_BATCH_SIZE, "--batch", help=helped("Images per inference call.", BATCH))
 OutDirOpt = typer.Option(..., "--out", "-o", help="Output path.")

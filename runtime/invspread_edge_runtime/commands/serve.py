@@ -27,6 +27,7 @@ from .options import (
     StartOpt,
     StoreOpt,
     ThresholdOpt,
+    threads_option,
 )
 
 SERVE_PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart",
@@ -70,6 +71,13 @@ def serve(
     ),
     store: str | None = StoreOpt,
     collection: str | None = CollectionOpt,
+    consistency: str | None = typer.Option(
+        None,
+        "--consistency",
+        help="With --store: how fresh searches and counts are: strong (default: every replica's "
+        "writes at once, one server time tick per read), session, bounded or eventually (no wait).",
+        show_default=False,
+    ),
     host: str = typer.Option(
         Defaults.host, "--host", help="Address to listen on (beyond loopback: needs --token-file)."
     ),
@@ -129,6 +137,10 @@ def serve(
         "--decode-threads",
         help=helped("Threads decoding uploaded images.", SERVE_BOUNDS["decode_threads"]),
     ),
+    threads: int = threads_option(
+        " A model cheaper than its HTTP request serves more images/s with fewer (1 on 2 cores): "
+        "the event loop keeps a core."
+    ),
     k_max: int = typer.Option(
         Defaults.k_max, "--k-max", help=helped("Largest k a search may ask for.", SERVE_BOUNDS["k_max"])
     ),
@@ -175,6 +187,7 @@ def serve(
         index=index,
         store=store,
         collection=collection,
+        consistency=consistency,
         host=host,
         port=port,
         token_file=token_file,
@@ -186,6 +199,7 @@ def serve(
         max_upload_mb=max_upload_mb,
         max_pixels=max_pixels,
         decode_threads=decode_threads,
+        threads=threads,
         k_max=k_max,
         read_timeout_s=read_timeout,
         image_roots=image_roots(image_root or []),

@@ -3,8 +3,9 @@
 A 100M-image gallery cannot be copied into one process, so a Milvus collection is not an engine of
 `index.Index` (which keeps every vector): `MilvusGallery` is a `Gallery` as `Index` is (the root
 gallery.py: the interface, and the rules with their messages).
-One code path serves Milvus Lite (`--store milvus:FILE.db`, the real engine in this process) and a
-Milvus server (`--store milvus://HOST:PORT`). pymilvus is optional (the `[milvus]` extra) and
+One code path serves Milvus Lite (`--store milvus:FILE.db`: milvus-lite 3, a Python engine on
+NumPy and faiss inside this process) and a Milvus server (`--store milvus://HOST:PORT`: Milvus' C++
+engine in its own processes). pymilvus is optional (the `[milvus]` extra) and
 imported only here, lazily.
 
 One job per module:

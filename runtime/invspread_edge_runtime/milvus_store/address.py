@@ -1,7 +1,8 @@
 """Where a gallery lives in Milvus: `--store milvus:FILE.db` (Milvus Lite) or `milvus://HOST:PORT`.
 
-Milvus Lite runs the real engine in this process, on a folder named like a file ending in .db
-(pymilvus recognises a local store by that ending). A server address becomes pymilvus' URI:
+Milvus Lite (milvus-lite 3: a Python engine on NumPy and faiss; a Milvus server is the C++ engine)
+runs in this process, on a folder named like a file ending in .db (pymilvus recognises a local store
+by that ending). A server address becomes pymilvus' URI:
 `milvus://` → `http://` (plain gRPC), `milvus+https://` → `https://` (TLS). The token for a
 server comes from MILVUS_TOKEN when the client connects: never part of the address, never shown.
 """

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import IndexFileError
+from ..errors import ConfigError, IndexFileError
 from ..index.settings import EF_SEARCH
 from .address import StoreAddress
 
@@ -24,6 +24,11 @@ LOCATION_MAX_BYTES = 4096
 INDEX_TYPES = {"flat": "FLAT", "hnsw": "HNSW", "ivf": "IVF_FLAT"}
 BUILD_PARAMS = {"flat": (), "hnsw": ("m", "ef_construction"), "ivf": ("nlist",)}  # define the collection
 EF_MAX = 32768  # Milvus' largest HNSW search ef
+# How fresh a search or count must be (Milvus' consistency levels). strong: every write acknowledged
+# before it, by any process, is seen; it waits for the server's next time tick (proxy.timeTickInterval,
+# 200 ms by default). session: this process's own writes; bounded: writes older than the server's
+# graceful time (common.gracefulTime, 5 s by default); eventually: no wait at all.
+CONSISTENCY = {"strong": "Strong", "session": "Session", "bounded": "Bounded", "eventually": "Eventually"}
 _KEYS = ("format", "space", "model", "kind", "params", "recall_at_10")
 
 
@@ -135,3 +140,14 @@ def check_fits(ids: list[str], locations: list[str] | None) -> None:
                 f"gallery holds: {long[0][:60]}…",
                 hint,
             )
+
+
+def consistency_level(name: str) -> str:
+    """Milvus' name of the consistency level `name` (strong, session, bounded, eventually)."""
+    level = CONSISTENCY.get(name.strip().lower())
+    if level is None:
+        raise ConfigError(
+            f"--consistency {name!r} is not a Milvus consistency level",
+            f"Use one of {', '.join(CONSISTENCY)} (strong: every replica's writes at once)",
+        )
+    return level

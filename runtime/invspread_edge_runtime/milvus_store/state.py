@@ -37,7 +37,7 @@ from typing import Any
 from ..errors import IndexFileError, LockedError
 from ..index.settings import HNSW_M
 from .address import COLLECTION_MAX, StoreAddress
-from .connect import call_timeout, failed
+from .connect import call_timeout, failed, is_connection
 
 BUILD = "invedge.build"
 WRITER = "invedge.writer."
@@ -242,19 +242,28 @@ def set_properties(client: Any, store: StoreAddress, name: str, properties: dict
         raise failed(store, f"record the state of {name}", exc) from exc
 
 
+_NO_DROP = "_invedge_cannot_drop_properties"  # set on a client whose server refused a drop
+
+
 def drop_properties(client: Any, name: str, keys: list[str]) -> None:
     """Remove records (best effort: one left over reads as a stopped write, which its rerun clears).
 
-    Milvus before 2.5 has no drop_collection_properties: the values are emptied instead."""
+    A server that cannot drop properties (Milvus before 2.5: it reads the request as an alter with no
+    properties and refuses it) has them emptied instead, which reads the same. The server is asked
+    (its refusal is remembered for the client's later calls), never judged by its version."""
     if not keys:
         return
-    try:
-        client.drop_collection_properties(name, property_keys=keys, timeout=call_timeout())
-    except Exception:
-        with contextlib.suppress(Exception):
-            client.alter_collection_properties(
-                name, properties=dict.fromkeys(keys, ""), timeout=call_timeout()
-            )
+    if not getattr(client, _NO_DROP, False):
+        try:
+            client.drop_collection_properties(name, property_keys=keys, timeout=call_timeout())
+            return
+        except Exception as exc:
+            if is_connection(exc):  # gone, not refusing: emptying cannot work either
+                return
+            with contextlib.suppress(AttributeError, TypeError):
+                setattr(client, _NO_DROP, True)
+    with contextlib.suppress(Exception):
+        client.alter_collection_properties(name, properties=dict.fromkeys(keys, ""), timeout=call_timeout())
 
 
 def drop_stopped(

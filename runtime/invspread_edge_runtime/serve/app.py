@@ -2,13 +2,15 @@
 
 Here: the lifespan (start the batcher once listening, stop it after the drain), the one JSON
 shape of every error, the metrics of every request, the page and its files, and /docs offline.
-Every request, the page and /docs included, passes auth.Guard first (the token, the Host, the origin).
+Every request, the page and /docs included, passes auth.Guard first (the token, the Host, the origin);
+the hot POST endpoints are then called directly (lane.py), everything else through FastAPI's router.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,12 +28,16 @@ from ..version import __version__
 from .auth import Guard, error_response
 from .docs import docs_page
 from .errors import ServeError
-from .routes import router
+from .lane import FastLane, lane_routes
+from .routes import FAST, router
 from .service import Service
 from .settings import ServeSettings
 from .watching import start_watch
 
 STATIC = Path(__file__).resolve().parent / "static"
+# FastAPI's own OpenTelemetry hooks (newer FastAPI) look up the global providers on every request;
+# the service's metrics are its own (/metrics), so they are off where FastAPI has them.
+NO_TELEMETRY = {"tracing": False, "metrics": False, "logs": False}
 
 
 def create_app(settings: ServeSettings, service: Service | None = None) -> FastAPI:
@@ -58,6 +64,7 @@ def create_app(settings: ServeSettings, service: Service | None = None) -> FastA
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        **fastapi_options(),
     )
     app.state.service = None
     app.state.watch = None
@@ -81,9 +88,16 @@ def create_app(settings: ServeSettings, service: Service | None = None) -> FastA
     async def docs() -> HTMLResponse:
         return HTMLResponse(docs_page(app.openapi()))
 
+    app.add_middleware(FastLane, routes=lane_routes(router.routes, FAST))  # inside Guard: after its checks
     app.add_middleware(Guard)
     app.add_middleware(Timed)  # added last: the outermost, so refusals by Guard are counted too
     return app
+
+
+def fastapi_options() -> dict[str, Any]:
+    """Options only some FastAPI versions take: telemetry off where it exists."""
+    takes = inspect.signature(FastAPI.__init__).parameters
+    return {"telemetry": NO_TELEMETRY} if "telemetry" in takes else {}
 
 
 async def _serve_error(request: Request, exc: Exception) -> JSONResponse:

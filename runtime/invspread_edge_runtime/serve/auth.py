@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
 from urllib.parse import urlsplit
 
@@ -57,7 +58,7 @@ def refusal(scope: Scope) -> ServeError | None:
     wants_token = app.state.settings.token_file is not None
     if not wants_token:
         host = headers.get("host")
-        if host is not None and not is_loopback(hostname(host)):
+        if host is not None and not loopback_host(host):
             return ServeError(
                 421,
                 f"this service answers only to this machine's own names, not to {host!r}",
@@ -117,6 +118,12 @@ def other_site(headers: Headers) -> str | None:
     if origin is not None and urlsplit(origin).netloc != headers.get("host"):
         return origin
     return None
+
+
+@functools.lru_cache(maxsize=64)  # a client sends the same Host every time: parsed once
+def loopback_host(host: str) -> bool:
+    """Whether a Host header names this machine (localhost, 127.0.0.0/8, ::1)."""
+    return is_loopback(hostname(host))
 
 
 def hostname(host: str) -> str:

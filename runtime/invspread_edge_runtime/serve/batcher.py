@@ -8,7 +8,7 @@ The batch runs as one `Embedder.embed_uint8` call (the same normalisation and L2
 The queue is bounded: when it is full, `embed` refuses at once (503 with Retry-After) rather than
 letting latency grow without bound; a request of more images than the queue holds can never be
 served and is refused as too large (413). Results travel back to the event loop through asyncio
-futures. A batch the backend fails on (any exception, even one that is not an `Exception`) fails
+futures, one hand-off per batch and loop (each `call_soon_threadsafe` wakes the loop: a syscall). A batch the backend fails on (any exception, even one that is not an `Exception`) fails
 its requests with a 500 and the worker goes on with the next batch: it never dies with requests
 waiting on it.
 
@@ -172,8 +172,7 @@ class DynamicBatcher:
         except BaseException as exc:  # a backend failure fails this batch's requests, not the service
             self._failed(exc, batch)
             return
-        for job, vector in zip(batch, vectors, strict=True):
-            _answer(job, _settle, vector)
+        _answer(batch, _settle, list(vectors))
 
     def _failed(self, exc: BaseException, batch: list[_Job]) -> None:
         """Fail the batch's requests with a 500; the log gets one line (the first time, the traceback)."""
@@ -182,8 +181,7 @@ class DynamicBatcher:
         LOG.error(
             "%s (failed batches so far: %d)", error.message, self._failures, exc_info=self._failures == 1
         )
-        for job in batch:
-            _answer(job, _settle_error, error)
+        _answer(batch, _settle_error, [error] * len(batch))
 
     def _refuse_waiting(self) -> None:
         stopped = shutting_down()
@@ -193,13 +191,26 @@ class DynamicBatcher:
             except queue.Empty:
                 return
             if isinstance(job, _Job):
-                _answer(job, _settle_error, stopped)
+                _answer([job], _settle_error, [stopped])
 
 
-def _answer(job: _Job, settle: Callable[[asyncio.Future[np.ndarray], Any], None], value: Any) -> None:
-    """Hand a result to the job's event loop; a loop already closed (its requests are gone) is skipped."""
-    with contextlib.suppress(RuntimeError):
-        job.loop.call_soon_threadsafe(settle, job.future, value)
+Settle = Callable[[asyncio.Future[np.ndarray], Any], None]
+
+
+def _answer(jobs: list[_Job], settle: Settle, values: list[Any]) -> None:
+    """Hand each job its value on its event loop, one call per loop; a loop already closed (its
+    requests are gone) is skipped."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[np.ndarray], Any]]] = {}
+    for job, value in zip(jobs, values, strict=True):
+        by_loop.setdefault(job.loop, []).append((job.future, value))
+    for loop, pairs in by_loop.items():
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle_all, settle, pairs)
+
+
+def _settle_all(settle: Settle, pairs: list[tuple[asyncio.Future[np.ndarray], Any]]) -> None:
+    for future, value in pairs:
+        settle(future, value)
 
 
 def _settle(future: asyncio.Future[np.ndarray], vector: np.ndarray) -> None:

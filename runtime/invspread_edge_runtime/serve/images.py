@@ -23,6 +23,11 @@ _FORMATS = ", ".join(s.lstrip(".") for s in IMAGE_SUFFIXES)
 def decode(data: bytes, name: str, image_size: int, max_pixels: int) -> np.ndarray:
     """(3, image_size, image_size) uint8 for one uploaded file, or the ServeError that says why not."""
     check_pixels(data, name, max_pixels)
+    return decode_checked(data, name, image_size)
+
+
+def decode_checked(data: bytes, name: str, image_size: int) -> np.ndarray:
+    """`decode` of a file whose pixels `check_pixels` counted already."""
     try:
         image = load_image(io.BytesIO(data))
     except DataError as exc:
@@ -35,8 +40,8 @@ def decode(data: bytes, name: str, image_size: int, max_pixels: int) -> np.ndarr
     return to_uint8_chw(image, image_size)
 
 
-def check_pixels(data: bytes, name: str, max_pixels: int) -> None:
-    """413 for an image larger than `max_pixels` (read from its header: nothing decoded yet)."""
+def check_pixels(data: bytes, name: str, max_pixels: int) -> int:
+    """The image's pixels; 413 when more than `max_pixels` (read from its header: nothing decoded yet)."""
     try:
         with Image.open(io.BytesIO(data)) as probe:
             width, height = probe.size
@@ -48,6 +53,7 @@ def check_pixels(data: bytes, name: str, max_pixels: int) -> None:
         raise ServeError(400, f"{name} is a damaged image ({type(exc).__name__})", "Check the file") from exc
     if width * height > max_pixels:
         raise too_many_pixels(name, (width, height), max_pixels)
+    return width * height
 
 
 def not_an_image(name: str) -> ServeError:

@@ -2,8 +2,11 @@
 (the contract: docs/SERVE_API.md).
 
 Each endpoint reads its input within the limits (uploads.py), decodes images in the decode pool,
-embeds them through the batcher and answers JSON; every refusal is a ServeError (errors.py).
+embeds them through the batcher and answers JSON (embed and search: answers.py; embed also raw
+float32 on request); every refusal is a ServeError (errors.py).
 Blocking work (a search, a file write under the lock) runs in a worker thread, never on the loop.
+The POST endpoints (`FAST`) take only the request, read their query parameters themselves and
+answer a Response: lane.py calls them without FastAPI's routing and dependency resolution.
 """
 
 from __future__ import annotations
@@ -24,14 +27,20 @@ from ..backends.base import l2_normalize
 from ..backends.triton import shown
 from ..index.settings import DEFAULT_K
 from ..version import __version__
+from .answers import BINARY, FastJSON, embeddings_answer
 from .errors import ServeError, starting
 from .files import NotServed, ServedImage
-from .images import decode
+from .images import check_pixels, decode, decode_checked
 from .metrics import CONTENT_TYPE
 from .service import Service
 from .uploads import Upload, max_images, read_images, read_json
 
 ID_PATTERN = re.compile(r"[^\x00-\x1f\x7f]{1,256}")  # printable, 1..256 characters
+WHOLE_NUMBER = re.compile(r"[+-]?[0-9]{1,12}")
+# A request's images decoded on the event loop when this small (in bytes, then in pixels): less work
+# than the hops to a decode thread and back; anything larger is decoded in the decode pool.
+INLINE_BYTES = 64 * 1024
+INLINE_PIXELS = 128 * 128
 
 
 def service_of(request: Request) -> Service:
@@ -42,8 +51,21 @@ def service_of(request: Request) -> Service:
     return service
 
 
+async def running(request: Request) -> Service:
+    """`service_of` as a dependency: async, so FastAPI calls it on the loop (no thread hop)."""
+    return service_of(request)
+
+
 router = APIRouter()
-Running = Depends(service_of)
+Running = Depends(running)
+EMBED_ANSWERS = {200: {"content": {BINARY: {}}, "description": "JSON, or float32 rows (Accept)"}}
+K_PARAMETER = {"name": "k", "in": "query", "schema": {"type": "integer", "default": DEFAULT_K, "minimum": 1}}
+ID_PARAMETER = {
+    "name": "id",
+    "in": "query",
+    "schema": {"type": "string"},
+    "description": "with a raw image body",
+}
 
 
 @router.get("/healthz", summary="Liveness (no token needed)")
@@ -114,25 +136,29 @@ def watch_answer(service: Service, answer: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-@router.post("/v1/embed", summary="Embed uploaded images (fields named 'image')")
-async def embed(request: Request, service: Service = Running) -> dict[str, Any]:
+@router.post(
+    "/v1/embed",
+    summary="Embed uploaded images (fields named 'image', or one raw image body)",
+    response_class=FastJSON,
+    responses=EMBED_ANSWERS,
+)
+async def embed(request: Request) -> Response:
+    service = service_of(request)  # not a dependency: the hot path skips their resolution
     uploads, _ = await read_images(request, service.settings)
     vectors = await embed_uploads(service, uploads)
-    return {
-        "space_id": service.meta.space_id,
-        "dim": int(vectors.shape[1]),
-        "items": [
-            {"name": upload.name, "embedding": vector.tolist()}
-            for upload, vector in zip(uploads, vectors, strict=True)
-        ],
-    }
+    names = [upload.name for upload in uploads]
+    return embeddings_answer(request.headers.get("accept", ""), service.meta.space_id, names, vectors)
 
 
-@router.post("/v1/search", summary="Nearest gallery items of uploaded images, or of a JSON vector")
-async def search(request: Request, k: int = Query(DEFAULT_K), service: Service = Running) -> dict[str, Any]:
-    k_max = service.settings.k_max
-    if not 1 <= k <= k_max:
-        raise ServeError(422, f"k = {k} is out of range", f"Use k between 1 and {k_max}")
+@router.post(
+    "/v1/search",
+    summary="Nearest gallery items of uploaded images (or one raw image body), or of a JSON vector",
+    response_class=FastJSON,
+    openapi_extra={"parameters": [K_PARAMETER]},
+)
+async def search(request: Request) -> Response:
+    service = service_of(request)
+    k = k_of(request, service.settings.k_max)
     if request.headers.get("content-type", "").startswith("application/json"):
         vector, space_id = parse_vector(await read_json(request, service.settings))
         queries, names = vector[None, :], ["vector"]
@@ -140,7 +166,22 @@ async def search(request: Request, k: int = Query(DEFAULT_K), service: Service =
         uploads, _ = await read_images(request, service.settings)
         queries, names = await embed_uploads(service, uploads), [u.name for u in uploads]
         space_id = service.meta.space_id
-    return await run_in_threadpool(neighbours, service, queries, k, space_id, names)
+    return FastJSON(await run_in_threadpool(neighbours, service, queries, k, space_id, names))
+
+
+def k_of(request: Request, k_max: int) -> int:
+    """The query's k (default DEFAULT_K): a whole number from 1 to `k_max`, else 422."""
+    given = request.query_params.get("k")
+    if given is None:
+        return DEFAULT_K
+    if not WHOLE_NUMBER.fullmatch(given):
+        raise ServeError(
+            422, f"invalid k: {given[:20]!r} is not a whole number", f"Use k between 1 and {k_max}"
+        )
+    k = int(given)
+    if not 1 <= k <= k_max:
+        raise ServeError(422, f"k = {k} is out of range", f"Use k between 1 and {k_max}")
+    return k
 
 
 def neighbours(
@@ -159,19 +200,30 @@ def neighbours(
     return {"k": k, "space_id": index.space_id, "results": records}
 
 
-@router.post("/v1/gallery", status_code=201, summary="Add an image to the gallery (fields 'image' and 'id')")
-async def add_item(request: Request, service: Service = Running) -> dict[str, Any]:
+@router.post(
+    "/v1/gallery",
+    status_code=201,
+    summary="Add an image to the gallery (fields 'image' and 'id', or a raw image body and ?id=)",
+    response_class=FastJSON,
+    openapi_extra={"parameters": [ID_PARAMETER]},
+)
+async def add_item(request: Request) -> Response:
+    service = service_of(request)
     uploads, fields = await read_images(request, service.settings, fields=("id",))
     item_id = fields.get("id", "")
     if not ID_PATTERN.fullmatch(item_id):
-        raise ServeError(422, "the id must be 1 to 256 printable characters", "Send a form field 'id'")
+        raise ServeError(
+            422,
+            "the id must be 1 to 256 printable characters",
+            "Send a form field 'id' (with a raw image body: the query parameter ?id=)",
+        )
     if len(uploads) != 1:
         raise ServeError(
             422, f"{len(uploads)} images sent; one gallery item takes one image", "Send one 'image'"
         )
     vectors = await embed_uploads(service, uploads)
     items = await run_in_threadpool(service.gallery.add, item_id, vectors[0], service.meta.space_id)
-    return {"id": item_id, "items": items}
+    return FastJSON({"id": item_id, "items": items}, status_code=201)
 
 
 @router.delete("/v1/gallery/{item_id:path}", summary="Remove a gallery item")
@@ -184,6 +236,9 @@ async def remove_item(item_id: str, service: Service = Running) -> dict[str, Any
 async def item_image(item_id: str, service: Service = Running) -> Response:
     image = await run_in_threadpool(served_image, service, item_id)
     return Response(image.data, media_type=image.media_type, headers={"X-Content-Type-Options": "nosniff"})
+
+
+FAST = (embed, search, add_item)  # the endpoints lane.py calls directly (POST)
 
 
 def served_image(service: Service, item_id: str) -> ServedImage:
@@ -203,9 +258,12 @@ def served_image(service: Service, item_id: str) -> ServedImage:
 
 
 async def embed_uploads(service: Service, uploads: list[Upload]) -> np.ndarray:
-    """Decode in the decode pool (all uploads at once), then embed through the batcher: (N, d)."""
-    loop = asyncio.get_running_loop()
+    """Decode (small images here, others in the decode pool, all at once), then embed through the
+    batcher: (N, d)."""
     settings, size = service.settings, service.meta.image_size
+    if decoded_here(uploads, settings.max_pixels):
+        return await service.batcher.embed([decode_checked(u.data, u.name, size) for u in uploads])
+    loop = asyncio.get_running_loop()
     with service.batcher.arriving(len(uploads)):  # the batcher waits for these while they decode
         images = await asyncio.gather(
             *(
@@ -216,6 +274,14 @@ async def embed_uploads(service: Service, uploads: list[Upload]) -> np.ndarray:
             )
         )
     return await service.batcher.embed(list(images))
+
+
+def decoded_here(uploads: list[Upload], max_pixels: int) -> bool:
+    """Whether the uploads are small enough to decode on the event loop: few bytes to read headers
+    from (each image's pixels checked against `max_pixels` on the way), then few pixels."""
+    if sum(len(upload.data) for upload in uploads) > INLINE_BYTES:
+        return False
+    return sum(check_pixels(upload.data, upload.name, max_pixels) for upload in uploads) <= INLINE_PIXELS
 
 
 def parse_vector(body: Any) -> tuple[np.ndarray, str | None]:

@@ -106,7 +106,12 @@ class Service:
             )
             gallery = stack.enter_context(open_gallery(settings))
             embedder = stack.enter_context(
-                Embedder(settings.model, backend=settings.backend, precision=settings.precision)
+                Embedder(
+                    settings.model,
+                    backend=settings.backend,
+                    precision=settings.precision,
+                    threads=settings.threads,
+                )
             )
             gallery.current().check_space(embedder.space_id, model=shown(settings.model))
             if isinstance(gallery, LiveGallery):  # a file replaced by one of another space is refused
@@ -127,7 +132,7 @@ def open_gallery(settings: ServeSettings) -> Iterator[ServedGallery]:
     """The gallery the flags name: a Milvus collection (closed at the end) or an index file."""
     if settings.store is not None:
         assert settings.collection is not None  # settings.check() refused --store without it
-        with StoreGallery.open(settings.store, settings.collection) as store:
+        with StoreGallery.open(settings.store, settings.collection, settings.consistency) as store:
             yield store
     else:
         assert settings.index is not None

@@ -26,6 +26,7 @@ SERVE_BOUNDS = {
     "max_upload_mb": bounds.MAX_UPLOAD_MB,
     "max_pixels": bounds.MAX_PIXELS,
     "decode_threads": bounds.DECODE_THREADS,
+    "threads": bounds.THREADS,
     "k_max": bounds.K_MAX,
     "read_timeout_s": bounds.READ_TIMEOUT_S,
 }
@@ -41,6 +42,7 @@ class ServeSettings:
     index: Path | None = None  # a gallery index file, or
     store: str | None = None  # a Milvus store (milvus:FILE, milvus://HOST:PORT) and
     collection: str | None = None  # the collection in it holding the gallery
+    consistency: str | None = None  # of the store's searches and counts (None: strong)
     host: str = "127.0.0.1"
     port: int = 8000
     token_file: Path | None = None
@@ -52,6 +54,7 @@ class ServeSettings:
     max_upload_mb: float = 20.0
     max_pixels: int = bounds.DEFAULT_MAX_PIXELS
     decode_threads: int = 4
+    threads: int = 0  # the backend's CPU inference threads (0: one per core)
     k_max: int = 100
     read_timeout_s: float = 10.0  # a client that has not sent its whole body by then gets 408
     image_roots: tuple[Path, ...] = ()  # folders whose image files the gallery may serve (files.py)
@@ -83,6 +86,7 @@ class ServeSettings:
     def check_gallery(self) -> None:
         """Exactly one gallery: --index FILE, or --store S with --collection C."""
         from ..milvus_store.address import gallery_flags  # pymilvus-free: parsing only
+        from ..milvus_store.collection import consistency_level
 
         address = gallery_flags(self.store, self.collection)  # a bad address: one line before the model
         if self.index is not None and address is not None:
@@ -95,6 +99,13 @@ class ServeSettings:
                 "No gallery to serve. Give --index FILE or --store S --collection C",
                 "Build one with 'invedge index build EMB --out FILE' (or --store S --collection C)",
             )
+        if self.consistency is not None:
+            if address is None:
+                raise ConfigError(
+                    "--consistency needs --store: it sets how fresh a Milvus collection's answers are",
+                    "Drop --consistency, or serve a collection with --store S --collection C",
+                )
+            consistency_level(self.consistency)
 
 
 def is_loopback(host: str) -> bool:

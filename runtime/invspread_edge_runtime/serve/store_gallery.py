@@ -9,7 +9,9 @@ statuses serve/errors.py's, so both answer a request alike.
 Concurrency: searches run in parallel on the one client (its gRPC channel is thread-safe). Adds
 and deletes of this process are serialised by a lock so that "id taken" (409) and "unknown id"
 (404) hold against this server's own requests; writers in other processes are Milvus' business
-(an add there is an upsert: the last write of an id wins).
+(an add there is an upsert: the last write of an id wins). Replicas of this server on one
+collection check ids in Milvus too, so an id one added is 409 in all; two adds of one id at the
+same moment in two replicas may both pass the check, and Milvus keeps one row of it.
 
 A Milvus Lite file (`milvus:FILE`) is opened by one process at a time: while it is served,
 `invedge index add --store milvus:FILE` cannot open it, so changes go through POST/DELETE
@@ -33,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover (imported when opened: pymilvus is an extr
     from ..milvus_store.gallery import MilvusGallery
 
 ADD_TO_STORE = "'invedge index add --store'"  # the CLI command that adds items to a served collection
+STRONG = "Strong"  # the level of the count an add or delete answers (collection.CONSISTENCY's value)
 
 
 class StoreGallery:
@@ -44,13 +47,16 @@ class StoreGallery:
         self.on_change: Callable[[int], None] | None = None  # told the size it read (the metrics gauge)
 
     @classmethod
-    def open(cls, store: str, collection: str) -> StoreGallery:
+    def open(cls, store: str, collection: str, consistency: str | None = None) -> StoreGallery:
         """Connect; the one-line error of `open_gallery` when unreachable, in use, missing, not ours or
         incomplete (a build that stopped midway); a warning for each add or remove of it that did."""
         from .. import console
+        from ..milvus_store.collection import consistency_level
         from ..milvus_store.gallery import open_gallery
 
         gallery = open_gallery(store, collection)
+        if consistency is not None:
+            gallery.consistency = consistency_level(consistency)
         for line in gallery.stopped_writes():
             console.warn(line)
         return cls(gallery)
@@ -72,16 +78,17 @@ class StoreGallery:
             "kind": gallery.kind,
             "store": gallery.store.shown,
             "collection": gallery.collection,
+            "consistency": gallery.consistency.lower(),
         }
 
     def current(self) -> MilvusGallery:
         """The open `MilvusGallery`."""
         return self._gallery
 
-    def count(self) -> int:
-        """The items in the collection now (asked of Milvus)."""
+    def count(self, consistency: str | None = None) -> int:
+        """The items in the collection now (asked of Milvus at `consistency`; default: the service's)."""
         with store_errors():
-            items = len(self._gallery)
+            items = self._gallery.count(consistency)
         self._changed(items)
         return items
 
@@ -98,7 +105,8 @@ class StoreGallery:
 
     def add(self, item_id: str, vector: np.ndarray, space_id: str, location: str = "") -> int:
         """Add one item: 409/422 for a vector of another space/dimension (no call to Milvus), then
-        409 when the id is taken (Milvus would replace it: an upsert). Returns the gallery size."""
+        409 when the id is taken (Milvus would replace it: an upsert). Returns the gallery size, read
+        at Strong whatever the service's level: it counts this write."""
         with self._writing, store_errors():
             self._gallery.add(
                 vector[None, :],
@@ -108,13 +116,13 @@ class StoreGallery:
                 source="the upload",
                 upsert=False,
             )
-        return self.count()
+        return self.count(STRONG)
 
     def remove(self, item_id: str) -> int:
-        """Delete one item; 404 when no item has that id. Returns the gallery size."""
+        """Delete one item; 404 when no item has that id. Returns the gallery size (read at Strong)."""
         with self._writing, store_errors(missing=404):
             self._gallery.remove([item_id])
-        return self.count()
+        return self.count(STRONG)
 
     def location(self, item_id: str) -> str | None:
         """The location recorded for `item_id` (None: unknown id or none recorded); data, not a

@@ -3,13 +3,17 @@
 Starlette has no body limit of its own: `limited` wraps the request's `receive` so that the body is
 counted as it arrives (a lying or missing Content-Length changes nothing) and the whole body must
 arrive within the read timeout. A half-sent upload therefore ends with a 408, never a stuck worker.
+
+Images come as multipart form fields named `image`, or as a raw body: `Content-Type: image/jpeg`,
+`image/png` or `image/webp` and the whole body is one image (no multipart parsing: the cheap way).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
+import sys
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +28,8 @@ MAX_FILES = 256  # image fields in one request
 MAX_FIELDS = 64  # text fields in one request
 MAX_FIELD_KB = 64  # one text field
 CLOSE = {"Connection": "close"}  # the rest of a refused body is never read: end the connection
+RAW_TYPES = ("image/jpeg", "image/png", "image/webp")  # a body that is one image, as sent
+RAW_NAME = "image"  # a raw body's name in answers and messages (multipart: the file name)
 
 
 @dataclass
@@ -38,13 +44,13 @@ def limited(request: Request, settings: ServeSettings) -> Request:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large(int(declared), settings)
-    deadline = time.monotonic() + settings.read_timeout_s
+    deadline = asyncio.get_running_loop().time() + settings.read_timeout_s
     received = 0
 
     async def receive() -> Any:
         nonlocal received
         try:
-            message = await asyncio.wait_for(request.receive(), max(0.0, deadline - time.monotonic()))
+            message = await by(deadline, request.receive())
         except asyncio.TimeoutError:
             raise ServeError(
                 408,
@@ -61,17 +67,57 @@ def limited(request: Request, settings: ServeSettings) -> Request:
     return Request(request.scope, receive)
 
 
+async def by(deadline: float, awaitable: Awaitable[Any]) -> Any:
+    """`awaitable`'s result, or asyncio.TimeoutError at `deadline` (the loop's clock). Python 3.11's
+    timeout is a timer on the running task; wait_for, before it, a task of its own per call."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout_at(deadline):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, max(0.0, deadline - asyncio.get_running_loop().time()))
+
+
 async def read_images(
     request: Request, settings: ServeSettings, fields: tuple[str, ...] = ()
 ) -> tuple[list[Upload], dict[str, str]]:
-    """The `image` files of a multipart body, and the text fields named in `fields`."""
+    """The images of the body and the text fields named in `fields`: a multipart body's `image`
+    files and form fields, or a raw image body and the query's parameters."""
     content_type = request.headers.get("content-type", "")
+    if media_type(content_type) in RAW_TYPES:
+        return [Upload(RAW_NAME, await read_raw(request, settings))], query_fields(request, fields)
     if not content_type.startswith("multipart/form-data"):
         raise ServeError(
             415,
-            f"expected a multipart/form-data body with image fields, got {content_type or 'no content type'}",
-            "Send the images as form fields named 'image' (curl -F image=@photo.jpg)",
+            f"expected an image body ({', '.join(RAW_TYPES)}) or a multipart/form-data body, "
+            f"got {content_type or 'no content type'}",
+            "Send the image as the body with its type (curl -H 'Content-Type: image/jpeg' "
+            "--data-binary @photo.jpg), or as form fields named 'image' (curl -F image=@photo.jpg)",
         )
+    return await read_form(request, settings, fields)
+
+
+def media_type(content_type: str) -> str:
+    """`image/jpeg` of `Image/JPEG; charset=x`: the type without its parameters, lower case."""
+    return content_type.partition(";")[0].strip().lower()
+
+
+def query_fields(request: Request, fields: tuple[str, ...]) -> dict[str, str]:
+    """The text fields of a raw image body: query parameters (`?id=...`)."""
+    query = request.query_params
+    return {name: value for name in fields if (value := query.get(name)) is not None}
+
+
+async def read_raw(request: Request, settings: ServeSettings) -> bytes:
+    """A raw image body, within the limits; an empty one is 400."""
+    data = await read_body(request, settings)
+    if not data:
+        raise ServeError(400, "no image in the request: the body is empty", "Send the image file as the body")
+    return data
+
+
+async def read_form(
+    request: Request, settings: ServeSettings, fields: tuple[str, ...]
+) -> tuple[list[Upload], dict[str, str]]:
+    """The `image` files of a multipart body, and the text fields named in `fields`."""
     body = limited(request, settings)
     most, flag = max_images(settings)
     try:
@@ -93,12 +139,17 @@ async def read_images(
     return uploads, texts
 
 
-async def read_json(request: Request, settings: ServeSettings) -> Any:
-    """The JSON body, within the same limits."""
+async def read_body(request: Request, settings: ServeSettings) -> bytes:
+    """The whole body, within the byte limit and the read timeout."""
     try:
-        data = await limited(request, settings).body()
+        return await limited(request, settings).body()
     except ClientDisconnect:
         raise ServeError(400, "the client closed the connection before sending the whole body") from None
+
+
+async def read_json(request: Request, settings: ServeSettings) -> Any:
+    """The JSON body, within the same limits."""
+    data = await read_body(request, settings)
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:

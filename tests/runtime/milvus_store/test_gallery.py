@@ -1,4 +1,5 @@
-"""`MilvusGallery` on Milvus Lite (the real engine): build, search, add, remove, checks, rebuilds."""
+"""`MilvusGallery` on each engine (Milvus Lite, and the real Milvus server: `where`): build, search, add,
+remove, checks, upserts, rebuilds, --overwrite, recall tuning."""
 
 from __future__ import annotations
 
@@ -26,14 +27,14 @@ def emb():
 
 
 @pytest.fixture(scope="module")
-def flat(emb, lite_store):
-    with build_gallery(emb, lite_store, "flat_gallery") as gallery:
+def flat(emb, where):
+    with build_gallery(emb, where.store, where.name("flat_gallery")) as gallery:
         yield gallery
 
 
 @pytest.fixture(scope="module")
-def hnsw(emb, lite_store):
-    with build_gallery(emb, lite_store, "hnsw_gallery", kind="hnsw") as gallery:
+def hnsw(emb, where):
+    with build_gallery(emb, where.store, where.name("hnsw_gallery"), kind="hnsw") as gallery:
         yield gallery
 
 
@@ -55,10 +56,10 @@ def test_hnsw_recall_with_the_defaults(hnsw, emb):
     assert hnsw.search(emb.vectors[:3], k=5).searcher == "milvus-hnsw"
 
 
-def test_info_has_the_file_index_keys_and_where(flat):
+def test_info_has_the_file_index_keys_and_where(flat, where):
     info = flat.info()
     assert set(Index.from_embeddings(synthetic(3, 32)).info()) <= set(info)
-    assert info["count"] == 2000 and info["dim"] == 32 and info["collection"] == "flat_gallery"
+    assert info["count"] == 2000 and info["dim"] == 32 and info["collection"] == where.name("flat_gallery")
     assert info["store"].startswith("milvus:") and info["space"]["space_id"] == "space-a"
     assert info["model"]["path"] == "/models/model.onnx"
 
@@ -78,10 +79,10 @@ def test_space_and_dimension_checks(flat, emb):
     assert len(flat) == 2000
 
 
-def test_add_remove_contains_location_and_idempotent_re_add(lite_store):
+def test_add_remove_contains_location_and_idempotent_re_add(where):
     base = synthetic(300, 32, seed=3, prefix="base")
     more = synthetic(20, 32, seed=4, prefix="more")
-    with build_gallery(base, lite_store, "changes") as gallery:
+    with build_gallery(base, where.store, where.name("changes")) as gallery:
         assert gallery.add(more.vectors, more.ids, "space-a", more.locations(), source="more.emb") == 20
         assert len(gallery) == 320  # Strong: the add is seen at once
         assert gallery.add(more.vectors, more.ids, "space-a", more.locations(), source="more.emb") == 0
@@ -100,84 +101,87 @@ def test_add_remove_contains_location_and_idempotent_re_add(lite_store):
         assert sorted(gallery.iter_ids()) == sorted(base.ids + more.ids[5:])
 
 
-def test_rebuild_is_idempotent_and_another_kind_is_refused(lite_store):
-    emb = synthetic(500, 32, seed=5)
-    build_gallery(emb, lite_store, "rebuilt").close()
-    with build_gallery(emb, lite_store, "rebuilt") as again:
+def test_rebuild_is_idempotent_and_another_kind_is_refused(where):
+    emb, name = synthetic(500, 32, seed=5), where.name("rebuilt")
+    build_gallery(emb, where.store, name).close()
+    with build_gallery(emb, where.store, name) as again:
         assert len(again) == 500
     with pytest.raises(IndexFileError, match="Pass --overwrite"):
-        build_gallery(emb, lite_store, "rebuilt", kind="hnsw")
+        build_gallery(emb, where.store, name, kind="hnsw")
     other = synthetic(500, 32, seed=5, space_id="space-b")
     with pytest.raises(IndexFileError, match="another embedding space"):
-        build_gallery(other, lite_store, "rebuilt")
+        build_gallery(other, where.store, name)
 
 
-def test_overwrite_keeps_the_old_collection_until_the_new_one_is_complete(lite_store, monkeypatch):
+def test_overwrite_keeps_the_old_collection_until_the_new_one_is_complete(where, monkeypatch):
     old = synthetic(400, 32, seed=6, prefix="old")
     new = synthetic(600, 32, seed=7, prefix="new")
-    build_gallery(old, lite_store, "swapped").close()
+    store, name = where.store, where.name("swapped")
+    build_gallery(old, store, name).close()
     seen = {}
     swap = build._swap
 
     def watching(client, store, temporary, collection, writer):
         with open_gallery(store, collection) as current:  # the new one is whole: the old still serves
             seen["old"] = (current.kind, len(current))
-        with pytest.raises(IndexFileError, match="is a temporary of a build of swapped"):
+        with pytest.raises(IndexFileError, match=f"is a temporary of a build of {name}"):
             open_gallery(store, temporary)
         with open_gallery(store, temporary, incomplete_ok=True) as coming:
             seen["new"] = (coming.kind, len(coming))
         swap(client, store, temporary, collection, writer)
 
     monkeypatch.setattr(build, "_swap", watching)
-    with build_gallery(new, lite_store, "swapped", kind="hnsw", overwrite=True) as gallery:
+    with build_gallery(new, store, name, kind="hnsw", overwrite=True) as gallery:
         assert (gallery.kind, len(gallery)) == ("hnsw", 600)
         names = gallery.client.list_collections()
     assert seen == {"old": ("flat", 400), "new": ("hnsw", 600)}
-    assert not [name for name in names if name.startswith("swapped__")]  # no leftovers
+    assert not [held for held in names if held.startswith(f"{name}__")]  # no leftovers
 
     def failing(*args, **kwargs):
         raise IndexFileError("the disk is gone")
 
     monkeypatch.setattr(build.writes, "upsert", failing)
     with pytest.raises(IndexFileError, match="the disk is gone"):
-        build_gallery(old, lite_store, "swapped", overwrite=True)
-    with open_gallery(lite_store, "swapped") as still:  # a failed overwrite leaves the old one whole
+        build_gallery(old, store, name, overwrite=True)
+    with open_gallery(store, name) as still:  # a failed overwrite leaves the old one whole
         assert (still.kind, len(still)) == ("hnsw", 600)
-        assert not [name for name in still.client.list_collections() if name.startswith("swapped__")]
+        assert not [held for held in still.client.list_collections() if held.startswith(f"{name}__")]
 
 
-def test_missing_and_foreign_collections(lite_store, flat):
-    with pytest.raises(IndexFileError, match="no collection nothing_here"):
-        open_gallery(lite_store, "nothing_here")
+def test_missing_and_foreign_collections(where, flat):
+    nothing, theirs = where.name("nothing_here"), where.name("theirs")
+    with pytest.raises(IndexFileError, match=f"no collection {nothing}"):
+        open_gallery(where.store, nothing)
     from pymilvus import MilvusClient
 
     from invspread_edge_runtime.milvus_store.address import parse_store
 
-    client = MilvusClient(uri=parse_store(lite_store).uri)
-    client.create_collection("theirs", dimension=8)
-    with pytest.raises(IndexFileError, match=r"theirs .* was not made by invedge"):
-        open_gallery(lite_store, "theirs")
+    client = MilvusClient(uri=parse_store(where.store).uri, token=where.token)
+    client.create_collection(theirs, dimension=8)
+    with pytest.raises(IndexFileError, match=rf"{theirs} .* was not made by invedge"):
+        open_gallery(where.store, theirs)
     with pytest.raises(IndexFileError, match="not made by invedge"):
-        build_gallery(synthetic(10, 8), lite_store, "theirs")
+        build_gallery(synthetic(10, 8), where.store, theirs)
 
 
-def test_too_long_ids_are_refused_before_any_write(lite_store):
+def test_too_long_ids_are_refused_before_any_write(where):
     emb = synthetic(3, 32)
     emb.ids = ["x" * 1025, "b", "c"]
     with pytest.raises(IndexFileError, match="longer than the 1024 bytes"):
-        build_gallery(emb, lite_store, "long_ids")
-    with build_gallery(synthetic(3, 32), lite_store, "short_ids"):
+        build_gallery(emb, where.store, where.name("long_ids"))
+    with build_gallery(synthetic(3, 32), where.store, where.name("short_ids")):
         pass
     from pymilvus import MilvusClient
 
     from invspread_edge_runtime.milvus_store.address import parse_store
 
-    assert "long_ids" not in MilvusClient(uri=parse_store(lite_store).uri).list_collections()
+    client = MilvusClient(uri=parse_store(where.store).uri, token=where.token)
+    assert where.name("long_ids") not in client.list_collections()
 
 
-def test_ivf_is_tuned_and_exact_scans_every_list(lite_store):
+def test_ivf_is_tuned_and_exact_scans_every_list(where):
     emb = synthetic(1500, 32, seed=8)
-    with build_gallery(emb, lite_store, "ivf_gallery", kind="ivf") as gallery:
+    with build_gallery(emb, where.store, where.name("ivf_gallery"), kind="ivf") as gallery:
         assert gallery.params["nlist"] >= 1 and 1 <= gallery.params["nprobe"] <= gallery.params["nlist"]
         assert gallery.recall_at_10 is not None and gallery.recall_at_10 >= 0.95
         print(f"IVF recall@10 (1500 x 32): {gallery.recall_at_10:.4f} {gallery.params}")

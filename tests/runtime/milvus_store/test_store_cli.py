@@ -1,5 +1,6 @@
-"""`invedge index build|add|remove|info --store` and `invedge search --store`, end to end, and the faults:
-an unreachable server, a Lite file in use by another process, a server killed mid-insert, a missing extra."""
+"""`invedge index build|add|remove|info --store` and `invedge search --store`, end to end (on Milvus Lite and
+on the real Milvus server), and the faults: an unreachable server, a Lite file in use by another process, a
+server killed mid-insert (a `milvus-lite server`, and a real one of the test's own), a missing extra."""
 
 from __future__ import annotations
 
@@ -55,14 +56,14 @@ def folders(tiny_export, image_folder, tmp_path_factory):
     return root / "class0.emb", root / "class1.emb"
 
 
-def test_build_search_add_remove_info(capsys, folders, image_folder, tmp_path):
+def test_build_search_add_remove_info(capsys, folders, image_folder, where):
     a, b = folders
-    store = f"milvus:{tmp_path / 'photos.db'}"
-    where = ("--store", store, "--collection", "photos")
+    store, collection = where.store, where.name("photos")
+    where = ("--store", store, "--collection", collection)
     code, out, err = invedge(capsys, "index", "build", a, *where, "--json")
     assert code == 0, err
     built = json.loads(out)
-    assert built["count"] == 10 and built["kind"] == "flat" and built["collection"] == "photos"
+    assert built["count"] == 10 and built["kind"] == "flat" and built["collection"] == collection
     query = sorted((image_folder / "class0").iterdir())[0]
     code, out, err = invedge(capsys, "search", *where, query, "--k", "3", "--json")
     assert code == 0, err
@@ -84,7 +85,7 @@ def test_build_search_add_remove_info(capsys, folders, image_folder, tmp_path):
     info = json.loads(out)
     assert info["count"] == 19 and len(info["ids"]) == 19 and query.name not in info["ids"]
     code, out, err = invedge(capsys, "index", "info", *where)
-    assert code == 0 and "photos" in out and "19 × " in out
+    assert code == 0 and collection in out and "19 × " in out
     code, _, err = invedge(capsys, "search", *where, query, "--k", "50")
     assert code == 1 and "k = 50 but the gallery holds 19 items" in one_line(err)
 
@@ -163,7 +164,7 @@ def test_a_server_killed_mid_insert_then_a_rerun_completes(milvus_server, folder
         cwd=tmp_path,
         env=env(
             INVEDGE_MILVUS_BATCH="4",  # 10 items: batches of 4, 4, 2
-            INVEDGE_MILVUS_TIMEOUT="1",
+            INVEDGE_MILVUS_TIMEOUT=str(server.call_timeout_s),
             INVEDGE_TEST_PAUSE_AT="milvus-batch",
             INVEDGE_TEST_PAUSE_MARKER=str(marker),
             INVEDGE_TEST_PAUSE_RELEASE=str(release),
@@ -188,7 +189,7 @@ def test_a_server_killed_mid_insert_then_a_rerun_completes(milvus_server, folder
     assert proc.returncode == 1
     assert "dropped after 4 of 10 items" in line and server.store in line
     assert "rerun the same command: re-adding is idempotent" in line
-    restarted = milvus_server(server.data)  # the same data folder on a new port
+    restarted = milvus_server(server.data)  # the same data folder (a new port; the real one: its own)
     where = ("--store", restarted.store, "--collection", "photos")
     rerun = process("index", "build", folders[0], *where, cwd=tmp_path, INVEDGE_MILVUS_BATCH="4")
     assert rerun.returncode == 0, rerun.stderr

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
+import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,3 +91,23 @@ def multipart(files: list[tuple[str, bytes]], fields: dict[str, str]) -> tuple[b
 def image_files(folder: Path, count: int) -> list[Path]:
     """The first `count` images of a folder tree, in a stable order."""
     return sorted(p for p in folder.rglob("*") if p.suffix in (".png", ".jpg"))[:count]
+
+
+def read_all(sock: socket.socket) -> bytes:
+    """What the server sends until it closes the connection (it closes after refusing a body)."""
+    chunks = []
+    try:
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    except ConnectionResetError:  # it closed with our unread bytes in its buffer: what came before counts
+        pass
+    return b"".join(chunks)
+
+
+def send_chunks_until_answered(sock: socket.socket, chunks: int = 40) -> None:
+    """A chunked body of `chunks` × 64 KB (2.5 MB), sent until the server answers (a refusal mid-body)."""
+    chunk = b"x" * 65536
+    for _ in range(chunks):
+        sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        if select.select([sock], [], [], 0.05)[0]:
+            return

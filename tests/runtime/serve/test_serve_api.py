@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import select
 import socket
 import time
 from urllib.parse import urlsplit
@@ -14,7 +13,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 from PIL import Image
-from serve_client import call, get, image_files, post_files, post_json
+from serve_client import call, get, image_files, post_files, post_json, read_all, send_chunks_until_answered
 from tiny import EMBEDDING_ATOL, invedge
 
 from invspread_edge_runtime import Embedder, Index
@@ -45,17 +44,6 @@ def png(size: tuple[int, int] = (28, 28)) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, "PNG")
     return buffer.getvalue()
-
-
-def read_all(sock: socket.socket) -> bytes:
-    """What the server sends until it closes the connection (it closes after refusing a body)."""
-    chunks = []
-    try:
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    except ConnectionResetError:  # it closed with our unread bytes in its buffer: what came before counts
-        pass
-    return b"".join(chunks)
 
 
 def assert_healthy(url: str) -> None:
@@ -192,11 +180,7 @@ def test_too_many_bytes_without_content_length_is_413(api):
         )
         head = b'--b\r\nContent-Disposition: form-data; name="image"; filename="big.png"\r\n\r\n'
         sock.sendall(b"%x\r\n%s\r\n" % (len(head), head))
-        chunk = b"x" * 65536
-        for _ in range(40):  # 2.5 MB, until the server answers
-            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-            if select.select([sock], [], [], 0.05)[0]:
-                break
+        send_chunks_until_answered(sock)  # 2.5 MB, until the server answers
         assert read_all(sock).startswith(b"HTTP/1.1 413")
     assert_healthy(api.url)
 

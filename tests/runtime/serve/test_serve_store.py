@@ -1,6 +1,6 @@
-"""`invedge serve --store milvus:FILE --collection C`: the real server on a Milvus Lite gallery (the real
-engine, in the server's process): its answers equal `open_gallery`'s, its changes land in Milvus, its
-refusals have the file gallery's statuses, and its bad flags are one line.
+"""`invedge serve --store S --collection C`: the real server on a Milvus Lite gallery (milvus-lite 3's
+Python engine, in the server's process) and on a Milvus standalone server (`where`): its answers equal `open_gallery`'s, its
+changes land in Milvus, its refusals have the file gallery's statuses, and its bad flags are one line.
 
 A Milvus Lite file is opened by one process at a time, so what this process reads of a store (the
 reference searches, what a change left behind) it reads before the server starts or after it stopped,
@@ -13,9 +13,10 @@ import sys
 import threading
 import time
 
+import milvus_testing
 import numpy as np
 import pytest
-from milvus_testing import Server
+from milvus_testing import ENGINES, SERVERS, Where
 from serve_client import call, get, image_files, post_files, post_json
 from tiny import invedge
 
@@ -29,22 +30,23 @@ K = 5
 K_MAX = 50
 
 
-def build_store(embeddings, folder, keep: int | None = None) -> str:
-    """A Milvus Lite store in `folder` whose collection holds the embeddings (the first `keep` of them)."""
+def build_store(embeddings, folder, keep: int | None = None, where: Where | None = None) -> str:
+    """A store (Milvus Lite in `folder` unless `where` says) whose collection `where.name(COLLECTION)`
+    holds the embeddings (the first `keep` of them)."""
     from invspread_edge_runtime.embeddings.reader import load_embeddings
     from invspread_edge_runtime.milvus_store.build import build_gallery
 
-    store = f"milvus:{folder / 'gallery.db'}"
+    where = where or Where(f"milvus:{folder / 'gallery.db'}")
     emb = load_embeddings(embeddings)
-    with build_gallery(emb, store, COLLECTION, kind="flat") as gallery:
+    with build_gallery(emb, where.store, where.name(COLLECTION), kind="flat") as gallery:
         if keep is not None:
             gallery.remove(list(emb.ids[keep:]))
         assert len(gallery) == (len(emb.ids) if keep is None else keep)
-    return store
+    return where.store
 
 
-def serve_store(served, tiny_export, store: str, *extra: object):
-    args = ("--store", store, "--collection", COLLECTION, "--backend", "ort-cpu", "--k-max", K_MAX, *extra)
+def serve_store(served, tiny_export, store: str, *extra: object, collection: str = COLLECTION):
+    args = ("--store", store, "--collection", collection, "--backend", "ort-cpu", "--k-max", K_MAX, *extra)
     return served(tiny_export / "model.onnx", None, *args)
 
 
@@ -53,20 +55,26 @@ def queries(image_folder):
     return image_files(image_folder, 3)
 
 
-@pytest.fixture(scope="module")
-def store(serve_embeddings, tmp_path_factory) -> str:
-    return build_store(serve_embeddings, tmp_path_factory.mktemp("milvus_store"))
+@pytest.fixture(scope="module", params=ENGINES)
+def where(request, tmp_path_factory) -> Where:
+    """The module's gallery on Milvus Lite, or on the shared real Milvus server."""
+    return milvus_testing.where(request.param, request, tmp_path_factory.mktemp("milvus_store"))
 
 
 @pytest.fixture(scope="module")
-def expected(store, tiny_export, queries) -> dict:
+def store(serve_embeddings, where) -> str:
+    return build_store(serve_embeddings, None, where=where)
+
+
+@pytest.fixture(scope="module")
+def expected(store, where, tiny_export, queries) -> dict:
     """What `open_gallery` answers for the queries (read before the server holds the Lite file)."""
     from invspread_edge_runtime.milvus_store.address import parse_store
     from invspread_edge_runtime.milvus_store.gallery import open_gallery
 
     with Embedder(tiny_export / "model.onnx", backend="ort-cpu") as embedder:
         vectors, space_id = embedder.embed(queries), embedder.space_id
-    with open_gallery(store, COLLECTION) as gallery:
+    with open_gallery(store, where.name(COLLECTION)) as gallery:
         result = gallery.search(vectors, k=K, space_id=space_id)
         found = {
             "records": result.records([q.name for q in queries]),
@@ -74,6 +82,7 @@ def expected(store, tiny_export, queries) -> dict:
             "space_id": gallery.space_id,
             "items": len(gallery),
             "shown": parse_store(store).shown,
+            "collection": gallery.collection,
             "vectors": vectors,
         }
     return found
@@ -81,7 +90,9 @@ def expected(store, tiny_export, queries) -> dict:
 
 @pytest.fixture(scope="module")
 def server(served, tiny_export, store, expected, image_folder):
-    with serve_store(served, tiny_export, store, "--image-root", image_folder) as running:
+    with serve_store(
+        served, tiny_export, store, "--image-root", image_folder, collection=expected["collection"]
+    ) as running:
         yield running
 
 
@@ -89,7 +100,13 @@ def test_info_and_readiness_show_the_store_and_collection(server, expected):
     assert expected["items"] == 40
     assert get(server.url, "/readyz").json() == {"status": "ready", "backend": "ort-cpu", "gallery": 40}
     gallery = get(server.url, "/v1/info").json()["gallery"]
-    assert gallery == {"items": 40, "kind": "flat", "store": expected["shown"], "collection": COLLECTION}
+    assert gallery == {
+        "items": 40,
+        "kind": "flat",
+        "store": expected["shown"],
+        "collection": expected["collection"],
+        "consistency": "strong",
+    }
     assert "gallery 40 items" in server.stderr()
 
 
@@ -203,10 +220,11 @@ def test_an_emptied_gallery_is_409_and_changes_persist_in_milvus(
         assert gallery.location("again") is None
 
 
-@pytest.fixture
-def milvus_server(tmp_path):
-    """`milvus-lite server`: the same engine as a standalone gRPC server, on a free loopback port."""
-    server = Server(tmp_path / "milvus").start()
+@pytest.fixture(params=SERVERS)
+def milvus_server(request, tmp_path):
+    """A server of the test's own on a free loopback port: `milvus-lite server` (the Lite engine as a
+    gRPC server) or the real Milvus server."""
+    server = milvus_testing.own_server(request.param, tmp_path / "milvus")
     yield server
     server.kill()
 
@@ -224,10 +242,17 @@ def test_a_milvus_server_is_shared_and_its_loss_is_503(
     store = milvus_server.store
     emb = load_embeddings(serve_embeddings)
     build_gallery(emb, store, COLLECTION).close()
-    monkeypatch.setenv("INVEDGE_MILVUS_TIMEOUT", "5")  # the server's calls give up within seconds
+    timeout = max(5, milvus_server.call_timeout_s)  # the server's calls give up within seconds
+    monkeypatch.setenv("INVEDGE_MILVUS_TIMEOUT", str(timeout))
     with serve_store(served, tiny_export, store) as server:
         gallery_info = get(server.url, "/v1/info").json()["gallery"]
-        assert gallery_info == {"items": 40, "kind": "flat", "store": store, "collection": COLLECTION}
+        assert gallery_info == {
+            "items": 40,
+            "kind": "flat",
+            "store": store,
+            "collection": COLLECTION,
+            "consistency": "strong",
+        }
         vector = {"vector": emb.vectors[0].tolist(), "space_id": emb.space_id}
         with open_gallery(store, COLLECTION) as gallery:  # another writer on the same Milvus
             gallery.add(emb.vectors[:1], ["by-another-client"], space_id=emb.space_id)
@@ -258,6 +283,11 @@ def test_a_milvus_server_is_shared_and_its_loss_is_503(
         ((), "No gallery to serve. Give --index FILE or --store S --collection C"),
         (("--store", "milvus:x.db"), "--collection is required with --store"),
         (("--collection", "c"), "--collection needs --store"),
+        (("--index", "x.index", "--consistency", "bounded"), "--consistency needs --store"),
+        (
+            ("--store", "milvus:x.db", "--collection", "c", "--consistency", "often"),
+            "--consistency 'often' is not a Milvus consistency level",
+        ),
     ],
 )
 def test_the_gallery_flags_are_one_line(tiny_export, capsys, args, words):
@@ -289,3 +319,52 @@ def test_without_the_milvus_extra_the_error_names_it(tiny_export, tmp_path, caps
     err = capsys.readouterr().err
     assert "pymilvus" in err and "pip install 'invspread-edge-runtime[milvus]'" in err, err
     assert err.count("\n") == 1, err
+
+
+def test_the_consistency_asked_is_the_one_searches_and_counts_use(serve_embeddings, tmp_path):
+    """--consistency reaches every read that may wait for the server (searches and counts); the id
+    checks of a write stay at the collection's Strong, so a taken id is refused whatever it says."""
+    from invspread_edge_runtime.serve.store_gallery import StoreGallery
+
+    store = build_store(serve_embeddings, tmp_path)
+    with StoreGallery.open(store, COLLECTION, "Eventually") as served:
+        gallery = served.current()
+        asked: list[str] = []
+        for name in ("search", "query"):
+            call = getattr(gallery.client, name)
+
+            def spy(*args, _call=call, **kwargs):
+                asked.append(kwargs.get("consistency_level"))
+                return _call(*args, **kwargs)
+
+            setattr(gallery.client, name, spy)
+        assert served.describe()["consistency"] == "eventually"
+        vector = np.ones(gallery.dim, np.float32) / np.sqrt(gallery.dim)
+        _, result = served.search(vector[None, :], K, gallery.space_id)
+        assert len(result.ids[0]) == K and served.count() == 40
+        assert asked and set(asked) == {"Eventually"}
+
+
+def test_an_add_or_delete_answers_the_count_read_at_strong(serve_embeddings, tmp_path):
+    """The `items` a 201 or a delete answers counts that write, whatever --consistency says; the
+    other counts (/readyz, /v1/info) read at the service's level."""
+    from invspread_edge_runtime.embeddings.reader import load_embeddings
+    from invspread_edge_runtime.serve.store_gallery import StoreGallery
+
+    emb = load_embeddings(serve_embeddings)
+    store = build_store(serve_embeddings, tmp_path)
+    with StoreGallery.open(store, COLLECTION, "bounded") as served:
+        client = served.current().client
+        counted: list[str] = []
+        query = client.query
+
+        def spy(*args, **kwargs):
+            if kwargs.get("output_fields") == ["count(*)"]:
+                counted.append(kwargs.get("consistency_level"))
+            return query(*args, **kwargs)
+
+        client.query = spy
+        assert served.add("added", emb.vectors[0], emb.space_id) == 41
+        assert served.remove("added") == 40
+        assert served.ready() == 40
+        assert counted == ["Strong", "Strong", "Bounded"]
