@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import platform
@@ -48,9 +47,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from invspread_edge_runtime.bounds import Bound, helped
+from invspread_edge_runtime.bounds import Bound, check_bounds, helped
+from invspread_edge_runtime.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: make_jpegs is embed_throughput's
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # how the Milvus server starts
 
 FORMAT = "invspread-edge/scale/2"
 REPO = Path(__file__).resolve().parents[1]
@@ -115,11 +116,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def check_limits(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """p.error (one line, exit 2) for the first value past its LIMITS bound or a gallery too large."""
-    for name, bound in LIMITS.items():
-        values = getattr(args, name)
-        for value in values if isinstance(values, list) else [values]:
-            if not bound.contains(value):
-                p.error(f"{bound.flag} {value} is out of range. Use {bound.allowed}")
+    try:
+        check_bounds(LIMITS, vars(args))
+    except ConfigError as exc:
+        p.error(str(exc))
     if args.sizes and max(args.sizes) * args.dim > GALLERY_FLOATS_MAX:
         p.error(
             f"--sizes × --dim is more than {GALLERY_FLOATS_MAX:,} floats (8 GB). Use a smaller size or dim"
@@ -384,11 +384,8 @@ def server_module_or_reason() -> ModuleType | str:
     """scripts/milvus_server_local.py (scripts/ is no package), or why the server cannot run here."""
     if not SERVER_SCRIPT.is_file():
         return f"{SERVER_SCRIPT} is missing"
-    spec = importlib.util.spec_from_file_location("milvus_server_local", SERVER_SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks itself up there
-    spec.loader.exec_module(module)
+    import milvus_server_local as module  # scripts/ is on sys.path (above)
+
     return module.available() or module
 
 

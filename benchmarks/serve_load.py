@@ -53,7 +53,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from invspread_edge_runtime.bounds import BATCH, THREADS, Bound, helped
+from invspread_edge_runtime.bounds import BATCH, THREADS, Bound, check_bounds, helped
+from invspread_edge_runtime.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_EXPORT = REPO / "runs" / "demo" / "export"
@@ -143,11 +144,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.driver_list = [d.strip() for d in args.drivers.split(",") if d.strip()]
     if not args.driver_list or not set(args.driver_list) <= set(DRIVERS):
         p.error(f"Invalid --drivers {args.drivers!r}. Use wrk, python or wrk,python")
-    for name, bound in LIMITS.items():
-        values = getattr(args, name)
-        for value in values if isinstance(values, list) else [values]:
-            if not bound.contains(value):
-                p.error(f"{bound.flag} {value} is out of range. Use {bound.allowed}")
+    try:
+        check_bounds(LIMITS, vars(args))
+    except ConfigError as exc:
+        p.error(str(exc))
     return args
 
 

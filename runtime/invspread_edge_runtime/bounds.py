@@ -55,11 +55,12 @@ class Bound:
 
 
 def check_bounds(bounds: dict[str, Bound], values: dict[str, Any]) -> None:
-    """ConfigError for the first value out of its bound (None: not given, the default applies);
-    `bounds`: a field or argument name → its flag's range."""
+    """ConfigError for the first value out of its bound (None: not given, the default applies; a
+    list: each of its values); `bounds`: a field or argument name → its flag's range."""
     for name, bound in bounds.items():
-        if values.get(name) is not None:
-            bound.check(values[name])
+        value = values.get(name)
+        for each in value if isinstance(value, list) else [] if value is None else [value]:
+            bound.check(each)
 
 
 def _shown(value: float) -> str:
