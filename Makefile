@@ -6,8 +6,9 @@ STAMP   := $(VENV)/.installed
 FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CHROMIUM := /usr/bin/chromium
 DEMO    ?= runs/demo
+DUP     ?= runs/fmnist_dup
 
-.PHONY: install data browser rtsp-deps triton-server triton-serve milvus-server wrk demo serve bench-serve test test-slow trt-api test-trt test-arm64 lint clean
+.PHONY: install data browser rtsp-deps triton-server triton-serve milvus-server wrk demo serve bench-serve dedup-model bench-explore test test-slow trt-api test-trt test-arm64 lint clean
 
 # Idempotent: re-runs pip only when the project's install files change.
 install: $(STAMP)
@@ -76,6 +77,17 @@ demo: install data
 		--md $(DEMO)/bench.md --plot $(DEMO)/bench.png --json $(DEMO)/bench.json
 	@echo "serve the demo gallery (a web page and an HTTP API): make serve, or"
 	@echo "  $(BIN)/invedge serve $(DEMO)/export --index $(DEMO)/gallery.index --image-root $(DEMO)/gallery"
+
+# An embedding for near-duplicates (`invedge dedup`): the full training split, 5 epochs with
+# --preset duplicates (about 8 minutes on 2 cores), exported; then benchmarks/near_duplicates.py on it.
+dedup-model: install data
+	$(BIN)/invedge train --data fashion-mnist --width 16 --epochs 5 --preset duplicates --out $(DUP) --overwrite
+	$(BIN)/invedge export $(DUP) --int8
+	$(BIN)/python benchmarks/near_duplicates.py --model $(DUP)/export
+
+# The explore verbs at scale: 1 000 000 × 128 (dedup exact, k-means, select), the map on 100 000.
+bench-explore: install
+	$(BIN)/python benchmarks/explore.py $(ARGS)
 
 # The demo gallery as a service on http://127.0.0.1:8000 (after make demo); Ctrl-C stops it.
 # --image-root: the folder whose images the page may show (the one the gallery was embedded from).

@@ -65,6 +65,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "blur_sigma": (0.1, 1.0),
         "rotate": 5.0,
     },
+    # an embedding for `invedge dedup`: invariant only to what a copy goes through (re-encoding, a
+    # mild crop, a shift, exposure, a mirror image), so that look-alikes of one kind stay apart. The
+    # paper's 0.2 crops and strong colour jitter teach the class, and put two similar shirts as close
+    # as a shirt and its JPEG copy (benchmarks/near_duplicates.py measures both)
+    "duplicates": {
+        **NATURAL,
+        "scale": (0.6, 1.0),
+        "brightness": 0.25,
+        "contrast": 0.25,
+        "saturation": 0.1,
+        "hue": 0.0,
+        "grayscale_p": 0.0,
+    },
 }
 DEFAULT_PRESET = "natural"
 

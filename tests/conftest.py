@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,10 @@ import pytest
 # `pytest -n 2` puts two workers on this 2-core machine: one OpenMP thread each (set before torch
 # loads), or the workers' threads fight over the cores (measured: training steps 15x slower).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Caches (map layouts) go to one folder per test session, never under ~/.cache; a test may set its own.
+if "INVEDGE_CACHE_DIR" not in os.environ:
+    os.environ["INVEDGE_CACHE_DIR"] = _CACHE = tempfile.mkdtemp(prefix="invedge-test-cache-")
+    atexit.register(shutil.rmtree, _CACHE, True)
 
 import milvus_testing
 from rtsp_testing import rtsp_server, silent_port  # noqa: F401  (the stream tests' fixtures)

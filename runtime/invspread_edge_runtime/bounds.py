@@ -149,3 +149,23 @@ DS_GPU_ID = Bound("--gpu-id", 0, 63)
 DS_GIE_ID = Bound("--gie-id", 1, 65_535)
 DS_OPERATE_ON_GIE_ID = Bound("--operate-on-gie-id", 1, 65_535)
 DS_CLASS_ID = Bound("--operate-on-class-ids", 0, 99_999)
+
+# dedup, cluster, map, select, outliers (explore/)
+DUP_THRESHOLD = Bound("--threshold", 0, 1)  # a cosine score; below 0 nothing is a duplicate of anything
+EXPLORE_NEIGHBOURS = Bound("--neighbours", 1, 1000)  # per item, held in memory: N × this × 12 bytes
+CLUSTER_K = Bound("--k", 2, 100_000)  # k-means centroids: k × d floats, and k contact sheets
+CLUSTER_K_MAX = Bound("--k-max", 3, 1000)  # --k auto tries 2..this: one k-means per value
+SILHOUETTE_SAMPLE = Bound("--sample", 100, 100_000)  # --k auto: one k-means per k tried on this many items
+MIN_CLUSTER_SIZE = Bound("--min-cluster-size", 2, 1_000_000)
+CLUSTER_NITER = Bound("--niter", 1, 1000)  # k-means iterations: each one pass over the training rows
+PER_SHEET = Bound("--per-sheet", 1, 1000)  # images on one contact sheet: each a file read and drawn
+EXPLORE_SEED = Bound("--seed", 0, 2**31 - 1)  # faiss takes a C int
+SELECT_COUNT = Bound("--count", 1, 10_000_000)  # greedy k-center: one pass over N per pick
+EXCLUDE_DUPLICATES = Bound("--exclude-duplicates", 0, 1)  # a cosine, as --threshold
+OUTLIER_COUNT = Bound("--count", 1, 1_000_000)
+THUMB_PX = Bound("--thumb", 16, 512)  # a thumbnail's side in pixels, in pictures and pages
+MAP_THUMBS = Bound("--thumbs", 0, 100_000)  # images drawn or embedded in a map: each a file read
+# items of a gallery (not options): past these the work or the output outgrows its use
+# a page's embedded JSON: ~150 bytes per item, parsed by a browser
+MAP_PAGE_ITEMS = Bound("--html", 1, 200_000)
+HDBSCAN_ITEMS = Bound("--method hdbscan", 1, 200_000)  # scikit-learn's HDBSCAN: hours and N × k memory beyond

@@ -34,7 +34,21 @@ def create_app(register_extra: Callable[[typer.Typer], None] | None = None) -> t
     `register_extra` adds more verbs (tests use it). Command modules import their heavy
     dependencies inside the command, so building the app imports no torch.
     """
-    from .commands import bench, deploy, embed, engine, index, search, serve, verify, watch
+    from .commands import (
+        bench,
+        cluster,
+        dedup,
+        deploy,
+        embed,
+        engine,
+        index,
+        search,
+        select,
+        serve,
+        verify,
+        watch,
+    )
+    from .commands import map as map_verb
     from .commands.help_screen import HelpGroup
 
     app = typer.Typer(
@@ -50,7 +64,21 @@ def create_app(register_extra: Callable[[typer.Typer], None] | None = None) -> t
     register_plugin_verbs(app)
     if register_extra is not None:
         register_extra(app)
-    for module in (embed, index, search, watch, serve, bench, engine, deploy, verify):
+    for module in (
+        embed,
+        index,
+        search,
+        dedup,
+        cluster,
+        map_verb,
+        select,
+        watch,
+        serve,
+        bench,
+        engine,
+        deploy,
+        verify,
+    ):
         module.register(app)
     return app
 

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from . import hooks
-from .errors import InvedgeError, WriteError
+from .errors import ConfigError, InvedgeError, WriteError
 
 _TEMP_NAME = re.compile(r"^\.(.+)\.[A-Za-z0-9_]+\.tmp$")  # what atomic_path's mkstemp names look like
 
@@ -183,6 +183,13 @@ def human_size(n_bytes: int) -> str:
     return f"{size:.1f} GB"
 
 
+def user_cache_dir(sub: str) -> Path:
+    """The one home of invedge's caches (engines, ort-trt, map layouts): `$XDG_CACHE_HOME` (an empty
+    one ignored) or `~/.cache`, then `invspread-edge/SUB`."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "invspread-edge" / sub
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -240,6 +247,84 @@ def replace_folder(new: Path, target: Path, aside: Path | None = None, hook_poin
     fsync_dir(target.absolute().parent)
     if moved:
         remove_aside(aside, target, replaced=True)
+
+
+FOLDER_MARKER = ".invedge-folder"  # in each output folder invedge writes whole: what wrote it
+
+
+def folder_writer(folder: Path) -> str | None:
+    """What wrote `folder` (its FOLDER_MARKER's first line), or None: not a folder invedge wrote."""
+    marker = folder / FOLDER_MARKER
+    if folder.is_symlink() or marker.is_symlink() or not marker.is_file():
+        return None
+    try:
+        return marker.read_text(encoding="utf-8").splitlines()[0].strip()
+    except (OSError, UnicodeDecodeError, IndexError):
+        return None
+
+
+def check_folder_target(folder: Path, option: str, writer: str, *, replace: bool = False) -> None:
+    """Refuse `folder` as an output before any work, in one line: a file or link; a folder holding
+    anything, unless `replace` and `writer` wrote it (its marker says so: a user's folder is never
+    replaced, whatever it holds); or a parent that cannot be written."""
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise ConfigError(f"{option} {folder} is not a folder", f"Give {option} a new folder")
+    if folder.is_dir() and any(folder.iterdir()):
+        if not replace:
+            raise ConfigError(
+                f"{option} {folder} already exists and is not empty", f"Give {option} a new folder"
+            )
+        if folder_writer(folder) != writer:
+            raise ConfigError(
+                f"{option} {folder} is not an earlier output of {writer} (it has no {FOLDER_MARKER} of "
+                "one): it is never replaced",
+                f"Give {option} a new folder, or move that one away",
+            )
+    parent = folder.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe_write(parent)
+    except OSError as exc:
+        raise WriteError(
+            f"cannot write {option} {folder}: {exc.strerror or exc}", "Choose a writable folder"
+        ) from exc
+
+
+@contextlib.contextmanager
+def staged_folder(
+    target: Path,
+    option: str,
+    writer: str,
+    *,
+    replace: bool = False,
+    lock: contextlib.AbstractContextManager[Any] | None = None,
+) -> Iterator[Path]:
+    """Yield an empty folder beside `target` (mode as the umask gives a new folder) to fill; on
+    success it is marked as `writer`'s and swapped in whole (`replace_folder`), on failure removed.
+
+    `target` is checked first and again just before the swap (`check_folder_target`: an existing
+    folder is replaced only when `replace` and `writer` wrote it); `lock`: a lock held (entered
+    here) for the second check and the swap, e.g. `locks.exclusive_lock(target, "...")`.
+    """
+    target = Path(target)
+    check_folder_target(target, option, writer, replace=replace)
+    try:
+        work = Path(tempfile.mkdtemp(prefix=f".{target.name}-new-", dir=target.absolute().parent))
+        os.chmod(work, 0o777 & ~_umask())  # mkdtemp makes 0700: the output reads like any folder
+    except OSError as exc:
+        raise os_error(exc, target, atomic=False) from exc
+    try:
+        yield work
+        (work / FOLDER_MARKER).write_text(writer + "\n", encoding="utf-8")
+        with lock or contextlib.nullcontext():
+            check_folder_target(target, option, writer, replace=replace)  # another run may have written it
+            replace_folder(work, target)
+    except OSError as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        raise os_error(exc, target, atomic=False) from exc
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
 
 
 def default_aside(target: Path) -> Path:

@@ -22,6 +22,7 @@ Points:
 - run-swap: an `--overwrite` run complete in its staging folder, the old run still in place.
 - run-swapped: the two runs exchanged, the old one not yet removed.
 - ray-batch: a Ray actor of `invedge embed --ray` has embedded a batch, not yet returned it.
+- dedup-move: after each file `invedge dedup --move-to` moved (its manifest written before the first).
 """
 
 from __future__ import annotations

@@ -80,6 +80,18 @@ def test_nmi_extremes_and_kmeans():
     assert acc.nmi(x, labels) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_adjusted_rand_index_matches_scikit_learn(seed):
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 300))
+    a = rng.integers(0, rng.integers(1, 12), n)
+    b = np.where(rng.random(n) < 0.6, a, rng.integers(0, 9, n))  # partly agreeing, partly random
+    for x, y in [(a, b), (a, rng.permutation(a)), (a, (a + 3) * 7), (np.zeros(n), np.arange(n))]:
+        assert acc.adjusted_rand_index(x, y) == pytest.approx(metrics.adjusted_rand_score(x, y), abs=1e-10)
+    assert acc.adjusted_rand_index([0], [5]) == 1.0
+
+
 def test_agreement_and_cosine():
     rng = np.random.default_rng(3)
     x = _unit(rng.normal(size=(100, 16)))

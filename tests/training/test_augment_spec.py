@@ -44,6 +44,9 @@ def test_presets_differ_where_they_say():
     assert augment_spec.resolve("no-flip") == {**augment_spec.NATURAL, "flip_p": 0.0}
     docs = augment_spec.resolve("documents")
     assert docs["flip_p"] == 0 and docs["rotate"] > 0
+    dup, natural = augment_spec.resolve("duplicates"), augment_spec.NATURAL
+    assert dup["scale"][0] > natural["scale"][0] and dup["brightness"] < natural["brightness"]  # milder
+    assert dup["hue"] == dup["grayscale_p"] == 0 and dup["flip_p"] == natural["flip_p"]
     assert augment_spec.describe(augment_spec.resolve("natural")) == "the paper's recipe"
     assert augment_spec.describe(augment_spec.resolve("no-flip")) == "flip=0"
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import AccuracyError, EngineError, MissingDependency, ModelError
+from ..files import user_cache_dir
 from ..locks import exclusive_lock
 from ..metadata import ModelMeta, read_model_meta
 from ..tensorrt.cache import DEFAULT_MAX_BATCH
@@ -65,8 +66,7 @@ def default_cache_dir(model_path: Path) -> Path:
     folder = model_path.parent / ".ort-trt-cache"
     if os.access(model_path.parent, os.W_OK):
         return folder
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "invspread-edge" / "ort-trt"
+    return user_cache_dir("ort-trt")
 
 
 def trt_provider_options(

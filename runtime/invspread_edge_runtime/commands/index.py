@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,7 +10,7 @@ import typer
 from .. import bounds
 from ..bounds import helped
 from ..index.settings import EF_SEARCH, HNSW_M, KINDS, TARGET_RECALL
-from .options import CollectionOpt, JsonOpt, StoreOpt, ThreadsOpt
+from .options import CollectionOpt, JsonOpt, StoreOpt, ThreadsOpt, progress_bar
 
 if TYPE_CHECKING:
     from ..index.manage import IndexBuildResult
@@ -80,7 +78,7 @@ def build(
         threads=threads,
         overwrite=overwrite,
     )
-    built = create_gallery(options, log=console.info, progress=_bar)
+    built = create_gallery(options, log=console.info, progress=progress_bar)
     for note in built.notes:  # what a Milvus build tidied first: a stopped build's temporaries
         console.info(note)
     if json_out:
@@ -141,7 +139,7 @@ def add(
 
     index, embeddings = (None, paths) if store is not None else (paths[0], paths[1:])
     options = IndexAddOptions(embeddings, index=index, store=store, collection=collection)
-    changed = add_to_gallery(options, progress=_bar)
+    changed = add_to_gallery(options, progress=progress_bar)
     if json_out:
         console.print_json(changed.to_dict())
     size = f" ({human_size(changed.size_bytes)})" if changed.path is not None else ""
@@ -236,20 +234,3 @@ def _info_table(facts: dict):
 
 def _params(params: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items() if k != "seed")
-
-
-@contextlib.contextmanager
-def _bar(total: int, what: str) -> Iterator[Callable[[int, int], None] | None]:
-    """A progress bar for a big write, while the block runs: yields its `on_progress(done, total)`."""
-    from .. import console
-
-    if total <= 2000:
-        yield None
-        return
-    bar = console.progress(transient=True)
-    task = bar.add_task(what, total=total)
-    bar.start()
-    try:
-        yield lambda done, _total: bar.update(task, completed=done)
-    finally:
-        bar.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +64,24 @@ ThreadsOpt = threads_option()
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout instead of a table.")
 BatchOpt = typer.Option(DEFAULT_BATCH_SIZE, "--batch", help=helped("Images per inference call.", BATCH))
 OutDirOpt = typer.Option(..., "--out", "-o", help="Output path.")
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, what: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar for a long step, while the block runs: yields its `on_progress(done, total)`
+    (None for a small job, where a bar would only flicker). Fits index/manage.py's `Progress`."""
+    from .. import console
+
+    if total <= 2000:
+        yield None
+        return
+    bar = console.progress(transient=True)
+    task = bar.add_task(what, total=total)
+    bar.start()
+    try:
+        yield lambda done, _total: bar.update(task, completed=done)
+    finally:
+        bar.stop()
 
 
 def existing(path: Path, what: str, hint: str = "Check the path") -> Path:
@@ -154,6 +174,21 @@ StoreOpt = typer.Option(
 )
 CollectionOpt = typer.Option(
     None, "--collection", help="The Milvus collection holding the gallery (with --store)."
+)
+
+# The explore verbs (dedup, cluster, map, select, outliers): what they read, and how neighbours are found.
+TargetArg = typer.Argument(
+    None,
+    metavar="[TARGET]",
+    help="An embeddings folder (photos.emb) or a gallery index (photos.index); or --store/--collection.",
+    show_default=False,
+)
+ExactOpt = typer.Option(
+    None,
+    "--exact/--approximate",
+    help="Neighbour search: exact (every pair compared) or approximate (faiss HNSW; may miss a pair). "
+    "Default: exact up to 300 000 items (explore.neighbours.EXACT_LIMIT).",
+    show_default=False,
 )
 
 

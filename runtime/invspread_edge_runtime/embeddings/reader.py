@@ -46,10 +46,12 @@ class EmbeddingSet:
     def failed(self) -> list[dict[str, str]]:
         return list(self.manifest.get("failed") or [])
 
-    def locations(self) -> list[str]:
-        """Each item's image file (absolute), for drawing results."""
+    def locations(self, *, frames: bool = True) -> list[str]:
+        """Each item's image file (absolute), for drawing results. A video frame's is its video's
+        path with the frame's `#t=` (a search grid cuts the frame from it); `frames=False` gives ""
+        for frames instead (a page that loads image files: a frame has none of its own)."""
         root = Path(self.manifest.get("root") or ".")
-        return [str(root / item) for item in self.ids]
+        return ["" if not frames and item in self.frames else str(root / item) for item in self.ids]
 
 
 def load_embeddings(path: str | os.PathLike[str], verify: bool = True) -> EmbeddingSet:

@@ -152,6 +152,30 @@ def normalized_mutual_info(a: np.ndarray, b: np.ndarray) -> float:
     return mi / denom if denom > 0 else 1.0
 
 
+def adjusted_rand_index(a: np.ndarray, b: np.ndarray) -> float:
+    """Adjusted Rand index of two labellings of the same items (Hubert & Arabie 1985; scikit-learn's).
+
+    Pairs of items counted from the contingency table n_ij: index = Σ C(n_ij, 2), expected =
+    Σ C(a_i, 2) · Σ C(b_j, 2) / C(n, 2), maximum = (Σ C(a_i, 2) + Σ C(b_j, 2)) / 2; ARI = (index −
+    expected) / (maximum − expected): 1 for the same partition, about 0 for a random one. 1.0 when
+    the maximum equals the expected (both one cluster, or both all singletons), as scikit-learn.
+    """
+    _, a = np.unique(a, return_inverse=True)
+    _, b = np.unique(b, return_inverse=True)
+    joint = np.zeros((a.max() + 1, b.max() + 1), dtype=np.float64)
+    np.add.at(joint, (a, b), 1)
+
+    def pairs(counts: np.ndarray) -> float:
+        return float((counts * (counts - 1) / 2).sum())
+
+    index = pairs(joint)
+    rows, cols = pairs(joint.sum(axis=1)), pairs(joint.sum(axis=0))
+    total = pairs(np.array([float(len(a))]))
+    expected = rows * cols / total if total else 0.0
+    maximum = (rows + cols) / 2
+    return (index - expected) / (maximum - expected) if maximum != expected else 1.0
+
+
 def cosine_stats(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
     """(mean, min) cosine similarity row by row between two embeddings of the same images."""
     a = np.asarray(reference, dtype=np.float64)

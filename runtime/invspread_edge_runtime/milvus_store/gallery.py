@@ -189,6 +189,21 @@ class MilvusGallery(Gallery):
         finally:
             iterator.close()
 
+    def iter_items(self, batch: int = writes.BATCH) -> Iterator[tuple[str, list[float], str]]:
+        """Every item held as (id, vector, location), read in pages with a query iterator (the
+        explore verbs read a whole collection this way; memory: one page at a time here)."""
+        iterator = self._call(
+            "read items",
+            lambda t: self.client.query_iterator(
+                self.collection, batch_size=batch, output_fields=["id", "vector", "location"], timeout=t
+            ),
+        )
+        try:
+            while rows := self._call("read items", lambda t: iterator.next()):
+                yield from ((row["id"], row["vector"], row.get("location") or "") for row in rows)
+        finally:
+            iterator.close()
+
     # --- search --------------------------------------------------------------------------------
 
     def search(

@@ -35,8 +35,11 @@ def draw_grid(
     rows: list[list[Tile]],
     out: str | os.PathLike[str],
     thumb: int = 112,
+    *,
+    framed: bool = True,
 ) -> Path:
-    """Lay `rows` out (first tile of each row framed as the query) and write a PNG atomically."""
+    """Lay `rows` out (first tile of each row framed as the query, unless not `framed`: a contact
+    sheet) and write a PNG atomically."""
     if not rows:
         raise DataError("nothing to draw: no query has results")
     font = _font(max(10, thumb // 9))
@@ -59,12 +62,12 @@ def draw_grid(
                     anchor="mm",
                     align="center",
                 )
-            if c == 0:
+            if c == 0 and framed:
                 draw.rectangle([x - 3, y - 3, x + thumb + 2, y + thumb + 2], outline=QUERY_COLOUR, width=3)
             lines = [_fit(draw, tile.caption, font, thumb), _fit(draw, tile.subcaption, font, thumb)]
             for n, line in enumerate(lines):
                 if line:
-                    colour = QUERY_COLOUR if c == 0 else TEXT
+                    colour = QUERY_COLOUR if c == 0 and framed else TEXT
                     draw.text((x, y + thumb + 3 + n * (caption_h // 2)), line, fill=colour, font=font)
     out = Path(out)
     with atomic_path(out) as tmp:
@@ -81,14 +84,17 @@ def _thumbnail(source: Image.Image | str | os.PathLike[str] | None, size: int) -
     if img is None:
         ImageDraw.Draw(tile).rectangle([0, 0, size - 1, size - 1], fill=MISSING)
         return tile
-    img = to_rgb(img)  # in-memory images decode like files: 16-bit, EXIF, alpha
+    img = fit(to_rgb(img), size)  # in-memory images decode like files: 16-bit, EXIF, alpha
+    tile.paste(img, ((size - img.width) // 2, (size - img.height) // 2))
+    return tile
+
+
+def fit(img: Image.Image, size: int) -> Image.Image:
+    """`img` scaled so its longer side is `size` (aspect kept): the one thumbnail of grids, pages and
+    maps. Small images (28-px Fashion-MNIST) are enlarged with nearest neighbours: crisp, not blurred."""
     scale = size / max(img.size)
     new = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-    # Small images (28-px Fashion-MNIST) are enlarged with nearest neighbours: crisp, not blurred.
-    resample = Image.NEAREST if scale >= 2 else Image.BILINEAR
-    img = img.resize(new, resample)
-    tile.paste(img, ((size - new[0]) // 2, (size - new[1]) // 2))
-    return tile
+    return img.resize(new, Image.NEAREST if scale >= 2 else Image.BILINEAR)
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:

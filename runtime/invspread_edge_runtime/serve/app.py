@@ -1,7 +1,8 @@
 """`create_app(settings)`: the FastAPI app of `invedge serve` (routes in routes.py).
 
 Here: the lifespan (start the batcher once listening, stop it after the drain), the one JSON
-shape of every error, the metrics of every request, the page and its files, and /docs offline.
+shape of every error, the metrics of every request, the page and its files (the map's from
+explore/static), the page's map and duplicate views (explore.py), and /docs offline.
 Every request, the page and /docs included, passes auth.Guard first (the token, the Host, the origin);
 the hot POST endpoints are then called directly (lane.py), everything else through FastAPI's router.
 """
@@ -28,6 +29,8 @@ from ..version import __version__
 from .auth import Guard, error_response
 from .docs import docs_page
 from .errors import ServeError
+from .explore import ExploreViews
+from .explore import router as explore_router
 from .lane import FastLane, lane_routes
 from .routes import FAST, router
 from .service import Service
@@ -35,6 +38,7 @@ from .settings import ServeSettings
 from .watching import start_watch
 
 STATIC = Path(__file__).resolve().parent / "static"
+EXPLORE_STATIC = Path(__file__).resolve().parent.parent / "explore" / "static"  # the map's script and style
 # FastAPI's own OpenTelemetry hooks (newer FastAPI) look up the global providers on every request;
 # the service's metrics are its own (/metrics), so they are off where FastAPI has them.
 NO_TELEMETRY = {"tracing": False, "metrics": False, "logs": False}
@@ -69,11 +73,15 @@ def create_app(settings: ServeSettings, service: Service | None = None) -> FastA
     app.state.service = None
     app.state.watch = None
     app.state.settings = settings
+    app.state.explore = ExploreViews()  # the page's map and duplicate views, kept per gallery
     app.add_exception_handler(ServeError, _serve_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _internal_error)
     app.include_router(router)
+    app.include_router(explore_router)
+    if EXPLORE_STATIC.is_dir():  # before /static, which would take these paths
+        app.mount("/static/explore", StaticFiles(directory=EXPLORE_STATIC), name="explore-static")
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EngineError, InvedgeError
-from ..files import atomic_write_json, read_json
+from ..files import atomic_write_json, read_json, user_cache_dir
 
 SIDECAR_FORMAT = "invspread-edge-engine/1"
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -193,8 +193,7 @@ def default_cache_dir() -> Path:
     """$INVEDGE_ENGINE_CACHE, else ~/.cache/invspread-edge/engines (XDG_CACHE_HOME respected)."""
     if env := os.environ.get(DEFAULT_CACHE_ENV):
         return Path(env).expanduser()
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "invspread-edge" / "engines"
+    return user_cache_dir("engines")
 
 
 def cached_engine_path(

@@ -22,7 +22,9 @@ def test_the_token_guards_everything_but_health(served, tiny_export, serve_index
     login = {"Authorization": "Basic " + base64.b64encode(f"anyone:{TOKEN}".encode()).decode()}
     with served(tiny_export, serve_index, "--backend", "ort-cpu", "--queue", "1", token=TOKEN) as server:
         assert get(server.url, "/healthz").status == 200
-        for path in ("/", "/static/page.js", "/docs", "/openapi.json", "/readyz", "/metrics", "/v1/info"):
+        guarded = ("/", "/static/page.js", "/docs", "/openapi.json", "/readyz", "/metrics", "/v1/info")
+        explore = ("/static/explore/map.js", "/v1/duplicates?threshold=0.99", "/v1/map/neighbours?item=0")
+        for path in guarded + explore:
             refused = get(server.url, path)
             assert refused.status == 401 and refused.headers["www-authenticate"] == "Bearer"
             assert refused.error["message"] == "this service needs a token"

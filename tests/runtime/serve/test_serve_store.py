@@ -110,6 +110,17 @@ def test_info_and_readiness_show_the_store_and_collection(server, expected):
     assert "gallery 40 items" in server.stderr()
 
 
+def test_the_page_views_read_the_whole_collection(server, serve_embeddings):
+    from invspread_edge_runtime.embeddings.reader import load_embeddings
+
+    ids = set(load_embeddings(serve_embeddings).ids)
+    duplicates = get(server.url, "/v1/duplicates?threshold=0.5").json()
+    assert duplicates["items"] == 40 and duplicates["source"].startswith("collection ")
+    assert {m["id"] for g in duplicates["groups"] for m in g["members"]} <= ids
+    near = get(server.url, "/v1/map/neighbours?item=0&k=3").json()
+    assert near["id"] in ids and len(near["neighbours"]) == 3
+
+
 def test_search_by_image_equals_open_gallery_search(server, expected, queries, serve_index):
     reply = post_files(server.url, f"/v1/search?k={K}", [(q.name, q.read_bytes()) for q in queries])
     assert reply.status == 200, reply.body
